@@ -1,0 +1,67 @@
+# Flash of the emulated board: a littlefs2 filesystem (the one a Pico's flash
+# carries) on a block-device image file that persists between runs.
+import os
+import vfs
+
+BLOCK_SIZE = 4096
+BLOCK_COUNT = 352  # 1.4 MiB: the Pico's default filesystem size
+_ERASED = b"\xff"
+
+
+class ImageBlockDevice:
+    # The extended block protocol littlefs uses: byte offsets and erase.
+    def __init__(self, path, block_size=BLOCK_SIZE, block_count=BLOCK_COUNT):
+        self.block_size = block_size
+        self.block_count = block_count
+        size = block_size * block_count
+        try:
+            if os.stat(path)[6] != size:
+                raise OSError
+        except OSError:
+            with open(path, "wb") as f:
+                blank = _ERASED * block_size
+                for _ in range(block_count):
+                    f.write(blank)
+        self.file = open(path, "r+b")
+        self.writes = 0
+
+    def readblocks(self, block, buf, offset=0):
+        self.file.seek(block * self.block_size + offset)
+        self.file.readinto(buf)
+
+    def writeblocks(self, block, buf, offset=None):
+        if offset is None:
+            self.ioctl(6, block)
+            offset = 0
+        self.writes += 1
+        self.file.seek(block * self.block_size + offset)
+        self.file.write(buf)
+        self.file.flush()
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.block_count
+        if op == 5:
+            return self.block_size
+        if op == 6:
+            self.file.seek(arg * self.block_size)
+            self.file.write(_ERASED * self.block_size)
+            self.file.flush()
+        return 0
+
+    def close(self):
+        self.file.close()
+
+
+def mount(bdev, point="/flash"):
+    try:
+        fs = vfs.VfsLfs2(bdev)
+    except OSError:
+        vfs.VfsLfs2.mkfs(bdev)
+        fs = vfs.VfsLfs2(bdev)
+    vfs.mount(fs, point)
+    return point
+
+
+def unmount(point="/flash"):
+    vfs.umount(point)

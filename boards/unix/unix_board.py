@@ -1,0 +1,86 @@
+# The emulated pump: virtual hardware behind the firmware's board interface.
+# Bench code (tests, the bench server) drives the models directly: it is test
+# equipment, not part of the pump.
+import array
+
+from micropython import const
+
+import hal
+from motor_model import MotorModel
+from virtual_clock import RealClock, VirtualClock
+
+TONE_RECORD_LEN = const(256)
+
+
+class UnixBoard(hal.Board):
+    def __init__(self, virtual=True, start_ticks=0, flash_dir=None, stroke_ms=40,
+                 reset_cause=hal.RESET_POWER_ON):
+        self.clock = VirtualClock(start_ticks) if virtual else RealClock(start_ticks)
+        self.motor = MotorModel(self.clock, stroke_ms)
+        self.battery = 3200  # mV, fresh lithium cell
+        self.pressure = 0  # mmHg above baseline
+        self.tone_hz = 0
+        self.tones = array.array("q", [0] * (2 * TONE_RECORD_LEN))  # (time, hz) pairs
+        self.tone_changes = 0
+        self.led_on = False
+        self.fed_ms = 0  # board time of the last watchdog feed
+        self.flash = flash_dir
+        self.cause = reset_cause
+
+    def ticks_ms(self):
+        return self.clock.ticks_ms()
+
+    def motor_begin(self):
+        self.motor.begin()
+
+    def motor_poll(self):
+        return self.motor.poll()
+
+    def motor_ms_left(self):
+        return self.motor.ms_left()
+
+    def motor_stop(self):
+        self.motor.stop()
+
+    def pressure_mmhg(self):
+        return self.pressure
+
+    def battery_mv(self):
+        return self.battery
+
+    def buzzer(self, tone_hz):
+        if tone_hz != self.tone_hz:
+            i = 2 * (self.tone_changes % TONE_RECORD_LEN)
+            self.tones[i] = self.clock.elapsed_ms
+            self.tones[i + 1] = tone_hz
+            self.tone_changes += 1
+            self.tone_hz = tone_hz
+
+    def led(self, on):
+        self.led_on = on
+
+    def wdt_feed(self):
+        self.fed_ms = self.clock.elapsed_ms
+
+    def reset_cause(self):
+        return self.cause
+
+    def flash_dir(self):
+        return self.flash
+
+
+def run_virtual(pump, ms):
+    # Advance virtual time by `ms`, jumping from one due event to the next:
+    # nothing sleeps, and no stroke, boundary or motor result is skipped.
+    clock = pump.board.clock
+    end = clock.elapsed_ms + ms
+    pump.tick()
+    while True:
+        left = end - clock.elapsed_ms
+        if left <= 0:
+            return
+        step = pump.ms_to_next_event()
+        if step < 1:
+            step = 1
+        clock.advance(step if step < left else left)
+        pump.tick()

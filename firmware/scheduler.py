@@ -1,0 +1,277 @@
+# Stroke scheduler. Decides when each motor stroke is due from the active
+# therapy, in whole seconds, with exact integer accrual: a channel delivering
+# `inc` strokes per `period` seconds keeps its partial stroke as an integer
+# phase in [0, period), so nothing is rounded and nothing drifts over months.
+#
+# Basal: inc = rate nL/day, period = stroke_nl * 86400 (phase unit: nL/86400).
+# Bolus: inc = n strokes, period = duration s (one stroke owed at the start).
+# A segment never runs past the next stroke, step boundary or periodic-bolus
+# time, so phase + inc * seconds stays below 2 * period: small ints only.
+#
+# Volume follows elapsed (monotonic) time; wall-clock time of day only selects
+# the flex step and triggers periodic boluses. See docs/dosing.md.
+import array
+from micropython import const
+
+from limits import DEMAND_MAX_PER_DAY, MAX_PERIODIC, MAX_STEPS
+from units import S_PER_DAY
+
+# Stroke kinds: what a delivered stroke counts as.
+KIND_NONE = const(0)
+KIND_BASAL = const(1)
+KIND_BRIDGE = const(2)  # basal volume pushing the old drug out of the catheter
+KIND_CLINICIAN = const(3)
+KIND_PRIMING = const(4)  # volume only, never dose to the patient
+KIND_DEMAND = const(5)
+KIND_PERIODIC = const(6)
+
+# A periodic bolus never fires twice within this window, whatever the clock
+# does (a clock set back across its time would otherwise repeat it).
+PERIODIC_REFIRE_MIN_S = const(43200)
+
+# Demand refusals.
+DEMAND_OK = const(0)
+DEMAND_NOT_PRESCRIBED = const(1)
+DEMAND_LOCKOUT = const(2)
+DEMAND_DAILY_MAX = const(3)
+DEMAND_BOLUS_ACTIVE = const(4)
+DEMAND_NOT_RUNNING = const(5)
+
+_FAR = const(1 << 29)  # "no event": larger than any real interval in seconds
+
+
+class Scheduler:
+    def __init__(self, stroke_nl):
+        self.stroke_nl = stroke_nl
+        self.basal_period = stroke_nl * S_PER_DAY
+        self.step_start = array.array("i", [0] * MAX_STEPS)
+        self.step_rate = array.array("i", [0] * MAX_STEPS)
+        self.n_steps = 0
+        # Pending profile after a bridge bolus.
+        self.next_start = array.array("i", [0] * MAX_STEPS)
+        self.next_rate = array.array("i", [0] * MAX_STEPS)
+        self.next_n = 0
+        self.bridge_left = 0
+        self.per_time = array.array("i", [0] * MAX_PERIODIC)
+        self.per_strokes = array.array("i", [0] * MAX_PERIODIC)
+        self.per_duration = array.array("i", [0] * MAX_PERIODIC)
+        self.per_last = array.array("i", [-PERIODIC_REFIRE_MIN_S] * MAX_PERIODIC)
+        self.n_per = 0
+        self.per_pending = 0  # bit mask of periodic boluses waiting for the bolus channel
+        self.demand_strokes = 0
+        self.demand_duration = 0
+        self.demand_lockout = 0
+        self.demand_max = 0
+        self.demand_times = array.array("i", [0] * DEMAND_MAX_PER_DAY)
+        self.demand_count = 0  # activations recorded in demand_times (ring)
+        self.running = False
+        self.mono_s = 0
+        self.basal_phase = 0
+        self.owed_basal = 0
+        self.clear_bolus()
+
+    # -- programming (not on the tick path) --------------------------------
+    def load(self, therapy, bridge_strokes=0):
+        # Bridge: keep delivering the current profile for `bridge_strokes`
+        # strokes (the catheter's old drug), then switch to the new one.
+        if bridge_strokes > 0 and self.n_steps:
+            self._copy_steps(therapy, self.next_start, self.next_rate)
+            self.next_n = len(therapy.step_start_s)
+            self.bridge_left = bridge_strokes
+        else:
+            self._copy_steps(therapy, self.step_start, self.step_rate)
+            self.n_steps = len(therapy.step_start_s)
+            self.bridge_left = 0
+        self.n_per = len(therapy.periodic)
+        for i, (t, strokes, dur) in enumerate(therapy.periodic):
+            self.per_time[i] = t
+            self.per_strokes[i] = strokes
+            self.per_duration[i] = dur
+        self.per_pending = 0
+        d = therapy.demand
+        if d is None:
+            self.demand_strokes = 0
+        else:
+            self.demand_strokes, self.demand_duration, self.demand_lockout, self.demand_max = d
+        self.running = True
+
+    @staticmethod
+    def _copy_steps(therapy, starts, rates):
+        for i, s in enumerate(therapy.step_start_s):
+            starts[i] = s
+            rates[i] = therapy.step_rate_nl_day[i]
+
+    def stop(self):
+        # Suspended or stopped for safety: nothing accrues and nothing owed is
+        # kept, so resuming never delivers a catch-up bolus.
+        self.running = False
+        self.owed_basal = 0
+        self.per_pending = 0
+        self.clear_bolus()
+
+    def resume(self):
+        if self.n_steps:
+            self.running = True
+
+    def clear_bolus(self):
+        self.bolus_kind = KIND_NONE
+        self.bolus_left = 0
+        self.bolus_inc = 0
+        self.bolus_period = 1
+        self.bolus_phase = 0
+        self.owed_bolus = 0
+
+    def start_bolus(self, kind, strokes, duration_s):
+        # One stroke is owed at once; the rest are spread evenly over the duration.
+        self.bolus_kind = kind
+        self.bolus_inc = strokes
+        self.bolus_period = duration_s
+        self.bolus_phase = 0
+        self.bolus_left = strokes - 1
+        self.owed_bolus = 1
+
+    def bolus_busy(self):
+        return self.bolus_kind != KIND_NONE
+
+    def exclusive_bolus(self):
+        k = self.bolus_kind
+        return k == KIND_CLINICIAN or k == KIND_PRIMING
+
+    # -- patient demand ----------------------------------------------------
+    def demand_check(self):
+        # Returns (refusal code, seconds until a request can next be allowed).
+        if not self.demand_strokes:
+            return DEMAND_NOT_PRESCRIBED, 0
+        if not self.running:
+            return DEMAND_NOT_RUNNING, 0
+        if self.bolus_kind != KIND_NONE:
+            return DEMAND_BOLUS_ACTIVE, 0
+        now = self.mono_s
+        n = self.demand_count
+        if n:
+            last = self.demand_times[(n - 1) % DEMAND_MAX_PER_DAY]
+            wait = last + self.demand_lockout - now
+            if wait > 0:
+                return DEMAND_LOCKOUT, wait
+        if n >= self.demand_max:
+            oldest = self.demand_times[(n - self.demand_max) % DEMAND_MAX_PER_DAY]
+            wait = oldest + S_PER_DAY - now
+            if wait > 0:
+                return DEMAND_DAILY_MAX, wait
+        return DEMAND_OK, 0
+
+    def demand_start(self):
+        self.demand_times[self.demand_count % DEMAND_MAX_PER_DAY] = self.mono_s
+        self.demand_count += 1
+        self.start_bolus(KIND_DEMAND, self.demand_strokes, self.demand_duration)
+
+    # -- the tick path -----------------------------------------------------
+    def step_index(self, tod):
+        starts = self.step_start
+        i = self.n_steps - 1
+        while i > 0 and starts[i] > tod:
+            i -= 1
+        return i
+
+    def basal_rate(self, tod):
+        if not self.running or self.exclusive_bolus():
+            return 0
+        return self.step_rate[self.step_index(tod)]
+
+    def secs_to_event(self, tod):
+        # Seconds until the next stroke accrues, step boundary or periodic time.
+        if not self.running:
+            return _FAR
+        i = self.step_index(tod)
+        nxt = (self.step_start[i + 1] if i + 1 < self.n_steps else S_PER_DAY) - tod
+        rate = self.basal_rate(tod)
+        if rate:
+            s = (self.basal_period - self.basal_phase + rate - 1) // rate
+            if s < nxt:
+                nxt = s
+        if self.bolus_left:
+            s = (self.bolus_period - self.bolus_phase + self.bolus_inc - 1) // self.bolus_inc
+            if s < nxt:
+                nxt = s
+        times = self.per_time
+        for j in range(self.n_per):
+            s = times[j] - tod
+            if s <= 0:
+                s += S_PER_DAY
+            if s < nxt:
+                nxt = s
+        return nxt if nxt > 0 else 1
+
+    def advance(self, secs, tod):
+        # Accrue `secs` seconds of therapy starting at time of day `tod`.
+        while secs > 0 and self.running:
+            n = self.secs_to_event(tod)
+            if n > secs:
+                n = secs
+            rate = self.basal_rate(tod)
+            if rate:
+                p = self.basal_phase + rate * n
+                while p >= self.basal_period:
+                    p -= self.basal_period
+                    self.owed_basal += 1
+                self.basal_phase = p
+            if self.bolus_left:
+                p = self.bolus_phase + self.bolus_inc * n
+                while p >= self.bolus_period and self.bolus_left:
+                    p -= self.bolus_period
+                    self.bolus_left -= 1
+                    self.owed_bolus += 1
+                self.bolus_phase = p
+            tod += n
+            if tod >= S_PER_DAY:
+                tod -= S_PER_DAY
+            secs -= n
+            self.mono_s += n
+            if self.n_per:
+                self._periodic_at(tod)
+        if not self.running:
+            self.mono_s += secs
+        if self.per_pending and self.bolus_kind == KIND_NONE:
+            self._start_pending()
+
+    def _periodic_at(self, tod):
+        times = self.per_time
+        for j in range(self.n_per):
+            if times[j] == tod and self.mono_s - self.per_last[j] >= PERIODIC_REFIRE_MIN_S:
+                self.per_last[j] = self.mono_s
+                self.per_pending |= 1 << j
+
+    def _start_pending(self):
+        for j in range(self.n_per):
+            if self.per_pending & (1 << j):
+                self.per_pending &= ~(1 << j)
+                self.start_bolus(KIND_PERIODIC, self.per_strokes[j], self.per_duration[j])
+                return
+
+    def next_stroke_kind(self):
+        if self.owed_bolus:
+            return self.bolus_kind
+        if self.owed_basal:
+            return KIND_BRIDGE if self.bridge_left else KIND_BASAL
+        return KIND_NONE
+
+    def stroke_delivered(self, kind):
+        if kind == KIND_BASAL or kind == KIND_BRIDGE:
+            self.owed_basal -= 1
+            if kind == KIND_BRIDGE:
+                self.bridge_left -= 1
+                if not self.bridge_left:
+                    self._end_bridge()
+        else:
+            self.owed_bolus -= 1
+            if not self.owed_bolus and not self.bolus_left:
+                self.bolus_kind = KIND_NONE
+                if self.per_pending:
+                    self._start_pending()
+
+    def _end_bridge(self):
+        n = self.next_n
+        for i in range(n):
+            self.step_start[i] = self.next_start[i]
+            self.step_rate[i] = self.next_rate[i]
+        self.n_steps = n

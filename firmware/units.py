@@ -1,0 +1,21 @@
+# Fixed-point units of the firmware: volume in nanolitres (nL), drug mass in
+# nanograms (ng), concentration in ng/mL (= ug/L), time in ms or s.
+# Every quantity on the tick path stays inside the RP2040's small-int range.
+from micropython import const
+
+MS_PER_S = const(1000)
+S_PER_MIN = const(60)
+S_PER_HOUR = const(3600)
+S_PER_DAY = const(86400)
+MS_PER_DAY = const(86400000)
+NL_PER_ML = const(1000000)
+NL_PER_UL = const(1000)
+
+
+def dose_to_volume_nl(dose_ng, conc_ng_ml):
+    # Rounded to the nearest nanolitre; not on the tick path (may use long ints).
+    return (dose_ng * NL_PER_ML + conc_ng_ml // 2) // conc_ng_ml
+
+
+def volume_to_dose_ng(volume_nl, conc_ng_ml):
+    return (volume_nl * conc_ng_ml + NL_PER_ML // 2) // NL_PER_ML
