@@ -1,0 +1,200 @@
+# The emulated pump process: board models, flash image, programmer link and
+# bench port around the portable core, in real or virtual time.
+import json
+import select
+import sys
+import time
+
+import prescription
+from image_flash import ImageBlockDevice, mount, unmount
+from pump import Pump
+from pty_link import PtyLink
+from bench_server import BenchServer
+from unix_board import UnixBoard, run_virtual
+
+STATE_FILE = "/state.json"
+IDENTITY = b"intrathecal pump emulator; programmer protocol arrives with the link issue\r\n"
+
+# Built-in therapy until a programmer sets one: morphine 10 mg/mL, 10 mg/day
+# (1 mL/day, one 500 nL stroke every 43.2 s).
+DEFAULT_PRESCRIPTION = {"drug": "morphine", "conc_ng_ml": 10000000,
+                        "steps": [{"start_s": 0, "dose_ng_day": 10000000}]}
+DEFAULT_FILL_NL = 20000000
+
+
+class PowerLoss(Exception):
+    pass
+
+
+class Emulator:
+    def __init__(self, opts):
+        self.opts = opts
+        self.poller = select.poll()
+        self.flash = None
+        if opts.get("image"):
+            self.flash = mount(ImageBlockDevice(opts["image"]))
+        self.board = UnixBoard(virtual=opts.get("virtual", False), flash_dir=self.flash,
+                               start_ticks=opts.get("start_ticks", 0))
+        self.pump = Pump(self.board)
+        self.restore()
+        self.link = PtyLink(opts["link_fd"], self.poller) if "link_fd" in opts else None
+        self.bench = BenchServer(opts["bench"], self.poller) if opts.get("bench") else None
+        self.alive = True
+
+    # -- state (replaced by the persistent store of the storage issue) -----
+    def restore(self):
+        state = None
+        if self.flash:
+            try:
+                with open(self.flash + STATE_FILE) as f:
+                    state = json.load(f)
+            except (OSError, ValueError):
+                state = None
+        rx = self.opts.get("prescription") or DEFAULT_PRESCRIPTION
+        now = int(time.time())
+        self.pump.clock.set(now // 86400, now % 86400)
+        if state:
+            rx = state["prescription"]
+            self.pump.reservoir.remaining_nl = state["remaining_nl"]
+        else:
+            self.pump.reservoir.fill(DEFAULT_FILL_NL)
+        self.pump.start(prescription.validate(rx, self.board.STROKE_NL))
+        self.prescription = rx
+
+    def save(self):
+        if not self.flash:
+            return
+        with open(self.flash + STATE_FILE, "w") as f:
+            json.dump({"prescription": self.prescription,
+                       "remaining_nl": self.pump.reservoir.remaining_nl}, f)
+
+    # -- loop ----------------------------------------------------------------
+    def run(self):
+        virtual = self.board.clock.virtual
+        period = self.board.TICK_MS
+        next_tick = time.ticks_ms()
+        try:
+            while self.alive:
+                if virtual:
+                    timeout = -1
+                else:
+                    wait = time.ticks_diff(next_tick, time.ticks_ms())
+                    if wait <= 0:
+                        self.pump.tick()
+                        next_tick = time.ticks_add(next_tick, period)
+                        if time.ticks_diff(next_tick, time.ticks_ms()) < 0:
+                            next_tick = time.ticks_add(time.ticks_ms(), period)  # overrun: no burst
+                        continue
+                    timeout = wait
+                for obj, event in self.poller.poll(timeout):
+                    self.dispatch(obj, event)
+        except PowerLoss:
+            return  # nothing is saved: the power is gone
+        self.shutdown()
+
+    def shutdown(self):
+        self.save()
+        if self.bench:
+            self.bench.close()
+        if self.flash:
+            unmount(self.flash)
+
+    def dispatch(self, obj, event):
+        if self.bench and self.bench.owns(obj):
+            for client, req in self.bench.requests(obj, event):
+                try:
+                    reply = self.bench_command(req)
+                except PowerLoss:
+                    raise
+                except Exception as e:  # a bench mistake must not stop the pump
+                    reply = {"ok": False, "error": "bench: %s: %s" % (type(e).__name__, e)}
+                self.bench.reply(client, reply)
+        elif self.link and obj is self.link.stream:
+            if event & (select.POLLHUP | select.POLLERR):
+                self.alive = False  # the launcher is gone: shut down cleanly
+                return
+            n = self.link.read()
+            rx = self.link.rx
+            if any(rx[i] in b"\r\n" for i in range(n)):
+                self.link.write(IDENTITY)
+
+    # -- bench commands ---------------------------------------------------
+    def bench_command(self, req):
+        cmd = req.get("cmd")
+        handler = getattr(self, "bench_" + str(cmd), None)
+        if handler is None:
+            return {"ok": False, "error": "bench: unknown command %r" % cmd}
+        reply = handler(req)
+        reply["ok"] = True
+        return reply
+
+    def bench_status(self, req):
+        pump, motor = self.pump, self.board.motor
+        return {"board_ms": self.board.clock.elapsed_ms, "virtual": self.board.clock.virtual,
+                "day": pump.clock.day, "tod_s": pump.clock.tod_s, "running": pump.sched.running,
+                "strokes": motor.completed, "failed": motor.failed,
+                "remaining_nl": pump.reservoir.remaining_nl, "stroke_nl": pump.stroke_nl}
+
+    def bench_advance(self, req):
+        if not self.board.clock.virtual:
+            raise ValueError("advance needs virtual time (start the emulator with --virtual)")
+        ms = req["ms"]
+        if not isinstance(ms, int) or ms < 0:
+            raise ValueError("advance: 'ms' must be a non-negative integer")
+        run_virtual(self.pump, ms)
+        return self.bench_status(req)
+
+    def bench_strokes(self, req):
+        times, first = self.board.motor.times(req.get("first", 0), min(req.get("limit", 1000), 4096))
+        return {"count": self.board.motor.completed, "first": first, "times": times}
+
+    def bench_motor(self, req):
+        motor = self.board.motor
+        if "stall" in req:
+            motor.stalled = bool(req["stall"])
+        if "intermittent" in req:
+            motor.intermittent = int(req["intermittent"])
+        return {"stalled": motor.stalled, "intermittent": motor.intermittent}
+
+    def bench_battery(self, req):
+        self.board.battery = int(req["mv"])
+        return {"mv": self.board.battery}
+
+    def bench_pressure(self, req):
+        self.board.pressure = int(req["mmhg"])
+        return {"mmhg": self.board.pressure}
+
+    def bench_power_cut(self, req):
+        raise PowerLoss()
+
+    def bench_shutdown(self, req):
+        self.alive = False
+        return {}
+
+
+def parse_args(argv):
+    opts = {}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--virtual":
+            opts["virtual"] = True
+        elif a == "--prescription":
+            i += 1
+            opts["prescription"] = json.loads(argv[i])
+        elif a in ("--link-fd", "--start-ticks"):
+            i += 1
+            opts[a[2:].replace("-", "_")] = int(argv[i])
+        elif a in ("--image", "--bench"):
+            i += 1
+            opts[a[2:]] = argv[i]
+        else:
+            raise SystemExit("emulator: unknown argument %r" % a)
+        i += 1
+    return opts
+
+
+def main(argv):
+    emu = Emulator(parse_args(argv))
+    print("emulator: ready")
+    emu.run()

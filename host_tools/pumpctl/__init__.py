@@ -1,0 +1,1 @@
+"""pumpctl: virtual clinician programmer and emulator launcher."""

@@ -1,0 +1,3 @@
+from pumpctl.cli import main
+
+raise SystemExit(main())
