@@ -21,6 +21,7 @@ class Board:
     RESERVOIR_NL = 20000000  # model: 20 mL reservoir
     TICK_MS = 100
     WDT_MS = 8000
+    STALL_STROKES = 3  # consecutive unconfirmed strokes that mean a stall
 
     def ticks_ms(self):  # monotonic clock, wraps as time.ticks_ms does
         raise NotImplementedError

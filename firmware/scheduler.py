@@ -167,11 +167,12 @@ class Scheduler:
 
     # -- the tick path -----------------------------------------------------
     def step_index(self, tod):
+        # With no profile loaded (priming before any therapy) index 0 has rate 0.
         starts = self.step_start
         i = self.n_steps - 1
         while i > 0 and starts[i] > tod:
             i -= 1
-        return i
+        return i if i > 0 else 0
 
     def basal_rate(self, tod):
         if not self.running or self.exclusive_bolus():

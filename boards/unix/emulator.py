@@ -5,7 +5,6 @@ import select
 import sys
 import time
 
-import prescription
 from image_flash import ImageBlockDevice, mount, unmount
 from pump import Pump
 from pty_link import PtyLink
@@ -58,7 +57,7 @@ class Emulator:
             self.pump.reservoir.remaining_nl = state["remaining_nl"]
         else:
             self.pump.reservoir.fill(DEFAULT_FILL_NL)
-        self.pump.start(prescription.validate(rx, self.board.STROKE_NL))
+        self.pump.program(rx)
         self.prescription = rx
 
     def save(self):
@@ -81,6 +80,8 @@ class Emulator:
                     wait = time.ticks_diff(next_tick, time.ticks_ms())
                     if wait <= 0:
                         self.pump.tick()
+                        if self.pump.needs_service():
+                            self.pump.service()
                         next_tick = time.ticks_add(next_tick, period)
                         if time.ticks_diff(next_tick, time.ticks_ms()) < 0:
                             next_tick = time.ticks_add(time.ticks_ms(), period)  # overrun: no burst

@@ -74,8 +74,10 @@ def run_virtual(pump, ms):
     # nothing sleeps, and no stroke, boundary or motor result is skipped.
     clock = pump.board.clock
     end = clock.elapsed_ms + ms
-    pump.tick()
     while True:
+        pump.tick()
+        if pump.needs_service():
+            pump.service()
         left = end - clock.elapsed_ms
         if left <= 0:
             return
@@ -83,4 +85,3 @@ def run_virtual(pump, ms):
         if step < 1:
             step = 1
         clock.advance(step if step < left else left)
-        pump.tick()

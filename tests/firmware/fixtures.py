@@ -1,5 +1,4 @@
 # Shared set-up for firmware tests: an emulated pump in virtual time.
-import prescription
 from limits import LimitError
 from pump import Pump
 from unix_board import UnixBoard, run_virtual
@@ -25,7 +24,7 @@ def make_pump(p=None, start_ticks=0, fill_nl=20000000, tod_s=0, stroke_ms=40):
     pump.clock.set(20000, tod_s)
     pump.reservoir.fill(fill_nl)
     if p is not None:
-        pump.start(prescription.validate(p, board.STROKE_NL))
+        pump.program(p)
     return pump
 
 
@@ -44,3 +43,33 @@ def raises_limit(limit, fn, *args):
         assert e.limit == limit, "expected limit %r, got %r: %s" % (limit, e.limit, e.message)
         return e
     raise AssertionError("expected LimitError(%r)" % limit)
+
+
+def basal_units(starts, rates, tod, secs):
+    # Exact basal volume x 86400 (nL*s/day) from time of day `tod` for `secs`:
+    # the reference the scheduler must match, computed independently.
+    total = 0
+    while secs > 0:
+        i = len(starts) - 1
+        while starts[i] > tod:
+            i -= 1
+        end = starts[i + 1] if i + 1 < len(starts) else 86400
+        n = min(end - tod, secs)
+        total += rates[i] * n
+        tod = (tod + n) % 86400
+        secs -= n
+    return total
+
+
+def expected_basal_strokes(pump, tod, secs):
+    t = pump.therapy
+    return basal_units(t.step_start_s, t.step_rate_nl_day, tod, secs) // (pump.stroke_nl * 86400)
+
+
+def within_one_stroke(actual, expected):
+    assert expected - 1 <= actual <= expected, "delivered %d strokes, prescribed %d" % (actual, expected)
+
+
+def kinds(pump):
+    # Completed strokes by kind, from the reservoir ledger.
+    return list(pump.reservoir.strokes)

@@ -1,0 +1,54 @@
+# Event types of the pump's event log. Shared with the host tools (which
+# import this file under CPython), so names and numbers cannot drift.
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+BOOT = const(1)  # a = reset cause
+THERAPY_PROGRAMMED = const(2)  # a = steps, b = basal nL/day, c = 24-h max ng, text = drug
+THERAPY_SUSPENDED = const(3)
+THERAPY_RESUMED = const(4)
+BOLUS_REQUESTED = const(5)  # a = kind, b = strokes, c = duration s
+BOLUS_REFUSED = const(6)  # a = kind, b = reason code, c = seconds until allowed
+BOLUS_STARTED = const(7)  # a = kind, b = strokes, c = duration s, d = dose ng
+BOLUS_DELIVERED = const(8)  # a = kind, b = strokes delivered
+BOLUS_CANCELLED = const(9)  # a = kind, b = strokes delivered, c = strokes not delivered
+CLOCK_SET = const(10)  # a = old day, b = old tod s, c = new day, d = new tod s
+REFILL = const(11)  # a = withdrawn nL, b = added nL, c = expected nL, d = discrepancy nL
+ALARM_RAISED = const(12)  # a = alarm id
+ALARM_CLEARED = const(13)  # a = alarm id
+ALARM_ACKNOWLEDGED = const(14)  # a = alarm id
+STROKE_FAILED = const(15)  # a = consecutive failures
+FAULT = const(16)  # a = fault code, text = cause
+AUTH_OK = const(17)
+AUTH_FAILED = const(18)
+DIARY = const(19)
+BRIDGE_DONE = const(20)  # a = strokes
+RESERVOIR_SET = const(21)  # a = volume nL
+
+NAMES = {
+    BOOT: "boot", THERAPY_PROGRAMMED: "therapy programmed", THERAPY_SUSPENDED: "therapy suspended",
+    THERAPY_RESUMED: "therapy resumed", BOLUS_REQUESTED: "bolus requested", BOLUS_REFUSED: "bolus refused",
+    BOLUS_STARTED: "bolus started", BOLUS_DELIVERED: "bolus delivered", BOLUS_CANCELLED: "bolus cancelled",
+    CLOCK_SET: "clock set", REFILL: "refill", ALARM_RAISED: "alarm raised", ALARM_CLEARED: "alarm cleared",
+    ALARM_ACKNOWLEDGED: "alarm acknowledged", STROKE_FAILED: "stroke failed", FAULT: "fault",
+    AUTH_OK: "authenticated", AUTH_FAILED: "authentication failed", DIARY: "diary entry",
+    BRIDGE_DONE: "bridge bolus done", RESERVOIR_SET: "reservoir set",
+}
+
+
+class MemoryLog:
+    # Event log kept in RAM: for tests and until a flash log is attached.
+    def __init__(self):
+        self.records = []
+
+    def append(self, day, tod_s, etype, a=0, b=0, c=0, d=0, text=b""):
+        self.records.append((len(self.records) + 1, day, tod_s, etype, a, b, c, d, text))
+        return len(self.records)
+
+    def of_type(self, etype):
+        return [r for r in self.records if r[3] == etype]
