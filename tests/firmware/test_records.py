@@ -1,0 +1,263 @@
+# Record store: versioned, CRC-protected records on littlefs that a power cut
+# at any moment leaves old or new, never mixed, never gone.
+import binascii
+import os
+
+import vfs
+from image_flash import ImageBlockDevice
+from power_cut import PowerCut, PowerCutDevice
+from records import MAX_PAYLOAD, RecordStore
+
+BLOCK_SIZE = 512
+BLOCK_COUNT = 64
+POINT = "/flash"
+DIR = POINT + "/rec"
+# A sequence of saves of one record: sizes from a few bytes to several blocks.
+PAYLOADS = [bytes([65 + i]) * n for i, n in enumerate((10, 700, 1500, 40, 2048))]
+
+
+def new_image(block_size=BLOCK_SIZE, progsize=32):
+    path = "/tmp/records-%s.img" % binascii.hexlify(os.urandom(4)).decode()
+    bdev = ImageBlockDevice(path, block_size, BLOCK_COUNT)
+    vfs.VfsLfs2.mkfs(bdev, progsize=progsize)
+    bdev.close()
+    return path
+
+
+def mount(path, cut_at=None, tear=False, block_size=BLOCK_SIZE, progsize=32):
+    dev = PowerCutDevice(ImageBlockDevice(path, block_size, BLOCK_COUNT), cut_at, tear, progsize)
+    vfs.mount(vfs.VfsLfs2(dev, progsize=progsize), POINT)
+    return dev
+
+
+def unmount(dev):
+    vfs.umount(POINT)
+    dev.inner.close()
+
+
+def on_fresh_flash(check):
+    # Runs check(store) on a freshly formatted, mounted image; cleans up.
+    path = new_image()
+    dev = mount(path)
+    try:
+        check(RecordStore(DIR))
+    finally:
+        unmount(dev)
+        os.remove(path)
+
+
+def flip_byte(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x40]))
+
+
+def test_a_saved_record_loads_back_with_its_version():
+    def check(store):
+        store.save("rx", 7, b"prescription")
+        assert store.load("rx") == (7, b"prescription")
+
+    on_fresh_flash(check)
+
+
+def test_a_record_never_saved_loads_as_none_without_corruption():
+    def check(store):
+        assert store.load("rx") is None
+        assert store.corrupt_found == 0
+
+    on_fresh_flash(check)
+
+
+def test_an_empty_payload_round_trips():
+    def check(store):
+        store.save("rx", 1, b"")
+        assert store.load("rx") == (1, b"")
+
+    on_fresh_flash(check)
+
+
+def test_the_latest_of_many_saves_wins():
+    def check(store):
+        for i in range(5):
+            store.save("rx", i, b"v%d" % i)
+        assert store.load("rx") == (4, b"v4")
+
+    on_fresh_flash(check)
+
+
+def test_records_of_different_names_are_independent():
+    def check(store):
+        store.save("rx", 1, b"one")
+        store.save("cfg", 2, b"two")
+        store.save("rx", 3, b"three")
+        assert store.load("cfg") == (2, b"two")
+        assert store.load("rx") == (3, b"three")
+
+    on_fresh_flash(check)
+
+
+def test_a_record_survives_remount_and_a_new_store_continues_it():
+    path = new_image()
+    try:
+        dev = mount(path)
+        RecordStore(DIR).save("rx", 1, b"first")
+        RecordStore(DIR).save("rx", 2, b"second")  # no in-memory state shared
+        unmount(dev)
+        dev = mount(path)
+        assert RecordStore(DIR).load("rx") == (2, b"second")
+        unmount(dev)
+    finally:
+        os.remove(path)
+
+
+def test_a_corrupt_newest_slot_falls_back_to_the_previous_record_and_is_reported():
+    def check(store):
+        store.save("rx", 1, b"old record")
+        store.save("rx", 2, b"new record")  # the second save goes to slot b
+        flip_byte(DIR + "/rx.b", 20)
+        fresh = RecordStore(DIR)
+        assert fresh.load("rx") == (1, b"old record")
+        assert fresh.corrupt_found == 1
+
+    on_fresh_flash(check)
+
+
+def test_a_corrupt_header_is_detected_like_a_corrupt_payload():
+    def check(store):
+        store.save("rx", 1, b"old record")
+        store.save("rx", 2, b"new record")
+        flip_byte(DIR + "/rx.b", 4)  # the version field
+        assert RecordStore(DIR).load("rx") == (1, b"old record")
+
+    on_fresh_flash(check)
+
+
+def test_a_save_after_a_corrupt_slot_replaces_the_corrupt_slot():
+    def check(store):
+        store.save("rx", 1, b"old record")
+        store.save("rx", 2, b"new record")
+        flip_byte(DIR + "/rx.b", 20)
+        fresh = RecordStore(DIR)
+        fresh.save("rx", 3, b"newest")
+        assert fresh.load("rx") == (3, b"newest")
+        assert RecordStore(DIR).load("rx") == (3, b"newest")
+        # The valid old record in slot a was kept while slot b was rewritten.
+        with open(DIR + "/rx.a", "rb") as f:
+            assert f.read()[16:] == b"old record"
+
+    on_fresh_flash(check)
+
+
+def test_the_only_slot_corrupt_loads_as_none_and_is_reported():
+    def check(store):
+        store.save("rx", 1, b"only")
+        flip_byte(DIR + "/rx.a", 17)
+        fresh = RecordStore(DIR)
+        assert fresh.load("rx") is None
+        assert fresh.corrupt_found == 1
+
+    on_fresh_flash(check)
+
+
+def test_a_truncated_slot_is_corrupt():
+    def check(store):
+        store.save("rx", 1, b"old record")
+        store.save("rx", 2, b"new record")
+        with open(DIR + "/rx.b", "rb") as f:
+            head = f.read(20)
+        with open(DIR + "/rx.b", "wb") as f:
+            f.write(head)
+        assert RecordStore(DIR).load("rx") == (1, b"old record")
+
+    on_fresh_flash(check)
+
+
+def test_an_oversized_payload_is_refused_and_the_record_kept():
+    def check(store):
+        store.save("rx", 1, b"kept")
+        try:
+            store.save("rx", 2, bytes(MAX_PAYLOAD + 1))
+            raise AssertionError("expected ValueError")
+        except ValueError:
+            pass
+        assert store.load("rx") == (1, b"kept")
+
+    on_fresh_flash(check)
+
+
+def save_sequence(progress):
+    # progress: [index of the save in flight, index of the last acknowledged]
+    store = RecordStore(DIR)
+    for i in range(len(PAYLOADS)):
+        progress[0] = i
+        store.save("rx", i + 1, PAYLOADS[i])
+        progress[1] = i
+
+
+def record(i):
+    return None if i < 0 else (i + 1, PAYLOADS[i])
+
+
+def cut_at_every_write(tear):
+    path = new_image()
+    try:
+        dev = mount(path)
+        save_sequence([0, -1])
+        total = dev.writes
+        unmount(dev)
+    finally:
+        os.remove(path)
+    for cut_at in range(1, total + 1):
+        path = new_image()
+        try:
+            progress = [-1, -1]
+            dev = mount(path, cut_at, tear)
+            try:
+                save_sequence(progress)
+            except PowerCut:
+                pass
+            assert dev.cut, cut_at
+            unmount(dev)
+            dev = mount(path)
+            store = RecordStore(DIR)
+            got = store.load("rx")
+            assert got in (record(progress[1]), record(progress[0])), (cut_at, got and got[0], progress)
+            store.save("rx", 99, b"after the cut")  # the store works on
+            assert RecordStore(DIR).load("rx") == (99, b"after the cut"), cut_at
+            unmount(dev)
+        finally:
+            os.remove(path)
+    print("records: power cut at each of %d writes (tear=%s)" % (total, tear))
+
+
+def test_a_power_cut_at_any_write_of_a_save_leaves_the_old_or_the_new_record():
+    cut_at_every_write(False)
+
+
+def test_a_torn_write_at_any_point_of_a_save_leaves_the_old_or_the_new_record():
+    cut_at_every_write(True)
+
+
+def test_save_wear_at_pico_flash_geometry():
+    # RP2040 littlefs: 4096-byte erase blocks, 256-byte programs.
+    path = new_image(4096, 256)
+    try:
+        dev = mount(path, block_size=4096, progsize=256)
+        store = RecordStore(DIR)
+        store.save("rx", 1, bytes(1000))  # first save of both slots creates the files
+        store.save("rx", 1, bytes(1000))
+        saves = 20
+        w0, e0, b0 = dev.writes, dev.erases, dev.bytes_programmed
+        for i in range(saves):
+            store.save("rx", 1, bytes(1000))
+        erases = dev.erases - e0
+        programmed = dev.bytes_programmed - b0
+        print("records: per 1000-byte save: %d.%02d flash writes, %d.%02d erases, %d bytes programmed"
+              % ((dev.writes - w0) // saves, (dev.writes - w0) * 100 // saves % 100,
+                 erases // saves, erases * 100 // saves % 100, programmed // saves))
+        assert erases <= 2 * saves
+        unmount(dev)
+    finally:
+        os.remove(path)

@@ -1,0 +1,58 @@
+"""make bench: measures the firmware on the MicroPython unix port and prints a
+report; writes build/bench.json. Targets are shown beside the figures; no
+assertion fails the run."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TARGETS = {
+    "sim_180_days_s": ("<", 10.0),
+    "sim_speedup": (">", 1.5e6),
+    "bytes_allocated_per_tick": ("<=", 0),
+    "worst_error_strokes": ("<=", 1),
+}
+
+
+def micropython():
+    return os.environ.get("MICROPYTHON") or str(ROOT / ".venv" / "bin" / "micropython")
+
+
+def run_firmware_bench():
+    out = subprocess.run([micropython(), str(ROOT / "tools" / "bench_firmware.py")],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def verdict(key, value):
+    if key not in TARGETS:
+        return ""
+    op, target = TARGETS[key]
+    ok = {"<": value < target, ">": value > target, "<=": value <= target}[op]
+    return "%s target %s %g" % ("meets" if ok else "MISSES", op, target)
+
+
+def main():
+    results = {"firmware": run_firmware_bench()}
+    for extra in ("bench_link",):
+        path = ROOT / "tools" / (extra + ".py")
+        if path.exists():
+            out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, check=True)
+            results[extra] = json.loads(out.stdout.strip().splitlines()[-1])
+    (ROOT / "build").mkdir(exist_ok=True)
+    (ROOT / "build" / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("firmware on the MicroPython unix port:")
+    for section, figures in results.items():
+        if not isinstance(figures, dict):
+            continue
+        for key, value in figures.items():
+            shown = "%.4g" % value if isinstance(value, float) else str(value)
+            print("  %-36s %14s   %s" % (key, shown, verdict(key, value)))
+    print("written: build/bench.json")
+
+
+if __name__ == "__main__":
+    main()
