@@ -21,14 +21,17 @@
 # A record is valid when its CRC checks out and its sequence number is the
 # one its position implies. Reads skip invalid records (counted in .corrupt).
 #
-# Power cuts: littlefs makes an append visible only when it is synced, so a
-# cut loses at most the record in flight. Should a torn record be visible
-# anyway, the next append goes to the next slot: the torn record's sequence
-# number is skipped, not reused. Roll-off deletes the oldest segment before
+# Recovery at open: the newest segment with a valid header, and its length,
+# give the next sequence number. littlefs makes an append visible only when
+# it is synced, so a cut loses at most the record in flight. Should a torn
+# record be visible anyway, the next append goes to the next slot: the torn
+# record's number is skipped, not reused; likewise the numbers of a newer
+# segment whose header decayed. Roll-off deletes the oldest segment before
 # creating the new one, so the newest (full) segment always survives and the
 # next sequence number is always recoverable; max_segments must be >= 2.
 # dropped() is the number of records rolled off: the oldest segment number
-# times K, so it is exactly as persistent as the segments themselves.
+# times K, so it is exactly as persistent as the segments themselves. The
+# log holds between (max_segments - 1) * K and max_segments * K records.
 import binascii
 import os
 import struct
@@ -186,31 +189,50 @@ class EventLog:
                     pass
         found.sort()
         newest = -1
-        while found:
-            segno = found.pop()
+        used = -1  # newest invalid segment that held records
+        for segno in reversed(found):
             k = self._segment_k(segno)
             if k:
                 newest = segno
                 self._k = k  # the log's own K wins over the constructor's
                 break
             self.corrupt += 1
-        if newest < 0:
-            return  # empty log
+            if used < 0 and self._size(segno) > HEADER_SIZE:
+                used = segno
+        if newest >= 0:
+            self._recover_range(found, newest)
+        if used >= 0:
+            # Its records may have been read before it decayed: their
+            # numbers stay used. (A cut while creating a segment leaves it
+            # empty, which costs no numbers.)
+            self._next = max(self._next, (used + 1) * self._k + 1)
+            if newest < 0:
+                self._oldest = used + 1
+
+    def _recover_range(self, found, newest):
         self._oldest = newest
+        floor = newest - self.max_segments + 1
         for segno in found:
-            if self._segment_k(segno) == self._k:
-                self._oldest = segno
-                break
-            self.corrupt += 1
-        size = os.stat(self._path(newest))[6]
+            if segno < floor:
+                # Beyond the configured space (max_segments was lowered):
+                # roll off now, so roll-off stays a step at a time.
+                self._remove(segno)
+            elif segno < newest:
+                if self._segment_k(segno) != self._k:
+                    self.corrupt += 1
+                elif segno < self._oldest:
+                    self._oldest = segno
         # A partly written final record still uses up its slot.
-        slots = (size - HEADER_SIZE + RECORD_SIZE - 1) // RECORD_SIZE
+        slots = (self._size(newest) - HEADER_SIZE + RECORD_SIZE - 1) // RECORD_SIZE
         self._next = newest * self._k + min(slots, self._k) + 1
 
     # Segment files.
 
     def _path(self, segno):
         return "%s/%s%08x" % (self.directory, _PREFIX, segno)
+
+    def _size(self, segno):
+        return os.stat(self._path(segno))[6]
 
     def _segment_k(self, segno):
         # K from a valid segment header, 0 if the file is missing or invalid.
@@ -256,11 +278,14 @@ class EventLog:
     def _roll_off(self, segno):
         # Deletes the oldest segments until segno fits in max_segments.
         while segno - self._oldest >= self.max_segments:
-            try:
-                os.remove(self._path(self._oldest))
-            except OSError:
-                pass  # already gone (a cut after the remove, before the next)
+            self._remove(self._oldest)
             self._oldest += 1
+
+    def _remove(self, segno):
+        try:
+            os.remove(self._path(segno))
+        except OSError:
+            pass  # already gone: a cut came after the remove, before the next
 
     def _read_segment(self, segno, seq, mv):
         # Reads the records from seq on into mv; returns how many were read.

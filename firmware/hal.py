@@ -22,6 +22,9 @@ class Board:
     TICK_MS = 100
     WDT_MS = 8000
     STALL_STROKES = 3  # consecutive unconfirmed strokes that mean a stall
+    OCCLUSION_MMHG = 1 << 20  # catheter pressure meaning occlusion (no sensor: never)
+    BATTERY_ERI_MV = 2900  # elective replacement indicator
+    BATTERY_EOS_MV = 2700  # end of service: therapy stops
 
     def ticks_ms(self):  # monotonic clock, wraps as time.ticks_ms does
         raise NotImplementedError

@@ -119,12 +119,15 @@ def validate(p, stroke_nl):
         demand = (strokes, dur, lockout, per_day)
         daily_ng += per_day * volume_to_dose_ng(strokes * stroke_nl, conc)
 
+    # The basal counts at its highest step as if it ran all day: volume follows
+    # elapsed time and the step follows the clock, so only this bound holds
+    # whatever the clock is set to (docs/dosing.md).
     therapy = Therapy(drug, conc, starts, rates, periodic, demand)
-    daily_ng += volume_to_dose_ng(therapy.basal_nl_per_day(), conc)
+    daily_ng += volume_to_dose_ng(max_rate, conc)
     therapy.daily_ng = daily_ng
     if daily_ng > max_daily:
-        raise LimitError("daily_max", "%s: 24-hour total %d ng (basal + periodic + demand maximum) exceeds %d ng/day"
-                         % (drug, daily_ng, max_daily))
+        raise LimitError("daily_max", "%s: 24-hour maximum %d ng (highest step all day + periodic + demand maximum)"
+                         " exceeds %d ng/day" % (drug, daily_ng, max_daily))
     return therapy
 
 
@@ -157,3 +160,19 @@ def priming_strokes(volume_nl, duration_s, stroke_nl):
     strokes = (volume_nl + stroke_nl - 1) // stroke_nl  # a catheter is filled, never under-filled
     _check_added_rate(0, strokes, stroke_nl, duration_s, "priming bolus")
     return strokes
+
+
+def guard_limits(therapy, stroke_nl):
+    # Most strokes the therapy can ask for in any hour and any 24 hours, for
+    # the independent dose guard: basal at its highest step, every periodic
+    # bolus, and every demand activation the lockout allows.
+    per = sum(q[1] for q in therapy.periodic)
+    dem_strokes, dem_hour, dem_day = 0, 0, 0
+    if therapy.demand is not None:
+        dem_strokes, _, lockout, per_day = therapy.demand
+        dem_hour = dem_strokes * (3600 // lockout + 1)
+        dem_day = dem_strokes * per_day
+    top = max(therapy.step_rate_nl_day)
+    hour = -(-top * 3600 // (S_PER_DAY * stroke_nl)) + per + dem_hour
+    day = -(-top // stroke_nl) + per + dem_day
+    return hour, day

@@ -34,8 +34,8 @@ _SUFFIXES = (".a", ".b")
 class RecordStore:
     def __init__(self, directory):
         self.directory = directory
-        # Slots found present but invalid (torn by a power cut or decayed):
-        # the firmware raises an integrity alarm when this grows.
+        # Slots found present but invalid (torn by a power cut, or decayed):
+        # input to the firmware's integrity alarm.
         self.corrupt_found = 0
         self._newest = {}  # name -> (sequence, slot) of its newest valid record
         self._header = bytearray(_HEADER_SIZE)

@@ -1,25 +1,155 @@
-# Reservoir ledger: what is in the pump and where it went, counted in strokes
-# (exact) and reported in nL. Every completed stroke debits it once.
+# Reservoir ledger: what is in the pump and where it went. Counted in strokes
+# (exact) and reported in nL and ng. Every completed stroke debits it once; a
+# priming stroke is volume but not dose. Its tick-path fields carry an
+# incrementally updated checksum that the loop re-checks.
 import array
 
-from scheduler import KIND_PERIODIC
+from micropython import const
+
+import checksum
+from scheduler import KIND_BRIDGE, KIND_PERIODIC, KIND_PRIMING
+from units import NL_PER_ML, S_PER_DAY
 
 _KINDS = KIND_PERIODIC + 1
+_BUCKET_S = const(3600)  # last-24-hours totals in hourly buckets
+_BUCKETS = const(24)
+_W_REMAINING = const(1)  # checksum weights: remaining, then stroke counts by kind
+_W_STROKES = const(2)
+
+RESIDUAL_NL = 1000000  # below this delivery is unreliable: treated as empty
+LOW_DEFAULT_NL = 2000000
+DISCREPANCY_FRACTION_PCT = 20  # refill warning: more than 20 % of expected ...
+DISCREPANCY_MIN_NL = 2000000  # ... and more than 2 mL
 
 
 class Reservoir:
     def __init__(self, capacity_nl, stroke_nl):
         self.capacity_nl = capacity_nl
         self.stroke_nl = stroke_nl
+        self.residual_nl = RESIDUAL_NL
+        self.low_nl = LOW_DEFAULT_NL
         self.remaining_nl = 0
         self.strokes = array.array("i", [0] * _KINDS)  # lifetime strokes by kind
+        self.check = 0
+        self.hour_strokes = array.array("i", [0] * _BUCKETS)  # all strokes per hour (volume)
+        self.hour_dose = array.array("i", [0] * _BUCKETS)  # dose strokes per hour
+        self.hour = 0  # monotonic hour of the current bucket
+        self.day = 0  # wall-clock day of the today_* counters
+        self.today_strokes = 0
+        self.today_dose = 0
+        # Off the tick path (may be long ints): the balance of volumes.
+        self.volume_in_nl = 0
+        self.withdrawn_nl = 0
+        self.unaccounted_nl = 0  # expected minus withdrawn at refills
+        self.conc_ng_ml = 0
+        self.bridge_conc_ng_ml = 0
+        self.dose_ng_before = 0  # drug delivered under earlier concentrations
+        self.epoch_dose = 0  # dose strokes counted when the concentration last changed
+        self.epoch_bridge = 0
+        self.reseal()
 
-    def fill(self, volume_nl):
-        self.remaining_nl = volume_nl
+    # -- integrity -------------------------------------------------------
+    def expected_check(self):
+        acc = checksum.of_value(self.remaining_nl, _W_REMAINING, 0)
+        return checksum.of_array(self.strokes, _KINDS, _W_STROKES, acc)
 
-    def debit_stroke(self, kind):
+    def reseal(self):
+        self.check = self.expected_check()
+
+    def intact(self):
+        return self.check == self.expected_check()
+
+    # -- the tick path ---------------------------------------------------
+    def debit_stroke(self, kind, mono_s, day):
+        s = self.stroke_nl
+        self.remaining_nl -= s
         self.strokes[kind] += 1
-        self.remaining_nl -= self.stroke_nl
+        self.check = (self.check - _W_REMAINING * s + _W_STROKES + kind) % checksum.PRIME
+        self.roll(mono_s, day)
+        b = self.hour % _BUCKETS
+        self.hour_strokes[b] += 1
+        self.today_strokes += 1
+        if kind != KIND_PRIMING:
+            self.hour_dose[b] += 1
+            self.today_dose += 1
 
+    def roll(self, mono_s, day):
+        h = mono_s // _BUCKET_S
+        n = h - self.hour
+        if n > 0:
+            if n > _BUCKETS:
+                n = _BUCKETS
+            for i in range(1, n + 1):
+                b = (self.hour + i) % _BUCKETS
+                self.hour_strokes[b] = 0
+                self.hour_dose[b] = 0
+            self.hour = h
+        if day != self.day:
+            self.day = day
+            self.today_strokes = 0
+            self.today_dose = 0
+
+    def level(self):
+        # 2: at or below residual (empty), 1: at or below the low threshold, 0: fine.
+        r = self.remaining_nl
+        return 2 if r <= self.residual_nl else (1 if r <= self.low_nl else 0)
+
+    # -- refill and reports (not on the tick path) ------------------------
     def total_strokes(self):
         return sum(self.strokes)
+
+    def dose_strokes(self):
+        return self.total_strokes() - self.strokes[KIND_PRIMING]
+
+    def delivered_nl(self):
+        return self.total_strokes() * self.stroke_nl
+
+    def drug_delivered_ng(self):
+        # Bridge strokes push the catheter's old drug: counted at the old concentration.
+        bridge = self.strokes[KIND_BRIDGE] - self.epoch_bridge
+        other = self.dose_strokes() - self.epoch_dose - bridge
+        vol = self.stroke_nl
+        return (self.dose_ng_before + (other * vol * self.conc_ng_ml
+                                       + bridge * vol * self.bridge_conc_ng_ml) // NL_PER_ML)
+
+    def set_drug(self, conc_ng_ml):
+        if conc_ng_ml == self.conc_ng_ml:
+            return
+        self.dose_ng_before = self.drug_delivered_ng()
+        self.epoch_dose = self.dose_strokes()
+        self.epoch_bridge = self.strokes[KIND_BRIDGE]
+        self.bridge_conc_ng_ml = self.conc_ng_ml
+        self.conc_ng_ml = conc_ng_ml
+
+    def discrepancy_alarm(self, expected_nl, withdrawn_nl):
+        diff = abs(expected_nl - withdrawn_nl)
+        return diff > DISCREPANCY_MIN_NL and diff * 100 > DISCREPANCY_FRACTION_PCT * expected_nl
+
+    def refill(self, withdrawn_nl, added_nl):
+        # Empty-and-fill: after aspiration the reservoir holds only what is added.
+        expected = self.remaining_nl
+        self.withdrawn_nl += withdrawn_nl
+        self.unaccounted_nl += expected - withdrawn_nl
+        self.volume_in_nl += added_nl
+        self.remaining_nl = added_nl
+        self.reseal()
+        return expected
+
+    def fill(self, volume_nl):
+        # First fill of a new pump (nothing to withdraw).
+        self.volume_in_nl += volume_nl - self.remaining_nl
+        self.remaining_nl = volume_nl
+        self.reseal()
+
+    def balance_nl(self):
+        # volume in - (delivered + withdrawn + unaccounted + remaining): 0 when the books balance.
+        return self.volume_in_nl - (self.delivered_nl() + self.withdrawn_nl + self.unaccounted_nl + self.remaining_nl)
+
+    def last_24h(self, mono_s, day):
+        self.roll(mono_s, day)
+        return sum(self.hour_strokes), sum(self.hour_dose)
+
+    def seconds_until(self, threshold_nl, nl_per_day):
+        if nl_per_day <= 0:
+            return None
+        return max(0, self.remaining_nl - threshold_nl) * S_PER_DAY // nl_per_day

@@ -13,6 +13,8 @@
 import array
 from micropython import const
 
+import checksum
+
 from limits import DEMAND_MAX_PER_DAY, MAX_PERIODIC, MAX_STEPS
 from units import S_PER_DAY
 
@@ -65,6 +67,7 @@ class Scheduler:
         self.demand_times = array.array("i", [0] * DEMAND_MAX_PER_DAY)
         self.demand_count = 0  # activations recorded in demand_times (ring)
         self.running = False
+        self.sealed = 0  # config_check() of the therapy as legitimately loaded
         self.mono_s = 0
         self.basal_phase = 0
         self.owed_basal = 0
@@ -94,12 +97,32 @@ class Scheduler:
         else:
             self.demand_strokes, self.demand_duration, self.demand_lockout, self.demand_max = d
         self.running = True
+        self.sealed = self.config_check()
 
     @staticmethod
     def _copy_steps(therapy, starts, rates):
         for i, s in enumerate(therapy.step_start_s):
             starts[i] = s
             rates[i] = therapy.step_rate_nl_day[i]
+
+    def intact(self):
+        return self.config_check() == self.sealed
+
+    def config_check(self):
+        # Checksum of the therapy as loaded (not of the moving phases): the
+        # loop re-checks it to catch a corrupted prescription in RAM.
+        acc = checksum.of_array(self.step_start, self.n_steps, 1, self.n_steps)
+        acc = checksum.of_array(self.step_rate, self.n_steps, 11, acc)
+        acc = checksum.of_array(self.next_start, self.next_n, 21, acc)
+        acc = checksum.of_array(self.next_rate, self.next_n, 31, acc)
+        acc = checksum.of_array(self.per_time, self.n_per, 41, acc)
+        acc = checksum.of_array(self.per_strokes, self.n_per, 51, acc)
+        acc = checksum.of_array(self.per_duration, self.n_per, 61, acc)
+        acc = checksum.of_value(self.demand_strokes, 71, acc)
+        acc = checksum.of_value(self.demand_lockout, 72, acc)
+        acc = checksum.of_value(self.demand_max, 73, acc)
+        acc = checksum.of_value(self.demand_duration, 74, acc)
+        return checksum.of_value(self.basal_period, 75, acc)
 
     def stop(self):
         # Suspended or stopped for safety: nothing accrues and nothing owed is
@@ -276,3 +299,5 @@ class Scheduler:
             self.step_start[i] = self.next_start[i]
             self.step_rate[i] = self.next_rate[i]
         self.n_steps = n
+        self.next_n = 0
+        self.sealed = self.config_check()

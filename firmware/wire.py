@@ -33,7 +33,7 @@ MAX_PAYLOAD = const(448)
 MAX_FRAME = const(HEADER_LEN + MAX_PAYLOAD + TAG_LEN + CRC_LEN)
 MSG_ID_MAX = const(0xFFFF)
 COUNTER_MAX = const(0xFFFFFFFF)
-MAX_DEPTH = const(8)  # nested lists/maps in a payload
+MAX_DEPTH = const(5)  # nested lists/maps: bounds recursion on the small C stack
 
 _HEADER = ">BBBHIH"
 _CRC = ">I"
@@ -59,6 +59,7 @@ ROLE_PATIENT = const(1)
 ROLE_CLINICIAN = const(2)
 KEY_LEN = const(32)
 NONCE_LEN = const(16)
+PROOF_LEN = const(32)
 
 # --- Error codes -------------------------------------------------------------
 
@@ -291,15 +292,21 @@ def ct_equal(a, b):
 
 
 def _check_role(role):
-    if role != ROLE_PATIENT and role != ROLE_CLINICIAN:
+    # Handshake fields arrive straight from a payload: exact type and value
+    # (a bool is not a role, though True == 1).
+    if type(role) is not int or (role != ROLE_PATIENT and role != ROLE_CLINICIAN):
         raise Forbidden("role %r has no credential" % (role,))
+
+
+def _is_bytes(x, n):
+    return isinstance(x, (bytes, bytearray)) and len(x) == n
 
 
 def _handshake_mac(key, label, first, second, role):
     _check_role(role)
-    if len(key) != KEY_LEN:
+    if not _is_bytes(key, KEY_LEN):
         raise ValueError("device key must be %d bytes" % KEY_LEN)
-    if len(first) != NONCE_LEN or len(second) != NONCE_LEN:
+    if not _is_bytes(first, NONCE_LEN) or not _is_bytes(second, NONCE_LEN):
         raise AuthFailed("nonces must be %d bytes" % NONCE_LEN)
     return _hmac(_pads(key), (label, first, second, bytes((role,))))
 
@@ -329,7 +336,7 @@ def check_device_keys(keys):
     # Provisioning check: one 32-byte key per role, and the keys distinct.
     patient = role_key(keys, ROLE_PATIENT)
     clinician = role_key(keys, ROLE_CLINICIAN)
-    if len(patient) != KEY_LEN or len(clinician) != KEY_LEN:
+    if not _is_bytes(patient, KEY_LEN) or not _is_bytes(clinician, KEY_LEN):
         raise ValueError("device keys must be %d bytes" % KEY_LEN)
     if ct_equal(patient, clinician):
         raise ValueError("patient and clinician keys must differ")
@@ -343,14 +350,16 @@ def pump_challenge(keys, role, nonce_h, nonce_p):
 def pump_verify(keys, role, nonce_h, nonce_p, proof_h):
     # Pump, on PROOF: the session key, or AuthFailed.
     key = role_key(keys, role)
-    if not ct_equal(proof_h, host_proof(key, nonce_h, nonce_p, role)):
+    expected = host_proof(key, nonce_h, nonce_p, role)
+    if not _is_bytes(proof_h, PROOF_LEN) or not ct_equal(proof_h, expected):
         raise AuthFailed("host proof did not verify")
     return session_key(key, nonce_h, nonce_p, role)
 
 
 def host_verify(key, role, nonce_h, nonce_p, proof_p):
     # Host, on the HELLO reply: checks the pump first, then (proof_h, session key).
-    if not ct_equal(proof_p, pump_proof(key, nonce_h, nonce_p, role)):
+    expected = pump_proof(key, nonce_h, nonce_p, role)
+    if not _is_bytes(proof_p, PROOF_LEN) or not ct_equal(proof_p, expected):
         raise AuthFailed("pump proof did not verify")
     return host_proof(key, nonce_h, nonce_p, role), session_key(key, nonce_h, nonce_p, role)
 
@@ -379,20 +388,25 @@ _TRUE = const(0xF5)
 _NULL = const(0xF6)
 
 
+_ASCII_END = const(0x80)
+_CONT_LO = const(0x80)  # continuation bytes are 10xxxxxx
+_CONT_HI = const(0xBF)
+
+
 def _utf8_ok(b):
     # Strict RFC 3629 check (no overlongs, surrogates or > U+10FFFF).
     # MicroPython's decoder accepts those, CPython's does not: check here so
-    # both ends accept exactly the same text.
+    # both ends accept exactly the same text. Table 3-7 of Unicode.
     n = len(b)
-    if not n or max(b) < 0x80:
+    if not n or max(b) < _ASCII_END:
         return True
     i = 0
     while i < n:
         c = b[i]
         i += 1
-        if c < 0x80:
+        if c < _ASCII_END:
             continue
-        lo, hi = 0x80, 0xBF  # allowed range of the second byte
+        lo, hi = _CONT_LO, _CONT_HI  # allowed range of the second byte
         if 0xC2 <= c <= 0xDF:
             k = 1
         elif 0xE0 <= c <= 0xEF:
@@ -408,28 +422,14 @@ def _utf8_ok(b):
             elif c == 0xF4:
                 hi = 0x8F  # > U+10FFFF
         else:
-            return False
+            return False  # continuation byte, C0/C1 or F5..FF as a lead
         if i + k > n or not lo <= b[i] <= hi:
             return False
         for j in range(i + 1, i + k):
-            if not 0x80 <= b[j] <= 0xBF:
+            if not _CONT_LO <= b[j] <= _CONT_HI:
                 return False
         i += k
     return True
-
-
-def _head(out, major, n):
-    if n < _AI_1:
-        out.append(major | n)
-        return
-    ai, size = _AI_1, 1
-    while n >> (8 * size):
-        ai += 1
-        size <<= 1
-        if size > _ARG_MAX_BYTES:
-            raise PayloadError("integer beyond 64 bits")
-    out.append(major | ai)
-    out.extend(n.to_bytes(size, "big"))
 
 
 def _is_key(k):
@@ -437,146 +437,205 @@ def _is_key(k):
     return k is not True and k is not False and isinstance(k, (int, str))
 
 
-def _enc(out, x, depth):
-    if x is None:
-        out.append(_NULL)
-    elif x is True:
-        out.append(_TRUE)
-    elif x is False:
-        out.append(_FALSE)
-    elif isinstance(x, int):
-        if x >= 0:
-            _head(out, _MT_UINT, x)
-        else:
-            _head(out, _MT_NINT, -1 - x)
-    elif isinstance(x, (str, bytes, bytearray)):
-        major = _MT_BYTES
-        if isinstance(x, str):
-            major = _MT_TEXT
+class _Encoder:
+    # Writes into a preallocated buffer from `start`; running past
+    # MAX_PAYLOAD bytes raises TooLarge at once, so oversized or cyclic input
+    # costs no more than the buffer.
+
+    def __init__(self, buf, start):
+        self.buf = buf
+        self.pos = start
+        self.end = start + MAX_PAYLOAD
+
+    def put(self, byte):
+        if self.pos >= self.end:
+            raise TooLarge("payload over %d bytes" % MAX_PAYLOAD)
+        self.buf[self.pos] = byte
+        self.pos += 1
+
+    def write(self, data):
+        end = self.pos + len(data)
+        if end > self.end:
+            raise TooLarge("payload over %d bytes" % MAX_PAYLOAD)
+        self.buf[self.pos : end] = data
+        self.pos = end
+
+    def head(self, major, n):
+        if n < _AI_1:
+            self.put(major | n)
+            return
+        ai, size = _AI_1, 1
+        while n >> (8 * size):
+            ai += 1
+            size <<= 1
+            if size > _ARG_MAX_BYTES:
+                raise PayloadError("integer beyond 64 bits")
+        self.put(major | ai)
+        while size:  # big-endian, without allocating a bytes object
+            size -= 1
+            self.put(n >> (8 * size) & 0xFF)
+
+    def value(self, x, depth):
+        if x is None:
+            self.put(_NULL)
+        elif x is True:
+            self.put(_TRUE)
+        elif x is False:
+            self.put(_FALSE)
+        elif isinstance(x, int):
+            if x >= 0:
+                self.head(_MT_UINT, x)
+            else:
+                self.head(_MT_NINT, -1 - x)
+        elif isinstance(x, str):
             try:
-                x = x.encode("utf-8")
-            except UnicodeError:
+                b = x.encode("utf-8")
+            except UnicodeError:  # CPython: lone surrogates
+                b = None
+            if b is None or not _utf8_ok(b):  # MicroPython encodes them
                 raise PayloadError("text is not valid UTF-8")
-            if not _utf8_ok(x):
-                raise PayloadError("text is not valid UTF-8")
-        if len(x) > MAX_PAYLOAD:
-            raise TooLarge("payload over %d bytes" % MAX_PAYLOAD)
-        _head(out, major, len(x))
-        out.extend(x)
-    elif isinstance(x, (list, tuple, dict)):
-        if depth >= MAX_DEPTH:
-            raise PayloadError("payload nested deeper than %d" % MAX_DEPTH)
-        if len(x) > MAX_PAYLOAD:  # every item takes a byte: refuse early
-            raise TooLarge("payload over %d bytes" % MAX_PAYLOAD)
-        if isinstance(x, dict):
-            _head(out, _MT_MAP, len(x))
-            for kb, v in _sorted_items(x, depth):
-                out.extend(kb)
-                _enc(out, v, depth + 1)
+            self.head(_MT_TEXT, len(b))
+            self.write(b)
+        elif isinstance(x, (bytes, bytearray)):
+            self.head(_MT_BYTES, len(x))
+            self.write(x)
+        elif isinstance(x, (list, tuple, dict)):
+            if depth >= MAX_DEPTH:
+                raise PayloadError("payload nested deeper than %d" % MAX_DEPTH)
+            if isinstance(x, dict):
+                self.map(x, depth)
+            else:
+                self.head(_MT_ARRAY, len(x))
+                for v in x:
+                    self.value(v, depth + 1)
         else:
-            _head(out, _MT_ARRAY, len(x))
-            for v in x:
-                _enc(out, v, depth + 1)
-    else:
-        raise PayloadError("cannot encode %s" % type(x).__name__)
-    if len(out) > MAX_PAYLOAD:
-        raise TooLarge("payload over %d bytes" % MAX_PAYLOAD)
+            raise PayloadError("cannot encode %s" % type(x).__name__)
+
+    def map(self, d, depth):
+        # Keys are encoded in place, copied out, then written back sorted
+        # bytewise (RFC 8949 deterministic order).
+        if 2 * len(d) > MAX_PAYLOAD:  # refuse before sorting a huge map
+            raise TooLarge("payload over %d bytes" % MAX_PAYLOAD)
+        self.head(_MT_MAP, len(d))
+        start = self.pos
+        items = []
+        for k, v in d.items():
+            if not _is_key(k):
+                raise PayloadError("map keys must be int or str")
+            self.value(k, depth + 1)
+            items.append((bytes(self.buf[start : self.pos]), v))
+            self.pos = start
+        items.sort(key=_first)
+        for kb, v in items:
+            self.write(kb)
+            self.value(v, depth + 1)
 
 
-def _sorted_items(d, depth):
-    items = []
-    for k, v in d.items():
-        if not _is_key(k):
-            raise PayloadError("map keys must be int or str")
-        kb = bytearray()
-        _enc(kb, k, depth + 1)
-        items.append((bytes(kb), v))
-    items.sort(key=lambda item: item[0])
-    return items
+def _first(item):
+    return item[0]
 
 
 def dumps(obj):
-    out = bytearray()
-    _enc(out, obj, 0)
-    return bytes(out)
+    buf = bytearray(MAX_PAYLOAD)
+    enc = _Encoder(buf, 0)
+    enc.value(obj, 0)
+    return bytes(memoryview(buf)[: enc.pos])
 
 
-def _arg(b, i, ai):
-    # Returns (argument, next index); shortest form only.
-    if ai < _AI_1:
-        return ai, i
-    if ai > _AI_8:
-        raise PayloadError("indefinite or reserved length")
-    size = 1 << (ai - _AI_1)
-    end = i + size
-    if end > len(b):
-        raise PayloadError("truncated")
-    n = int.from_bytes(b[i:end], "big")
-    if n < (_AI_1 if size == 1 else 1 << (4 * size)):
-        raise PayloadError("non-shortest integer encoding")
-    return n, end
+class _Decoder:
+    # Walks the payload with a cursor instead of returning (value, index)
+    # pairs: no tuple per item, and no slice per integer.
 
+    def __init__(self, b):
+        self.b = b
+        self.i = 0
 
-def _dec(b, i, depth):
-    if i >= len(b):
-        raise PayloadError("truncated")
-    ib = b[i]
-    major = ib & _MT_MASK
-    i += 1
-    if major == _MT_SIMPLE:
-        if ib == _NULL:
-            return None, i
-        if ib == _TRUE or ib == _FALSE:
-            return ib == _TRUE, i
-        raise PayloadError("float or simple value 0x%02x not supported" % ib)
-    if major == _MT_TAG:
-        raise PayloadError("CBOR tags not supported")
-    n, i = _arg(b, i, ib & _AI_MASK)
-    if major == _MT_UINT:
-        return n, i
-    if major == _MT_NINT:
-        return -1 - n, i
-    if major == _MT_BYTES or major == _MT_TEXT:
-        end = i + n
-        if end > len(b):
+    def byte(self):
+        i = self.i
+        if i >= len(self.b):
             raise PayloadError("truncated")
-        s = b[i:end]
+        self.i = i + 1
+        return self.b[i]
+
+    def arg(self, ai):
+        # Shortest form only: every value has exactly one encoding.
+        if ai < _AI_1:
+            return ai
+        if ai > _AI_8:
+            raise PayloadError("indefinite or reserved length")
+        size = 1 << (ai - _AI_1)
+        n = 0
+        for _ in range(size):
+            n = n << 8 | self.byte()
+        if n < (_AI_1 if size == 1 else 1 << (4 * size)):
+            raise PayloadError("non-shortest integer encoding")
+        return n
+
+    def take(self, n):
+        i = self.i
+        if n > len(self.b) - i:
+            raise PayloadError("truncated")
+        self.i = i + n
+        return self.b[i : i + n]
+
+    def item(self, depth):
+        ib = self.byte()
+        major = ib & _MT_MASK
+        if major == _MT_SIMPLE:
+            if ib == _NULL:
+                return None
+            if ib == _TRUE or ib == _FALSE:
+                return ib == _TRUE
+            raise PayloadError("float or simple value 0x%02x not supported" % ib)
+        if major == _MT_TAG:
+            raise PayloadError("CBOR tags not supported")
+        n = self.arg(ib & _AI_MASK)
+        if major == _MT_UINT:
+            return n
+        if major == _MT_NINT:
+            return -1 - n
+        if major == _MT_BYTES:
+            return self.take(n)
         if major == _MT_TEXT:
+            s = self.take(n)
             if not _utf8_ok(s):
                 raise PayloadError("text is not valid UTF-8")
-            s = s.decode("utf-8")
-        return s, end
-    if depth >= MAX_DEPTH:
-        raise PayloadError("payload nested deeper than %d" % MAX_DEPTH)
-    if n > len(b) - i:  # every item takes a byte: refuse before allocating
-        raise PayloadError("truncated")
-    if major == _MT_ARRAY:
-        items = []
+            return s.decode("utf-8")
+        if depth >= MAX_DEPTH:
+            raise PayloadError("payload nested deeper than %d" % MAX_DEPTH)
+        if n > len(self.b) - self.i:  # every item takes a byte: refuse early
+            raise PayloadError("truncated")
+        if major == _MT_ARRAY:
+            items = [None] * n  # sized once: no regrowth
+            for j in range(n):
+                items[j] = self.item(depth + 1)
+            return items
+        return self.map(n, depth)
+
+    def map(self, n, depth):
+        b = self.b
+        d = {}
+        prev = None
         for _ in range(n):
-            v, i = _dec(b, i, depth + 1)
-            items.append(v)
-        return items, i
-    d = {}
-    prev = None
-    for _ in range(n):
-        start = i
-        if i >= len(b) or b[i] & _MT_MASK not in (_MT_UINT, _MT_NINT, _MT_TEXT):
-            raise PayloadError("map keys must be int or str")
-        k, i = _dec(b, i, depth + 1)
-        kb = b[start:i]
-        if prev is not None and kb <= prev:
-            raise PayloadError("map keys duplicated or not in canonical order")
-        prev = kb
-        d[k], i = _dec(b, i, depth + 1)
-    return d, i
+            start = self.i
+            if start >= len(b) or b[start] & _MT_MASK not in (_MT_UINT, _MT_NINT, _MT_TEXT):
+                raise PayloadError("map keys must be int or str")
+            k = self.item(depth + 1)
+            kb = b[start : self.i]
+            if prev is not None and kb <= prev:
+                raise PayloadError("map keys duplicated or not in canonical order")
+            prev = kb
+            d[k] = self.item(depth + 1)
+        return d
 
 
 def loads(data):
     data = bytes(data)
     if len(data) > MAX_PAYLOAD:
         raise TooLarge("payload over %d bytes" % MAX_PAYLOAD)
-    obj, i = _dec(data, 0, 0)
-    if i != len(data):
+    dec = _Decoder(data)
+    obj = dec.item(0)
+    if dec.i != len(data):
         raise PayloadError("trailing bytes after payload")
     return obj
 
@@ -587,15 +646,18 @@ def loads(data):
 #   11 payload  [tag, 16 bytes, if FLAG_TAG]  CRC-32 of everything before it.
 
 
-def _build(buf, msg_type, msg_id, counter, flags, body, pads):
+def _check_header(msg_type, msg_id, counter):
     if not 0 <= msg_type <= 0xFF or not 0 <= msg_id <= MSG_ID_MAX:
         raise FrameError("message type or id out of range")
     if not 0 <= counter <= COUNTER_MAX:
         raise FrameError("counter out of range")
+
+
+def _finish(buf, msg_type, msg_id, counter, flags, length, pads):
+    # The payload is already at HEADER_LEN: add header, tag and CRC, encode.
     mv = memoryview(buf)
-    end = HEADER_LEN + len(body)
-    struct.pack_into(_HEADER, buf, 0, PROTOCOL_VERSION, msg_type, flags, msg_id, counter, len(body))
-    buf[HEADER_LEN:end] = body
+    end = HEADER_LEN + length
+    struct.pack_into(_HEADER, buf, 0, PROTOCOL_VERSION, msg_type, flags, msg_id, counter, length)
     if pads is not None:
         buf[end : end + TAG_LEN] = _hmac(pads, (mv[:end],))[:TAG_LEN]
         end += TAG_LEN
@@ -651,16 +713,22 @@ class Session:
         self._buf = bytearray(MAX_FRAME)
 
     def seal(self, msg_type, msg_id, payload):
-        body = dumps(payload)
-        flags = self._flags
+        # Returns the encoded frame, delimiter included. A refused frame
+        # (oversize, bad payload, bad header) consumes no counter.
         counter = 0
         if self._pads is not None:
             if self.tx >= COUNTER_MAX:
                 raise NotAuthenticated("send counter exhausted: authenticate again")
-            self.tx += 1
-            counter = self.tx
+            counter = self.tx + 1
+        _check_header(msg_type, msg_id, counter)
+        enc = _Encoder(self._buf, HEADER_LEN)  # payload straight into the frame
+        enc.value(payload, 0)
+        flags = self._flags
+        if self._pads is not None:
             flags |= FLAG_TAG
-        return _build(self._buf, msg_type, msg_id, counter, flags, body, self._pads)
+            self.tx = counter
+        length = enc.pos - HEADER_LEN
+        return _finish(self._buf, msg_type, msg_id, counter, flags, length, self._pads)
 
     def open(self, frame):
         buf = self._buf
@@ -680,7 +748,7 @@ class Session:
                 raise TagError("authentication tag did not verify")
             if counter <= self.rx:
                 raise ReplayError("counter %d not above %d" % (counter, self.rx))
-        if flags & FLAG_FROM_PUMP == self._flags:
+        if (flags & FLAG_FROM_PUMP) == self._flags:
             raise ReplayError("frame came from this side (reflected)")
         if self._pads is not None:
             self.rx = counter  # authentic and fresh: consumed even if payload is bad

@@ -53,7 +53,7 @@ class MicroPythonModule(pytest.File):
                 for variant in ("src", "mpy"):
                     yield MicroPythonTest.from_parent(
                         self, name="%s[%s]" % (node.name, variant),
-                        function=node.name, variant=variant)
+                        test_name=node.name, variant=variant)
 
 
 class MicroPythonFailure(Exception):
@@ -61,19 +61,19 @@ class MicroPythonFailure(Exception):
 
 
 class MicroPythonTest(pytest.Item):
-    def __init__(self, *, function, variant, **kw):
+    def __init__(self, *, test_name, variant, **kw):
         super().__init__(**kw)
-        self.function = function
+        self.test_name = test_name
         self.variant = variant
 
     def runtest(self):
         cmd = [micropython(), str(FIRMWARE_TESTS / "mprunner.py"), self.variant,
-               self.path.stem, self.function]
+               self.path.stem, self.test_name]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(FIRMWARE_TESTS), timeout=600)
         self.output = proc.stdout + proc.stderr
-        if proc.returncode != 0 or ("PASS " + self.function) not in proc.stdout:
+        if proc.returncode != 0 or ("PASS " + self.test_name) not in proc.stdout:
             raise MicroPythonFailure(self.output)
-        if self.output.strip() != "PASS " + self.function:
+        if self.output.strip() != "PASS " + self.test_name:
             sys.stdout.write(self.output)
 
     def repr_failure(self, excinfo):
@@ -82,4 +82,4 @@ class MicroPythonTest(pytest.Item):
         return super().repr_failure(excinfo)
 
     def reportinfo(self):
-        return self.path, 0, "micropython: %s[%s]" % (self.function, self.variant)
+        return self.path, 0, "micropython: %s[%s]" % (self.test_name, self.variant)

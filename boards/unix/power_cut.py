@@ -12,9 +12,16 @@
 # erases the first half of the block), and PowerCut is raised. Every later
 # program or erase raises PowerCut without touching flash: the power is gone.
 # Reads still work, so the filesystem can be unmounted cleanly in tests.
+#
+# close() ends a run: it closes the image, and from then on every operation
+# fails with -EIO, the block protocol's error return. File handles abandoned
+# by the cut are closed later by the garbage collector: they can no longer
+# touch the image (or a later run's image); their close fails with EIO,
+# which MicroPython prints from the finaliser.
 from micropython import const
 
 _IOCTL_ERASE = const(6)
+_EIO = const(5)
 _ERASED = b"\xff"
 
 
@@ -36,9 +43,13 @@ class PowerCutDevice:
         self.cut = False
 
     def readblocks(self, block, buf, offset=0):
+        if self.inner is None:
+            return -_EIO
         self.inner.readblocks(block, buf, offset)
 
     def writeblocks(self, block, buf, offset=None):
+        if self.inner is None:
+            return -_EIO
         if offset is None:  # simple protocol: a whole block, erased first
             self._erase(block)
             offset = 0
@@ -53,10 +64,17 @@ class PowerCutDevice:
         self.inner.writeblocks(block, buf, offset)
 
     def ioctl(self, op, arg):
+        if self.inner is None:
+            return -_EIO
         if op == _IOCTL_ERASE:
             self._erase(arg)
             return 0
         return self.inner.ioctl(op, arg)
+
+    def close(self):
+        if self.inner is not None:
+            self.inner.close()
+            self.inner = None
 
     def _erase(self, block):
         if self._power_dies():

@@ -13,6 +13,8 @@ TONE_RECORD_LEN = const(256)
 
 
 class UnixBoard(hal.Board):
+    OCCLUSION_MMHG = 200  # catheter pressure above baseline meaning occlusion
+
     def __init__(self, virtual=True, start_ticks=0, flash_dir=None, stroke_ms=40,
                  reset_cause=hal.RESET_POWER_ON):
         self.clock = VirtualClock(start_ticks) if virtual else RealClock(start_ticks)

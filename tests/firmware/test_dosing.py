@@ -90,8 +90,8 @@ def test_bridge_bolus_delivers_catheter_volume_at_old_profile_then_new_therapy()
     pump = make_pump(continuous(dose_ng_day=10000000))  # 1 mL/day
     pump.catheter_nl = 100000  # 100 uL = 200 strokes at the old 2000 strokes/day
     run(pump, HOUR_MS)
-    bridge = pump.change_drug(continuous(dose_ng_day=10000000, conc=2 * MORPHINE_10MG_ML))
-    assert bridge == 200
+    pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(dose_ng_day=10000000, conc=2 * MORPHINE_10MG_ML))
+    assert pump.sched.bridge_left == 200
     run(pump, 3 * HOUR_MS)  # 3 h of old profile = 250 strokes: the bridge ends inside
     assert pump.reservoir.strokes[KIND_BRIDGE] == 200
     assert pump.log.of_type(events.BRIDGE_DONE)

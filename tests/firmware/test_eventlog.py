@@ -32,7 +32,7 @@ def mount(path, cut_at=None, tear=False, block_size=BLOCK_SIZE, progsize=32):
 
 def unmount(dev):
     vfs.umount(POINT)
-    dev.inner.close()
+    dev.close()
 
 
 def on_fresh_flash(check):
@@ -280,6 +280,49 @@ def test_a_segment_with_a_corrupt_header_is_replaced_by_the_next_append():
     on_fresh_flash(check)
 
 
+def test_a_segment_left_empty_by_a_cut_while_creating_it_costs_no_sequence_numbers():
+    # littlefs creates a file when it is opened: a cut before the first
+    # sync leaves it empty.
+    def check():
+        log = new_log()
+        for s in range(1, K + 1):
+            append(log, s)
+        log.close()
+        open(segment_path(1), "wb").close()
+        assert append(new_log(), K + 1) == K + 1
+
+    on_fresh_flash(check)
+
+
+def test_the_numbers_of_a_decayed_newest_segment_are_never_reused():
+    def check():
+        log = new_log()
+        for s in range(1, K + 3):
+            append(log, s)
+        log.close()
+        with open(segment_path(1), "r+b") as f:
+            f.write(b"X")  # the magic of its header
+        log = new_log()
+        assert log.corrupt == 1
+        assert append(log, 2 * K + 1) == 2 * K + 1
+        assert seqs(log.read(1, 20)) == list(range(1, K + 1)) + [2 * K + 1]
+
+    on_fresh_flash(check)
+
+
+def test_lowering_max_segments_rolls_off_the_excess_at_open():
+    def check():
+        log = EventLog(DIR, segment_records=K, max_segments=SEGMENTS + 2)
+        for s in range(1, K * (SEGMENTS + 2) + 1):
+            append(log, s)
+        log.close()
+        log = new_log()
+        assert log.dropped() == 2 * K and len(os.listdir(DIR)) == SEGMENTS
+        assert seqs(log.read(1, 100)) == list(range(2 * K + 1, K * (SEGMENTS + 2) + 1))
+
+    on_fresh_flash(check)
+
+
 STREAM = 2 * K * SEGMENTS  # appends in a power-cut run: rolls off twice
 
 
@@ -315,6 +358,9 @@ def check_after_cut(progress, cut_at):
 
 
 def cut_at_every_write(tear):
+    # File handles the cut abandoned are closed later by the garbage
+    # collector against the closed device; MicroPython prints the EIO that
+    # raises in the finaliser (seen with pytest -s). Nothing reaches the image.
     path = new_image()
     try:
         dev = mount(path)
@@ -350,9 +396,10 @@ def test_a_torn_write_at_any_point_loses_at_most_the_record_in_flight():
     cut_at_every_write(True)
 
 
-def test_append_wear_at_pico_flash_geometry():
-    # RP2040 littlefs: 4096-byte erase blocks, 256-byte programs; a full
-    # 256-record segment (16 KiB), so the average covers a segment's life.
+def test_an_append_costs_about_one_block_erase_at_pico_flash_geometry():
+    # RP2040 littlefs: 4096-byte erase blocks, 256-byte programs. Each sync
+    # rewrites the segment's partly filled last block. Two full 256-record
+    # segments, so the average covers a segment's whole life.
     path = new_image(4096, 256)
     try:
         dev = mount(path, block_size=4096, progsize=256)
@@ -360,10 +407,9 @@ def test_append_wear_at_pico_flash_geometry():
         n = 512
         for s in range(1, n + 1):
             append(log, s)
-        print("eventlog: per append: %d.%02d flash writes, %d.%02d erases, %d bytes programmed"
-              % (dev.writes // n, dev.writes * 100 // n % 100,
-                 dev.erases // n, dev.erases * 100 // n % 100, dev.bytes_programmed // n))
-        assert dev.erases <= 2 * n
+        print("eventlog: %d appends: %d programs, %d erases, %d bytes programmed"
+              % (n, dev.programs, dev.erases, dev.bytes_programmed))
+        assert dev.erases <= n + n // 10
         log.close()
         unmount(dev)
     finally:

@@ -70,7 +70,7 @@ def test_bridge_end_ticks_without_allocating():
     pump = make_pump(continuous())
     pump.catheter_nl = 20000
     run(pump, 1000)
-    pump.change_drug(continuous(conc=2 * MORPHINE_10MG_ML))
+    pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(conc=2 * MORPHINE_10MG_ML))
     locked_jumps(pump, 2 * HOUR_MS)
     assert pump.reservoir.strokes[KIND_BRIDGE] == 40
 

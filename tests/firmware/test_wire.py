@@ -503,6 +503,16 @@ def test_short_nonce_is_refused():
     raises(wire.AuthFailed, wire.pump_challenge, KEYS, wire.ROLE_PATIENT, NONCE_H[:8], NONCE_P)
 
 
+def test_handshake_fields_of_the_wrong_type_are_refused():
+    # They come straight from a decoded payload.
+    raises(wire.AuthFailed, wire.pump_challenge, KEYS, wire.ROLE_PATIENT, "x" * 16, NONCE_P)
+    raises(wire.AuthFailed, wire.pump_challenge, KEYS, wire.ROLE_PATIENT, None, NONCE_P)
+    raises(wire.AuthFailed, wire.pump_verify, KEYS, wire.ROLE_PATIENT, NONCE_H, NONCE_P, None)
+    raises(wire.AuthFailed, wire.pump_verify, KEYS, wire.ROLE_PATIENT, NONCE_H, NONCE_P, b"\x00" * 31)
+    raises(wire.Forbidden, wire.pump_challenge, KEYS, True, NONCE_H, NONCE_P)
+    raises(wire.Forbidden, wire.pump_challenge, KEYS, "2", NONCE_H, NONCE_P)
+
+
 def test_device_keys_must_be_distinct():
     wire.check_device_keys(KEYS)
     same = {wire.ROLE_PATIENT: KEY, wire.ROLE_CLINICIAN: KEY}
@@ -574,6 +584,8 @@ def test_payload_with_a_cycle_is_refused():
 def test_payload_size_is_limited():
     raises(wire.TooLarge, wire.dumps, b"x" * wire.MAX_PAYLOAD)
     raises(wire.TooLarge, wire.dumps, list(range(1000)))
+    raises(wire.TooLarge, wire.dumps, list(range(100000)))
+    raises(wire.TooLarge, wire.dumps, {i: 0 for i in range(1000)})
     raises(wire.TooLarge, wire.loads, bytes(wire.MAX_PAYLOAD + 1))
 
 
@@ -590,10 +602,12 @@ def test_payload_refuses_unsupported_types():
 
 
 def test_malformed_payload_in_an_authentic_frame_is_bad_payload():
-    host, pump = pair()
-    frame = wire._build(bytearray(wire.MAX_FRAME), 0x10, 1, 1, wire.FLAG_TAG, b"\xff",
-                        wire._pads(KEY))
-    e = raises(wire.PayloadError, pump.open, frame)
+    # Built by hand from the documented layout: header, payload, tag, CRC.
+    _, pump = pair()
+    raw = struct.pack(">BBBHIH", wire.PROTOCOL_VERSION, 0x10, wire.FLAG_TAG, 1, 1, 1) + b"\xff"
+    raw += wire.hmac_sha256(KEY, raw)[: wire.TAG_LEN]
+    raw += struct.pack(">I", crc32(raw))
+    e = raises(wire.PayloadError, pump.open, wire.cobs_encode(raw))
     assert e.code == wire.BAD_PAYLOAD
     assert pump.rx == 1  # authentic and fresh: a replay of it is still refused
 

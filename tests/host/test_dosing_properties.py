@@ -37,6 +37,11 @@ def exact_nl(therapy, tod, secs):
     return total
 
 
+def delivered(pump):
+    # Completed strokes plus the one the motor is running (due, not yet confirmed).
+    return pump.board.motor.completed + (1 if pump.stroking else 0)
+
+
 def make(rx, tod=0):
     board = UnixBoard(virtual=True, start_ticks=(1 << 62) - 5000)
     pump = Pump(board)
@@ -52,7 +57,7 @@ def test_delivered_volume_equals_prescribed_within_one_stroke(rx, tod, secs):
     pump = make(rx, tod)
     run_virtual(pump, secs * 1000)
     exact = exact_nl(pump.therapy, tod, secs) / STROKE_NL
-    assert exact - 1 <= pump.board.motor.completed <= exact
+    assert exact - 1 <= delivered(pump) <= exact
 
 
 @SETTINGS
@@ -64,7 +69,7 @@ def test_clock_changes_never_deliver_more_than_elapsed_time_allows(rx, plan):
         exact += exact_nl(pump.therapy, pump.clock.tod_s, secs)
         run_virtual(pump, secs * 1000)
         pump.set_clock(pump.clock.day, new_tod)
-    assert exact / STROKE_NL - 1 <= pump.board.motor.completed <= exact / STROKE_NL
+    assert exact / STROKE_NL - 1 <= delivered(pump) <= exact / STROKE_NL
 
 
 @SETTINGS
