@@ -50,5 +50,18 @@ class MemoryLog:
         self.records.append((len(self.records) + 1, day, tod_s, etype, a, b, c, d, text))
         return len(self.records)
 
+    def read(self, first_seq, max_count):
+        first = max(first_seq, 1)
+        return self.records[first - 1:first - 1 + max_count]
+
+    def first_seq(self):
+        return 1
+
+    def last_seq(self):
+        return len(self.records)
+
+    def dropped(self):
+        return 0
+
     def of_type(self, etype):
         return [r for r in self.records if r[3] == etype]

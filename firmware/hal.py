@@ -17,6 +17,7 @@ RESET_POWER_LOSS = const(3)  # power died with state not closed cleanly
 
 
 class Board:
+    MODEL = "generic"
     STROKE_NL = 500  # calibration: volume of one motor stroke
     RESERVOIR_NL = 20000000  # model: 20 mL reservoir
     TICK_MS = 100

@@ -22,6 +22,7 @@ from walltime import WallClock
 
 _FAR_MS = const(1 << 29)
 _FAR_S = const(1 << 19)
+FIRMWARE_VERSION = "0.1.0"
 HOUSEKEEPING_S = const(60)  # battery, integrity and alarm-date checks
 
 # Why the last stroke failed.
@@ -54,6 +55,9 @@ class Pump:
         self.therapy = None
         self.rx = None  # the prescription as programmed, in drug units
         self.catheter_nl = 0
+        # Identity, set at implant and kept on flash by the persistence layer.
+        self.device = {"serial": "", "model": board.MODEL, "firmware": FIRMWARE_VERSION,
+                       "reservoir_nl": board.RESERVOIR_NL, "stroke_nl": board.STROKE_NL}
         self.alarm_day = 0  # clinician's alarm date (day number), 0 = none
         self.active_bolus = KIND_NONE  # bolus the event log knows is running
         self.active_bolus_strokes = 0

@@ -13,6 +13,7 @@ TONE_RECORD_LEN = const(256)
 
 
 class UnixBoard(hal.Board):
+    MODEL = "emulated 20 mL"
     OCCLUSION_MMHG = 200  # catheter pressure above baseline meaning occlusion
 
     def __init__(self, virtual=True, start_ticks=0, flash_dir=None, stroke_ms=40,
