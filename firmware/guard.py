@@ -1,7 +1,9 @@
 # Dose-limit guard, independent of the scheduler (defence in depth): counts
 # the strokes the motor actually completed over a sliding hour and day, and
-# refuses a stroke that would exceed what the prescription allows. Bolus
-# allowances are added when a bolus starts and age out with the window.
+# refuses a stroke that would exceed what the prescription allows. Strokes of
+# the therapy (basal, periodic and demand boluses) are counted in the windows;
+# strokes of a clinician or priming bolus, which replace the therapy while
+# they run, are counted against that bolus's own budget instead.
 import array
 
 from micropython import const
@@ -53,18 +55,31 @@ class DoseGuard:
         self.day = Window(_DAY_BUCKET_S, _DAY_BUCKETS)
         self.hour_max = 0
         self.day_max = 0
+        self.budget = 0  # strokes the running clinician/priming bolus may still give
         self.tripped = False
 
-    def set_limits(self, hour_max, day_max):
-        self.hour_max = hour_max + MARGIN_STROKES
-        self.day_max = day_max + MARGIN_STROKES
+    def set_limits(self, hour_max, day_max, mono_s):
+        # A lower new limit must not count strokes of the old therapy still in
+        # the window: the old headroom is granted as an allowance that ages out.
+        hour_max += MARGIN_STROKES
+        day_max += MARGIN_STROKES
+        if self.hour_max > hour_max:
+            self.hour.add(mono_s, 0, self.hour_max - hour_max)
+        if self.day_max > day_max:
+            self.day.add(mono_s, 0, self.day_max - day_max)
+        self.hour_max = hour_max
+        self.day_max = day_max
 
-    def allow_bolus(self, mono_s, strokes):
-        self.hour.add(mono_s, 0, strokes)
-        self.day.add(mono_s, 0, strokes)
+    def allow_bolus(self, strokes):
+        self.budget = strokes
 
     # -- tick path ---------------------------------------------------------
-    def allows_stroke(self, mono_s):
+    def allows_stroke(self, mono_s, exclusive):
+        if exclusive:
+            if self.budget <= 0:
+                self.tripped = True
+                return False
+            return True
         h, d = self.hour, self.day
         h.roll(mono_s)
         d.roll(mono_s)
@@ -73,6 +88,9 @@ class DoseGuard:
             return False
         return True
 
-    def count_stroke(self, mono_s):
+    def count_stroke(self, mono_s, exclusive):
+        if exclusive:
+            self.budget -= 1
+            return
         self.hour.add(mono_s, 1, 0)
         self.day.add(mono_s, 1, 0)

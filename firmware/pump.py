@@ -24,6 +24,13 @@ _FAR_MS = const(1 << 29)
 _FAR_S = const(1 << 19)
 FIRMWARE_VERSION = "0.1.0"
 HOUSEKEEPING_S = const(60)  # battery, integrity and alarm-date checks
+# Delivery progress is saved every CHECKPOINT_STROKES strokes or CHECKPOINT_S
+# of delivery, whichever first; a saved state counts RESERVE_STROKES more
+# strokes as delivered than it has seen, so a reset never over-delivers
+# (docs/persistence.md).
+CHECKPOINT_STROKES = const(24)
+RESERVE_STROKES = const(32)
+CHECKPOINT_S = const(3600)
 
 # Why the last stroke failed.
 _FAIL_MOTOR = const(1)
@@ -64,7 +71,18 @@ class Pump:
         self.bridging = False
         self.fault = None  # exception that put the pump in its safe state
         self.next_housekeeping = 0
+        self.old_rx = None  # prescription being bridged from
+        self.saver = None  # persistence hook (firmware/persist.py)
+        self.since_checkpoint = 0  # strokes since delivery state was last saved
+        self.next_checkpoint = CHECKPOINT_S
         self.last_ticks = board.ticks_ms()
+
+    def commit(self):
+        # Makes the pump's state durable: a command is acknowledged only after this.
+        if self.saver is not None:
+            self.saver()
+        self.since_checkpoint = 0
+        self.next_checkpoint = self.now_s + CHECKPOINT_S
 
     @property
     def now_s(self):
@@ -82,25 +100,34 @@ class Pump:
                              "drug or concentration change (%s %d ng/mL -> %s %d ng/mL) only with a refill"
                              % (old.drug, old.conc_ng_ml, therapy.drug, therapy.conc_ng_ml))
         self._apply(rx, therapy, 0)
+        self.commit()
         return therapy
 
     def _apply(self, rx, therapy, bridge_strokes):
-        old = self.therapy
+        self.load_therapy(rx, therapy, bridge_strokes if not self.suspended else 0)
+        self.record(events.THERAPY_PROGRAMMED, len(therapy.step_start_s), therapy.basal_nl_per_day(),
+                    therapy.daily_ng, bridge_strokes, therapy.drug.encode())
+
+    def load_therapy(self, rx, therapy, bridge_strokes, old=None):
+        # Makes `therapy` the active one (a bridge keeps the current profile
+        # for `bridge_strokes` first). Used by programming and by restore.
+        old = old or self.therapy
+        if bridge_strokes and old is not None and not self.sched.n_steps:
+            self.sched.load(old)
+        self.old_rx = self.rx if bridge_strokes else None
         self.therapy = therapy
         self.rx = rx
-        self.sched.load(therapy, bridge_strokes if not self.suspended else 0)
+        self.sched.load(therapy, bridge_strokes)
         self.bridging = self.sched.bridge_left > 0
         hour, day = prescription.guard_limits(therapy, self.stroke_nl)
         if self.bridging and old is not None:
             oh, od = prescription.guard_limits(old, self.stroke_nl)
             hour, day = max(hour, oh), max(day, od)
-        self.guard.set_limits(hour, day)
+        self.guard.set_limits(hour, day, self.now_s)
         self.alarms.set(alarms.INTEGRITY, False, self.now_s)
         self.reservoir.set_drug(therapy.conc_ng_ml)
         if self.suspended or self.alarms.active & _STOPPING:
             self.sched.stop()
-        self.record(events.THERAPY_PROGRAMMED, len(therapy.step_start_s), therapy.basal_nl_per_day(),
-                    therapy.daily_ng, bridge_strokes, therapy.drug.encode())
 
     def refill(self, withdrawn_nl, added_nl, rx=None):
         # Empty-and-fill. A new drug or concentration comes only here, with its
@@ -131,6 +158,7 @@ class Pump:
         if self.alarms.active & (1 << alarms.RESERVOIR_EMPTY) == 0 and self._stopped_only_for_empty:
             self._stopped_only_for_empty = False
             self._restart()
+        self.commit()
         return {"expected_nl": expected, "withdrawn_nl": withdrawn_nl, "discrepancy_nl": withdrawn_nl - expected,
                 "warning": warn}
 
@@ -140,6 +168,7 @@ class Pump:
         self._require_idle_channel("clinician bolus")
         strokes = prescription.clinician_bolus_strokes(dose_ng, duration_s, self.therapy, self.stroke_nl)
         self._start_bolus(KIND_CLINICIAN, strokes, duration_s, dose_ng)
+        self.commit()
         return strokes
 
     def priming_bolus(self, volume_nl, duration_s):
@@ -147,6 +176,7 @@ class Pump:
         self._require_idle_channel("priming bolus", need_therapy=False)
         strokes = prescription.priming_strokes(volume_nl, duration_s, self.stroke_nl)
         self._start_bolus(KIND_PRIMING, strokes, duration_s, 0)
+        self.commit()
         return strokes
 
     def demand_bolus(self):
@@ -159,6 +189,7 @@ class Pump:
             return code, wait
         d.demand_start()
         self._note_bolus(KIND_DEMAND, d.demand_strokes, d.demand_duration)
+        self.commit()
         return DEMAND_OK, 0
 
     def _require_idle_channel(self, what, need_therapy=True):
@@ -177,7 +208,7 @@ class Pump:
     def _start_bolus(self, kind, strokes, duration_s, dose_ng):
         self.sched.running = True  # a priming bolus may run before any therapy
         self.sched.start_bolus(kind, strokes, duration_s)
-        self.guard.allow_bolus(self.now_s, strokes)
+        self.guard.allow_bolus(strokes)
         self._note_bolus(kind, strokes, duration_s, dose_ng)
 
     def _note_bolus(self, kind, strokes, duration_s, dose_ng=0):
@@ -189,6 +220,7 @@ class Pump:
         self.suspended = True
         self._halt()
         self.record(events.THERAPY_SUSPENDED)
+        self.commit()
 
     def resume(self):
         if self.therapy is None:
@@ -204,6 +236,7 @@ class Pump:
         self.failed_strokes = 0
         self.suspended = False
         self._restart()
+        self.commit()
 
     def _restart(self):
         if self.suspended or self.alarms.active & _STOPPING:
@@ -221,6 +254,7 @@ class Pump:
             left = s.bolus_left + s.owed_bolus
             self.record(events.BOLUS_CANCELLED, s.bolus_kind, s.bolus_inc - left, left)
         self.active_bolus = KIND_NONE
+        self.guard.budget = 0
         s.stop()
 
     def set_clock(self, day, tod_s):
@@ -232,6 +266,7 @@ class Pump:
         self.clock.set(day, tod_s)
         self.record(events.CLOCK_SET, old_day, old_tod, day, tod_s)
         self.next_housekeeping = self.now_s
+        self.commit()
 
     def set_low_threshold(self, volume_nl):
         r = self.reservoir
@@ -239,12 +274,14 @@ class Pump:
                     r.capacity_nl, "nL")
         r.low_nl = volume_nl
         self._check_level()
+        self.commit()
 
     def set_alarm_date(self, day):
         check_range("alarm_date", "alarm date", day, 0, 1 << 20, "day")
         self.alarm_day = day
         self.alarms.set(alarms.ALARM_DATE, False, self.now_s)
         self.next_housekeeping = self.now_s
+        self.commit()
 
     def acknowledge(self, alarm):
         check_range("alarm", "alarm id", alarm, 0, alarms.COUNT - 1, "")
@@ -256,6 +293,7 @@ class Pump:
                 self.alarm_day = 0
             self.alarms.set(alarm, False, self.now_s)
         self.board.buzzer(0)
+        self.commit()
         return True
 
     # -- the tick path -----------------------------------------------------
@@ -298,7 +336,8 @@ class Pump:
                 self.failed_strokes = 0
                 self.sched.stroke_delivered(kind)
                 self.reservoir.debit_stroke(kind, self.now_s, self.clock.day)
-                self.guard.count_stroke(self.now_s)
+                self.guard.count_stroke(self.now_s, kind == KIND_CLINICIAN or kind == KIND_PRIMING)
+                self.since_checkpoint += 1
                 self._check_level()
             else:
                 self.failed_strokes += 1
@@ -308,12 +347,13 @@ class Pump:
                     self._stop_for(alarms.MOTOR_STALL if self.fail_cause == _FAIL_MOTOR else alarms.OCCLUSION)
                     return
         s = self.sched
-        if s.running and s.next_stroke_kind():
-            if not self.guard.allows_stroke(self.now_s):
+        kind = s.next_stroke_kind()
+        if s.running and kind:
+            if not self.guard.allows_stroke(self.now_s, kind == KIND_CLINICIAN or kind == KIND_PRIMING):
                 self._stop_for(alarms.DOSE_GUARD)
                 return
             board.motor_begin()
-            self.stroking = s.next_stroke_kind()
+            self.stroking = kind
 
     def _stop_for(self, alarm):
         self.alarms.set(alarm, True, self.now_s)
@@ -377,7 +417,9 @@ class Pump:
     def needs_service(self):
         s, a = self.sched, self.alarms
         return (self.active_bolus != s.bolus_kind or (self.bridging and not s.bridge_left)
-                or self.failed_strokes != self.failed_logged or a.raised or a.cleared)
+                or self.failed_strokes != self.failed_logged or a.raised or a.cleared
+                or self.since_checkpoint >= CHECKPOINT_STROKES
+                or (self.since_checkpoint and self.now_s >= self.next_checkpoint))
 
     def service(self):
         s, a = self.sched, self.alarms
@@ -403,6 +445,8 @@ class Pump:
                 self.record(events.ALARM_RAISED, i)
             if cleared & (1 << i):
                 self.record(events.ALARM_CLEARED, i)
+        if raised or cleared or self.since_checkpoint >= CHECKPOINT_STROKES or self.now_s >= self.next_checkpoint:
+            self.commit()
 
     # -- reports ---------------------------------------------------------
     def status(self):

@@ -41,6 +41,7 @@ class Reservoir:
         self.volume_in_nl = 0
         self.withdrawn_nl = 0
         self.unaccounted_nl = 0  # expected minus withdrawn at refills
+        self.reserved_nl = 0  # counted ahead by checkpoints and lost in resets (never over-delivery)
         self.conc_ng_ml = 0
         self.bridge_conc_ng_ml = 0
         self.dose_ng_before = 0  # drug delivered under earlier concentrations
@@ -142,8 +143,9 @@ class Reservoir:
         self.reseal()
 
     def balance_nl(self):
-        # volume in - (delivered + withdrawn + unaccounted + remaining): 0 when the books balance.
-        return self.volume_in_nl - (self.delivered_nl() + self.withdrawn_nl + self.unaccounted_nl + self.remaining_nl)
+        # volume in - (delivered + withdrawn + unaccounted + reserved + remaining): 0 when the books balance.
+        return self.volume_in_nl - (self.delivered_nl() + self.withdrawn_nl + self.unaccounted_nl
+                                    + self.reserved_nl + self.remaining_nl)
 
     def last_24h(self, mono_s, day):
         self.roll(mono_s, day)

@@ -1,17 +1,17 @@
 # The emulated pump process: board models, flash image, programmer link and
 # bench port around the portable core, in real or virtual time.
 import json
+import os
 import select
-import sys
 import time
 
+import hal
 from image_flash import ImageBlockDevice, mount, unmount
-from pump import Pump
+from startup import start_pump
 from pty_link import PtyLink
 from bench_server import BenchServer
 from unix_board import UnixBoard, run_virtual
 
-STATE_FILE = "/state.json"
 IDENTITY = b"intrathecal pump emulator; programmer protocol arrives with the link issue\r\n"
 
 # Built-in therapy until a programmer sets one: morphine 10 mg/mL, 10 mg/day
@@ -34,38 +34,28 @@ class Emulator:
             self.flash = mount(ImageBlockDevice(opts["image"]))
         self.board = UnixBoard(virtual=opts.get("virtual", False), flash_dir=self.flash,
                                start_ticks=opts.get("start_ticks", 0))
-        self.pump = Pump(self.board)
-        self.restore()
+        self.boot(opts.get("reset_cause", hal.RESET_POWER_ON))
         self.link = PtyLink(opts["link_fd"], self.poller) if "link_fd" in opts else None
         self.bench = BenchServer(opts["bench"], self.poller) if opts.get("bench") else None
         self.alive = True
 
-    # -- state (replaced by the persistent store of the storage issue) -----
-    def restore(self):
-        state = None
-        if self.flash:
-            try:
-                with open(self.flash + STATE_FILE) as f:
-                    state = json.load(f)
-            except (OSError, ValueError):
-                state = None
-        rx = self.opts.get("prescription") or DEFAULT_PRESCRIPTION
-        now = int(time.time())
-        self.pump.clock.set(now // 86400, now % 86400)
-        if state:
-            rx = state["prescription"]
-            self.pump.reservoir.remaining_nl = state["remaining_nl"]
-        else:
-            self.pump.reservoir.fill(DEFAULT_FILL_NL)
-        self.pump.program(rx)
-        self.prescription = rx
+    # -- state ---------------------------------------------------------------
+    def boot(self, cause):
+        self.pump, self.persist, self.cause = start_pump(self.board, cause)
+        pump = self.pump
+        if not self.board.clock.virtual or pump.rx is None:
+            now = int(time.time())  # the host clock stands in for the pump's RTC
+            pump.clock.set(now // 86400, now % 86400)
+        if pump.rx is None and pump.reservoir.volume_in_nl == 0:
+            # A new emulated pump comes filled and running a demonstration
+            # therapy, so `make run` shows delivery at once.
+            pump.device["serial"] = "EMU-" + "".join("%02X" % b for b in os.urandom(4))
+            pump.reservoir.fill(DEFAULT_FILL_NL)
+            pump.program(self.opts.get("prescription") or DEFAULT_PRESCRIPTION)
 
     def save(self):
-        if not self.flash:
-            return
-        with open(self.flash + STATE_FILE, "w") as f:
-            json.dump({"prescription": self.prescription,
-                       "remaining_nl": self.pump.reservoir.remaining_nl}, f)
+        if self.persist:
+            self.persist.save(clean=True)
 
     # -- loop ----------------------------------------------------------------
     def run(self):
@@ -183,7 +173,7 @@ def parse_args(argv):
         elif a == "--prescription":
             i += 1
             opts["prescription"] = json.loads(argv[i])
-        elif a in ("--link-fd", "--start-ticks"):
+        elif a in ("--link-fd", "--start-ticks", "--reset-cause"):
             i += 1
             opts[a[2:].replace("-", "_")] = int(argv[i])
         elif a in ("--image", "--bench"):

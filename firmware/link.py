@@ -1,0 +1,712 @@
+# Programmer link, pump side: frames from a byte transport, sessions and
+# roles, dispatch to the Pump API, the reply cache, authentication back-off
+# and the audit log. The codec is wire.py; the command table, shared with the
+# host tool, is link_commands.py; docs/protocol.md is the specification.
+#
+# Runs in the main loop between ticks: poll() handles a bounded number of
+# frames, never blocks and never raises, so nothing that arrives on the link
+# can stop or delay therapy. Transport: read_into(buf) -> int (non-blocking,
+# 0 when nothing) and write(data).
+import os
+import struct
+from binascii import crc32
+from hashlib import sha256
+
+from micropython import const
+
+import link_commands as lc
+import prescription
+import wire
+from limits import LimitError, check_range
+from units import S_PER_DAY
+
+_RX_CHUNK = const(128)  # bytes taken from the transport at a time
+_FRAMES_PER_POLL = const(4)  # bounds the time one poll() takes
+_INT_MAX = const(0x3FFFFFFF)  # argument integers stay small ints on the RP2040
+_LOG_BYTES = const(360)  # packed log records per reply (payload limit 448)
+_KEYS_VERSION = const(1)
+_KEYS_NAME = "keys"
+_KEYS_LEN = const(65)  # provisioned flag, patient key, clinician key
+_REJECT_BURST = const(8)  # rejection records logged back to back ...
+_REJECT_REFILL_S = const(300)  # ... then one per 5 min; the rest are counted
+_DRUG_NAME_MAX = const(24)
+
+# Refusal reasons of Pump.demand_bolus(), by scheduler.DEMAND_* code.
+_DEMAND_LIMITS = ("", "demand_not_prescribed", "demand_lockout", "demand_daily_max",
+                  "demand_bolus_active", "demand_not_running")
+_DEMAND_REASONS = ("", "no demand bolus is prescribed", "lockout: too soon after the last demand bolus",
+                   "maximum demand boluses in 24 hours reached", "another bolus is in progress",
+                   "therapy is not running")
+
+
+class Refusal(Exception):
+    # A request refused with a wire error code; `extra` goes into the reply.
+    def __init__(self, code, reason, extra=None):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.extra = extra
+
+
+def _bad(reason):
+    return Refusal(wire.BAD_ARGS, reason)
+
+
+# -- argument checking: exact types, bounded integers, no unknown keys --------
+def _args(p, allowed):
+    if p is None:
+        return {}
+    if not isinstance(p, dict):
+        raise _bad("arguments must be a map")
+    for k in p:
+        if k not in allowed:
+            raise _bad("unknown argument %r" % (k,))
+    return p
+
+
+def _int(p, key, lo=0, hi=_INT_MAX):
+    if key not in p:
+        raise _bad("missing argument %r" % key)
+    v = p[key]
+    if type(v) is not int:
+        raise _bad("%r must be an integer" % key)
+    if not lo <= v <= hi:
+        raise _bad("%r = %d outside %d..%d" % (key, v, lo, hi))
+    return v
+
+
+def _check(p):
+    # Dry run flag of program/refill: validate and report, change nothing.
+    v = p.get("check", False)
+    if v is not True and v is not False:
+        raise _bad("'check' must be true or false")
+    return v
+
+
+def _row(v, n, what):
+    if not isinstance(v, list) or len(v) != n:
+        raise _bad("%s must be a list of %d integers" % (what, n))
+    for x in v:
+        if type(x) is not int or not 0 <= x <= _INT_MAX:
+            raise _bad("%s must be a list of %d integers 0..%d" % (what, n, _INT_MAX))
+    return v
+
+
+def _rows(p, key, n):
+    v = p.get(key, [])
+    if not isinstance(v, list):
+        raise _bad("%r must be a list" % key)
+    return [_row(r, n, key) for r in v]
+
+
+def rx_from_wire(p):
+    # Compact prescription of the link -> Pump.program()'s dict. Shape only:
+    # every limit is checked by prescription.validate().
+    p = _args(p, ("drug", "conc", "steps", "periodic", "demand"))
+    drug = p.get("drug")
+    if not isinstance(drug, str) or not 0 < len(drug) <= _DRUG_NAME_MAX:
+        raise _bad("'drug' must name a drug")
+    rx = {"drug": drug, "conc_ng_ml": _int(p, "conc", 1),
+          "steps": [{"start_s": s, "dose_ng_day": d} for s, d in _rows(p, "steps", 2)]}
+    per = _rows(p, "periodic", 3)
+    if per:
+        rx["periodic"] = [{"time_s": t, "dose_ng": d, "duration_s": s} for t, d, s in per]
+    dem = p.get("demand")
+    if dem is not None:
+        d, s, lock, n = _row(dem, 4, "demand")
+        rx["demand"] = {"dose_ng": d, "duration_s": s, "lockout_s": lock, "max_per_day": n}
+    return rx
+
+
+def rx_to_wire(rx):
+    if rx is None:
+        return None
+    out = {"drug": rx["drug"], "conc": rx["conc_ng_ml"],
+           "steps": [[s["start_s"], s["dose_ng_day"]] for s in rx["steps"]]}
+    per = rx.get("periodic")
+    if per:
+        out["periodic"] = [[b["time_s"], b["dose_ng"], b["duration_s"]] for b in per]
+    d = rx.get("demand")
+    if d is not None:
+        out["demand"] = [d["dose_ng"], d["duration_s"], d["lockout_s"], d["max_per_day"]]
+    return out
+
+
+def _flash_dir(board):
+    try:
+        return board.flash_dir()
+    except NotImplementedError:
+        return None
+
+
+class KeyStore:
+    # The pump's link credentials: one random 32-byte key per role, created
+    # once at provisioning, kept in a record on flash (in RAM without flash).
+    # Record: provisioned flag (1), patient key (32), clinician key (32),
+    # serial (UTF-8). An unreadable record locks the link rather than letting
+    # anyone provision the pump again.
+    def __init__(self, directory):
+        self.keys = None
+        self.serial = ""
+        self.broken = False
+        self.store = None
+        if directory:
+            from records import RecordStore
+
+            self.store = RecordStore(directory)
+            rec = self.store.load(_KEYS_NAME)
+            if rec is not None:
+                self._decode(rec)
+            elif self.store.corrupt_found:
+                self.broken = True
+
+    def _decode(self, rec):
+        version, p = rec
+        if version != _KEYS_VERSION or len(p) < _KEYS_LEN or p[0] > 1:
+            self.broken = True
+            return
+        self.serial = bytes(p[_KEYS_LEN:]).decode()
+        if p[0]:
+            self.keys = {wire.ROLE_PATIENT: bytes(p[1:33]), wire.ROLE_CLINICIAN: bytes(p[33:65])}
+
+    def save(self, keys, serial):
+        if keys is None:
+            body = b"\x00" + bytes(64)
+        else:
+            body = b"\x01" + keys[wire.ROLE_PATIENT] + keys[wire.ROLE_CLINICIAN]
+        if self.store is not None:
+            self.store.save(_KEYS_NAME, _KEYS_VERSION, body + serial.encode())
+        self.keys = keys
+        self.serial = serial
+
+
+class Link:
+    def __init__(self, pump, transport, serial="", rng=None):
+        # `serial`: the board's identity for a pump that has none yet (first
+        # boot); once stored, the stored one wins.
+        self.pump = pump
+        self.io = transport
+        self.rng = rng or os.urandom
+        flash = _flash_dir(pump.board)
+        self.keys = KeyStore(flash + "/link" if flash else None)
+        dev = pump.device
+        if not dev["serial"]:
+            dev["serial"] = self.keys.serial or serial
+        if not self.keys.serial and dev["serial"] and not self.keys.broken:
+            self.keys.save(self.keys.keys, dev["serial"])
+        self.plain = wire.Session(pump=True)  # identify and handshake
+        self.session = None  # wire.Session once authenticated
+        self.sid = 0  # session id: sequence number of its AUTH_OK record
+        self.last_rx_s = 0
+        self.pending = None  # (role, nonce_h, nonce_p, expiry) of the last HELLO
+        self.failures = [0, 0, 0]  # consecutive failed proofs, per role
+        self.locked_until = [0, 0, 0]
+        self.cache = None  # (id, type, payload digest, reply type, reply)
+        self.prov_reply = None  # (id, entropy, reply, expiry)
+        self.tokens = _REJECT_BURST
+        self.token_s = 0
+        self.suppressed = 0  # rejections not logged since the last record
+        self.dirty = False  # a write failed: flush the receiver before the next frame
+        self.deframer = wire.Deframer()
+        self.rxbuf = bytearray(_RX_CHUNK)
+        self.rn = 0
+        self.ri = 0
+        self.handlers = {
+            lc.IDENTIFY: self._identify, lc.LOGOUT: self._logout, lc.STATUS: self._status, lc.THERAPY: self._therapy,
+            lc.ALARMS: self._alarms, lc.LOG_READ: self._log_read, lc.PROGRAM: self._program,
+            lc.BOLUS: self._bolus, lc.PRIME: self._prime, lc.DEMAND: self._demand,
+            lc.SUSPEND: self._suspend, lc.RESUME: self._resume, lc.REFILL: self._refill,
+            lc.ACK_ALARM: self._ack, lc.SET_CLOCK: self._set_clock, lc.SET_LOW: self._set_low,
+            lc.SET_ALARM_DATE: self._set_alarm_date, lc.DIARY: self._diary,
+        }
+
+    @property
+    def provisioned(self):
+        return self.keys.keys is not None
+
+    # -- the main loop's entry point ------------------------------------------
+    def poll(self):
+        # Handles up to _FRAMES_PER_POLL frames; returns how many. Cheap when
+        # nothing has arrived: call it every loop iteration.
+        done = 0
+        try:
+            self.expire()
+            while done < _FRAMES_PER_POLL:
+                if self.ri >= self.rn:
+                    self.rn = self.io.read_into(self.rxbuf) or 0
+                    self.ri = 0
+                    if not self.rn:
+                        break
+                frame = self._next_frame()
+                if frame is not None:
+                    done += 1
+                    self._frame(frame)
+        except Exception as e:  # the link must never stop the pump
+            self._internal(e)
+        return done
+
+    def _next_frame(self):
+        buf, push = self.rxbuf, self.deframer.push
+        while self.ri < self.rn:
+            b = buf[self.ri]
+            self.ri += 1
+            try:
+                frame = push(b)
+            except wire.WireError as e:  # an oversize frame was dropped
+                self._refuse(self._reply_session(), 0, -1, e.code, str(e))
+                return None
+            if frame is not None:
+                return frame
+        return None
+
+    def expire(self):
+        now = self.pump.now_s
+        if self.session is not None and now - self.last_rx_s >= lc.IDLE_TIMEOUT_S:
+            self._end(lc.END_IDLE)
+        if self.pending is not None and now > self.pending[3]:
+            self.pending = None
+        if self.prov_reply is not None and now > self.prov_reply[3]:
+            self.prov_reply = None
+
+    # -- one frame ---------------------------------------------------------
+    def _frame(self, frame):
+        sess = self.session
+        try:
+            if sess is not None:
+                try:
+                    mtype, mid, _, payload = sess.open(frame)
+                except wire.NotAuthenticated:
+                    # Untagged in a session: identify or a new handshake. The
+                    # session stays until a new one is established.
+                    sess = self.plain
+                    mtype, mid, _, payload = sess.open(frame)
+            else:
+                sess = self.plain
+                mtype, mid, _, payload = sess.open(frame)
+        except wire.WireError as e:
+            self._refuse(self._reply_session(), _frame_id(frame), -1, e.code, str(e))
+            return
+        if sess is self.session:
+            self.last_rx_s = self.pump.now_s
+        entry = lc.COMMANDS.get(mtype)
+        if sess is self.plain:
+            if entry is None or not entry[1] & lc.R_NONE:
+                self._refuse(sess, mid, mtype, wire.NOT_AUTHENTICATED, "log in first: command needs a session")
+                return
+            self._plain_command(mtype, mid, payload)
+            return
+        if entry is None:
+            self._refuse(sess, mid, mtype, wire.UNKNOWN_COMMAND, "unknown command 0x%02x" % mtype)
+            return
+        if not entry[1] & (1 << sess.role):
+            self._refuse(sess, mid, mtype, wire.FORBIDDEN, "%s not allowed for the %s role"
+                         % (entry[0], lc.ROLE_NAMES[sess.role]))
+            return
+        self._session_command(sess, mtype, mid, payload, entry)
+
+    def _session_command(self, sess, mtype, mid, payload, entry):
+        # Reply cache: a retransmitted request gets its first reply again and
+        # is never executed twice; a reused id with another request is refused.
+        digest = sha256(wire.dumps(payload)).digest()
+        c = self.cache
+        if c is not None and c[0] == mid:
+            if c[1] == mtype and c[2] == digest:
+                self._send(sess, c[3], mid, c[4])
+            else:
+                self._refuse(sess, mid, mtype, wire.BAD_ARGS, "message id %d reused for another request" % mid)
+            return
+        name, _, audited = entry
+        if audited and isinstance(payload, dict) and payload.get("check") is True:
+            audited = False  # a dry run changes nothing
+        rtype = mtype | wire.REPLY
+        code = 0
+        try:
+            reply = self.handlers[mtype](payload)
+        except Exception as e:
+            code, reply = self._error_payload(e)
+            rtype = wire.MSG_ERROR
+        if audited:
+            self.pump.record(lc.EV_COMMAND, sess.role, self.sid, mtype, code, name.encode())
+        elif code:
+            self._log_rejection(code, mtype)
+        if sess is self.session:  # still the session (logout ends it)
+            self.cache = (mid, mtype, digest, rtype, reply)
+        self._send(sess, rtype, mid, reply)
+
+    def _plain_command(self, mtype, mid, payload):
+        sess = self.plain
+        try:
+            if mtype == lc.IDENTIFY:
+                reply = self._identify(payload)
+            elif mtype == lc.HELLO:
+                reply = self._hello(payload)
+            elif mtype == lc.PROVISION:
+                reply = self._provision(payload, mid)
+            else:  # PROOF: the acceptance is sealed under the new session
+                reply = self._proof(payload)
+                sess = self.session
+        except Exception as e:
+            code, reply = self._error_payload(e)
+            if code != wire.AUTH_FAILED or mtype != lc.PROOF:  # failed proofs have their own record
+                self._log_rejection(code, mtype)
+            self._send(sess, wire.MSG_ERROR, mid, reply)
+            return
+        self._send(sess, mtype | wire.REPLY, mid, reply)
+
+    def _error_payload(self, e):
+        if isinstance(e, LimitError):
+            return wire.LIMIT, wire.error_reply(wire.LIMIT, e.message, e.limit)
+        if isinstance(e, Refusal):
+            reply = wire.error_reply(e.code, e.reason)
+            if e.extra:
+                reply.update(e.extra)
+            return e.code, reply
+        if isinstance(e, wire.WireError):
+            return e.code, e.reply()
+        self._internal(e)
+        return wire.INTERNAL, wire.error_reply(wire.INTERNAL, "internal error: %s" % type(e).__name__)
+
+    # -- replies -----------------------------------------------------------
+    def _reply_session(self):
+        return self.session if self.session is not None else self.plain
+
+    def _refuse(self, sess, mid, mtype, code, reason):
+        self._log_rejection(code, mtype)
+        self._send(sess, wire.MSG_ERROR, mid, wire.error_reply(code, reason))
+
+    def _send(self, sess, mtype, mid, payload):
+        try:
+            frame = sess.seal(mtype, mid, payload)
+        except wire.WireError as e:
+            frame = sess.seal(wire.MSG_ERROR, mid, wire.error_reply(wire.INTERNAL, "reply not sent: %s" % e))
+        try:
+            if self.dirty:  # a frame was cut short: end it at the receiver
+                self.io.write(b"\x00")
+            n = self.io.write(frame)
+            self.dirty = n is not None and n != len(frame)
+        except OSError:
+            self.dirty = True  # the host retransmits; a reply is never queued
+
+    # -- logging -------------------------------------------------------------
+    def _log_rejection(self, code, mtype, text=None):
+        # Every refused frame is logged, but at most _REJECT_BURST records
+        # back to back and then one per _REJECT_REFILL_S, so a flood of
+        # garbage cannot push the clinical history out of the event log. The
+        # next record carries the number not logged in between.
+        now = self.pump.now_s
+        if self.tokens >= _REJECT_BURST:
+            self.token_s = now
+        elif now - self.token_s >= _REJECT_REFILL_S:
+            n = (now - self.token_s) // _REJECT_REFILL_S
+            self.tokens = min(_REJECT_BURST, self.tokens + n)
+            self.token_s += n * _REJECT_REFILL_S
+        if self.tokens <= 0:
+            self.suppressed += 1
+            return
+        self.tokens -= 1
+        self.pump.record(lc.EV_REJECTED, code, self.suppressed, mtype, self.sid if self.session else 0,
+                         (text or "link " + wire.error_name(code))[:32].encode())
+        self.suppressed = 0
+
+    def _internal(self, e):
+        try:
+            self._log_rejection(wire.INTERNAL, -1, "link %s" % type(e).__name__)
+        except Exception:
+            pass  # the log itself failed: nothing more to do here
+
+    def _end(self, reason):
+        self.pump.record(lc.EV_SESSION_END, self.session.role, self.sid, reason, 0, b"session end")
+        self.session = None
+        self.cache = None
+
+    # -- outside a session -------------------------------------------------
+    def _identify(self, p):
+        p = _args(p, ("versions",))
+        versions = p.get("versions", [wire.PROTOCOL_VERSION])
+        if not isinstance(versions, list) or wire.PROTOCOL_VERSION not in versions:
+            raise Refusal(wire.VERSION, "pump speaks protocol version %d only" % wire.PROTOCOL_VERSION)
+        d = self.pump.device
+        return {"version": wire.PROTOCOL_VERSION, "versions": [wire.PROTOCOL_VERSION],
+                "serial": d["serial"], "model": d["model"], "firmware": d["firmware"],
+                "reservoir_nl": d["reservoir_nl"], "stroke_nl": d["stroke_nl"],
+                "provisioned": self.provisioned}
+
+    def _provision(self, p, mid):
+        # Keys are set once, while the pump is new: the pump's random seed and
+        # the host's entropy both go into them, so either source suffices.
+        p = _args(p, ("entropy",))
+        ent = p.get("entropy")
+        if not isinstance(ent, (bytes, bytearray)) or len(ent) != wire.KEY_LEN:
+            raise _bad("'entropy' must be %d bytes" % wire.KEY_LEN)
+        c = self.prov_reply
+        if c is not None and c[0] == mid and c[1] == ent:
+            return c[2]  # the reply was lost: the same host asks again
+        if self.keys.broken:
+            raise Refusal(wire.INTERNAL, "key record unreadable: the pump needs service")
+        if self.provisioned:
+            raise Refusal(wire.FORBIDDEN, "already provisioned: keys are set once")
+        seed = self.rng(wire.KEY_LEN)
+        keys = {wire.ROLE_PATIENT: wire.hmac_sha256(seed, b"patient" + ent),
+                wire.ROLE_CLINICIAN: wire.hmac_sha256(seed, b"clinician" + ent)}
+        wire.check_device_keys(keys)
+        serial = self.pump.device["serial"]
+        self.keys.save(keys, serial)  # durable before anyone learns the keys
+        self.pump.record(lc.EV_PROVISIONED, 0, 0, 0, 0, b"link keys provisioned")
+        reply = {"serial": serial, "patient": keys[wire.ROLE_PATIENT], "clinician": keys[wire.ROLE_CLINICIAN]}
+        self.prov_reply = (mid, bytes(ent), reply, self.pump.now_s + lc.PROVISION_REPLY_S)
+        return reply
+
+    def _hello(self, p):
+        p = _args(p, ("role", "nonce"))
+        if self.keys.keys is None:
+            raise Refusal(wire.FORBIDDEN, "pump not provisioned: no credentials yet")
+        role = p.get("role")
+        wire.role_key(self.keys.keys, role)  # Forbidden for anything but patient/clinician
+        self._check_lockout(role)
+        nonce_p = self.rng(wire.NONCE_LEN)
+        proof = wire.pump_challenge(self.keys.keys, role, p.get("nonce"), nonce_p)
+        self.pending = (role, bytes(p["nonce"]), nonce_p, self.pump.now_s + lc.HANDSHAKE_S)
+        return {"nonce": nonce_p, "proof": proof}
+
+    def _check_lockout(self, role):
+        wait = self.locked_until[role] - self.pump.now_s
+        if wait > 0:
+            raise Refusal(wire.LOCKED_OUT, "%s login locked after %d failures: retry in %d s"
+                          % (lc.ROLE_NAMES[role], self.failures[role], wait), {"retry_s": wait})
+
+    def _proof(self, p):
+        p = _args(p, ("proof",))
+        pend, self.pending = self.pending, None  # a challenge answers once
+        now = self.pump.now_s
+        if pend is None or now > pend[3]:
+            raise Refusal(wire.AUTH_FAILED, "no login in progress: send HELLO first")
+        role = pend[0]
+        self._check_lockout(role)
+        try:
+            key = wire.pump_verify(self.keys.keys, role, pend[1], pend[2], p.get("proof"))
+        except wire.AuthFailed:
+            self._failed(role)
+            raise
+        self.failures[role] = 0
+        self.locked_until[role] = 0
+        if self.session is not None:
+            self._end(lc.END_REPLACED)
+        self.sid = self.pump.record(lc.EV_AUTH_OK, role, 0, 0, 0, lc.ROLE_NAMES[role].encode())
+        self.session = wire.Session(key, pump=True, role=role)
+        self.last_rx_s = now
+        self.prov_reply = None  # the host has its keys
+        return {"role": role, "session": self.sid, "idle_s": lc.IDLE_TIMEOUT_S}
+
+    def _failed(self, role):
+        # Back-off: free failures, then 30 s doubling to an hour. Therapy is
+        # never touched; only new logins for this role wait.
+        f = self.failures[role] + 1
+        self.failures[role] = f
+        lock = 0
+        if f > lc.FREE_FAILURES:
+            lock = min(lc.BACKOFF_S << min(f - lc.FREE_FAILURES - 1, 7), lc.LOCKOUT_MAX_S)
+            self.locked_until[role] = self.pump.now_s + lock
+        self.pump.record(lc.EV_AUTH_FAILED, role, f, lock, 0, lc.ROLE_NAMES[role].encode())
+
+    # -- session commands: each takes the decoded payload, returns the reply --
+    def _logout(self, p):
+        _args(p, ())
+        self._end(lc.END_LOGOUT)
+        return {}
+
+    def _status(self, p):
+        _args(p, ())
+        s = self.pump.status()
+        s["alarms"] = [a["id"] for a in s["alarms"]]
+        s["alarm_day"] = self.pump.alarm_day
+        return s
+
+    def _therapy(self, p):
+        _args(p, ())
+        pump = self.pump
+        t = pump.therapy
+        reply = {"rx": rx_to_wire(pump.rx), "catheter_nl": pump.catheter_nl, "bridging": pump.bridging}
+        if t is not None:
+            reply["daily_ng"] = t.daily_ng
+            reply["max_daily_nl"] = self._daily_nl(t)
+        return reply
+
+    def _alarms(self, p):
+        _args(p, ())
+        return {"alarms": [[a["id"], a["name"], a["critical"], a["silenced_s"]]
+                           for a in self.pump.alarms.listing(self.pump.now_s)]}
+
+    def _log_read(self, p):
+        p = _args(p, ("first", "max"))
+        first = _int(p, "first")
+        want = _int(p, "max", 1, lc.LOG_MAX_PER_READ)
+        log = self.pump.log
+        first = max(first, log.first_seq())
+        last = log.last_seq()
+        out = bytearray(_LOG_BYTES)
+        n = 0
+        nxt = first
+        while nxt <= last and want > 0:
+            recs = log.read(nxt, min(want, 16))
+            if not recs:
+                nxt = min(nxt + min(want, 16), last + 1)  # records missing on flash
+                break
+            for r in recs:
+                text = r[8].encode() if isinstance(r[8], str) else bytes(r[8])
+                end = n + lc.LOG_RECORD_LEN + len(text)
+                if end > _LOG_BYTES:
+                    want = 0
+                    break
+                struct.pack_into(lc.LOG_RECORD, out, n, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], len(text))
+                out[n + lc.LOG_RECORD_LEN:end] = text
+                n = end
+                nxt = r[0] + 1
+                want -= 1
+                if not want:
+                    break
+        return {"first_seq": log.first_seq(), "last_seq": last, "dropped": log.dropped(), "next": nxt,
+                "recs": bytes(memoryview(out)[:n])}
+
+    def _daily_nl(self, t):
+        # Volume of the 24-hour maximum, as Pump.status() counts it.
+        stroke = self.pump.stroke_nl
+        nl = t.basal_nl_per_day() + sum(q[1] for q in t.periodic) * stroke
+        if t.demand is not None:
+            nl += t.demand[0] * t.demand[3] * stroke
+        return nl
+
+    def _summary(self, t, volume_nl):
+        # What the review screen shows, in the pump's own rounding.
+        stroke = self.pump.stroke_nl
+        daily = self._daily_nl(t)
+        r = self.pump.reservoir
+        return {"daily_ng": t.daily_ng, "max_daily_nl": daily, "basal_nl_day": t.basal_nl_per_day(),
+                "step_nl_day": list(t.step_rate_nl_day), "periodic_nl": [q[1] * stroke for q in t.periodic],
+                "demand_nl": t.demand[0] * stroke if t.demand else 0,
+                "empty_in_s": max(0, volume_nl - r.residual_nl) * S_PER_DAY // daily if daily else None}
+
+    def _program(self, p):
+        p = _args(p, ("rx", "check"))
+        check = _check(p)
+        rx = rx_from_wire(p.get("rx"))
+        pump = self.pump
+        if check:
+            t = prescription.validate(rx, pump.stroke_nl)
+            old = pump.therapy
+            if old is not None and (old.drug != t.drug or old.conc_ng_ml != t.conc_ng_ml):
+                raise LimitError("concentration_change", "drug or concentration change only with a refill")
+        else:
+            t = pump.program(rx)
+        return self._summary(t, pump.reservoir.remaining_nl)
+
+    def _bolus(self, p):
+        p = _args(p, ("dose_ng", "duration_s"))
+        strokes = self.pump.clinician_bolus(_int(p, "dose_ng"), _int(p, "duration_s"))
+        return {"strokes": strokes, "volume_nl": strokes * self.pump.stroke_nl}
+
+    def _prime(self, p):
+        p = _args(p, ("volume_nl", "duration_s"))
+        strokes = self.pump.priming_bolus(_int(p, "volume_nl"), _int(p, "duration_s"))
+        return {"strokes": strokes, "volume_nl": strokes * self.pump.stroke_nl}
+
+    def _demand(self, p):
+        _args(p, ())
+        code, wait = self.pump.demand_bolus()
+        if code:
+            limit = _DEMAND_LIMITS[code] if code < len(_DEMAND_LIMITS) else "demand"
+            reason = _DEMAND_REASONS[code] if code < len(_DEMAND_REASONS) else "refused"
+            if wait:
+                reason += "; allowed again in %d min" % ((wait + 59) // 60)
+            raise Refusal(wire.LIMIT, reason, {"limit": limit, "wait_s": wait})
+        s = self.pump.sched
+        return {"strokes": s.demand_strokes, "volume_nl": s.demand_strokes * self.pump.stroke_nl,
+                "duration_s": s.demand_duration}
+
+    def _suspend(self, p):
+        _args(p, ())
+        self.pump.suspend()
+        return {"state": self.pump.status()["state"]}
+
+    def _resume(self, p):
+        _args(p, ())
+        self.pump.resume()
+        return {"state": self.pump.status()["state"]}
+
+    def _refill(self, p):
+        p = _args(p, ("withdrawn_nl", "added_nl", "rx", "check"))
+        check = _check(p)
+        withdrawn = _int(p, "withdrawn_nl")
+        added = _int(p, "added_nl")
+        rx = rx_from_wire(p["rx"]) if p.get("rx") is not None else None
+        pump = self.pump
+        if check:
+            result, t = self._refill_preview(withdrawn, added, rx)
+        else:
+            result = pump.refill(withdrawn, added, rx)
+            t = pump.therapy
+        if t is not None:
+            result.update(self._summary(t, added))
+        return result
+
+    def _refill_preview(self, withdrawn, added, rx):
+        # The checks of Pump.refill() and the discrepancy it would find,
+        # without emptying or filling anything.
+        pump = self.pump
+        r = pump.reservoir
+        cap = r.capacity_nl
+        check_range("withdrawn", "withdrawn volume", withdrawn, 0, cap, "nL")
+        if added > cap:
+            raise LimitError("overfill", "refill: %d nL added exceeds the reservoir's %d nL" % (added, cap))
+        check_range("added", "added volume", added, r.residual_nl + pump.stroke_nl, cap, "nL")
+        t = pump.therapy
+        if rx is not None:
+            t = prescription.validate(rx, pump.stroke_nl)
+        elif t is None:
+            raise LimitError("not_programmed", "refill: a first fill needs its prescription")
+        expected = r.remaining_nl
+        return {"expected_nl": expected, "withdrawn_nl": withdrawn, "discrepancy_nl": withdrawn - expected,
+                "warning": r.discrepancy_alarm(expected, withdrawn)}, t
+
+    def _ack(self, p):
+        p = _args(p, ("alarm",))
+        return {"acknowledged": self.pump.acknowledge(_int(p, "alarm"))}
+
+    def _set_clock(self, p):
+        p = _args(p, ("day", "tod_s"))
+        self.pump.set_clock(_int(p, "day"), _int(p, "tod_s"))
+        return {"day": self.pump.clock.day, "tod_s": self.pump.clock.tod_s}
+
+    def _set_low(self, p):
+        p = _args(p, ("low_nl",))
+        self.pump.set_low_threshold(_int(p, "low_nl"))
+        return {"low_nl": self.pump.reservoir.low_nl}
+
+    def _set_alarm_date(self, p):
+        p = _args(p, ("day",))
+        self.pump.set_alarm_date(_int(p, "day"))
+        return {"day": self.pump.alarm_day}
+
+    def _diary(self, p):
+        p = _args(p, ("pain", "activity", "note"))
+        pain = _int(p, "pain", 0, lc.PAIN_MAX)
+        act = p.get("activity")
+        if act not in lc.ACTIVITIES:
+            raise _bad("activity must be one of: %s" % ", ".join(lc.ACTIVITIES))
+        note = p.get("note", "")
+        if not isinstance(note, str) or len(note.encode()) > lc.NOTE_MAX:
+            raise _bad("note must be text of at most %d bytes" % lc.NOTE_MAX)
+        seq = self.pump.record(lc.EV_DIARY, pain, lc.ACTIVITIES.index(act), self.sid, 0, note.encode())
+        return {"seq": seq}
+
+
+def _frame_id(frame):
+    # The message id of a frame that failed its checks, when its CRC shows
+    # the header arrived intact; otherwise 0 (docs/protocol.md section 10).
+    try:
+        raw = wire.cobs_decode(frame)
+        n = len(raw) - wire.CRC_LEN
+        if n >= wire.HEADER_LEN and crc32(raw[:n]) == struct.unpack_from(">I", raw, n)[0]:
+            return struct.unpack_from(">H", raw, 3)[0]
+    except Exception:
+        pass  # not even a frame
+    return 0
