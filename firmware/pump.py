@@ -472,8 +472,15 @@ class Pump:
             "empty_in_s": r.seconds_until(r.residual_nl, daily_nl),
             "bolus": {"kind": s.bolus_kind, "strokes_left": s.bolus_left + s.owed_bolus} if s.bolus_busy() else None,
             "alarms": self.alarms.listing(self.now_s),
-            "battery_mv": self.board.battery_mv(),
+            "battery_mv": self._battery_report(),
+            "fault": None if self.fault is None else "%s: %s" % (type(self.fault).__name__, self.fault),
         }
+
+    def _battery_report(self):
+        try:
+            return self.board.battery_mv()
+        except Exception:  # the report must work even when the sensor faults
+            return None
 
     def _state_name(self):
         if self.alarms.active & _STOPPING:

@@ -8,11 +8,14 @@ import time
 import hal
 from image_flash import ImageBlockDevice, mount, unmount
 from startup import start_pump
+from link import Link
 from pty_link import PtyLink
 from bench_server import BenchServer
 from unix_board import UnixBoard, run_virtual
+from watchdog_model import WatchdogModel
 
-IDENTITY = b"intrathecal pump emulator; programmer protocol arrives with the link issue\r\n"
+WATCHDOG_MARKER = "watchdog-reset"  # host_tools/pumpctl/emulator.py restarts on it
+
 
 # Built-in therapy until a programmer sets one: morphine 10 mg/mL, 10 mg/day
 # (1 mL/day, one 500 nL stroke every 43.2 s).
@@ -34,8 +37,12 @@ class Emulator:
             self.flash = mount(ImageBlockDevice(opts["image"]))
         self.board = UnixBoard(virtual=opts.get("virtual", False), flash_dir=self.flash,
                                start_ticks=opts.get("start_ticks", 0))
+        if opts.get("wdt_ms") and opts.get("image"):
+            marker = opts["image"].rsplit("/", 1)[0] + "/" + WATCHDOG_MARKER
+            self.board.watchdog = WatchdogModel(opts["wdt_ms"], marker)
         self.boot(opts.get("reset_cause", hal.RESET_POWER_ON))
-        self.link = PtyLink(opts["link_fd"], self.poller) if "link_fd" in opts else None
+        self.pty = PtyLink(opts["link_fd"], self.poller) if "link_fd" in opts else None
+        self.link = Link(self.pump, self.pty) if self.pty else None
         self.bench = BenchServer(opts["bench"], self.poller) if opts.get("bench") else None
         self.alive = True
 
@@ -77,11 +84,20 @@ class Emulator:
                             next_tick = time.ticks_add(time.ticks_ms(), period)  # overrun: no burst
                         continue
                     timeout = wait
-                for obj, event in self.poller.poll(timeout):
+                self.set_idle(virtual)
+                events = self.poller.poll(timeout)
+                self.set_idle(False)
+                for obj, event in events:
                     self.dispatch(obj, event)
         except PowerLoss:
             return  # nothing is saved: the power is gone
         self.shutdown()
+
+    def set_idle(self, idle):
+        # Waiting for the bench in virtual time is not a hung loop.
+        if self.board.watchdog is not None:
+            self.board.watchdog.idle = idle
+            self.board.watchdog.feed()
 
     def shutdown(self):
         self.save()
@@ -100,14 +116,15 @@ class Emulator:
                 except Exception as e:  # a bench mistake must not stop the pump
                     reply = {"ok": False, "error": "bench: %s: %s" % (type(e).__name__, e)}
                 self.bench.reply(client, reply)
-        elif self.link and obj is self.link.stream:
+        elif self.link and obj is self.pty.stream:
             if event & (select.POLLHUP | select.POLLERR):
                 self.alive = False  # the launcher is gone: shut down cleanly
                 return
-            n = self.link.read()
-            rx = self.link.rx
-            if any(rx[i] in b"\r\n" for i in range(n)):
-                self.link.write(IDENTITY)
+            self.link.poll()
+            while self.link.backlog:  # frames already read from the pty
+                self.link.poll()
+            if self.pump.needs_service():
+                self.pump.service()
 
     # -- bench commands ---------------------------------------------------
     def bench_command(self, req):
@@ -121,7 +138,9 @@ class Emulator:
 
     def bench_status(self, req):
         pump, motor = self.pump, self.board.motor
-        return {"board_ms": self.board.clock.elapsed_ms, "virtual": self.board.clock.virtual,
+        return {"reset_cause": self.cause, "alarms": [a["name"] for a in pump.alarms.listing(pump.now_s)],
+                "strokes_by_kind": list(pump.reservoir.strokes),
+                "tone_hz": self.board.tone_hz, "state": pump.status()["state"],"board_ms": self.board.clock.elapsed_ms, "virtual": self.board.clock.virtual,
                 "day": pump.clock.day, "tod_s": pump.clock.tod_s, "running": pump.sched.running,
                 "strokes": motor.completed, "failed": motor.failed,
                 "remaining_nl": pump.reservoir.remaining_nl, "stroke_nl": pump.stroke_nl}
@@ -158,6 +177,29 @@ class Emulator:
     def bench_power_cut(self, req):
         raise PowerLoss()
 
+    def bench_hang(self, req):
+        # A hung loop: nothing feeds the watchdog any more.
+        while True:
+            pass
+
+    def bench_fault(self, req):
+        # An internal fault in the loop: the battery reading starts raising.
+        def broken():
+            raise RuntimeError("bench-injected fault: battery ADC read failed")
+
+        self.board.battery_mv = broken
+        return {}
+
+    def bench_corrupt(self, req):
+        # A bit flips in the prescription held in RAM.
+        self.pump.sched.step_rate[0] ^= 1 << int(req.get("bit", 12))
+        return {}
+
+    def bench_runaway(self, req):
+        # A scheduler fault: it suddenly asks for a burst of strokes.
+        self.pump.sched.owed_basal += int(req.get("strokes", 1000))
+        return {}
+
     def bench_shutdown(self, req):
         self.alive = False
         return {}
@@ -173,7 +215,7 @@ def parse_args(argv):
         elif a == "--prescription":
             i += 1
             opts["prescription"] = json.loads(argv[i])
-        elif a in ("--link-fd", "--start-ticks", "--reset-cause"):
+        elif a in ("--link-fd", "--start-ticks", "--reset-cause", "--wdt-ms"):
             i += 1
             opts[a[2:].replace("-", "_")] = int(argv[i])
         elif a in ("--image", "--bench"):

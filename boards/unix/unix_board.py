@@ -27,6 +27,7 @@ class UnixBoard(hal.Board):
         self.tone_changes = 0
         self.led_on = False
         self.fed_ms = 0  # board time of the last watchdog feed
+        self.watchdog = None  # WatchdogModel when the emulator runs one
         self.flash = flash_dir
         self.cause = reset_cause
 
@@ -64,6 +65,8 @@ class UnixBoard(hal.Board):
 
     def wdt_feed(self):
         self.fed_ms = self.clock.elapsed_ms
+        if self.watchdog is not None:
+            self.watchdog.feed()
 
     def reset_cause(self):
         return self.cause

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import tty
 from pathlib import Path
@@ -18,6 +19,8 @@ from pumpctl.bench import BenchClient
 
 IMAGE_NAME = "flash.img"
 BENCH_NAME = "bench.sock"
+WATCHDOG_MARKER = "watchdog-reset"  # left by the emulator when its watchdog bites
+RESET_POWER_ON, RESET_WATCHDOG = 0, 1  # firmware/hal.py reset causes
 
 
 class EmulatorError(RuntimeError):
@@ -25,14 +28,16 @@ class EmulatorError(RuntimeError):
 
 
 class Emulator:
-    def __init__(self, state_dir, virtual=False, prescription=None, start_ticks=None):
+    def __init__(self, state_dir, virtual=False, prescription=None, start_ticks=None, wdt_ms=8000):
         self.state_dir = Path(state_dir)
         self.virtual = virtual
         self.prescription = prescription
         self.start_ticks = start_ticks
+        self.wdt_ms = wdt_ms
         self.proc = None
         self.port = None
-        self._slave = None
+        self._slave = self._master = None
+        self.watchdog_resets = 0
 
     @property
     def image(self) -> Path:
@@ -43,15 +48,23 @@ class Emulator:
         return self.state_dir / BENCH_NAME
 
     def start(self, timeout=10.0):
+        """Power on: a new pseudo-terminal and a pump booting from its flash image."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        master, self._slave = os.openpty()
+        self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
-        tty.setraw(master)
+        tty.setraw(self._master)
         # Non-blocking: the unix port's readinto() otherwise waits for a full buffer.
-        os.set_blocking(master, False)
+        os.set_blocking(self._master, False)
         self.port = os.ttyname(self._slave)
-        cmd = [paths.micropython(), str(paths.EMULATOR_MAIN), "--link-fd", str(master),
-               "--image", str(self.image), "--bench", str(self.bench_path)]
+        self._spawn(RESET_POWER_ON, timeout)
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+        self._watcher.start()
+        return self
+
+    def _spawn(self, cause, timeout=10.0):
+        cmd = [paths.micropython(), str(paths.EMULATOR_MAIN), "--link-fd", str(self._master),
+               "--image", str(self.image), "--bench", str(self.bench_path),
+               "--reset-cause", str(cause), "--wdt-ms", str(self.wdt_ms)]
         if self.virtual:
             cmd.append("--virtual")
         if self.prescription:
@@ -62,47 +75,71 @@ class Emulator:
             self.bench_path.unlink()
         # Own session: a Ctrl-C at the terminal reaches pumpctl, which then
         # shuts the pump down cleanly, never the pump process directly.
-        self.proc = subprocess.Popen(cmd, pass_fds=(master,), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        os.close(master)
-        line = self.proc.stdout.readline()
+        proc = subprocess.Popen(cmd, pass_fds=(self._master,), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        line = proc.stdout.readline()
         if "ready" not in line:
-            rest = self.proc.stdout.read() if self.proc.poll() is not None else ""
-            self.kill()
+            rest = proc.stdout.read() if proc.poll() is not None else ""
+            proc.kill()
+            self.proc = proc
+            self._close()
             raise EmulatorError("emulator failed to start:\n" + line + rest)
         deadline = time.monotonic() + timeout
         while not self.bench_path.exists():
             if time.monotonic() > deadline:
-                self.kill()
+                proc.kill()
                 raise EmulatorError("emulator bench port did not appear")
             time.sleep(0.01)
-        return self
+        self.proc = proc
+
+    def _watch(self):
+        # The board's watchdog: when the firmware's watchdog bites it marks the
+        # flash folder and dies; the board then resets and boots again.
+        while self._master is not None:
+            proc = self.proc
+            proc.wait()
+            marker = self.state_dir / WATCHDOG_MARKER
+            if self._master is None or not marker.exists():
+                return
+            marker.unlink()
+            proc.stdout.close()
+            self.watchdog_resets += 1
+            try:
+                self._spawn(RESET_WATCHDOG)
+            except EmulatorError:
+                return
 
     def bench(self) -> BenchClient:
         return BenchClient(self.bench_path)
 
     def stop(self, timeout=10.0):
         """Clean shutdown: the pump saves its state to flash."""
+        master, self._master = self._master, None  # no watchdog restart
         if self.proc and self.proc.poll() is None:
             try:
                 with self.bench() as b:
                     b.call("shutdown")
                 self.proc.wait(timeout)
             except (OSError, subprocess.TimeoutExpired):
-                self.kill()
+                self.proc.kill()
+                self.proc.wait()
+        self._master = master
         self._close()
 
     def kill(self):
         """Power cut from outside: SIGKILL, nothing saved."""
+        master, self._master = self._master, None  # no watchdog restart
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
+        self._master = master
         self._close()
 
     def _close(self):
-        if self._slave is not None:
-            os.close(self._slave)
-            self._slave = None
+        for fd in (self._slave, self._master):
+            if fd is not None:
+                os.close(fd)
+        self._slave = self._master = None
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
 

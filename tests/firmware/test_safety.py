@@ -1,0 +1,264 @@
+# Safety interlocks and alarms, each provoked on the emulated board: the motor
+# stops (or does not), the alarm is raised, and strokes that did not complete
+# leave the ledger untouched.
+import alarms
+import events
+from fixtures import DAY_MS, HOUR_MS, MORPHINE_10MG_ML, continuous, flex, make_pump, run, strokes
+from scheduler import KIND_BASAL
+
+
+def active(pump, alarm):
+    return bool(pump.alarms.active & (1 << alarm))
+
+
+def raised_in_log(pump, alarm):
+    return any(r[4] == alarm for r in pump.log.of_type(events.ALARM_RAISED))
+
+
+def test_motor_stall_stops_delivery_after_three_failed_strokes_with_critical_alarm():
+    pump = make_pump(continuous())
+    run(pump, HOUR_MS)
+    before = pump.reservoir.remaining_nl
+    pump.board.motor.stalled = True
+    run(pump, HOUR_MS)
+    assert pump.board.motor.failed == 3
+    assert active(pump, alarms.MOTOR_STALL) and raised_in_log(pump, alarms.MOTOR_STALL)
+    assert not pump.sched.running and not pump.board.motor.running
+    assert pump.reservoir.remaining_nl == before
+
+
+def test_stall_does_not_restart_by_itself_and_no_bolus_follows_the_clinicians_resume():
+    pump = make_pump(continuous())
+    pump.board.motor.stalled = True
+    run(pump, 6 * HOUR_MS)
+    pump.board.motor.stalled = False
+    run(pump, HOUR_MS)
+    assert strokes(pump) == 0
+    pump.resume()
+    run(pump, 60 * 1000)
+    assert strokes(pump) <= 2  # no catch-up of the hours stopped
+    assert not active(pump, alarms.MOTOR_STALL)
+
+
+def test_occlusion_pressure_over_threshold_stops_delivery_without_counting_strokes():
+    pump = make_pump(continuous())
+    run(pump, HOUR_MS)
+    before = (pump.reservoir.remaining_nl, pump.reservoir.total_strokes())
+    pump.board.pressure = 250  # mmHg above baseline: catheter occluded
+    run(pump, HOUR_MS)
+    assert active(pump, alarms.OCCLUSION) and not pump.sched.running
+    assert (pump.reservoir.remaining_nl, pump.reservoir.total_strokes()) == before
+
+
+def test_occlusion_clearing_gives_no_unintended_bolus():
+    pump = make_pump(continuous())
+    pump.board.pressure = 250
+    run(pump, 3 * HOUR_MS)
+    pump.board.pressure = 0
+    pump.resume()
+    run(pump, 10 * 60 * 1000)
+    assert pump.reservoir.total_strokes() <= 14  # 10 minutes at 2000/day is 13.9 strokes
+
+
+def test_low_reservoir_raises_non_critical_alarm_and_keeps_delivering():
+    pump = make_pump(continuous(), fill_nl=2100000)  # 2.1 mL, low threshold 2 mL
+    run(pump, 3 * HOUR_MS)
+    assert active(pump, alarms.RESERVOIR_LOW)
+    assert not alarms.is_critical(alarms.RESERVOIR_LOW)
+    assert pump.sched.running
+
+
+def test_reservoir_at_residual_volume_stops_with_critical_alarm():
+    pump = make_pump(continuous(), fill_nl=1100000)  # 0.1 mL above the 1 mL residual
+    run(pump, DAY_MS)
+    assert active(pump, alarms.RESERVOIR_EMPTY)
+    assert pump.reservoir.remaining_nl == 1000000
+    assert strokes(pump) == 200 and not pump.sched.running
+
+
+def test_refill_after_empty_restarts_therapy():
+    pump = make_pump(continuous(), fill_nl=1100000)
+    run(pump, DAY_MS)
+    pump.refill(1000000, 20000000)
+    assert not active(pump, alarms.RESERVOIR_EMPTY) and pump.sched.running
+    run(pump, HOUR_MS)
+    assert strokes(pump) > 200
+
+
+def test_battery_elective_replacement_indicator_is_non_critical():
+    pump = make_pump(continuous())
+    pump.board.battery = 2850
+    run(pump, 2 * 60 * 1000)
+    assert active(pump, alarms.BATTERY_ERI) and pump.sched.running
+
+
+def test_battery_end_of_service_stops_therapy():
+    pump = make_pump(continuous())
+    pump.board.battery = 2650
+    run(pump, 2 * 60 * 1000)
+    assert active(pump, alarms.BATTERY_EOS) and not pump.sched.running
+
+
+def test_dose_guard_stops_a_scheduler_that_asks_for_too_much():
+    pump = make_pump(continuous())
+    run(pump, HOUR_MS)
+    pump.sched.owed_basal += 1000  # a scheduler fault: a burst of strokes
+    run(pump, HOUR_MS)
+    assert active(pump, alarms.DOSE_GUARD) and not pump.sched.running
+    assert pump.guard.hour.used_sum <= pump.guard.hour_max
+
+
+def test_dose_guard_does_not_trip_on_a_lower_rate_programmed_mid_hour():
+    pump = make_pump(continuous(dose_ng_day=20000000))
+    run(pump, 2 * HOUR_MS)
+    pump.program(continuous(dose_ng_day=2000000))
+    run(pump, 3 * HOUR_MS)
+    assert not active(pump, alarms.DOSE_GUARD)
+
+
+def test_corrupted_prescription_in_memory_stops_therapy_with_integrity_alarm():
+    pump = make_pump(flex([(0, 4000000), (43200, 8000000)]))
+    run(pump, HOUR_MS)
+    pump.sched.step_rate[1] ^= 1 << 20  # a bit flips in RAM
+    run(pump, 2 * 60 * 1000)
+    assert active(pump, alarms.INTEGRITY) and not pump.sched.running
+
+
+def test_corrupted_ledger_stops_therapy_with_integrity_alarm():
+    pump = make_pump(continuous())
+    run(pump, HOUR_MS)
+    pump.reservoir.remaining_nl += 4096
+    run(pump, 2 * 60 * 1000)
+    assert active(pump, alarms.INTEGRITY)
+
+
+class Boom(Exception):
+    pass
+
+
+def test_unexpected_exception_in_the_loop_goes_to_safe_state_and_logs_the_cause():
+    pump = make_pump(continuous())
+    run(pump, HOUR_MS)
+
+    def broken():
+        raise Boom("sensor bus")
+
+    pump.board.battery_mv = broken
+    run(pump, 2 * 60 * 1000)
+    assert active(pump, alarms.INTERNAL_FAULT) and not pump.sched.running
+    assert not pump.board.motor.running
+    fault = pump.log.of_type(events.FAULT)[-1]
+    assert b"Boom: sensor bus" in fault[8]
+
+
+def test_critical_alarm_sounds_two_tone_and_repeats():
+    pump = make_pump(continuous())
+    pump.board.motor.stalled = True
+    run(pump, 20 * 60 * 1000)
+    tones = [pump.board.tones[2 * i + 1] for i in range(pump.board.tone_changes)]
+    stall = alarms.MOTOR_STALL
+    assert alarms.TONE_A[stall] in tones and alarms.TONE_B[stall] in tones
+    starts = [pump.board.tones[2 * i] for i in range(pump.board.tone_changes)
+              if pump.board.tones[2 * i + 1] == alarms.TONE_A[stall]]
+    assert starts[-1] - starts[0] >= alarms.REPEAT_S[stall] * 1000  # sounded again
+
+
+def test_acknowledging_silences_then_a_persisting_critical_alarm_comes_back():
+    pump = make_pump(continuous())
+    pump.board.motor.stalled = True
+    run(pump, 60 * 1000)
+    assert pump.acknowledge(alarms.MOTOR_STALL)
+    n = pump.board.tone_changes
+    run(pump, 30 * 60 * 1000)
+    assert pump.board.tone_changes == n  # silent for a while
+    run(pump, 60 * 60 * 1000)
+    assert pump.board.tone_changes > n  # still stalled: it sounds again
+    assert pump.log.of_type(events.ALARM_ACKNOWLEDGED)
+
+
+def test_non_critical_alarm_has_its_own_single_tone():
+    pump = make_pump(continuous(), fill_nl=2100000)
+    run(pump, 3 * HOUR_MS)
+    low = alarms.RESERVOIR_LOW
+    tones = [pump.board.tones[2 * i + 1] for i in range(pump.board.tone_changes)]
+    assert alarms.TONE_A[low] in tones
+    assert all(t in (0, alarms.TONE_A[low]) for t in tones)
+
+
+def test_alarm_date_reached_raises_and_acknowledge_clears_it():
+    pump = make_pump(continuous())
+    pump.set_alarm_date(pump.clock.day + 2)
+    run(pump, 2 * DAY_MS + 2 * 60 * 1000)
+    assert active(pump, alarms.ALARM_DATE)
+    pump.acknowledge(alarms.ALARM_DATE)
+    assert not active(pump, alarms.ALARM_DATE) and pump.alarm_day == 0
+
+
+def test_alarm_cleared_when_its_condition_ends_is_logged():
+    pump = make_pump(continuous())
+    pump.board.battery = 2850
+    run(pump, 2 * 60 * 1000)
+    pump.board.battery = 3100
+    run(pump, 2 * 60 * 1000)
+    assert not active(pump, alarms.BATTERY_ERI)
+    assert any(r[4] == alarms.BATTERY_ERI for r in pump.log.of_type(events.ALARM_CLEARED))
+
+
+def test_refill_discrepancy_over_threshold_warns_until_acknowledged():
+    pump = make_pump(continuous(), fill_nl=20000000)
+    run(pump, 10 * DAY_MS)  # 10 mL delivered: 10 mL expected
+    expected = pump.reservoir.remaining_nl
+    result = pump.refill(expected - 3000000, 20000000)  # 3 mL less came back: 30 %
+    assert result["warning"] and result["discrepancy_nl"] == -3000000
+    assert active(pump, alarms.REFILL_DISCREPANCY)
+    pump.acknowledge(alarms.REFILL_DISCREPANCY)
+    assert not active(pump, alarms.REFILL_DISCREPANCY)
+
+
+def test_small_refill_discrepancy_is_recorded_without_warning():
+    pump = make_pump(continuous(), fill_nl=20000000)
+    run(pump, 10 * DAY_MS)
+    result = pump.refill(pump.reservoir.remaining_nl - 500000, 20000000)
+    assert not result["warning"] and result["discrepancy_nl"] == -500000
+    assert pump.log.of_type(events.REFILL)[-1][7] == -500000
+
+
+def test_overfill_beyond_capacity_is_rejected_and_changes_nothing():
+    from fixtures import raises_limit
+
+    pump = make_pump(continuous())
+    before = pump.reservoir.remaining_nl
+    raises_limit("overfill", pump.refill, before, 20000001)
+    assert pump.reservoir.remaining_nl == before and not pump.log.of_type(events.REFILL)
+
+
+def test_concentration_change_at_refill_needs_and_gets_a_bridge_bolus():
+    pump = make_pump(continuous())
+    pump.catheter_nl = 200000
+    run(pump, HOUR_MS)
+    pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(conc=2 * MORPHINE_10MG_ML))
+    assert pump.sched.bridge_left == 400
+    assert pump.reservoir.conc_ng_ml == 2 * MORPHINE_10MG_ML
+
+
+def test_priming_debits_volume_but_not_dose():
+    pump = make_pump()
+    pump.reservoir.conc_ng_ml = MORPHINE_10MG_ML
+    pump.priming_bolus(200000, 1200)
+    run(pump, 1300 * 1000)
+    assert pump.reservoir.remaining_nl == 20000000 - 200000
+    assert pump.reservoir.drug_delivered_ng() == 0
+
+
+def test_ninety_days_with_two_refills_balance_to_the_nanolitre():
+    pump = make_pump(continuous(dose_ng_day=4000000), fill_nl=20000000)  # 0.4 mL/day
+    for day in range(90):
+        if day in (30, 60):
+            pump.refill(pump.reservoir.remaining_nl, 20000000)
+        run(pump, DAY_MS)
+    r = pump.reservoir
+    assert r.balance_nl() == 0
+    assert r.volume_in_nl == 60000000
+    assert r.delivered_nl() == pump.board.motor.completed * 500
+    assert r.volume_in_nl == r.delivered_nl() + r.withdrawn_nl + r.remaining_nl
+    assert r.strokes[KIND_BASAL] == pump.board.motor.completed
