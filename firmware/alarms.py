@@ -73,6 +73,9 @@ class Alarms:
     def tone(self, now_s, now_ms, elapsed_ms):
         # The buzzer frequency now (0 = silent). `elapsed_ms` is ms since the
         # pattern that is playing started, computed by the caller from ticks.
+        if not self.active:
+            self.sounding = -1
+            return 0
         if self.sounding >= 0:
             a = self.sounding
             if elapsed_ms < DURATION_MS[a] and self.active & (1 << a) and now_s >= self.silenced_until[a]:
@@ -96,6 +99,8 @@ class Alarms:
     def secs_to_next_sound(self, now_s):
         best = _NEVER
         active = self.active
+        if not active:
+            return best
         for a in range(COUNT):
             if active & (1 << a):
                 t = self.next_sound[a]

@@ -221,6 +221,11 @@ class Link:
         }
 
     @property
+    def backlog(self):
+        # Bytes read from the transport and not yet framed: poll() again.
+        return self.ri < self.rn
+
+    @property
     def provisioned(self):
         return self.keys.keys is not None
 

@@ -23,7 +23,7 @@ from walltime import WallClock
 _FAR_MS = const(1 << 29)
 _FAR_S = const(1 << 19)
 FIRMWARE_VERSION = "0.1.0"
-HOUSEKEEPING_S = const(60)  # battery, integrity and alarm-date checks
+HOUSEKEEPING_S = const(300)  # battery, integrity and alarm-date checks
 # Delivery progress is saved every CHECKPOINT_STROKES strokes or CHECKPOINT_S
 # of delivery, whichever first; a saved state counts RESERVE_STROKES more
 # strokes as delivered than it has seen, so a reset never over-delivers
@@ -42,6 +42,7 @@ _STOPPING = alarms.CRITICAL_MASK  # every critical alarm stops therapy
 _CLEARED_BY_RESUME = ((1 << alarms.MOTOR_STALL) | (1 << alarms.OCCLUSION) | (1 << alarms.INTERNAL_FAULT)
                       | (1 << alarms.DOSE_GUARD))
 _CLEARED_BY_ACK = (1 << alarms.REFILL_DISCREPANCY) | (1 << alarms.ALARM_DATE)
+_LEVEL_ALARMS = (1 << alarms.RESERVOIR_LOW) | (1 << alarms.RESERVOIR_EMPTY)
 
 
 class Pump:
@@ -364,6 +365,8 @@ class Pump:
 
     def _check_level(self):
         level = self.reservoir.level()
+        if level == 0 and not self.alarms.active & _LEVEL_ALARMS:
+            return  # the common case, once per stroke: nothing to do
         now = self.now_s
         self.alarms.set(alarms.RESERVOIR_LOW, level == 1, now)
         if level == 2:

@@ -68,15 +68,15 @@ def test_runaway_scheduler_is_stopped_by_the_dose_guard(tmp_path):
 def test_bit_flip_in_prescription_is_caught_by_the_integrity_check(tmp_path):
     with Emulator(tmp_path, virtual=True) as emu, emu.bench() as bench:
         bench.call("corrupt", bit=14)
-        status = bench.call("advance", ms=120_000)
+        status = bench.call("advance", ms=400_000)
         assert "integrity error" in status["alarms"] and status["state"] == "stopped"
 
 
 def test_battery_end_of_service_through_the_bench_stops_therapy(tmp_path):
     with Emulator(tmp_path, virtual=True) as emu, emu.bench() as bench:
         bench.call("battery", mv=2880)
-        status = bench.call("advance", ms=120_000)
+        status = bench.call("advance", ms=400_000)
         assert "battery replacement (ERI)" in status["alarms"] and status["state"] == "delivering"
         bench.call("battery", mv=2600)
-        status = bench.call("advance", ms=120_000)
+        status = bench.call("advance", ms=400_000)
         assert "battery end of service" in status["alarms"] and status["state"] == "stopped"
