@@ -12,9 +12,9 @@ from link import Link
 from pty_link import PtyLink
 from bench_server import BenchServer
 from unix_board import UnixBoard, run_virtual
-from watchdog_model import WatchdogModel
+from watchdog_model import WatchdogModel, reset
 
-WATCHDOG_MARKER = "watchdog-reset"  # host_tools/pumpctl/emulator.py restarts on it
+RESET_MARKER = "reset"  # host_tools/pumpctl/emulator.py boots the board again on it
 
 
 # Built-in therapy until a programmer sets one: morphine 10 mg/mL, 10 mg/day
@@ -37,9 +37,9 @@ class Emulator:
             self.flash = mount(ImageBlockDevice(opts["image"]))
         self.board = UnixBoard(virtual=opts.get("virtual", False), flash_dir=self.flash,
                                start_ticks=opts.get("start_ticks", 0))
-        if opts.get("wdt_ms") and opts.get("image"):
-            marker = opts["image"].rsplit("/", 1)[0] + "/" + WATCHDOG_MARKER
-            self.board.watchdog = WatchdogModel(opts["wdt_ms"], marker)
+        self.marker = opts["image"].rsplit("/", 1)[0] + "/" + RESET_MARKER if opts.get("image") else None
+        if opts.get("wdt_ms") and self.marker:
+            self.board.watchdog = WatchdogModel(opts["wdt_ms"], self.marker)
         self.boot(opts.get("reset_cause", hal.RESET_POWER_ON))
         self.pty = PtyLink(opts["link_fd"], self.poller) if "link_fd" in opts else None
         self.link = Link(self.pump, self.pty) if self.pty else None
@@ -181,6 +181,12 @@ class Emulator:
         # A hung loop: nothing feeds the watchdog any more.
         while True:
             pass
+
+    def bench_soft_reset(self, req):
+        # machine.soft_reset(): the board restarts without saving anything.
+        if not self.marker:
+            raise ValueError("soft_reset needs a flash image")
+        reset(self.marker, hal.RESET_SOFT)
 
     def bench_fault(self, req):
         # An internal fault in the loop: the battery reading starts raising.

@@ -1,10 +1,12 @@
 # Watchdog of the emulated board, in real time: a thread that resets the board
-# (kills the whole emulator process, leaving a marker for the launcher, which
-# boots it again with reset cause "watchdog") when the loop stops feeding it.
+# when the loop stops feeding it. A reset kills the whole emulator process,
+# leaving a marker with the cause for the launcher, which boots it again.
 # A loop waiting for the bench in virtual time is idle, not hung.
 import _thread
 import os
 import time
+
+import hal
 
 _POLL_MS = 100
 
@@ -24,11 +26,13 @@ class WatchdogModel:
         while True:
             time.sleep_ms(_POLL_MS)
             if not self.idle and time.ticks_diff(time.ticks_ms(), self.fed) > self.timeout_ms:
-                self._bite()
+                reset(self.marker_path, hal.RESET_WATCHDOG)
 
-    def _bite(self):
-        with open(self.marker_path, "w") as f:
-            f.write("watchdog reset\n")
-        with open("/proc/self/stat") as f:
-            pid = f.read().split()[0]
-        os.system("kill -9 " + pid)
+
+def reset(marker_path, cause):
+    # The board resets now: nothing else runs, nothing is saved.
+    with open(marker_path, "w") as f:
+        f.write("%d\n" % cause)
+    with open("/proc/self/stat") as f:
+        pid = f.read().split()[0]
+    os.system("kill -9 " + pid)

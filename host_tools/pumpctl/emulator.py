@@ -19,8 +19,8 @@ from pumpctl.bench import BenchClient
 
 IMAGE_NAME = "flash.img"
 BENCH_NAME = "bench.sock"
-WATCHDOG_MARKER = "watchdog-reset"  # left by the emulator when its watchdog bites
-RESET_POWER_ON, RESET_WATCHDOG = 0, 1  # firmware/hal.py reset causes
+RESET_MARKER = "reset"  # left by the emulator when its board resets itself
+RESET_POWER_ON, RESET_WATCHDOG, RESET_SOFT = 0, 1, 2  # firmware/hal.py reset causes
 
 
 class EmulatorError(RuntimeError):
@@ -37,7 +37,7 @@ class Emulator:
         self.proc = None
         self.port = None
         self._slave = self._master = None
-        self.watchdog_resets = 0
+        self.resets = []  # causes of the resets the board did by itself
 
     @property
     def image(self) -> Path:
@@ -93,21 +93,26 @@ class Emulator:
         self.proc = proc
 
     def _watch(self):
-        # The board's watchdog: when the firmware's watchdog bites it marks the
-        # flash folder and dies; the board then resets and boots again.
+        # The board resetting itself (watchdog, soft reset): the emulator
+        # writes the cause in a marker and dies; the board boots again.
         while self._master is not None:
             proc = self.proc
             proc.wait()
-            marker = self.state_dir / WATCHDOG_MARKER
+            marker = self.state_dir / RESET_MARKER
             if self._master is None or not marker.exists():
                 return
+            cause = int(marker.read_text().split()[0])
             marker.unlink()
             proc.stdout.close()
-            self.watchdog_resets += 1
+            self.resets.append(cause)
             try:
-                self._spawn(RESET_WATCHDOG)
+                self._spawn(cause)
             except EmulatorError:
                 return
+
+    @property
+    def watchdog_resets(self):
+        return self.resets.count(RESET_WATCHDOG)
 
     def bench(self) -> BenchClient:
         return BenchClient(self.bench_path)

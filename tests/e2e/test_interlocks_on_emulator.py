@@ -80,3 +80,21 @@ def test_battery_end_of_service_through_the_bench_stops_therapy(tmp_path):
         bench.call("battery", mv=2600)
         status = bench.call("advance", ms=400_000)
         assert "battery end of service" in status["alarms"] and status["state"] == "stopped"
+
+
+def test_reset_causes_are_told_apart_and_logged(tmp_path):
+    emu = Emulator(tmp_path, virtual=True, wdt_ms=1000).start()
+    try:
+        with emu.bench() as bench:
+            assert bench.call("status")["reset_cause"] == 0  # power-on
+        raw = socket.socket(socket.AF_UNIX)
+        raw.connect(str(emu.bench_path))
+        raw.sendall(b'{"cmd": "soft_reset"}\n')
+        assert wait_for(lambda: emu.resets == [2] and emu.bench_path.exists())
+        raw.close()
+        with emu.bench() as bench:
+            assert bench.call("status")["reset_cause"] == 2  # soft reset
+    finally:
+        emu.kill()  # the power goes: nothing saved
+    with Emulator(tmp_path, virtual=True) as emu, emu.bench() as bench:
+        assert bench.call("status")["reset_cause"] == 3  # power loss: state not closed cleanly
