@@ -55,6 +55,7 @@ class Persist:
             "device": p.device, "catheter_nl": p.catheter_nl, "alarm_day": p.alarm_day,
             "clock": [p.clock.day, p.clock.tod_s], "mono_s": s.mono_s,
             "rx": p.rx, "old_rx": p.old_rx, "bridge_left": s.bridge_left, "suspended": p.suspended,
+            "empty_stop": p.stopped_only_for_empty,
             "ledger": {
                 "remaining_nl": r.remaining_nl - reserve * r.stroke_nl, "strokes": list(r.strokes),
                 "reserved_nl": r.reserved_nl + reserve * r.stroke_nl,
@@ -104,6 +105,7 @@ class Persist:
         p.alarm_day = d["alarm_day"]
         p.clock.set(d["clock"][0], d["clock"][1])
         p.suspended = d["suspended"]
+        p.stopped_only_for_empty = d["empty_stop"]
         s = p.sched
         s.mono_s = d["mono_s"]
         _load_ledger(p.reservoir, d["ledger"])

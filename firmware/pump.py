@@ -60,6 +60,7 @@ class Pump:
         self.fail_cause = 0
         self.failed_logged = 0
         self.suspended = False  # by the clinician
+        self.stopped_only_for_empty = False  # a refill restarts therapy
         self.therapy = None
         self.rx = None  # the prescription as programmed, in drug units
         self.catheter_nl = 0
@@ -152,18 +153,16 @@ class Pump:
             old = self.therapy
             changed = old is not None and (old.drug, old.conc_ng_ml) != (therapy.drug, therapy.conc_ng_ml)
             bridge = 0
-            if changed and self.sched.running:
+            if changed and self.sched.basal_on:
                 bridge = (self.catheter_nl + self.stroke_nl - 1) // self.stroke_nl
             self._apply(rx, therapy, bridge)
         self._check_level()
-        if self.alarms.active & (1 << alarms.RESERVOIR_EMPTY) == 0 and self._stopped_only_for_empty:
-            self._stopped_only_for_empty = False
+        if self.alarms.active & (1 << alarms.RESERVOIR_EMPTY) == 0 and self.stopped_only_for_empty:
+            self.stopped_only_for_empty = False
             self._restart()
         self.commit()
         return {"expected_nl": expected, "withdrawn_nl": withdrawn_nl, "discrepancy_nl": withdrawn_nl - expected,
                 "warning": warn}
-
-    _stopped_only_for_empty = False
 
     def clinician_bolus(self, dose_ng, duration_s):
         self._require_idle_channel("clinician bolus")
@@ -197,7 +196,7 @@ class Pump:
         stopping = self.alarms.active & _STOPPING
         if stopping:
             raise LimitError("alarm", "%s: therapy stopped by alarm: %s" % (what, self._alarm_names(stopping)))
-        if need_therapy and (self.therapy is None or not self.sched.running):
+        if need_therapy and (self.therapy is None or not self.sched.basal_on):
             raise LimitError("not_running", "%s: no therapy running" % what)
         if self.sched.bolus_busy():
             raise LimitError("bolus_active", "%s: another bolus is in progress" % what)
@@ -207,7 +206,7 @@ class Pump:
         return ", ".join(alarms.NAMES[a] for a in range(alarms.COUNT) if mask & (1 << a))
 
     def _start_bolus(self, kind, strokes, duration_s, dose_ng):
-        self.sched.running = True  # a priming bolus may run before any therapy
+        self.sched.running = True  # a priming bolus may run with no therapy running
         self.sched.start_bolus(kind, strokes, duration_s)
         self.guard.allow_bolus(strokes)
         self._note_bolus(kind, strokes, duration_s, dose_ng)
@@ -371,7 +370,7 @@ class Pump:
         self.alarms.set(alarms.RESERVOIR_LOW, level == 1, now)
         if level == 2:
             if not self.alarms.active & (1 << alarms.RESERVOIR_EMPTY):
-                self._stopped_only_for_empty = not (self.suspended or self.alarms.active & _STOPPING)
+                self.stopped_only_for_empty = not (self.suspended or self.alarms.active & _STOPPING)
                 self._stop_for(alarms.RESERVOIR_EMPTY)
         else:
             self.alarms.set(alarms.RESERVOIR_EMPTY, False, now)
@@ -490,4 +489,6 @@ class Pump:
             return "stopped"
         if self.suspended:
             return "suspended"
-        return "delivering" if self.sched.running else "idle"
+        if self.sched.basal_on:
+            return "delivering"
+        return "priming" if self.sched.running else "idle"

@@ -66,7 +66,8 @@ class Scheduler:
         self.demand_max = 0
         self.demand_times = array.array("i", [0] * DEMAND_MAX_PER_DAY)
         self.demand_count = 0  # activations recorded in demand_times (ring)
-        self.running = False
+        self.running = False  # anything accrues at all
+        self.basal_on = False  # the therapy runs (a priming bolus may run without it)
         self.sealed = 0  # config_check() of the therapy as legitimately loaded
         self.mono_s = 0
         self.basal_phase = 0
@@ -97,6 +98,7 @@ class Scheduler:
         else:
             self.demand_strokes, self.demand_duration, self.demand_lockout, self.demand_max = d
         self.running = True
+        self.basal_on = True
         self.sealed = self.config_check()
 
     @staticmethod
@@ -128,6 +130,7 @@ class Scheduler:
         # Suspended or stopped for safety: nothing accrues and nothing owed is
         # kept, so resuming never delivers a catch-up bolus.
         self.running = False
+        self.basal_on = False
         self.owed_basal = 0
         self.per_pending = 0
         self.clear_bolus()
@@ -135,6 +138,7 @@ class Scheduler:
     def resume(self):
         if self.n_steps:
             self.running = True
+            self.basal_on = True
 
     def clear_bolus(self):
         self.bolus_kind = KIND_NONE
@@ -165,7 +169,7 @@ class Scheduler:
         # Returns (refusal code, seconds until a request can next be allowed).
         if not self.demand_strokes:
             return DEMAND_NOT_PRESCRIBED, 0
-        if not self.running:
+        if not self.basal_on:
             return DEMAND_NOT_RUNNING, 0
         if self.bolus_kind != KIND_NONE:
             return DEMAND_BOLUS_ACTIVE, 0
@@ -198,7 +202,7 @@ class Scheduler:
         return i if i > 0 else 0
 
     def basal_rate(self, tod):
-        if not self.running or self.exclusive_bolus():
+        if not self.basal_on or self.exclusive_bolus():
             return 0
         return self.step_rate[self.step_index(tod)]
 
@@ -251,7 +255,7 @@ class Scheduler:
                 tod -= S_PER_DAY
             secs -= n
             self.mono_s += n
-            if self.n_per:
+            if self.n_per and self.basal_on:
                 self._periodic_at(tod)
         if not self.running:
             self.mono_s += secs

@@ -162,3 +162,15 @@ def test_suspend_stops_delivery_and_resume_gives_no_catch_up():
     pump.resume()
     run(pump, 60 * 1000)
     assert strokes(pump) - before <= 2
+
+
+def test_priming_a_revised_catheter_while_suspended_leaves_the_pump_suspended():
+    pump = make_pump(continuous())
+    run(pump, HOUR_MS)
+    pump.suspend()
+    basal = pump.reservoir.strokes[KIND_BASAL]
+    pump.priming_bolus(100000, 600)
+    run(pump, 2 * HOUR_MS)
+    assert pump.reservoir.strokes[KIND_PRIMING] == 200
+    assert pump.reservoir.strokes[KIND_BASAL] == basal
+    assert pump.status()["state"] == "suspended"
