@@ -1,0 +1,29 @@
+"""The firmware's shared modules (wire codec, command table, event types,
+hard limits), imported from firmware/ by path so the host and the pump run
+the same code and cannot drift."""
+import sys
+import types
+
+from pumpctl import paths
+
+_FIRMWARE = str(paths.ROOT / "firmware")
+if _FIRMWARE not in sys.path:
+    sys.path.insert(0, _FIRMWARE)  # the flat names the firmware uses: events, units, ...
+if "micropython" not in sys.modules:
+    # limits.py uses micropython.const, an identity function under CPython.
+    try:
+        import micropython  # noqa: F401
+    except ImportError:
+        _mp = types.ModuleType("micropython")
+        _mp.const = lambda x: x
+        _mp.heap_lock = _mp.heap_unlock = lambda: None
+        sys.modules["micropython"] = _mp
+
+import alarms  # noqa: E402
+import events  # noqa: E402
+import limits  # noqa: E402
+import link_commands  # noqa: E402
+import units as fw_units  # noqa: E402  (firmware/units.py: the pump's own rounding)
+import wire  # noqa: E402
+
+__all__ = ["alarms", "events", "fw_units", "limits", "link_commands", "wire"]

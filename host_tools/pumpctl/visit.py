@@ -1,0 +1,843 @@
+"""Refill-visit report: what happened since the last visit, for the clinician.
+
+Data in, data out: `summarize(VisitData) -> VisitSummary`, then
+`render_text(summary) -> str` (a terminal page read in 30 seconds) or
+`render_html(summary, path)` (one self-contained printable file with plots).
+Nothing here talks to a pump; the CLI reads the pump and fills VisitData.
+
+Input, VisitData (plain data as the link returns it; dates may be
+`datetime.date` or the pump's day numbers, days since 1970-01-01):
+
+    device          identity reply: {"serial", "model", "firmware", ...}
+    visit_date      this visit
+    previous_visit  the last refill visit: the interval starts that day
+    records         event log since the previous visit, tuples
+                    (seq, day, tod_s, etype, a, b, c, d, text) with the types and
+                    payloads of firmware/events.py; records dated outside
+                    previous_visit..visit_date are ignored (and counted)
+    status          status reply read at the END of the visit (after the refill
+                    and any reprogramming): remaining_nl, capacity_nl, low_nl,
+                    residual_nl, max_daily_nl, low_in_s, empty_in_s (from the
+                    status's day/tod_s, else visit_date 00:00; None = never),
+                    drug, conc_ng_ml, alarms (ids, or the pump's listing dicts)
+    refill          this visit's refill result {"expected_nl", "withdrawn_nl",
+                    "discrepancy_nl", "warning"}, or None (then a REFILL record
+                    dated visit_date is used if there is one)
+    old_rx, new_rx  prescriptions before and after the visit, the firmware form
+                    {"drug", "conc_ng_ml", "steps": [{"start_s", "dose_ng_day"}],
+                     "periodic": [{"time_s", "dose_ng", "duration_s"}],
+                     "demand": {"dose_ng", "duration_s", "lockout_s", "max_per_day"}}
+                    (the link's compact form {"conc", "steps": [[s, d]], ...} too);
+                    old_rx None = first fill, new_rx None = unchanged
+    delivered       per day: (date, dose_ng, volume_nl) delivered that day
+
+Diary entries are events.DIARY records (layout in pumpctl.diary).
+Demand refusal reasons are firmware/scheduler.py's DEMAND_* codes.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import html
+import io
+import math
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from pumpctl import diary
+from pumpctl.fw import alarms as fw_alarms
+from pumpctl.fw import events, limits
+import reservoir as fw_reservoir  # noqa: E402  (firmware/, on sys.path through pumpctl.fw)
+import scheduler as fw_scheduler  # noqa: E402
+
+S_PER_DAY = 86400
+NL_PER_ML = 1_000_000
+EPOCH = dt.date(1970, 1, 1)
+
+Record = tuple  # (seq, day, tod_s, etype, a, b, c, d, text)
+
+REFUSAL_REASONS = {
+    fw_scheduler.DEMAND_NOT_PRESCRIBED: "not prescribed",
+    fw_scheduler.DEMAND_LOCKOUT: "lockout",
+    fw_scheduler.DEMAND_DAILY_MAX: "daily maximum",
+    fw_scheduler.DEMAND_BOLUS_ACTIVE: "bolus in progress",
+    fw_scheduler.DEMAND_NOT_RUNNING: "therapy not running",
+}
+BOLUS_KINDS = {
+    fw_scheduler.KIND_BASAL: "basal", fw_scheduler.KIND_BRIDGE: "bridge",
+    fw_scheduler.KIND_CLINICIAN: "clinician", fw_scheduler.KIND_PRIMING: "priming",
+    fw_scheduler.KIND_DEMAND: "demand", fw_scheduler.KIND_PERIODIC: "periodic",
+}
+
+
+class VisitError(ValueError):
+    """Visit data that cannot be summarized; the message names the field."""
+
+
+# -- input ---------------------------------------------------------------------------------
+def as_date(value: dt.date | int, what: str = "date") -> dt.date:
+    """A date from a date or a pump day number."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if type(value) is int:
+        return EPOCH + dt.timedelta(days=value)
+    raise VisitError("%s must be a date or a pump day number, got %r" % (what, value))
+
+
+def day_number(date: dt.date) -> int:
+    return (date - EPOCH).days
+
+
+@dataclass
+class VisitData:
+    device: dict[str, Any]
+    visit_date: dt.date
+    previous_visit: dt.date
+    records: list[Record]
+    status: dict[str, Any]
+    refill: dict[str, Any] | None = None
+    old_rx: dict[str, Any] | None = None
+    new_rx: dict[str, Any] | None = None
+    delivered: list[tuple[dt.date, int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.visit_date = as_date(self.visit_date, "visit_date")
+        self.previous_visit = as_date(self.previous_visit, "previous_visit")
+        if self.previous_visit > self.visit_date:
+            raise VisitError("previous_visit %s is after visit_date %s" % (self.previous_visit, self.visit_date))
+        missing = [k for k in ("remaining_nl", "capacity_nl", "low_nl", "residual_nl", "max_daily_nl",
+                               "low_in_s", "empty_in_s") if k not in self.status]
+        if missing:
+            raise VisitError("status is missing %s" % ", ".join(missing))
+        if self.refill is not None:
+            missing = [k for k in ("expected_nl", "withdrawn_nl", "discrepancy_nl", "warning") if k not in self.refill]
+            if missing:
+                raise VisitError("refill result is missing %s" % ", ".join(missing))
+        rows, seen = [], set()
+        for row in self.delivered:
+            if len(row) != 3:
+                raise VisitError("delivered rows are (date, dose_ng, volume_nl), got %r" % (row,))
+            d = as_date(row[0], "delivered date")
+            if d in seen:
+                raise VisitError("delivered has two rows for %s" % d)
+            seen.add(d)
+            rows.append((d, int(row[1]), int(row[2])))
+        self.delivered = sorted(rows)
+        for r in self.records:
+            if len(r) != 9:
+                raise VisitError("event records are (seq, day, tod_s, etype, a, b, c, d, text), got %r" % (r,))
+
+
+# -- prescriptions --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rx:
+    """A prescription in one shape, whichever form it came in."""
+    drug: str
+    conc_ng_ml: int
+    steps: tuple[tuple[int, int], ...]  # (start_s, dose_ng_day)
+    periodic: tuple[tuple[int, int, int], ...] = ()  # (time_s, dose_ng, duration_s)
+    demand: tuple[int, int, int, int] | None = None  # (dose_ng, duration_s, lockout_s, max_per_day)
+
+    @classmethod
+    def of(cls, rx: dict[str, Any]) -> Rx:
+        try:
+            if "conc_ng_ml" in rx:
+                steps = [(s["start_s"], s["dose_ng_day"]) for s in rx["steps"]]
+                per = [(p["time_s"], p["dose_ng"], p["duration_s"]) for p in rx.get("periodic") or []]
+                d = rx.get("demand")
+                dem = (d["dose_ng"], d["duration_s"], d["lockout_s"], d["max_per_day"]) if d else None
+                conc = rx["conc_ng_ml"]
+            else:
+                steps = [tuple(s) for s in rx["steps"]]
+                per = [tuple(p) for p in rx.get("periodic") or []]
+                dem = tuple(rx["demand"]) if rx.get("demand") else None
+                conc = rx["conc"]
+            return cls(rx["drug"], conc, tuple(sorted(steps)), tuple(sorted(per)), dem)
+        except (KeyError, TypeError, ValueError) as e:
+            raise VisitError("malformed prescription %r (%s)" % (rx, e)) from None
+
+    def basal_ng_day(self) -> Fraction:
+        """The flex profile integrated over a day."""
+        total = Fraction(0)
+        for i, (start, dose) in enumerate(self.steps):
+            end = self.steps[i + 1][0] if i + 1 < len(self.steps) else S_PER_DAY
+            total += Fraction(dose * (end - start), S_PER_DAY)
+        return total
+
+    def max_ng_day(self) -> Fraction:
+        """Basal + periodic + every allowed demand bolus."""
+        extra = sum(p[1] for p in self.periodic) + (self.demand[0] * self.demand[3] if self.demand else 0)
+        return self.basal_ng_day() + extra
+
+    def nl(self, ng: Fraction | int) -> Fraction:
+        return Fraction(ng) * NL_PER_ML / self.conc_ng_ml if self.conc_ng_ml else Fraction(0)
+
+
+# -- formatting ---------------------------------------------------------------------------
+def drug_unit(drug: str | None) -> str:
+    """mg for drugs dosed in milligrams a day, µg for the potent ones (as pumpctl.units)."""
+    daily = limits.DRUGS.get(drug or "", (0, 10**7, 0))[1]
+    return "mg" if daily >= 10**7 else "µg"
+
+
+def _decimal(q: Fraction | int, places: int, strip: bool = True) -> str:
+    q = Fraction(q)
+    n = math.floor(abs(q) * 10**places + Fraction(1, 2))
+    whole, frac = divmod(n, 10**places)
+    s = "%d.%0*d" % (whole, places, frac) if places else "%d" % whole
+    if strip and places:
+        s = s.rstrip("0").rstrip(".")
+    return ("-" if q < 0 and n else "") + s
+
+
+def fmt_mass(ng: Fraction | int | None, unit: str) -> str:
+    if ng is None:
+        return "-"
+    return "%s %s" % (_decimal(Fraction(ng) / (10**6 if unit == "mg" else 10**3), 3), unit)
+
+
+def fmt_ml(nl: Fraction | int | None) -> str:
+    if nl is None:
+        return "-"
+    return "%s mL" % _decimal(Fraction(nl) / NL_PER_ML, 3, strip=False)
+
+
+def fmt_tod(s: int) -> str:
+    return "%02d:%02d" % (s // 3600, s // 60 % 60)
+
+
+def fmt_duration(s: int) -> str:
+    if s % 3600 == 0:
+        return "%d h" % (s // 3600)
+    if s % 60 == 0:
+        return "%d min" % (s // 60)
+    return "%d s" % s
+
+
+def fmt_pain(p: Fraction | None) -> str:
+    return "-" if p is None else _decimal(p, 1)
+
+
+def fmt_pct(p: Fraction | None) -> str:
+    return "-" if p is None else ("+" if p > 0 else "") + _decimal(p, 1, strip=False) + " %"
+
+
+# -- the summary ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DayRow:
+    date: dt.date
+    dose_ng: int | None  # None: no delivery data for the day
+    volume_nl: int | None
+    pain_mean: Fraction | None  # mean of the day's diary entries
+    pain_entries: int
+    demand_given: int
+    demand_refused: int
+
+
+@dataclass(frozen=True)
+class BolusSummary:
+    requested: int  # demand requests (patient presses)
+    given: int  # demand boluses started
+    refused: int
+    refused_by_reason: dict[str, int]
+    delivered: int  # demand boluses completed
+    cancelled: int  # demand boluses stopped before the end
+    other_given: dict[str, int]  # clinician, periodic, priming, ... boluses started
+
+
+@dataclass(frozen=True)
+class AlarmRow:
+    alarm_id: int
+    name: str
+    critical: bool
+    raised: int
+    acknowledged: int
+    cleared: int
+    first_raised: dt.datetime | None
+    active_now: bool
+
+
+@dataclass(frozen=True)
+class RefillSummary:
+    expected_nl: int  # the pump's computed gauge before the refill
+    withdrawn_nl: int  # measured by the clinician
+    discrepancy_nl: int  # withdrawn - expected
+    percent: Fraction | None  # discrepancy / expected x 100
+    warning: bool  # the pump's rule: > 20 % of expected and > 2 mL
+    added_nl: int | None
+
+
+@dataclass(frozen=True)
+class ReservoirSummary:
+    remaining_nl: int
+    capacity_nl: int
+    low_nl: int
+    residual_nl: int
+    max_daily_nl: int
+    low_date: dt.date | None  # projected, every allowed bolus used
+    empty_date: dt.date | None
+    levels: tuple[tuple[dt.date, int], ...]  # computed gauge at the end of each day with data
+    interim_refills: tuple[tuple[dt.date, RefillSummary], ...]  # refills between the two visits
+
+
+@dataclass(frozen=True)
+class TherapyRow:
+    label: str
+    old: str
+    new: str
+
+    @property
+    def changed(self) -> bool:
+        return self.old != self.new
+
+
+@dataclass(frozen=True)
+class VisitSummary:
+    device: dict[str, Any]
+    visit_date: dt.date
+    previous_visit: dt.date
+    interval_days: int
+    drug: str | None  # the drug delivered during the interval
+    unit: str  # mg or µg
+    diary: tuple[diary.DiaryEntry, ...]
+    pain_mean: Fraction | None  # mean of the daily means
+    pain_min: int | None
+    pain_max: int | None
+    days_with_diary: int
+    days: tuple[DayRow, ...]  # previous_visit .. visit_date
+    total_dose_ng: int
+    total_volume_nl: int
+    days_with_delivery_data: int
+    mean_daily_dose_ng: Fraction | None
+    boluses: BolusSummary
+    alarms: tuple[AlarmRow, ...]
+    refill: RefillSummary | None
+    reservoir: ReservoirSummary
+    therapy: tuple[TherapyRow, ...]
+    therapy_changed: bool
+    attention: tuple[str, ...]  # what to read first
+    problems: tuple[str, ...]  # records that could not be read or were ignored
+
+
+def _therapy_cells(rx: Rx | None) -> dict[str, str]:
+    if rx is None:
+        return {}
+    u = drug_unit(rx.drug)
+    cells = {"drug": "%s %s/mL" % (rx.drug, fmt_mass(rx.conc_ng_ml, u)),
+             "basal per day": "%s/day (%s/day)" % (fmt_mass(rx.basal_ng_day(), u), fmt_ml(rx.nl(rx.basal_ng_day())))}
+    for start, dose in rx.steps:
+        cells["basal from %s" % fmt_tod(start)] = "%s/day (%s/day)" % (fmt_mass(dose, u), fmt_ml(rx.nl(dose)))
+    for t, dose, dur in rx.periodic:
+        cells["periodic %s" % fmt_tod(t)] = "%s over %s (%s)" % (fmt_mass(dose, u), fmt_duration(dur), fmt_ml(rx.nl(dose)))
+    if rx.demand:
+        dose, dur, lock, mx = rx.demand
+        cells["demand bolus"] = "%s over %s (%s), lockout %s, max %d/24 h" % (
+            fmt_mass(dose, u), fmt_duration(dur), fmt_ml(rx.nl(dose)), fmt_duration(lock), mx)
+    else:
+        cells["demand bolus"] = "none"
+    cells["24-h maximum"] = "%s/day (%s/day)" % (fmt_mass(rx.max_ng_day(), u), fmt_ml(rx.nl(rx.max_ng_day())))
+    return cells
+
+
+def _rate_at(rx: Rx, tod: int) -> int | None:
+    rate = None
+    for start, dose in rx.steps:
+        if start <= tod:
+            rate = dose
+    return rate
+
+
+def therapy_rows(old: Rx | None, new: Rx | None) -> list[TherapyRow]:
+    """Old and new side by side; basal rows on the union of both profiles' step
+    times, each side showing the rate in effect from that time."""
+    o, n = _therapy_cells(old), _therapy_cells(new)
+    rows = [TherapyRow("drug", o.get("drug", "-"), n.get("drug", "-"))]
+    for t in sorted({s[0] for rx in (old, new) if rx for s in rx.steps}):
+        cells = []
+        for rx in (old, new):
+            r = _rate_at(rx, t) if rx else None
+            cells.append("-" if rx is None or r is None else
+                         "%s/day (%s/day)" % (fmt_mass(r, drug_unit(rx.drug)), fmt_ml(rx.nl(r))))
+        rows.append(TherapyRow("basal from %s" % fmt_tod(t), cells[0], cells[1]))
+    for key in ["basal per day"] + sorted({k for k in list(o) + list(n) if k.startswith("periodic")}) + \
+            ["demand bolus", "24-h maximum"]:
+        rows.append(TherapyRow(key, o.get(key, "-"), n.get(key, "-")))
+    return rows
+
+
+def _date_after(day: int, tod_s: int, secs: int | None) -> dt.date | None:
+    if secs is None:
+        return None
+    return as_date(day + (tod_s + secs) // S_PER_DAY)
+
+
+def _refill_from_event(r: Record) -> dict[str, Any]:
+    withdrawn, added, expected = r[4], r[5], r[6]
+    diff = abs(expected - withdrawn)
+    warn = (diff > fw_reservoir.DISCREPANCY_MIN_NL
+            and diff * 100 > fw_reservoir.DISCREPANCY_FRACTION_PCT * expected)
+    return {"expected_nl": expected, "withdrawn_nl": withdrawn, "discrepancy_nl": withdrawn - expected,
+            "warning": warn, "added_nl": added}
+
+
+def _refill_summary(rf: dict[str, Any], added_nl: int | None = None) -> RefillSummary:
+    exp = rf["expected_nl"]
+    return RefillSummary(exp, rf["withdrawn_nl"], rf["discrepancy_nl"],
+                         Fraction(rf["discrepancy_nl"] * 100, exp) if exp else None, bool(rf["warning"]),
+                         rf.get("added_nl", added_nl))
+
+
+def _alarm_ids(listing: Any) -> set[int]:
+    return {a["id"] if isinstance(a, dict) else int(a) for a in listing or ()}
+
+
+def summarize(data: VisitData) -> VisitSummary:
+    first, last = data.previous_visit, data.visit_date
+    lo, hi = day_number(first), day_number(last)
+    records = sorted((r for r in data.records if lo <= r[1] <= hi), key=lambda r: r[0])
+    problems = []
+    if len(records) != len(data.records):
+        problems.append("%d event records dated outside %s..%s ignored" % (len(data.records) - len(records), first, last))
+    old = Rx.of(data.old_rx) if data.old_rx else None
+    new = Rx.of(data.new_rx) if data.new_rx else old
+    drug = old.drug if old else (data.status.get("drug") or (new.drug if new else None))
+    unit = drug_unit(drug)
+
+    # diary
+    entries = []
+    for r in records:
+        if r[3] == events.DIARY:
+            try:
+                entries.append(diary.decode(r))
+            except diary.DiaryError as e:
+                problems.append(str(e))
+    by_day: dict[dt.date, list[int]] = {}
+    for e in entries:
+        by_day.setdefault(e.date, []).append(e.pain)
+    day_means = {d: Fraction(sum(v), len(v)) for d, v in by_day.items()}
+
+    # boluses
+    requested = given = refused = delivered = cancelled = 0
+    reasons: dict[str, int] = {}
+    other: dict[str, int] = {}
+    given_on: dict[dt.date, int] = {}
+    refused_on: dict[dt.date, int] = {}
+    demand = fw_scheduler.KIND_DEMAND
+    for r in records:
+        etype, kind, date = r[3], r[4], as_date(r[1])
+        if etype == events.BOLUS_REQUESTED and kind == demand:
+            requested += 1
+        elif etype == events.BOLUS_REFUSED and kind == demand:
+            refused += 1
+            refused_on[date] = refused_on.get(date, 0) + 1
+            why: str = REFUSAL_REASONS.get(r[5], "reason %d" % r[5])
+            reasons[why] = reasons.get(why, 0) + 1
+        elif etype == events.BOLUS_STARTED and kind == demand:
+            given += 1
+            given_on[date] = given_on.get(date, 0) + 1
+        elif etype == events.BOLUS_STARTED:
+            name: str = BOLUS_KINDS.get(kind, "kind %d" % kind)
+            other[name] = other.get(name, 0) + 1
+        elif etype == events.BOLUS_DELIVERED and kind == demand:
+            delivered += 1
+        elif etype == events.BOLUS_CANCELLED and kind == demand:
+            cancelled += 1
+    boluses = BolusSummary(requested, given, refused, dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+                           delivered, cancelled, other)
+
+    # alarms
+    active = _alarm_ids(data.status.get("alarms"))
+    counts: dict[int, list[Any]] = {}
+    for r in records:
+        if r[3] in (events.ALARM_RAISED, events.ALARM_ACKNOWLEDGED, events.ALARM_CLEARED):
+            c = counts.setdefault(r[4], [0, 0, 0, None])
+            c[(events.ALARM_RAISED, events.ALARM_ACKNOWLEDGED, events.ALARM_CLEARED).index(r[3])] += 1
+            if r[3] == events.ALARM_RAISED and c[3] is None:
+                c[3] = dt.datetime.combine(as_date(r[1]), dt.time()) + dt.timedelta(seconds=r[2])
+    alarm_rows = []
+    for a in sorted(set(counts) | active):
+        c = counts.get(a, [0, 0, 0, None])
+        name = fw_alarms.NAMES[a] if 0 <= a < len(fw_alarms.NAMES) else "alarm %d" % a
+        alarm_rows.append(AlarmRow(a, name, 0 <= a < fw_alarms.COUNT and fw_alarms.is_critical(a),
+                                   c[0], c[1], c[2], c[3], a in active))
+
+    # refill at this visit, refills in between
+    refill_events = [r for r in records if r[3] == events.REFILL]
+    at_visit = [r for r in refill_events if r[1] == hi]
+    refill = None
+    if data.refill is not None:
+        refill = _refill_summary(data.refill, at_visit[-1][5] if at_visit else None)
+    elif at_visit:
+        refill = _refill_summary(_refill_from_event(at_visit[-1]))
+    interim = [r for r in refill_events if lo < r[1] < hi]
+
+    # delivery per day and the reservoir gauge, back from the visit
+    dmap = {d: (ng, nl) for d, ng, nl in data.delivered if first <= d <= last}
+    if len(dmap) != len(data.delivered):
+        problems.append("%d delivery rows dated outside %s..%s ignored" % (len(data.delivered) - len(dmap), first, last))
+    st = data.status
+    level = refill.expected_nl if refill else st["remaining_nl"]
+    levels = []
+    interim_at = {as_date(r[1]): r for r in interim}
+    for d in sorted(dmap, reverse=True):
+        levels.append((d, level))  # the gauge at the end of day d
+        level += dmap[d][1]
+        r = interim_at.get(d)
+        if r is not None:  # the gauge read the refill's expected volume at tod r[2]; back to the previous midnight
+            level = r[6] + dmap[d][1] * r[2] // S_PER_DAY
+    levels.reverse()
+    base_day = st.get("day", hi)
+    base_tod = st.get("tod_s", 0)
+    res = ReservoirSummary(st["remaining_nl"], st["capacity_nl"], st["low_nl"], st["residual_nl"], st["max_daily_nl"],
+                           _date_after(base_day, base_tod, st["low_in_s"]),
+                           _date_after(base_day, base_tod, st["empty_in_s"]), tuple(levels),
+                           tuple((as_date(r[1]), _refill_summary(_refill_from_event(r))) for r in interim))
+
+    days = []
+    d = first
+    while d <= last:
+        ng, nl = dmap.get(d, (None, None))
+        days.append(DayRow(d, ng, nl, day_means.get(d), len(by_day.get(d, ())), given_on.get(d, 0), refused_on.get(d, 0)))
+        d += dt.timedelta(days=1)
+    total_ng = sum(v[0] for v in dmap.values())
+    total_nl = sum(v[1] for v in dmap.values())
+    pains = [e.pain for e in entries]
+
+    rows = therapy_rows(old, new)
+    changed = any(r.changed for r in rows)
+    summary = VisitSummary(
+        device=dict(data.device), visit_date=last, previous_visit=first, interval_days=(last - first).days,
+        drug=drug, unit=unit, diary=tuple(entries),
+        pain_mean=sum(day_means.values(), Fraction(0)) / len(day_means) if day_means else None,
+        pain_min=min(pains) if pains else None, pain_max=max(pains) if pains else None,
+        days_with_diary=len(by_day), days=tuple(days), total_dose_ng=total_ng, total_volume_nl=total_nl,
+        days_with_delivery_data=len(dmap), mean_daily_dose_ng=Fraction(total_ng, len(dmap)) if dmap else None,
+        boluses=boluses, alarms=tuple(alarm_rows), refill=refill, reservoir=res, therapy=tuple(rows),
+        therapy_changed=changed, attention=(), problems=tuple(problems))
+    return dataclasses.replace(summary, attention=tuple(_attention(summary)))
+
+
+def _attention(s: VisitSummary) -> list[str]:
+    """The lines to read first, most serious first."""
+    out = []
+    rf = s.refill
+    if rf is not None and rf.warning:
+        if rf.discrepancy_nl < 0:
+            why = "less came out than the pump computed: over-infusion, a leak or a pocket fill at the last refill?"
+        else:
+            why = "more came out than the pump computed: under-infusion (stall, occlusion)?"
+        out.append("REFILL DISCREPANCY: withdrawn %s, expected %s (%s, %s): %s" % (
+            fmt_ml(rf.withdrawn_nl), fmt_ml(rf.expected_nl), fmt_ml(rf.discrepancy_nl), fmt_pct(rf.percent), why))
+    for a in s.alarms:
+        if a.critical and a.raised:
+            first = a.first_raised.strftime("%Y-%m-%d %H:%M") if a.first_raised else "-"
+            out.append("critical alarm %s raised %d time%s (first %s)%s" % (
+                a.name, a.raised, "s" * (a.raised != 1), first, ", still active" if a.active_now else ""))
+    for d, r in s.reservoir.interim_refills:
+        out.append("refill between visits on %s: withdrawn %s, expected %s (%s)%s" % (
+            d, fmt_ml(r.withdrawn_nl), fmt_ml(r.expected_nl), fmt_ml(r.discrepancy_nl),
+            ", DISCREPANCY" if r.warning else ""))
+    still = [a.name for a in s.alarms if a.active_now]
+    if still:
+        out.append("active now: %s" % ", ".join(still))
+    b = s.boluses
+    if b.refused:
+        out.append("%d of %d demand requests refused (%s)" % (
+            b.refused, b.requested, ", ".join("%s %d" % kv for kv in b.refused_by_reason.items())))
+    res = s.reservoir
+    due = s.visit_date + dt.timedelta(days=max(s.interval_days, 1))
+    if res.low_date is not None and res.low_date < due:
+        out.append("low reservoir projected %s, before a %d-day return (%s)" % (res.low_date, s.interval_days, due))
+    if not s.diary:
+        out.append("no pain diary entries since the last visit")
+    missing = len(s.days) - s.days_with_delivery_data
+    if missing > 0:
+        out.append("delivery data missing for %d day%s" % (missing, "s" * (missing != 1)))
+    out += s.problems
+    return out
+
+
+# -- text ----------------------------------------------------------------------------------
+def _table(rows: list[list[str]], headers: list[str] | None = None, indent: str = "  ") -> list[str]:
+    rows = [[str(c) for c in r] for r in ([headers] if headers else []) + rows]
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for n, r in enumerate(rows):
+        out.append((indent + "  ".join(c.ljust(w) for c, w in zip(r, widths))).rstrip())
+        if headers and n == 0:
+            out.append(indent + "  ".join("-" * w for w in widths))
+    return out
+
+
+def _device_line(dev: dict[str, Any]) -> str:
+    parts = [str(dev.get("serial", "?"))]
+    extra = ", ".join(str(dev[k]) if k != "firmware" else "firmware %s" % dev[k]
+                      for k in ("model", "firmware") if dev.get(k))
+    return parts[0] + (" (%s)" % extra if extra else "")
+
+
+def headline(s: VisitSummary) -> dict[str, str]:
+    """The one-line facts, label -> text (shared by the text and HTML views)."""
+    u = s.unit
+    rf = s.refill
+    res = s.reservoir
+    b = s.boluses
+    if rf is None:
+        refill = "no refill at this visit"
+    else:
+        refill = "expected %s, withdrawn %s, difference %s (%s): %s" % (
+            fmt_ml(rf.expected_nl), fmt_ml(rf.withdrawn_nl), fmt_ml(rf.discrepancy_nl), fmt_pct(rf.percent),
+            "WARNING" if rf.warning else "within tolerance")
+        if rf.added_nl is not None:
+            refill += "; filled %s" % fmt_ml(rf.added_nl)
+    delivered = "-"
+    if s.mean_daily_dose_ng is not None:
+        delivered = "%s%s over %d day%s, mean %s/day (%s/day)" % (
+            s.drug + " " if s.drug else "", fmt_mass(s.total_dose_ng, u), s.days_with_delivery_data,
+            "s" * (s.days_with_delivery_data != 1), fmt_mass(s.mean_daily_dose_ng, u),
+            fmt_ml(Fraction(s.total_volume_nl, s.days_with_delivery_data)))
+    pain = "no entries"
+    if s.diary:
+        pain = "%d entries on %d of %d days; mean %s/10 (range %d-%d)" % (
+            len(s.diary), s.days_with_diary, len(s.days), fmt_pain(s.pain_mean), s.pain_min, s.pain_max)
+    demand = "%d requested, %d given, %d refused" % (b.requested, b.given, b.refused)
+    if b.refused_by_reason:
+        demand += " (%s)" % ", ".join("%s %d" % kv for kv in b.refused_by_reason.items())
+    if b.cancelled:
+        demand += "; %d stopped early" % b.cancelled
+    if b.other_given:
+        demand += "; other boluses: %s" % ", ".join("%s %d" % kv for kv in sorted(b.other_given.items()))
+    alarms = "; ".join("%s: raised %d, acknowledged %d, cleared %d%s" % (
+        a.name, a.raised, a.acknowledged, a.cleared, ", ACTIVE" if a.active_now else "") for a in s.alarms) or "none"
+    reservoir = "%s of %s; low (%s) projected %s, empty %s (every allowed bolus used)" % (
+        fmt_ml(res.remaining_nl), fmt_ml(res.capacity_nl), fmt_ml(res.low_nl), res.low_date or "never",
+        res.empty_date or "never")
+    return {"refill": refill, "reservoir": reservoir, "delivered": delivered, "pain diary": pain,
+            "demand boluses": demand, "alarms": alarms}
+
+
+def day_table(s: VisitSummary) -> tuple[list[str], list[list[str]]]:
+    headers = ["date", "dose", "volume", "pain", "entries", "demand given", "refused"]
+    rows = [[str(d.date), fmt_mass(d.dose_ng, s.unit), fmt_ml(d.volume_nl), fmt_pain(d.pain_mean),
+             str(d.pain_entries), str(d.demand_given), str(d.demand_refused)] for d in s.days]
+    return headers, rows
+
+
+def render_text(s: VisitSummary) -> str:
+    out = ["Refill visit %s   pump %s   since %s (%d days)" % (
+        s.visit_date, _device_line(s.device), s.previous_visit, s.interval_days), ""]
+    out.append("Attention:")
+    out += ["  ! " + a for a in s.attention] or ["  nothing flagged"]
+    out.append("")
+    for k, v in headline(s).items():
+        out.append("%-15s %s" % (k.capitalize(), v))
+    out += ["", "Therapy%s:" % (" (changed)" if s.therapy_changed else " (unchanged)")]
+    out += _table([[("* " if r.changed else "  ") + r.label, r.old, r.new] for r in s.therapy],
+                  ["  (* changed)", "before", "after"])
+    noted = [e for e in s.diary if e.note]
+    if noted:
+        out += ["", "Diary notes:"]
+        out += _table([[str(e.date), fmt_tod(e.tod_s), str(e.pain), e.activity, e.note] for e in noted])
+    headers, rows = day_table(s)
+    out += ["", "Day by day (%s):" % s.unit]
+    out += _table(rows, headers)
+    return "\n".join(out) + "\n"
+
+
+# -- HTML ----------------------------------------------------------------------------------
+_CSS = """
+body{font-family:Helvetica,Arial,sans-serif;color:#111;max-width:60em;margin:1.5em auto;padding:0 1em;font-size:11pt}
+h1{font-size:16pt;margin:0 0 .2em} h2{font-size:12.5pt;margin:1.4em 0 .4em;border-bottom:1px solid #999}
+.sub{color:#444;margin:0 0 1em}
+table{border-collapse:collapse;margin:.3em 0 .8em;font-size:10pt}
+th,td{border:1px solid #bbb;padding:.2em .5em;text-align:left;vertical-align:top}
+th{background:#eee} td.n{text-align:right;font-variant-numeric:tabular-nums}
+tr.changed td{background:#fff6d5} .attn{border:2px solid #b00;padding:.4em .8em;background:#fff3f3}
+.attn li{margin:.15em 0} .ok{border:1px solid #393;padding:.4em .8em;background:#f3fff3}
+img{max-width:100%;height:auto;display:block;margin:.3em 0}
+.foot{color:#666;font-size:9pt;margin-top:2em}
+@media print{body{margin:0;max-width:none;font-size:10pt} h2{break-after:avoid} table,img{break-inside:avoid}}
+"""
+
+
+def _html_table(headers: list[str] | None, rows: list[list[Any]], numeric: frozenset[int] | set[int] = frozenset(),
+                row_class: list[str] | None = None) -> str:
+    e = html.escape
+    out = ["<table>"]
+    if headers:
+        out.append("<tr>" + "".join("<th>%s</th>" % e(h) for h in headers) + "</tr>")
+    for i, r in enumerate(rows):
+        cls = ' class="%s"' % row_class[i] if row_class and row_class[i] else ""
+        out.append("<tr%s>" % cls + "".join('<td%s>%s</td>' % (' class="n"' if j in numeric else "", e(str(c)))
+                                             for j, c in enumerate(r)) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def plots(s: VisitSummary) -> dict[str, bytes]:
+    """PNG images: dose and pain by day, reservoir gauge with projections, boluses by day."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    scale = 10**6 if s.unit == "mg" else 10**3
+    dates = [d.date for d in s.days]
+
+    def png(fig: Figure) -> bytes:
+        FigureCanvasAgg(fig)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+        return buf.getvalue()
+
+    def dated(ax: Any) -> None:
+        loc = AutoDateLocator(maxticks=10)
+        ax.xaxis.set_major_locator(loc)
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(loc))
+        ax.grid(True, color="#ddd", linewidth=0.6)
+        ax.set_axisbelow(True)
+
+    out = {}
+    # dose and pain
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    dd = [(d.date, d.dose_ng / scale) for d in s.days if d.dose_ng is not None]
+    ax.bar([d for d, _ in dd], [v for _, v in dd], width=0.8, color="#7fa7d6", label="dose")
+    ax.set_ylabel("dose (%s/day)" % s.unit)
+    dated(ax)
+    ax2 = ax.twinx()
+    pd = [(d.date, float(d.pain_mean)) for d in s.days if d.pain_mean is not None]
+    ax2.plot([d for d, _ in pd], [v for _, v in pd], "o-", color="#c0392b", markersize=4, label="pain")
+    ax2.set_ylim(0, 10.5)
+    ax2.set_ylabel("pain (0-10)")
+    fig.legend(loc="outside upper right", ncols=2, frameon=False)
+    ax.set_title("Delivered dose and pain score by day", loc="left", fontsize=10)
+    out["dose_pain"] = png(fig)
+
+    # reservoir
+    r = s.reservoir
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    if r.levels:
+        ax.plot([d for d, _ in r.levels], [v / NL_PER_ML for _, v in r.levels], "-", color="#2c6fbb",
+                label="computed gauge")
+    if s.refill is not None:
+        ax.plot([s.visit_date], [s.refill.withdrawn_nl / NL_PER_ML], "x", color="#c0392b", markersize=9,
+                mew=2, label="withdrawn at visit")
+    proj = [(s.visit_date, r.remaining_nl)]
+    if r.low_date:
+        proj.append((r.low_date, r.low_nl))
+    if r.empty_date:
+        proj.append((r.empty_date, r.residual_nl))
+    if len(proj) > 1:
+        ax.plot([d for d, _ in proj], [v / NL_PER_ML for _, v in proj], "--", color="#2c6fbb", label="projected")
+    for d, v, name, xy, ha in ((r.low_date, r.low_nl, "low", (-6, 6), "right"),
+                               (r.empty_date, r.residual_nl, "empty", (6, -3), "left")):
+        if d:
+            ax.plot([d], [v / NL_PER_ML], "o", color="#2c6fbb", markersize=4)
+            ax.annotate("%s %s" % (name, d.isoformat()), (d, v / NL_PER_ML), textcoords="offset points",
+                        xytext=xy, ha=ha, fontsize=8)
+    right = max([d for d, _ in proj] + [s.visit_date])
+    ax.set_xlim(right=right + dt.timedelta(days=12 if r.empty_date else 2))
+    ax.axhline(r.low_nl / NL_PER_ML, color="#e67e22", linestyle=":", linewidth=1, label="low alarm")
+    ax.axhline(r.residual_nl / NL_PER_ML, color="#c0392b", linestyle=":", linewidth=1, label="residual (empty)")
+    ax.set_ylim(0, r.capacity_nl / NL_PER_ML * 1.05)
+    ax.set_ylabel("reservoir (mL)")
+    dated(ax)
+    ax.legend(fontsize=8, loc="upper right", frameon=False)
+    ax.set_title("Reservoir: computed over the interval, projected after the visit", loc="left", fontsize=10)
+    out["reservoir"] = png(fig)
+
+    # boluses
+    fig = Figure(figsize=(8, 2.6), layout="constrained")
+    ax = fig.add_subplot()
+    given = [d.demand_given for d in s.days]
+    refused = [d.demand_refused for d in s.days]
+    ax.bar(dates, given, width=0.8, color="#27ae60", label="given")
+    ax.bar(dates, refused, width=0.8, bottom=given, color="#c0392b", label="refused")
+    ax.set_ylabel("demand boluses")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    dated(ax)
+    ax.legend(fontsize=8, loc="upper right", frameon=False)
+    ax.set_title("Patient demand boluses by day", loc="left", fontsize=10)
+    out["boluses"] = png(fig)
+    return out
+
+
+def html_document(s: VisitSummary) -> str:
+    """The whole report as one self-contained HTML page (no external references)."""
+    e = html.escape
+    imgs = plots(s)
+
+    def img(key: str, alt: str) -> str:
+        return '<img alt="%s" src="data:image/png;base64,%s">' % (e(alt), base64.b64encode(imgs[key]).decode("ascii"))
+
+    parts = ['<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
+             "<title>Refill visit %s - %s</title>" % (s.visit_date, e(str(s.device.get("serial", "")))),
+             "<style>%s</style></head><body>" % _CSS,
+             "<h1>Refill visit %s</h1>" % s.visit_date,
+             '<p class="sub">Pump %s &middot; interval %s to %s (%d days)</p>' % (
+                 e(_device_line(s.device)), s.previous_visit, s.visit_date, s.interval_days)]
+    if s.attention:
+        parts.append('<div class="attn"><strong>Attention</strong><ul>%s</ul></div>'
+                     % "".join("<li>%s</li>" % e(a) for a in s.attention))
+    else:
+        parts.append('<div class="ok">Nothing flagged.</div>')
+    parts.append("<h2>Summary</h2>")
+    parts.append(_html_table(None, [[k.capitalize(), v] for k, v in headline(s).items()]))
+    parts.append("<h2>Therapy: before and after%s</h2>" % (" (changed)" if s.therapy_changed else " (unchanged)"))
+    parts.append(_html_table(["", "before", "after"], [[r.label, r.old, r.new] for r in s.therapy],
+                             row_class=["changed" if r.changed else "" for r in s.therapy]))
+    parts.append("<h2>Dose and pain</h2>" + img("dose_pain", "delivered dose and pain score by day"))
+    parts.append("<h2>Reservoir</h2>" + img("reservoir", "reservoir volume and projection"))
+    if s.refill is not None:
+        rf = s.refill
+        parts.append(_html_table(["expected", "withdrawn", "difference", "difference %", "check"],
+                                 [[fmt_ml(rf.expected_nl), fmt_ml(rf.withdrawn_nl), fmt_ml(rf.discrepancy_nl),
+                                   fmt_pct(rf.percent), "WARNING" if rf.warning else "within tolerance"]],
+                                 numeric={0, 1, 2, 3}))
+    parts.append("<h2>Demand boluses</h2>" + img("boluses", "demand boluses given and refused by day"))
+    b = s.boluses
+    parts.append(_html_table(["requested", "given", "refused", "completed", "stopped early"],
+                             [[b.requested, b.given, b.refused, b.delivered, b.cancelled]], numeric={0, 1, 2, 3, 4}))
+    if b.refused_by_reason:
+        parts.append(_html_table(["refusal reason", "count"], [[k, v] for k, v in b.refused_by_reason.items()],
+                                 numeric={1}))
+    parts.append("<h2>Alarms</h2>")
+    if s.alarms:
+        parts.append(_html_table(["alarm", "priority", "raised", "first raised", "acknowledged", "cleared", "now"],
+                                 [[a.name, "critical" if a.critical else "non-critical", a.raised,
+                                   a.first_raised.strftime("%Y-%m-%d %H:%M") if a.first_raised else "-",
+                                   a.acknowledged, a.cleared, "active" if a.active_now else "-"] for a in s.alarms],
+                                 numeric={2, 4, 5}))
+    else:
+        parts.append("<p>No alarms.</p>")
+    headers, rows = day_table(s)
+    parts.append("<h2>Day by day</h2>" + _html_table(headers, rows, numeric={1, 2, 3, 4, 5, 6}))
+    parts.append("<h2>Pain diary</h2>")
+    if s.diary:
+        parts.append(_html_table(["date", "time", "pain", "activity", "note"],
+                                 [[str(d.date), fmt_tod(d.tod_s), d.pain, d.activity, d.note] for d in s.diary],
+                                 numeric={2}))
+    else:
+        parts.append("<p>No entries.</p>")
+    parts.append('<p class="foot">Reservoir volumes before the visit are the pump\'s computed gauge, not a '
+                 "measurement; the withdrawn volume is. Projections assume every allowed bolus is used. "
+                 "Generated by pumpctl for a teaching and research device, not a medical device.</p>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def render_html(s: VisitSummary, path: str | os.PathLike[str]) -> Path:
+    """Write the report to `path` (one file, images embedded) and return the path."""
+    path = Path(path)
+    path.write_text(html_document(s), encoding="utf-8")
+    return path
