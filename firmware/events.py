@@ -29,6 +29,11 @@ AUTH_FAILED = const(18)
 DIARY = const(19)
 BRIDGE_DONE = const(20)  # a = strokes
 RESERVOIR_SET = const(21)  # a = volume nL
+LINK_COMMAND = const(22)  # a = role, b = session, c = command type, d = result code (audit)
+SESSION_END = const(23)  # a = role, b = session, c = reason
+LINK_REJECTED = const(24)  # a = error code, b = frames suppressed, c = command type
+PROVISIONED = const(25)
+IMPLANT_STEP = const(26)  # a = step, b = 1 passed / 0 failed, c, d = step data, text = detail
 
 NAMES = {
     BOOT: "boot", THERAPY_PROGRAMMED: "therapy programmed", THERAPY_SUSPENDED: "therapy suspended",
@@ -38,6 +43,8 @@ NAMES = {
     ALARM_ACKNOWLEDGED: "alarm acknowledged", STROKE_FAILED: "stroke failed", FAULT: "fault",
     AUTH_OK: "authenticated", AUTH_FAILED: "authentication failed", DIARY: "diary entry",
     BRIDGE_DONE: "bridge bolus done", RESERVOIR_SET: "reservoir set",
+    LINK_COMMAND: "programmer command", SESSION_END: "session ended", LINK_REJECTED: "frame rejected",
+    PROVISIONED: "keys provisioned", IMPLANT_STEP: "implant step",
 }
 
 
