@@ -53,6 +53,8 @@ class Alarms:
         self.next_sound = array.array("i", [0] * COUNT)  # monotonic s
         self.sounding = -1  # alarm whose pattern is playing
         self.sound_ms = 0  # board ticks when it started
+        self.testing = -1  # alarm test: the alarm whose tone is being demonstrated
+        self.tested = 0  # bit mask of tones played by the last alarm test
 
     # -- tick path --------------------------------------------------------
     def set(self, alarm, present, now_s):
@@ -73,6 +75,8 @@ class Alarms:
     def tone(self, now_s, now_ms, elapsed_ms):
         # The buzzer frequency now (0 = silent). `elapsed_ms` is ms since the
         # pattern that is playing started, computed by the caller from ticks.
+        if self.testing >= 0:
+            return self._test_tone(now_ms, elapsed_ms)
         if not self.active:
             self.sounding = -1
             return 0
@@ -88,6 +92,26 @@ class Alarms:
         self.sound_ms = now_ms
         self.next_sound[a] = now_s + REPEAT_S[a]
         return TONE_A[a]
+
+    def start_test(self):
+        # Sounds every alarm's tone once, in order (implant test): the
+        # clinician hears that the buzzer and each pattern work.
+        self.testing = 0
+        self.tested = 0
+        self.sounding = -1
+
+    def _test_tone(self, now_ms, elapsed_ms):
+        a = self.testing
+        if self.sounding != a:
+            self.sounding = a
+            self.sound_ms = now_ms
+            elapsed_ms = 0
+        if elapsed_ms < DURATION_MS[a]:
+            return TONE_A[a] if (elapsed_ms // SEGMENT_MS) & 1 == 0 else TONE_B[a]
+        self.tested |= 1 << a
+        self.testing = a + 1 if a + 1 < COUNT else -1
+        self.sounding = -1
+        return 0
 
     def _due(self, now_s):
         active = self.active

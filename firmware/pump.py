@@ -57,6 +57,8 @@ class Pump:
         self.log = log if log is not None else events.MemoryLog()
         self.stroking = KIND_NONE  # kind of the stroke the motor is running
         self.failed_strokes = 0  # consecutive unconfirmed strokes
+        self.failed_total = 0
+        self.motor_test_from = 0
         self.fail_cause = 0
         self.failed_logged = 0
         self.suspended = False  # by the clinician
@@ -85,6 +87,10 @@ class Pump:
             self.saver()
         self.since_checkpoint = 0
         self.next_checkpoint = self.now_s + CHECKPOINT_S
+
+    def board_failed_attempts(self):
+        # Strokes the motor did not confirm since boot (also the occluded ones).
+        return self.failed_total
 
     @property
     def now_s(self):
@@ -341,6 +347,7 @@ class Pump:
                 self._check_level()
             else:
                 self.failed_strokes += 1
+                self.failed_total += 1
                 self.fail_cause = _FAIL_MOTOR if r != hal.STROKE_DONE else _FAIL_PRESSURE
                 if self.failed_strokes >= board.STALL_STROKES:
                     # Stall or occlusion: stop, never retry blindly.
@@ -401,6 +408,8 @@ class Pump:
         if self.sched.running and self.sched.next_stroke_kind():
             return 0
         a = self.alarms
+        if a.testing >= 0 and a.sounding < 0:
+            return 0
         if a.sounding >= 0:
             return alarms.SEGMENT_MS - ticks_diff(self.last_ticks, a.sound_ms) % alarms.SEGMENT_MS
         s = self.sched.secs_to_event(self.clock.tod_s)

@@ -1,0 +1,118 @@
+# The implant test run in the operating room on a newly filled pump: identity,
+# catheter, first fill, priming, motor test, alarm test, start of therapy.
+# Each step validates first, is logged, and is durable before it returns; a
+# step that fails leaves the pump stopped and says which step and why.
+from micropython import const
+
+import alarms
+import events
+from limits import CATHETER_VOLUME_MAX_NL, LimitError, check_range
+from scheduler import KIND_PRIMING
+
+STEP_IDENTITY = const(1)
+STEP_CATHETER = const(2)
+STEP_FILL = const(3)
+STEP_PRIME = const(4)
+STEP_MOTOR_TEST = const(5)
+STEP_ALARM_TEST = const(6)
+STEP_START = const(7)
+STEP_NAMES = ("", "identity", "catheter", "first fill", "priming", "motor test", "alarm test", "start therapy")
+
+MAX_SEGMENTS = const(4)
+SEGMENT_LENGTH_MAX_MM = const(1500)
+MOTOR_TEST_STROKES = const(4)
+MOTOR_TEST_S = const(60)
+SERIAL_MAX = const(24)
+
+
+def _logged(pump, step, ok, c=0, d=0, text=b""):
+    pump.record(events.IMPLANT_STEP, step, 1 if ok else 0, c, d, text)
+    pump.commit()
+
+
+def set_identity(pump, serial, model):
+    if not isinstance(serial, str) or not 1 <= len(serial) <= SERIAL_MAX:
+        raise LimitError("serial", "identity: serial must be 1..%d characters" % SERIAL_MAX)
+    if not isinstance(model, str) or not 1 <= len(model) <= SERIAL_MAX:
+        raise LimitError("model", "identity: model must be 1..%d characters" % SERIAL_MAX)
+    pump.device["serial"] = serial
+    pump.device["model"] = model
+    _logged(pump, STEP_IDENTITY, True, 0, 0, serial.encode()[:32])
+
+
+def set_catheter(pump, segments):
+    # segments: [[length_mm, volume_nl], ...], pump end first.
+    if not isinstance(segments, list) or not 1 <= len(segments) <= MAX_SEGMENTS:
+        raise LimitError("catheter", "catheter: 1..%d segments required" % MAX_SEGMENTS)
+    total = 0
+    for i, seg in enumerate(segments):
+        if not isinstance(seg, (list, tuple)) or len(seg) != 2:
+            raise LimitError("catheter", "catheter segment %d: [length_mm, volume_nl] required" % (i + 1))
+        check_range("catheter", "catheter segment %d length" % (i + 1), seg[0], 1, SEGMENT_LENGTH_MAX_MM, "mm")
+        check_range("catheter", "catheter segment %d volume" % (i + 1), seg[1], 1, CATHETER_VOLUME_MAX_NL, "nL")
+        total += seg[1]
+    check_range("catheter", "catheter total volume", total, 1, CATHETER_VOLUME_MAX_NL, "nL")
+    pump.catheter_nl = total
+    pump.device["catheter"] = [list(s) for s in segments]
+    _logged(pump, STEP_CATHETER, True, total, len(segments))
+    return total
+
+
+def first_fill(pump, volume_nl):
+    r = pump.reservoir
+    if r.volume_in_nl:
+        raise LimitError("first_fill", "first fill: the pump has been filled before (use a refill)")
+    if volume_nl > r.capacity_nl:
+        raise LimitError("overfill", "first fill: %d nL exceeds the reservoir's %d nL" % (volume_nl, r.capacity_nl))
+    check_range("added", "first fill volume", volume_nl, r.residual_nl + pump.stroke_nl, r.capacity_nl, "nL")
+    r.fill(volume_nl)
+    pump.record(events.RESERVOIR_SET, volume_nl)
+    _logged(pump, STEP_FILL, True, volume_nl)
+
+
+def prime(pump, duration_s):
+    if not pump.catheter_nl:
+        raise LimitError("catheter", "priming: set the catheter first")
+    strokes = pump.priming_bolus(pump.catheter_nl, duration_s)
+    _logged(pump, STEP_PRIME, True, strokes, duration_s)
+    return strokes
+
+
+def start_motor_test(pump):
+    # A few strokes into the primed catheter, each confirmed by the motor
+    # feedback; counted as volume, never dose.
+    pump.motor_test_from = pump.board_failed_attempts()
+    return pump.priming_bolus(MOTOR_TEST_STROKES * pump.stroke_nl, MOTOR_TEST_S)
+
+
+def motor_test_result(pump):
+    # None while running; else (passed, reason).
+    s = pump.sched
+    if s.bolus_kind == KIND_PRIMING:
+        return None
+    failed = pump.board_failed_attempts() - pump.motor_test_from
+    ok = failed == 0 and not pump.alarms.critical()
+    reason = "all %d strokes confirmed" % MOTOR_TEST_STROKES if ok else "%d strokes not confirmed" % failed
+    _logged(pump, STEP_MOTOR_TEST, ok, failed, 0, reason.encode()[:32])
+    return ok, reason
+
+
+def start_alarm_test(pump):
+    pump.alarms.start_test()
+
+
+def alarm_test_result(pump):
+    a = pump.alarms
+    if a.testing >= 0:
+        return None
+    ok = a.tested == (1 << alarms.COUNT) - 1
+    _logged(pump, STEP_ALARM_TEST, ok, a.tested)
+    return ok, "every alarm tone sounded" if ok else "alarm test interrupted"
+
+
+def start_therapy(pump, rx):
+    therapy = pump.program(rx)
+    if pump.suspended:
+        pump.resume()
+    _logged(pump, STEP_START, True, therapy.basal_nl_per_day())
+    return therapy

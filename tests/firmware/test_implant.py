@@ -1,0 +1,86 @@
+# The implant test in the operating room: each step logged; a failed step
+# leaves the pump stopped and says which step failed and why.
+import alarms
+import events
+import implant
+from fixtures import continuous, make_pump, raises_limit, run
+from scheduler import KIND_PRIMING
+
+
+def new_pump():
+    pump = make_pump(fill_nl=0)
+    pump.reservoir.volume_in_nl = 0
+    return pump
+
+
+def steps_logged(pump):
+    return [(r[4], r[5]) for r in pump.log.of_type(events.IMPLANT_STEP)]
+
+
+def run_until(pump, result, limit_ms=600000):
+    step = 1000
+    for _ in range(limit_ms // step):
+        r = result(pump)
+        if r is not None:
+            return r
+        run(pump, step)
+    raise AssertionError("step did not finish")
+
+
+def test_full_implant_sequence_logs_every_step_and_starts_therapy():
+    pump = new_pump()
+    implant.set_identity(pump, "SN-0001", "emulated 20 mL")
+    assert implant.set_catheter(pump, [[500, 120000], [300, 80000]]) == 200000
+    implant.first_fill(pump, 20000000)
+    implant.prime(pump, 900)
+    run(pump, 1000 * 1000)
+    assert pump.reservoir.strokes[KIND_PRIMING] == 400
+    implant.start_motor_test(pump)
+    assert run_until(pump, implant.motor_test_result)[0]
+    implant.start_alarm_test(pump)
+    assert run_until(pump, implant.alarm_test_result)[0]
+    implant.start_therapy(pump, continuous())
+    assert pump.status()["state"] == "delivering"
+    assert [s for s, ok in steps_logged(pump)] == [1, 2, 3, 4, 5, 6, 7]
+    assert all(ok for s, ok in steps_logged(pump))
+    assert pump.reservoir.drug_delivered_ng() == 0  # priming and motor test: volume only
+
+
+def test_alarm_test_sounds_every_alarm_tone_once():
+    pump = new_pump()
+    implant.start_alarm_test(pump)
+    run_until(pump, implant.alarm_test_result)
+    board = pump.board
+    tones = set(board.tones[2 * i + 1] for i in range(board.tone_changes))
+    for a in range(alarms.COUNT):
+        assert alarms.TONE_A[a] in tones
+
+
+def test_motor_test_without_stroke_confirmation_fails_and_leaves_pump_stopped():
+    pump = new_pump()
+    implant.set_catheter(pump, [[500, 100000]])
+    implant.first_fill(pump, 20000000)
+    pump.board.motor.stalled = True
+    implant.start_motor_test(pump)
+    ok, reason = run_until(pump, implant.motor_test_result)
+    assert not ok and "not confirmed" in reason
+    assert steps_logged(pump)[-1] == (implant.STEP_MOTOR_TEST, 0)
+    assert pump.alarms.active & (1 << alarms.MOTOR_STALL) and not pump.sched.running
+
+
+def test_catheter_out_of_range_is_refused_naming_the_segment():
+    pump = new_pump()
+    e = raises_limit("catheter", implant.set_catheter, pump, [[500, 100000], [2000, 1000]])
+    assert "segment 2 length" in e.message
+    assert pump.catheter_nl == 0
+
+
+def test_first_fill_over_capacity_is_refused():
+    pump = new_pump()
+    raises_limit("overfill", implant.first_fill, pump, 25000000)
+    assert pump.reservoir.remaining_nl == 0
+
+
+def test_priming_before_the_catheter_is_set_is_refused():
+    pump = new_pump()
+    raises_limit("catheter", implant.prime, pump, 600)
