@@ -45,3 +45,18 @@ bench: $(STAMP) mpy
 
 clean:
 	rm -rf build .pytest_cache
+
+# A Raspberry Pi Pico (at its REPL) on USB: install the firmware, verified by
+# sha256, and reset it into the pump. MPY_ARCH given here overrides the
+# board's own architecture (armv6m on a Pico, armv7emsp on a Pico 2).
+#   make deploy PORT=/dev/ttyACM0
+deploy: $(STAMP)
+	@test -n "$(PORT)" || { echo "usage: make deploy PORT=/dev/ttyACM0 (the Pico's USB serial port)"; exit 2; }
+	$(BIN)/pumpctl deploy $(PORT) $(if $(filter command line,$(origin MPY_ARCH)),--arch $(MPY_ARCH)) $(if $(RESET),--reset $(RESET))
+
+# Hardware-in-the-loop tests on that Pico (tests/hil); skipped without PORT.
+#   make hil PORT=/dev/ttyACM0
+hil: $(STAMP) mpy
+	PICO_PORT=$(PORT) $(BIN)/pytest -q -p no:cacheprovider tests/hil
+
+.PHONY: deploy hil

@@ -1,0 +1,77 @@
+"""Runs MicroPython test modules under pytest, one unix-port process per test.
+
+A test file is a MicroPython module: it is parsed (never imported by
+CPython) and each top-level `def test_*()` becomes a pytest item that runs
+`micropython RUNNER VARIANT MODULE TEST` in the file's directory, once per
+variant ("src": from source; "mpy": from the cross-compiled .mpy files). The
+runner script prints "PASS name" and exits 0 on success.
+
+Used by tests/pico/conftest.py; tests/conftest.py can use it for
+tests/firmware the same way (runner tests/firmware/mprunner.py).
+"""
+import ast
+import os
+import shutil
+import sys
+from pathlib import Path
+import subprocess
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = ("src", "mpy")
+
+
+def micropython():
+    """The unix-port interpreter: $MICROPYTHON, else the project's, else PATH."""
+    exe = os.environ.get("MICROPYTHON")
+    if exe:
+        return exe
+    venv = ROOT / ".venv" / "bin" / "micropython"
+    return str(venv) if venv.exists() else shutil.which("micropython")
+
+
+def test_names(path):
+    tree = ast.parse(Path(path).read_text(), str(path))
+    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
+
+
+class MicroPythonFailure(Exception):
+    pass
+
+
+class MicroPythonModule(pytest.File):
+    def __init__(self, *, runner, **kw):
+        super().__init__(**kw)
+        self.runner = Path(runner)
+
+    def collect(self):
+        for name in test_names(self.path):
+            for variant in VARIANTS:
+                yield MicroPythonTest.from_parent(self, name="%s[%s]" % (name, variant), test_name=name,
+                                                  variant=variant, runner=self.runner)
+
+
+class MicroPythonTest(pytest.Item):
+    def __init__(self, *, test_name, variant, runner, **kw):
+        super().__init__(**kw)
+        self.test_name = test_name
+        self.variant = variant
+        self.runner = runner
+
+    def runtest(self):
+        cmd = [micropython(), str(self.runner), self.variant, self.path.stem, self.test_name]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(self.path.parent), timeout=600)
+        self.output = proc.stdout + proc.stderr
+        if proc.returncode != 0 or ("PASS " + self.test_name) not in proc.stdout:
+            raise MicroPythonFailure(self.output)
+        if self.output.strip() != "PASS " + self.test_name:
+            sys.stdout.write(self.output)
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, MicroPythonFailure):
+            return "MicroPython (%s) failed:\n%s" % (self.variant, excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, 0, "micropython: %s[%s]" % (self.test_name, self.variant)
