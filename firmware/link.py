@@ -23,13 +23,14 @@ from units import S_PER_DAY
 _RX_CHUNK = const(128)  # bytes taken from the transport at a time
 _FRAMES_PER_POLL = const(4)  # bounds the time one poll() takes
 _INT_MAX = const(0x3FFFFFFF)  # argument integers stay small ints on the RP2040
-_LOG_BYTES = const(360)  # packed log records per reply (payload limit 448)
+_LOG_BYTES = const(380)  # packed log records per reply: with the map around them <= 448
 _KEYS_VERSION = const(1)
 _KEYS_NAME = "keys"
 _KEYS_LEN = const(65)  # provisioned flag, patient key, clinician key
 _REJECT_BURST = const(8)  # rejection records logged back to back ...
 _REJECT_REFILL_S = const(300)  # ... then one per 5 min; the rest are counted
 _DRUG_NAME_MAX = const(24)
+_REASON_MAX = const(100)  # wire.error_reply cuts reasons here
 
 # Refusal reasons of Pump.demand_bolus(), by scheduler.DEMAND_* code.
 _DEMAND_LIMITS = ("", "demand_not_prescribed", "demand_lockout", "demand_daily_max",
@@ -151,13 +152,16 @@ class KeyStore:
         self.broken = False
         self.store = None
         if directory:
-            from records import RecordStore
+            try:
+                from records import RecordStore
 
-            self.store = RecordStore(directory)
-            rec = self.store.load(_KEYS_NAME)
-            if rec is not None:
-                self._decode(rec)
-            elif self.store.corrupt_found:
+                self.store = RecordStore(directory)
+                rec = self.store.load(_KEYS_NAME)
+                if rec is not None:
+                    self._decode(rec)
+                elif self.store.corrupt_found:
+                    self.broken = True
+            except Exception:  # the pump boots whatever the flash holds
                 self.broken = True
 
     def _decode(self, rec):
@@ -165,7 +169,7 @@ class KeyStore:
         if version != _KEYS_VERSION or len(p) < _KEYS_LEN or p[0] > 1:
             self.broken = True
             return
-        self.serial = bytes(p[_KEYS_LEN:]).decode()
+        self.serial = bytes(p[_KEYS_LEN:]).decode()  # invalid UTF-8 raises: broken
         if p[0]:
             self.keys = {wire.ROLE_PATIENT: bytes(p[1:33]), wire.ROLE_CLINICIAN: bytes(p[33:65])}
 
@@ -190,10 +194,15 @@ class Link:
         flash = _flash_dir(pump.board)
         self.keys = KeyStore(flash + "/link" if flash else None)
         dev = pump.device
-        if not dev["serial"]:
-            dev["serial"] = self.keys.serial or serial
+        if self.keys.serial and (self.provisioned or not dev["serial"]):
+            dev["serial"] = self.keys.serial  # the identity the keys were issued to
+        elif not dev["serial"]:
+            dev["serial"] = serial
         if not self.keys.serial and dev["serial"] and not self.keys.broken:
-            self.keys.save(self.keys.keys, dev["serial"])
+            try:
+                self.keys.save(self.keys.keys, dev["serial"])
+            except OSError:
+                pass  # saved again with the keys at provisioning
         self.plain = wire.Session(pump=True)  # identify and handshake
         self.session = None  # wire.Session once authenticated
         self.sid = 0  # session id: sequence number of its AUTH_OK record
@@ -360,7 +369,7 @@ class Link:
 
     def _error_payload(self, e):
         if isinstance(e, LimitError):
-            return wire.LIMIT, wire.error_reply(wire.LIMIT, e.message, e.limit)
+            return wire.LIMIT, wire.error_reply(wire.LIMIT, _short(e.message), e.limit)
         if isinstance(e, Refusal):
             reply = wire.error_reply(e.code, e.reason)
             if e.extra:
@@ -463,6 +472,8 @@ class Link:
 
     def _hello(self, p):
         p = _args(p, ("role", "nonce"))
+        if self.keys.broken:
+            raise Refusal(wire.FORBIDDEN, "key record unreadable: the pump needs service")
         if self.keys.keys is None:
             raise Refusal(wire.FORBIDDEN, "pump not provisioned: no credentials yet")
         role = p.get("role")
@@ -702,6 +713,18 @@ class Link:
             raise _bad("note must be text of at most %d bytes" % lc.NOTE_MAX)
         seq = self.pump.record(lc.EV_DIARY, pain, lc.ACTIVITIES.index(act), self.sid, 0, note.encode())
         return {"seq": seq}
+
+
+def _short(msg):
+    # Reasons are cut at 100 characters on the wire: drop parenthesised
+    # asides first so the numbers that matter survive.
+    while len(msg) > _REASON_MAX and "(" in msg:
+        i = msg.find(" (")
+        j = msg.find(")", i)
+        if i < 0 or j < 0:
+            break
+        msg = msg[:i] + msg[j + 1:]
+    return msg
 
 
 def _frame_id(frame):

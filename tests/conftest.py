@@ -6,8 +6,10 @@ function runs in its own MicroPython unix-port process, once from source and
 once from the cross-compiled .mpy files. Set MICROPYTHON to use another
 unix-port binary.
 """
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -15,6 +17,9 @@ FIRMWARE_TESTS = ROOT / "tests" / "firmware"
 sys.path.insert(0, str(ROOT / "tests"))
 
 import mprun  # noqa: E402
+
+# No test may touch the user's own programmer key store.
+os.environ.setdefault("PUMPCTL_KEYSTORE", os.path.join(tempfile.mkdtemp(prefix="pumpctl-keys-"), "keys.json"))
 
 
 def pytest_sessionstart(session):

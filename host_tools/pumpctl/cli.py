@@ -1,27 +1,514 @@
-"""pumpctl command line."""
+"""pumpctl command line: the emulator launcher and the virtual programmer.
+docs/pumpctl.md is the user's guide.
+
+Exit codes:
+  0  done
+  1  input refused by pumpctl before anything was sent (malformed, ambiguous
+     or unknown value, bad option)
+  2  refused by the pump (a hard limit, the role, the arguments): nothing changed
+  3  link failure: no such port, pump busy, no reply
+  4  authentication: no key for this pump, wrong key, locked out, not
+     provisioned, session expired
+  5  cancelled at the review (or not confirmed without a terminal): nothing changed
+"""
 import argparse
+import contextlib
+import csv
 import json
+import os
 import signal
 import sys
 import time
 
+from pumpctl import report
+from pumpctl import units as u
 from pumpctl.emulator import Emulator, EmulatorError
+from pumpctl.fw import alarms, link_commands as lc, wire
+from pumpctl.keystore import KeyStore, KeyStoreError
+from pumpctl.link import AuthError, Client, LinkError, PumpError, emulator_port, find_auto, open_port, unpack_log
+
+EXIT_OK, EXIT_INPUT, EXIT_REFUSED, EXIT_LINK, EXIT_AUTH, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5
+_AUTH_CODES = (wire.NOT_AUTHENTICATED, wire.AUTH_FAILED, wire.LOCKED_OUT)
 
 
+class Cancelled(Exception):
+    pass
+
+
+class UsageError(Exception):
+    pass
+
+
+# -- output ------------------------------------------------------------------------
+def _jsonable(x):
+    if isinstance(x, (bytes, bytearray)):
+        return x.hex()
+    raise TypeError(type(x).__name__)
+
+
+def emit(args, data, text):
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True, default=_jsonable))
+    else:
+        print(text() if callable(text) else text)
+
+
+def note(msg):
+    print(msg, file=sys.stderr)
+
+
+def confirm(args, question):
+    """Review-then-confirm: --yes, or 'y' typed at a terminal. Anything else
+    cancels, and nothing has been changed."""
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise Cancelled("not confirmed: nothing changed (run at a terminal, or add --yes)")
+    sys.stdout.flush()
+    answer = input("%s [y/N] " % question).strip().lower()
+    if answer not in ("y", "yes"):
+        raise Cancelled("cancelled: nothing changed")
+
+
+# -- connecting ---------------------------------------------------------------------
+def provision_if_new(client, keystore):
+    """Provisions a new pump and stores its keys. Returns a line for the user."""
+    ident = client.identify()
+    serial = ident["serial"]
+    if ident["provisioned"]:
+        if keystore.has(serial):
+            return "pump %s: keys in %s" % (serial, keystore.path)
+        return "pump %s was provisioned by another programmer: no keys for it in %s" % (serial, keystore.path)
+    with _no_interrupt():  # the pump gives its keys once: never stop between getting and storing them
+        keys = client.provision()
+        try:
+            keystore.put(serial, keys["patient"], keys["clinician"], ident.get("model", ""))
+        except OSError as e:
+            # Show the keys rather than lose them.
+            raise KeyStoreError("could not save the keys of pump %s to %s (%s); keep them: patient %s clinician %s"
+                                % (serial, keystore.path, e, keys["patient"].hex(), keys["clinician"].hex()))
+    return "pump %s provisioned: new keys stored in %s" % (serial, keystore.path)
+
+
+@contextlib.contextmanager
+def _no_interrupt():
+    # Ctrl-C and SIGTERM wait until the block is done (then take effect).
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def connected(args, role=None):
+    """A client for --port (path, URL, auto or emulator), identified and,
+    with a role, logged in with that role's key from the key store."""
+    emu = None
+    spec = args.port
+    if spec == "emulator":
+        if emulator_port(args.state):
+            raise LinkError("an emulator is already running with state folder %s: use --port auto" % args.state)
+        emu = Emulator(args.state).start()
+        spec = emu.port
+    elif spec == "auto":
+        spec = find_auto(args.state)
+    try:
+        client = Client(open_port(spec), timeout=args.timeout)
+        try:
+            store = KeyStore(args.keystore)
+            if emu is not None:
+                note(provision_if_new(client, store))
+            ident = client.identify()
+            if role is not None:
+                client.login(role, store.get(ident["serial"], role))
+            yield client
+        finally:
+            client.close()
+    finally:
+        if emu is not None:
+            emu.stop()
+
+
+def session_role(args, default):
+    return args.role or default
+
+
+# -- commands without a session ---------------------------------------------------
+def cmd_identify(args):
+    with connected(args) as c:
+        ident = dict(c.identify())
+        ident["keys_in_store"] = KeyStore(args.keystore).has(ident["serial"])
+    emit(args, ident, lambda: report.table([
+        ["serial", ident["serial"]], ["model", ident["model"]], ["firmware", ident["firmware"]],
+        ["protocol", ident["version"]], ["reservoir", u.fmt_volume(ident["reservoir_nl"])],
+        ["stroke", "%d nL" % ident["stroke_nl"]],
+        ["provisioned", "yes" if ident["provisioned"] else "no (run `pumpctl provision`)"],
+        ["keys in store", "yes" if ident["keys_in_store"] else "no"]]))
+    return EXIT_OK
+
+
+def cmd_provision(args):
+    with connected(args) as c:
+        store = KeyStore(args.keystore)
+        ident = c.identify()
+        if ident["provisioned"] and not store.has(ident["serial"]):
+            raise PumpError({"code": wire.FORBIDDEN, "name": "FORBIDDEN",
+                             "reason": "pump %s is already provisioned and its keys are not in %s"
+                                       % (ident["serial"], store.path)})
+        line = provision_if_new(c, store)
+        c.login("clinician", store.get(ident["serial"], "clinician"))  # the keys work
+    emit(args, {"serial": ident["serial"], "keystore": str(store.path)}, line)
+    return EXIT_OK
+
+
+# -- reading ----------------------------------------------------------------------------
+def cmd_status(args):
+    with connected(args, session_role(args, "clinician")) as c:
+        st = c.request(lc.STATUS)
+        ident = c.identity
+    emit(args, {"identity": ident, "status": st}, lambda: report.status_text(ident, st))
+    return EXIT_OK
+
+
+def cmd_interrogate(args):
+    with connected(args, session_role(args, "clinician")) as c:
+        ident = c.identity
+        st = c.request(lc.STATUS)
+        th = c.request(lc.THERAPY)
+        al = c.request(lc.ALARMS)["alarms"]
+    data = {"identity": ident, "status": st, "therapy": th, "alarms": al}
+    emit(args, data, lambda: "\n\n".join([report.status_text(ident, st), "therapy:\n" + report.therapy_text(th),
+                                          "alarms:\n" + report.alarms_text(al)]))
+    return EXIT_OK
+
+
+def cmd_alarms(args):
+    with connected(args, session_role(args, "clinician")) as c:
+        al = c.request(lc.ALARMS)["alarms"]
+        acked = []
+        if args.ack is not None:
+            ids = [a[0] for a in al] if args.ack == "all" else [_alarm_id(args.ack)]
+            for a in ids:
+                acked.append([a, c.request(lc.ACK_ALARM, {"alarm": a})["acknowledged"]])
+            al = c.request(lc.ALARMS)["alarms"]
+    emit(args, {"alarms": al, "acknowledged": acked},
+         lambda: "\n".join(["acknowledged %s: %s" % (alarms.NAMES[a], "yes" if ok else "was not active")
+                            for a, ok in acked] + [report.alarms_text(al)]))
+    return EXIT_OK
+
+
+def _alarm_id(text):
+    if text.isdigit() and int(text) < alarms.COUNT:
+        return int(text)
+    names = [n.replace(" ", "-") for n in alarms.NAMES]
+    if text in names:
+        return names.index(text)
+    raise u.UnitError("alarm %r: give an id 0..%d or a name (%s), or 'all'" % (text, alarms.COUNT - 1, ", ".join(names)))
+
+
+def cmd_log(args):
+    first = args.first
+    with connected(args, session_role(args, "clinician")) as c:
+        recs = []
+        info = c.request(lc.LOG_READ, {"first": max(first, 1), "max": 1})
+        last = info["last_seq"] if args.last is None else min(args.last, info["last_seq"])
+        start = max(first, info["first_seq"])
+        nxt = start
+        progress = Progress(last - start + 1, "event log", enabled=sys.stderr.isatty() and not args.json)
+        while nxt <= last:
+            p = c.request(lc.LOG_READ, {"first": nxt, "max": lc.LOG_MAX_PER_READ})
+            recs += [r for r in unpack_log(p["recs"]) if r[0] <= last]
+            if p["next"] <= nxt:
+                break
+            nxt = p["next"]
+            progress.update(min(nxt, last + 1) - start)
+        progress.done()
+    if args.csv:
+        out = sys.stdout if args.csv == "-" else open(args.csv, "w", newline="")
+        try:
+            w = csv.writer(out)
+            w.writerow(report.LOG_HEADERS)
+            w.writerows(report.log_rows(recs))
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        if args.csv != "-":
+            note("%d records written to %s" % (len(recs), args.csv))
+        return EXIT_OK
+    emit(args, {"first_seq": info["first_seq"], "last_seq": info["last_seq"], "dropped": info["dropped"],
+                "records": [list(r[:8]) + [r[8].decode("utf-8", "replace")] for r in recs]},
+         lambda: report.table(report.log_rows(recs), report.LOG_HEADERS) or "no records")
+    return EXIT_OK
+
+
+class Progress:
+    """A one-line progress bar on stderr (only at a terminal)."""
+
+    def __init__(self, total, what, enabled=True):
+        self.total, self.what, self.enabled = max(total, 0), what, enabled
+        self.t0 = time.monotonic()
+
+    def update(self, n):
+        if not self.enabled or not self.total:
+            return
+        frac = min(1.0, n / self.total)
+        bar = "#" * int(frac * 30)
+        rate = n / max(time.monotonic() - self.t0, 1e-6)
+        sys.stderr.write("\r%s [%-30s] %d/%d records  %.0f/s " % (self.what, bar, n, self.total, rate))
+        sys.stderr.flush()
+
+    def done(self):
+        if self.enabled and self.total:
+            sys.stderr.write("\n")
+
+
+# -- therapy: review, then confirm ------------------------------------------------
+def _rx_from_args(args, required=True):
+    if args.file:
+        if any((args.drug, args.conc, args.dose, args.step, args.periodic, args.demand)):
+            raise u.UnitError("give the prescription either in --file or as options, not both")
+        return u.prescription_file(args.file)
+    if not required and not any((args.drug, args.conc, args.dose, args.step, args.periodic, args.demand)):
+        return None
+    if not args.drug or not args.conc:
+        raise u.UnitError("a prescription needs --drug and --conc (e.g. --drug morphine --conc 10mg/mL)")
+    return u.prescription(args.drug, args.conc, args.dose, args.step or [], args.periodic or [], args.demand)
+
+
+def _extra(day, tod, total_ng, total_nl, empty_in_s, unit):
+    return {"total": report.total_text(total_ng, total_nl, unit),
+            "empty": u.fmt_date(u.date_after(day, tod, empty_in_s)) if empty_in_s is not None else "-"}
+
+
+def cmd_program(args):
+    rx = _rx_from_args(args)
+    unit = u.drug_unit(rx["drug"])
+    with connected(args, session_role(args, "clinician")) as c:
+        st = c.request(lc.STATUS)
+        th = c.request(lc.THERAPY)
+        check = c.request(lc.PROGRAM, {"rx": rx, "check": True})
+        day, tod = st["day"], st["tod_s"]
+        cur = _extra(day, tod, th.get("daily_ng"), th.get("max_daily_nl"), st.get("empty_in_s"), unit)
+        new = _extra(day, tod, check["daily_ng"], check["max_daily_nl"], check["empty_in_s"], unit)
+        review = report.compare(th.get("rx"), rx, cur, new, unit)
+        if not args.json:
+            print("Review: new therapy for pump %s (reservoir %s)\n%s\n" % (
+                c.identity["serial"], u.fmt_volume(st["remaining_nl"]), review))
+        confirm(args, "Program this therapy?")
+        done = c.request(lc.PROGRAM, {"rx": rx})
+    emit(args, {"programmed": rx, "result": done, "previous": th.get("rx")},
+         "programmed: 24-hour maximum %s" % report.total_text(done["daily_ng"], done["max_daily_nl"], unit))
+    return EXIT_OK
+
+
+def _current_rx(c):
+    th = c.request(lc.THERAPY)
+    if th.get("rx") is None:
+        raise PumpError({"code": wire.LIMIT, "name": "LIMIT", "limit": "not_programmed",
+                         "reason": "no therapy programmed"})
+    return th["rx"]
+
+
+def cmd_bolus(args):
+    dose = u.mass_ng(args.dose, "bolus dose")
+    dur = u.duration_s(args.over, "bolus duration")
+    with connected(args, session_role(args, "clinician")) as c:
+        rx = _current_rx(c)
+        unit = u.drug_unit(rx["drug"])
+        vol = report.fw_units.dose_to_volume_nl(dose, rx["conc"])
+        if not args.json:
+            print("Review: clinician bolus of %s (about %s of %s %s) over %s; basal delivery pauses meanwhile" % (
+                u.fmt_mass(dose, unit), u.fmt_volume(vol), rx["drug"], u.fmt_conc(rx["conc"], unit),
+                u.fmt_duration(dur)))
+        confirm(args, "Start this bolus?")
+        r = c.request(lc.BOLUS, {"dose_ng": dose, "duration_s": dur})
+    emit(args, r, "bolus started: %d strokes, %s" % (r["strokes"], u.fmt_volume(r["volume_nl"])))
+    return EXIT_OK
+
+
+def cmd_prime(args):
+    vol = u.volume_nl(args.volume, "priming volume")
+    dur = u.duration_s(args.over, "priming duration")
+    with connected(args, session_role(args, "clinician")) as c:
+        if not args.json:
+            print("Review: priming bolus of %s over %s (fills the catheter; counted as volume, not dose)"
+                  % (u.fmt_volume(vol, 4), u.fmt_duration(dur)))
+        confirm(args, "Start priming?")
+        r = c.request(lc.PRIME, {"volume_nl": vol, "duration_s": dur})
+    emit(args, r, "priming started: %d strokes, %s" % (r["strokes"], u.fmt_volume(r["volume_nl"], 4)))
+    return EXIT_OK
+
+
+def cmd_demand(args):
+    with connected(args, session_role(args, "patient")) as c:
+        r = c.request(lc.DEMAND)
+    emit(args, r, "demand bolus started: %s over %s" % (u.fmt_volume(r["volume_nl"]), u.fmt_duration(r["duration_s"])))
+    return EXIT_OK
+
+
+def cmd_suspend(args):
+    with connected(args, session_role(args, "clinician")) as c:
+        rx = c.request(lc.THERAPY).get("rx")
+        if not args.json:
+            print("Review: suspend therapy. Delivery stops until a clinician resumes it.")
+            if rx and rx["drug"] == "baclofen":
+                print("WARNING: abrupt withdrawal of intrathecal baclofen can be fatal.")
+        confirm(args, "Suspend?")
+        r = c.request(lc.SUSPEND)
+    emit(args, r, "pump %s" % r["state"])
+    return EXIT_OK
+
+
+def cmd_resume(args):
+    with connected(args, session_role(args, "clinician")) as c:
+        th = c.request(lc.THERAPY)
+        if not args.json:
+            print("Review: resume this therapy (no catch-up of what was missed):\n%s\n" % report.therapy_text(th))
+        confirm(args, "Resume?")
+        r = c.request(lc.RESUME)
+    emit(args, r, "pump %s" % r["state"])
+    return EXIT_OK
+
+
+def cmd_refill(args):
+    withdrawn = u.volume_nl(args.withdrawn, "withdrawn volume")
+    added = u.volume_nl(args.added, "added volume")
+    rx = _rx_from_args(args, required=False)
+    with connected(args, session_role(args, "clinician")) as c:
+        st = c.request(lc.STATUS)
+        th = c.request(lc.THERAPY)
+        req = {"withdrawn_nl": withdrawn, "added_nl": added}
+        if rx is not None:
+            req["rx"] = rx
+        check = c.request(lc.REFILL, dict(req, check=True))
+        new_rx = rx or th.get("rx")
+        unit = u.drug_unit(new_rx["drug"] if new_rx else st.get("drug"))
+        review = [
+            ["expected in the reservoir", u.fmt_volume(check["expected_nl"])],
+            ["withdrawn", u.fmt_volume(withdrawn)],
+            ["discrepancy", "%+.3f mL%s" % (check["discrepancy_nl"] / 1e6, "  WARNING" if check["warning"] else "")],
+            ["added", u.fmt_volume(added)],
+        ]
+        if not args.json:
+            print("Review: refill of pump %s\n%s\n" % (c.identity["serial"], report.table(review)))
+            if rx is not None:
+                day, tod = st["day"], st["tod_s"]
+                cur = _extra(day, tod, th.get("daily_ng"), th.get("max_daily_nl"), st.get("empty_in_s"), unit)
+                new = _extra(day, tod, check["daily_ng"], check["max_daily_nl"], check["empty_in_s"], unit)
+                print("New prescription:\n%s\n" % report.compare(th.get("rx"), rx, cur, new, unit))
+                old = th.get("rx")
+                if old and (old["drug"], old["conc"]) != (rx["drug"], rx["conc"]):
+                    print("Drug or concentration changes: the catheter's old drug is pushed out first "
+                          "(bridge bolus, automatic).\n")
+            elif check.get("empty_in_s") is not None:
+                print("projected empty after refill: %s\n" % u.fmt_date(
+                    u.date_after(st["day"], st["tod_s"], check["empty_in_s"])))
+        if check["warning"]:
+            _acknowledge_discrepancy(args, check)
+        confirm(args, "Record this refill?")
+        done = c.request(lc.REFILL, req)
+        if done["warning"]:
+            # The clinician has acknowledged the warning: so does the pump.
+            c.request(lc.ACK_ALARM, {"alarm": alarms.REFILL_DISCREPANCY})
+    emit(args, done, "refill recorded: %s in the reservoir; discrepancy %+.3f mL%s" % (
+        u.fmt_volume(added), done["discrepancy_nl"] / 1e6, " (acknowledged)" if done["warning"] else ""))
+    return EXIT_OK
+
+
+def _acknowledge_discrepancy(args, check):
+    msg = ("WARNING: withdrawn %s but %s expected (%+.3f mL). Possible over- or under-infusion, or a pocket "
+           "fill at the last refill: check the patient and the pump before going on."
+           % (u.fmt_volume(check["withdrawn_nl"]), u.fmt_volume(check["expected_nl"]), check["discrepancy_nl"] / 1e6))
+    note(msg)
+    if args.accept_discrepancy:
+        return
+    if not sys.stdin.isatty():
+        raise Cancelled("discrepancy not acknowledged: nothing changed (add --accept-discrepancy after checking)")
+    if input("Type 'acknowledge' to go on: ").strip().lower() != "acknowledge":
+        raise Cancelled("discrepancy not acknowledged: nothing changed")
+
+
+def cmd_clock(args):
+    with connected(args, session_role(args, "clinician")) as c:
+        st = c.request(lc.STATUS)
+        now = u.fmt_datetime(st["day"], st["tod_s"])
+        if args.set is None:
+            emit(args, {"day": st["day"], "tod_s": st["tod_s"]}, "pump clock: %s" % now)
+            return EXIT_OK
+        day, tod = u.parse_datetime(args.set)
+        if not args.json:
+            print("Review: pump clock %s -> %s (flex steps and periodic boluses follow the new time; "
+                  "no catch-up or repeat of delivery)" % (now, u.fmt_datetime(day, tod)))
+        confirm(args, "Set the clock?")
+        r = c.request(lc.SET_CLOCK, {"day": day, "tod_s": tod})
+    emit(args, r, "pump clock set to %s" % u.fmt_datetime(r["day"], r["tod_s"]))
+    return EXIT_OK
+
+
+def cmd_low(args):
+    vol = u.volume_nl(args.volume, "low-reservoir threshold")
+    with connected(args, session_role(args, "clinician")) as c:
+        st = c.request(lc.STATUS)
+        if not args.json:
+            print("Review: low-reservoir alarm at %s (now %s)" % (u.fmt_volume(vol), u.fmt_volume(st["low_nl"])))
+        confirm(args, "Set it?")
+        r = c.request(lc.SET_LOW, {"low_nl": vol})
+    emit(args, r, "low-reservoir alarm at %s" % u.fmt_volume(r["low_nl"]))
+    return EXIT_OK
+
+
+def cmd_alarm_date(args):
+    day = 0 if args.date == "off" else u.parse_date(args.date)
+    with connected(args, session_role(args, "clinician")) as c:
+        st = c.request(lc.STATUS)
+        if not args.json:
+            print("Review: alarm date %s (now %s)" % (u.fmt_date(day) if day else "off", u.fmt_date(st.get("alarm_day"))))
+        confirm(args, "Set it?")
+        r = c.request(lc.SET_ALARM_DATE, {"day": day})
+    emit(args, r, "alarm date %s" % (u.fmt_date(r["day"]) if r["day"] else "off"))
+    return EXIT_OK
+
+
+def cmd_diary(args):
+    if not 0 <= args.pain <= lc.PAIN_MAX:
+        raise u.UnitError("pain score %d: give 0 (none) to %d (worst)" % (args.pain, lc.PAIN_MAX))
+    if args.activity not in lc.ACTIVITIES:
+        raise u.UnitError("activity %r: one of %s" % (args.activity, ", ".join(lc.ACTIVITIES)))
+    if len(args.note.encode()) > lc.NOTE_MAX:
+        raise u.UnitError("note is %d bytes: at most %d" % (len(args.note.encode()), lc.NOTE_MAX))
+    with connected(args, session_role(args, "patient")) as c:
+        r = c.request(lc.DIARY, {"pain": args.pain, "activity": args.activity, "note": args.note})
+    emit(args, r, "diary entry %d recorded" % r["seq"])
+    return EXIT_OK
+
+
+# -- the emulator ---------------------------------------------------------------------------
 def cmd_emulate(args) -> int:
     emu = Emulator(args.state, virtual=args.virtual, prescription=args.prescription)
     try:
         emu.start()
     except (EmulatorError, FileNotFoundError) as e:
         print("pumpctl: %s" % e, file=sys.stderr)
-        return 3
-    print("emulated pump running")
-    print("  serial port: %s" % emu.port)
-    print("  bench port:  %s" % emu.bench_path)
-    print("  flash image: %s" % emu.image)
-    print("Ctrl-C stops it with its state on flash.", flush=True)
+        return EXIT_LINK
+    record = emu.state_dir / "port.json"  # for `--port auto`
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on kill too
     try:
+        print("emulated pump running")
+        print("  serial port: %s" % emu.port)
+        print("  bench port:  %s" % emu.bench_path)
+        print("  flash image: %s" % emu.image, flush=True)
+        record.write_text(json.dumps({"port": emu.port, "pid": os.getpid()}) + "\n")
+        try:
+            client = Client(open_port(emu.port), timeout=args.timeout)
+            try:
+                print("  %s" % provision_if_new(client, KeyStore(args.keystore)))
+            finally:
+                client.close()
+        except (LinkError, PumpError, KeyStoreError) as e:
+            print("  provisioning failed: %s" % e)
+        print("Ctrl-C stops it with its state on flash.", flush=True)
         with emu.bench() as bench:
             while emu.proc.poll() is None:
                 s = bench.call("status")
@@ -36,22 +523,152 @@ def cmd_emulate(args) -> int:
     except KeyboardInterrupt:
         print("\nstopping")
     finally:
+        try:
+            record.unlink()
+        except FileNotFoundError:
+            pass
         emu.stop()
-    return 0
+    return EXIT_OK
+
+
+# -- the parser ---------------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # exit 1 (refused input), not argparse's 2 (= refused by the pump)
+        self.print_usage(sys.stderr)
+        raise UsageError(message)
+
+
+def _common():
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("connection and output")
+    g.add_argument("--port", default="auto",
+                   help="device path, pyserial URL (socket://host:port, rfc2217://...), 'auto' (a Pico on USB, "
+                        "else the emulator of --state) or 'emulator' (start one for this command)")
+    g.add_argument("--state", default="run", help="emulator state folder (default: run)")
+    g.add_argument("--keystore", help="key store file (default: $PUMPCTL_KEYSTORE or ~/.config/pumpctl/keys.json)")
+    g.add_argument("--role", choices=("clinician", "patient"), help="log in with this role's key")
+    g.add_argument("--json", action="store_true", help="machine-readable output")
+    g.add_argument("--yes", action="store_true", help="confirm the review without asking")
+    g.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply (default 2)")
+    return p
+
+
+def _rx_options(p):
+    g = p.add_argument_group("prescription (clinician units)")
+    g.add_argument("--drug", help="e.g. morphine, baclofen, ziconotide")
+    g.add_argument("--conc", help="concentration, e.g. 10mg/mL or 500ug/mL")
+    g.add_argument("--dose", help="continuous daily dose, e.g. 4mg/day")
+    g.add_argument("--step", action="append", help="flex step TIME=RATE, e.g. 08:00=5mg/day (repeat)")
+    g.add_argument("--periodic", action="append", help="periodic bolus TIME=DOSE/DURATION, e.g. 12:00=0.5mg/10min")
+    g.add_argument("--demand", help="patient demand bolus DOSE/DURATION,lockout=DURATION,max=N")
+    g.add_argument("--file", help="prescription as JSON (docs/pumpctl.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pumpctl", description="Virtual clinician programmer for the intrathecal pump.")
-    sub = p.add_subparsers(dest="command", required=True)
-    e = sub.add_parser("emulate", help="start the emulated pump and show its ports")
+    common = _common()
+    p = Parser(prog="pumpctl", description="Virtual clinician programmer for the intrathecal pump.",
+               epilog="exit codes: 0 done, 1 input refused by pumpctl, 2 refused by the pump, 3 link failure, "
+                      "4 authentication, 5 cancelled at the review")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    def add(name, func, help, parents=(common,)):
+        s = sub.add_parser(name, help=help, description=help, parents=list(parents))
+        s.set_defaults(func=func)
+        return s
+
+    e = add("emulate", cmd_emulate, "start the emulated pump and show its ports", parents=())
     e.add_argument("--state", default="run", help="folder for the flash image and bench socket (default: run)")
     e.add_argument("--virtual", action="store_true", help="virtual time, advanced through the bench port")
     e.add_argument("--prescription", type=json.loads, help="therapy (JSON) when the flash holds none")
     e.add_argument("--no-status", dest="status", action="store_false", help="no live status line")
-    e.set_defaults(func=cmd_emulate)
+    e.add_argument("--keystore", help="key store for the new pump's keys")
+    e.add_argument("--timeout", type=float, default=2.0, help=argparse.SUPPRESS)
+
+    add("identify", cmd_identify, "who is there (no login)")
+    add("provision", cmd_provision, "give a new pump its keys and store them")
+    add("status", cmd_status, "state, reservoir, alarms, battery (patient or clinician)")
+    add("interrogate", cmd_interrogate, "full report: device, clock, therapy, reservoir, alarms, totals")
+    s = add("program", cmd_program, "program a therapy (review, then confirm)")
+    _rx_options(s)
+    s = add("bolus", cmd_bolus, "clinician bolus (replaces basal while it runs)")
+    s.add_argument("--dose", required=True, help="e.g. 1mg")
+    s.add_argument("--over", required=True, help="duration, e.g. 30min")
+    s = add("prime", cmd_prime, "priming bolus to fill a new catheter")
+    s.add_argument("--volume", required=True, help="e.g. 0.2mL")
+    s.add_argument("--over", required=True, help="duration, e.g. 10min")
+    add("demand", cmd_demand, "patient demand bolus (patient role)")
+    add("suspend", cmd_suspend, "stop delivery until resumed")
+    add("resume", cmd_resume, "resume the programmed therapy")
+    s = add("refill", cmd_refill, "guided refill: expected vs withdrawn, then the new fill (and prescription)")
+    s.add_argument("--withdrawn", required=True, help="volume drawn out of the reservoir, e.g. 9.5mL")
+    s.add_argument("--added", required=True, help="volume put in, e.g. 20mL")
+    s.add_argument("--accept-discrepancy", action="store_true", help="acknowledge a discrepancy warning")
+    _rx_options(s)
+    s = add("alarms", cmd_alarms, "list alarms; --ack to acknowledge")
+    s.add_argument("--ack", help="alarm id or name, or 'all'")
+    s = add("clock", cmd_clock, "show or set the pump clock")
+    s.add_argument("--set", help="'now' (this computer's local time) or YYYY-MM-DDTHH:MM[:SS]")
+    s = add("low-threshold", cmd_low, "set the low-reservoir alarm volume")
+    s.add_argument("volume", help="e.g. 3mL")
+    s = add("alarm-date", cmd_alarm_date, "set the alarm (next refill) date")
+    s.add_argument("date", help="YYYY-MM-DD or 'off'")
+    s = add("log", cmd_log, "download the event log (table, --json or --csv)")
+    s.add_argument("--from", dest="first", type=int, default=1, help="first sequence number")
+    s.add_argument("--to", dest="last", type=int, help="last sequence number")
+    s.add_argument("--csv", help="write CSV to FILE ('-' for standard output)")
+    s = add("diary", cmd_diary, "add a pain diary entry (patient role)")
+    s.add_argument("--pain", type=int, required=True, help="pain score 0 (none) to 10 (worst)")
+    s.add_argument("--activity", required=True, help=", ".join(lc.ACTIVITIES))
+    s.add_argument("--note", default="", help="short note (up to 32 bytes)")
+    from pumpctl.deploy import add_deploy_parser  # installs the firmware on a Pico (boards/pico)
+
+    add_deploy_parser(sub)
     return p
 
 
+def _refused(e, args):
+    note("pump refused: %s%s: %s" % (e.name, " (%s)" % e.limit if e.limit else "", e.reason))
+    drug = (getattr(args, "drug", None) or "").strip().lower() or None
+    try:
+        conc = u.conc_ng_ml(args.conc) if getattr(args, "conc", None) else None
+    except u.UnitError:
+        conc = None
+    hint = report.clinical_hint(e.limit, e.reason, drug, conc)
+    if hint:
+        note("  " + hint)
+    if e.limit == "concentration_change":
+        note("  a drug or concentration change goes with a refill: pumpctl refill --withdrawn ... --added ... "
+             "--drug ... --conc ...")
+    if not e.trusted:
+        note("  (unauthenticated reply)")
+    note("nothing was changed on the pump")
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UsageError as e:
+        note("pumpctl: %s" % e)
+        return EXIT_INPUT
+    except u.UnitError as e:
+        note("pumpctl: %s (nothing sent)" % e)
+        return EXIT_INPUT
+    except (KeyStoreError, AuthError) as e:
+        note("pumpctl: %s" % e)
+        return EXIT_AUTH
+    except PumpError as e:
+        if e.code in _AUTH_CODES:
+            note("pumpctl: %s (log in again)" % e if e.code == wire.NOT_AUTHENTICATED else "pumpctl: %s" % e)
+            return EXIT_AUTH
+        _refused(e, args)
+        return EXIT_REFUSED
+    except (LinkError, EmulatorError) as e:
+        note("pumpctl: %s" % e)
+        return EXIT_LINK
+    except Cancelled as e:
+        note("pumpctl: %s" % e)
+        return EXIT_CANCELLED
+    except BrokenPipeError:  # output piped into e.g. head
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

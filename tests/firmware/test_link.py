@@ -188,7 +188,13 @@ def test_keys_persist_on_flash_and_a_broken_record_locks_the_link():
     io3 = Loop()
     link3 = Link(pump3, io3)
     assert link3.keys.broken and not link3.provisioned
-    Host(link3, io3).err(lc.PROVISION, {"entropy": ENTROPY}, wire.INTERNAL)
+    host3 = Host(link3, io3)
+    host3.err(lc.PROVISION, {"entropy": ENTROPY}, wire.INTERNAL)
+    host3.err(lc.HELLO, {"role": wire.ROLE_CLINICIAN, "nonce": bytes(16)}, wire.FORBIDDEN)
+    for name in os.listdir(d + "/link"):
+        os.remove(d + "/link/" + name)
+    os.rmdir(d + "/link")
+    os.rmdir(d)
 
 
 def test_clinician_session_programs_flex_and_audits_it():
@@ -212,7 +218,7 @@ def test_limit_error_is_typed_and_changes_nothing():
     before = pump.rx
     rx = dict(FLEX, steps=[[0, 30000000]])
     p = host.err(lc.PROGRAM, {"rx": rx}, wire.LIMIT)
-    assert p["limit"] == "daily_max" and "exceeds" in p["reason"], p
+    assert p["limit"] == "daily_max" and p["reason"].endswith("exceeds 20000000 ng/day"), p
     assert pump.rx is before
     assert records(pump, lc.EV_COMMAND, b"program")[-1][7] == wire.LIMIT
     # Malformed shapes are BAD_ARGS, unknown keys too.

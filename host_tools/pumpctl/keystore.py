@@ -1,0 +1,88 @@
+"""The programmer's key store: each pump's link keys, by serial number.
+
+A JSON file readable by its owner only (mode 0600, in a 0700 folder):
+    {"version": 1, "pumps": {"EMU-1A2B3C4D": {"patient": "<64 hex>",
+                                               "clinician": "<64 hex>",
+                                               "model": "...", "provisioned": "<ISO time>"}}}
+Where: --keystore PATH, else $PUMPCTL_KEYSTORE, else
+$XDG_CONFIG_HOME/pumpctl/keys.json (default ~/.config/pumpctl/keys.json).
+Keys come from the pump at provisioning (random, per pump); nothing here is
+derived from a serial number.
+"""
+import datetime
+import json
+import os
+from pathlib import Path
+
+from pumpctl.fw import wire
+
+ROLES = {"patient": wire.ROLE_PATIENT, "clinician": wire.ROLE_CLINICIAN}
+VERSION = 1
+
+
+class KeyStoreError(RuntimeError):
+    pass
+
+
+def default_path(explicit=None) -> Path:
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("PUMPCTL_KEYSTORE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "pumpctl" / "keys.json"
+
+
+class KeyStore:
+    def __init__(self, path=None):
+        self.path = default_path(path)
+
+    def _load(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {"version": VERSION, "pumps": {}}
+        except (OSError, ValueError) as e:
+            raise KeyStoreError("key store %s unreadable: %s" % (self.path, e))
+        if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("pumps"), dict):
+            raise KeyStoreError("key store %s: not a version %d key store" % (self.path, VERSION))
+        return data
+
+    def get(self, serial: str, role: str) -> bytes:
+        """The key for `role` of pump `serial`; KeyStoreError if there is none."""
+        entry = self._load()["pumps"].get(serial)
+        if entry is None:
+            raise KeyStoreError("no keys for pump %s in %s (provision it, or use the key store it was "
+                                "provisioned with: --keystore)" % (serial, self.path))
+        try:
+            key = bytes.fromhex(entry[role])
+        except (KeyError, TypeError, ValueError):
+            raise KeyStoreError("key store %s has no valid %s key for pump %s" % (self.path, role, serial))
+        if len(key) != wire.KEY_LEN:
+            raise KeyStoreError("key store %s: %s key for pump %s is not %d bytes"
+                                % (self.path, role, serial, wire.KEY_LEN))
+        return key
+
+    def has(self, serial: str) -> bool:
+        return serial in self._load()["pumps"]
+
+    def put(self, serial: str, patient: bytes, clinician: bytes, model: str = ""):
+        data = self._load()
+        data["pumps"][serial] = {
+            "patient": patient.hex(), "clinician": clinician.hex(), "model": model,
+            "provisioned": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        self._write(data)
+
+    def _write(self, data: dict):
+        # Owner-only, replaced atomically: a crash never leaves half a file.
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)

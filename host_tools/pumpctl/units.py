@@ -1,0 +1,328 @@
+"""Clinical units <-> the firmware's integers (ng, ng/mL, nL, seconds).
+
+Every conversion is exact decimal arithmetic: input that does not come to a
+whole number of firmware units is refused with a message, never rounded, and
+a unit pumpctl does not know, a missing unit or an ambiguous form (a bolus
+duration without a number) is refused too. Nothing here talks to a pump.
+
+    mass      0.5mg  200ug  200µg  200mcg  50ng
+    volume    18.5mL  500uL
+    duration  90s  10min  1.5h  1day
+    conc      10mg/mL  100ug/mL
+    rate      4mg/day  0.5mg/h  100ug/24h
+    bolus     0.5mg/10min          (dose over a duration: the number is required)
+    step      08:00=5mg/day
+    periodic  12:00=0.5mg/10min
+    demand    0.2mg/5min,lockout=30min,max=4
+"""
+import datetime
+import json
+import re
+from decimal import Decimal
+
+from pumpctl.fw import limits
+
+S_PER_DAY = 86400
+NL_PER_ML = 1_000_000
+
+MASS_NG = {"g": 10**9, "mg": 10**6, "ug": 10**3, "µg": 10**3, "μg": 10**3, "mcg": 10**3, "ng": 1}
+VOLUME_NL = {"l": 10**9, "ml": 10**6, "ul": 10**3, "µl": 10**3, "μl": 10**3, "nl": 1}
+TIME_S = {"s": 1, "sec": 1, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "day": 86400}
+
+_QTY = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)?\s*([^\W\d_]+)\s*")
+_TOD = re.compile(r"\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*")
+
+
+class UnitError(ValueError):
+    """Input pumpctl cannot convert exactly; the message says why and how."""
+
+
+# -- parsing ---------------------------------------------------------------------
+def _quantity(text, table, what, example, need_number=True):
+    if not isinstance(text, str):
+        raise UnitError("%s: expected text like %s, got %r" % (what, example, text))
+    if "," in text:
+        raise UnitError("%s: %r: use a decimal point, e.g. %s" % (what, text, example))
+    m = _QTY.fullmatch(text)
+    if not m:
+        raise UnitError("%s: %r is not a number with a unit, e.g. %s" % (what, text, example))
+    number, unit = m.group(1), m.group(2)
+    if number is None and need_number:
+        raise UnitError("%s: %r has no number, e.g. %s" % (what, text, example))
+    factor = table.get(unit.lower())
+    if factor is None:
+        raise UnitError("%s: unknown unit %r in %r (use one of: %s)"
+                        % (what, unit, text, ", ".join(sorted(set(table)))))
+    return Decimal(number if number is not None else 1), factor
+
+
+def _whole(value, what, text, unit):
+    if value != value.to_integral_value():
+        raise UnitError("%s: %r is not a whole number of %s (the pump counts whole %s)" % (what, text, unit, unit))
+    return int(value)
+
+
+def mass_ng(text, what="dose"):
+    n, f = _quantity(text, MASS_NG, what, "0.5mg")
+    return _whole(n * f, what, text, "ng")
+
+
+def volume_nl(text, what="volume"):
+    n, f = _quantity(text, VOLUME_NL, what, "18.5mL")
+    return _whole(n * f, what, text, "nL")
+
+
+def duration_s(text, what="duration"):
+    n, f = _quantity(text, TIME_S, what, "10min")
+    return _whole(n * f, what, text, "seconds")
+
+
+def _fraction(text, what, example):
+    parts = text.split("/") if isinstance(text, str) else []
+    if len(parts) != 2:
+        raise UnitError("%s: %r must be of the form %s" % (what, text, example))
+    return parts
+
+
+def conc_ng_ml(text):
+    num, den = _fraction(text, "concentration", "10mg/mL")
+    mass, mf = _quantity(num, MASS_NG, "concentration", "10mg/mL")
+    vol, vf = _quantity(den, VOLUME_NL, "concentration", "10mg/mL", need_number=False)
+    return _whole(mass * mf * NL_PER_ML / (vol * vf), "concentration", text, "ng/mL")
+
+
+def rate_ng_day(text, what="dose"):
+    num, den = _fraction(text, what, "4mg/day")
+    mass, mf = _quantity(num, MASS_NG, what, "4mg/day")
+    t, tf = _quantity(den, TIME_S, what, "4mg/day", need_number=False)
+    if t == 0:
+        raise UnitError("%s: %r: zero duration" % (what, text))
+    return _whole(mass * mf * S_PER_DAY / (t * tf), what, text, "ng/day")
+
+
+def bolus(text, what="bolus"):
+    """'0.5mg/10min' -> (dose ng, duration s). The duration needs its number:
+    '0.5mg/h' would read as a rate, so it is refused as ambiguous."""
+    num, den = _fraction(text, what, "0.5mg/10min")
+    if not re.match(r"\s*[\d.]", den):
+        raise UnitError("%s: %r is ambiguous: give the duration with a number, e.g. %s/1%s"
+                        % (what, text, num.strip(), den.strip()))
+    return mass_ng(num, what), duration_s(den, what + " duration")
+
+
+def time_of_day(text, what="time"):
+    m = _TOD.fullmatch(text) if isinstance(text, str) else None
+    if not m:
+        raise UnitError("%s: %r is not a time of day HH:MM" % (what, text))
+    h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    if h > 23 or mi > 59 or s > 59:
+        raise UnitError("%s: %r is not a time of day between 00:00 and 23:59" % (what, text))
+    return h * 3600 + mi * 60 + s
+
+
+def _assignment(text, what, example):
+    if not isinstance(text, str) or text.count("=") != 1:
+        raise UnitError("%s: %r must be of the form %s" % (what, text, example))
+    return text.split("=")
+
+
+def step(text):
+    t, rate = _assignment(text, "step", "08:00=5mg/day")
+    return [time_of_day(t, "step time"), rate_ng_day(rate, "step dose")]
+
+
+def periodic(text):
+    t, b = _assignment(text, "periodic bolus", "12:00=0.5mg/10min")
+    dose, dur = bolus(b, "periodic bolus")
+    return [time_of_day(t, "periodic bolus time"), dose, dur]
+
+
+def demand(text):
+    """'0.2mg/5min,lockout=30min,max=4' -> [dose ng, duration s, lockout s, max/day].
+    Lockout and maximum have no defaults: both must be given."""
+    if not isinstance(text, str):
+        raise UnitError("demand: expected text like 0.2mg/5min,lockout=30min,max=4")
+    parts = [p.strip() for p in text.split(",")]
+    dose, dur = bolus(parts[0], "demand bolus")
+    opts = {}
+    for p in parts[1:]:
+        k, v = _assignment(p, "demand", "lockout=30min")
+        k = k.strip()
+        if k not in ("lockout", "max") or k in opts:
+            raise UnitError("demand: %r: expected lockout=DURATION and max=COUNT once each" % p)
+        opts[k] = v.strip()
+    if set(opts) != {"lockout", "max"}:
+        raise UnitError("demand: give both lockout and max, e.g. 0.2mg/5min,lockout=30min,max=4")
+    if not opts["max"].isdigit():
+        raise UnitError("demand: max=%r must be a whole number of boluses per 24 h" % opts["max"])
+    return [dose, dur, duration_s(opts["lockout"], "demand lockout"), int(opts["max"])]
+
+
+def drug_name(text):
+    name = (text or "").strip().lower()
+    if name not in limits.DRUGS:
+        raise UnitError("unknown drug %r (known: %s)" % (text, ", ".join(sorted(limits.DRUGS))))
+    return name
+
+
+def prescription(drug, conc, dose=None, steps=(), periodic_=(), demand_=None):
+    """The link's compact prescription from clinician-unit text. Structure is
+    checked here (nothing is sent otherwise); the hard limits by the pump."""
+    rx = {"drug": drug_name(drug), "conc": conc_ng_ml(conc)}
+    if (dose is None) == (not steps):
+        raise UnitError("give either --dose (continuous) or --step (flex), not both or neither")
+    rows = [[0, rate_ng_day(dose)]] if dose is not None else sorted(step(s) for s in steps)
+    times = [r[0] for r in rows]
+    if times[0] != 0:
+        raise UnitError("flex steps cover the whole day: the first step starts at 00:00")
+    if len(set(times)) != len(times):
+        raise UnitError("two flex steps start at the same time")
+    rx["steps"] = rows
+    per = sorted(periodic(p) for p in periodic_)
+    if len({p[0] for p in per}) != len(per):
+        raise UnitError("two periodic boluses at the same time")
+    if per:
+        rx["periodic"] = per
+    if demand_ is not None:
+        rx["demand"] = demand(demand_)
+    return rx
+
+
+_FILE_KEYS = {"drug", "conc", "dose", "steps", "periodic", "demand"}
+_FW_KEYS = {"drug", "conc_ng_ml", "steps", "periodic", "demand"}
+
+
+def prescription_file(path):
+    """A prescription from JSON: clinician units with the command-line syntax
+    {"drug": "morphine", "conc": "10mg/mL", "steps": ["00:00=3mg/day", ...],
+     "periodic": ["12:00=0.5mg/10min"], "demand": "0.2mg/5min,lockout=30min,max=4"}
+    ("dose": "4mg/day" instead of steps for continuous), or the firmware's
+    integer form {"drug", "conc_ng_ml", "steps": [{"start_s", "dose_ng_day"}], ...}."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as e:
+        raise UnitError("prescription file %s: %s" % (path, e.strerror))
+    except ValueError as e:
+        raise UnitError("prescription file %s is not JSON: %s" % (path, e))
+    if not isinstance(data, dict):
+        raise UnitError("prescription file %s: expected a JSON object" % path)
+    if "conc_ng_ml" in data:
+        return _firmware_form(data, path)
+    unknown = set(data) - _FILE_KEYS
+    if unknown:
+        raise UnitError("prescription file %s: unknown keys %s (allowed: %s)"
+                        % (path, ", ".join(sorted(unknown)), ", ".join(sorted(_FILE_KEYS))))
+    for k in ("steps", "periodic"):
+        if not isinstance(data.get(k, []), list):
+            raise UnitError("prescription file %s: %r must be a list of strings" % (path, k))
+    return prescription(data.get("drug"), data.get("conc"), data.get("dose"), data.get("steps", []),
+                        data.get("periodic", []), data.get("demand"))
+
+
+def _int(v, what):
+    if type(v) is not int or v < 0:
+        raise UnitError("%s must be a non-negative integer, got %r" % (what, v))
+    return v
+
+
+def _firmware_form(d, path):
+    unknown = set(d) - _FW_KEYS
+    if unknown:
+        raise UnitError("prescription file %s: unknown keys %s" % (path, ", ".join(sorted(unknown))))
+    try:
+        rx = {"drug": drug_name(d["drug"]), "conc": _int(d["conc_ng_ml"], "conc_ng_ml"),
+              "steps": [[_int(s["start_s"], "start_s"), _int(s["dose_ng_day"], "dose_ng_day")] for s in d["steps"]]}
+        per = [[_int(b["time_s"], "time_s"), _int(b["dose_ng"], "dose_ng"), _int(b["duration_s"], "duration_s")]
+               for b in d.get("periodic", [])]
+        if per:
+            rx["periodic"] = per
+        dem = d.get("demand")
+        if dem is not None:
+            rx["demand"] = [_int(dem[k], k) for k in ("dose_ng", "duration_s", "lockout_s", "max_per_day")]
+    except (KeyError, TypeError) as e:
+        raise UnitError("prescription file %s: malformed firmware prescription (%s)" % (path, e))
+    return rx
+
+
+def parse_date(text):
+    """'2025-06-01' -> day number since 1970-01-01."""
+    try:
+        d = datetime.date.fromisoformat(text.strip())
+    except (ValueError, AttributeError):
+        raise UnitError("date %r is not YYYY-MM-DD" % (text,))
+    return (d - datetime.date(1970, 1, 1)).days
+
+
+def parse_datetime(text):
+    """'2025-06-01T08:30:00' or 'now' (this computer's local time) -> (day, tod_s)."""
+    if text == "now":
+        t = datetime.datetime.now()
+    else:
+        try:
+            t = datetime.datetime.fromisoformat(text.strip())
+        except (ValueError, AttributeError):
+            raise UnitError("time %r is not YYYY-MM-DDTHH:MM[:SS] or 'now'" % (text,))
+    day = (t.date() - datetime.date(1970, 1, 1)).days
+    return day, t.hour * 3600 + t.minute * 60 + t.second
+
+
+# -- formatting ------------------------------------------------------------------
+def drug_unit(drug):
+    """mg for drugs dosed in milligrams a day, µg for the potent ones."""
+    daily = limits.DRUGS.get(drug, (0, 10**7, 0))[1]
+    return "mg" if daily >= 10**7 else "µg"
+
+
+def _dec(value, scale):
+    d = (Decimal(value) / scale).normalize()
+    return format(d, "f")
+
+
+def fmt_mass(ng, unit):
+    return "%s %s" % (_dec(ng, MASS_NG[unit]), unit)
+
+
+def fmt_conc(ng_ml, unit):
+    return "%s %s/mL" % (_dec(ng_ml, MASS_NG[unit]), unit)
+
+
+def fmt_volume(nl, decimals=3):
+    if nl is None:
+        return "-"
+    return "%.*f mL" % (decimals, nl / NL_PER_ML)
+
+
+def fmt_tod(s):
+    s = int(s)
+    return "%02d:%02d" % (s // 3600, s // 60 % 60) + (":%02d" % (s % 60) if s % 60 else "")
+
+
+def fmt_duration(s):
+    if s is None:
+        return "-"
+    s = int(s)
+    if s < 120:
+        return "%d s" % s
+    if s % 3600 == 0:
+        return "%d h" % (s // 3600)
+    if s < 7200:
+        return "%d min" % (s // 60) + (" %d s" % (s % 60) if s % 60 else "")
+    return "%d h %02d min" % (s // 3600, s // 60 % 60)
+
+
+def fmt_date(day):
+    if not day:
+        return "-"
+    return (datetime.date(1970, 1, 1) + datetime.timedelta(days=int(day))).isoformat()
+
+
+def fmt_datetime(day, tod_s):
+    return "%s %s" % (fmt_date(day), fmt_tod(tod_s))
+
+
+def date_after(day, tod_s, secs):
+    """The calendar date `secs` after (day, tod_s); None stays None."""
+    if secs is None:
+        return None
+    return day + (tod_s + secs) // S_PER_DAY

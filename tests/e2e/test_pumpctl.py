@@ -1,0 +1,310 @@
+"""pumpctl end to end: every command and role through the real pty of a
+virtual-time emulated pump, pumpctl run in-process (and as a process where the
+process matters)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import serial
+
+from linkkit import DAY_MS, Pump, of_type
+from pumpctl import cli
+from pumpctl.fw import alarms, events, link_commands as lc, wire
+from pumpctl.link import Client, open_port
+
+FLEX = ["--drug", "morphine", "--conc", "10mg/mL", "--step", "00:00=3mg/day", "--step", "08:00=5mg/day",
+        "--periodic", "12:00=0.5mg/10min", "--demand", "0.2mg/5min,lockout=30min,max=4"]
+
+
+@pytest.fixture
+def pump(tmp_path):
+    p = Pump(tmp_path)
+    yield p
+    p.stop()
+
+
+def test_serial_port_answers_identify_with_pyserial(tmp_path):
+    # Any serial program reaches the link: an IDENTIFY frame gets the identity.
+    from pumpctl.emulator import Emulator
+    with Emulator(tmp_path / "p", virtual=True) as emu, serial.Serial(emu.port, 115200, timeout=2) as port:
+        port.write(wire.Session().seal(lc.IDENTIFY, 1, None))
+        frame = port.read_until(b"\x00")
+    t, _, mid, _, p = wire.peek(frame)
+    assert t == lc.IDENTIFY | wire.REPLY and mid == 1 and p["serial"].startswith("EMU-") and not p["provisioned"]
+
+
+def test_identify_and_provision(tmp_path, capsys):
+    from pumpctl.emulator import Emulator
+    ks = str(tmp_path / "k.json")
+    with Emulator(tmp_path / "p", virtual=True) as emu:
+        rc = cli.main(["identify", "--port", emu.port, "--keystore", ks])
+        out = capsys.readouterr().out
+        assert rc == 0 and "run `pumpctl provision`" in out
+        assert cli.main(["status", "--port", emu.port, "--keystore", ks]) == 4
+        assert "no keys for pump" in capsys.readouterr().err
+        assert cli.main(["provision", "--port", emu.port, "--keystore", ks]) == 0
+        assert "provisioned: new keys stored" in capsys.readouterr().out
+        assert os.stat(ks).st_mode & 0o777 == 0o600
+        assert cli.main(["provision", "--port", emu.port, "--keystore", ks]) == 0  # idempotent
+        assert "keys in" in capsys.readouterr().out
+        other = str(tmp_path / "other.json")
+        assert cli.main(["provision", "--port", emu.port, "--keystore", other]) == 2
+        assert "already provisioned" in capsys.readouterr().err
+        assert cli.main(["identify", "--json", "--port", emu.port, "--keystore", ks]) == 0
+        ident = json.loads(capsys.readouterr().out)
+        assert ident["provisioned"] and ident["keys_in_store"] and ident["version"] == 1
+
+
+def test_interrogate_and_status_by_role(pump, capsys):
+    rc, out, _ = pump.pumpctl(capsys, "interrogate")
+    assert rc == 0
+    for word in ("morphine 10 mg/mL", "reservoir", "projected empty", "battery", "24-h maximum", "no active alarms"):
+        assert word in out, word
+    rc, out, _ = pump.pumpctl(capsys, "interrogate", "--json")
+    data = json.loads(out)
+    assert data["therapy"]["rx"]["steps"] == [[0, 10_000_000]] and data["status"]["state"] == "delivering"
+    rc, out, _ = pump.pumpctl(capsys, "status", "--role", "patient")
+    assert rc == 0 and "delivering" in out
+    rc, _, err = pump.pumpctl(capsys, "interrogate", "--role", "patient")
+    assert rc == 2 and "FORBIDDEN" in err
+
+
+def test_program_flex_review_then_confirm(pump, capsys, monkeypatch):
+    rc, out, err = pump.pumpctl(capsys, "program", *FLEX)  # no terminal, no --yes: cancelled
+    assert rc == 5 and "nothing changed" in err
+    assert "current" in out and "new" in out and "3 mg/day (0.300 mL/day)" in out and "projected empty" in out
+    assert pump.therapy()["rx"]["steps"] == [[0, 10_000_000]]
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    rc, out, err = pump.pumpctl(capsys, "program", *FLEX)
+    assert rc == 5 and pump.therapy()["rx"]["steps"] == [[0, 10_000_000]]
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    rc, out, err = pump.pumpctl(capsys, "program", *FLEX)
+    assert rc == 0 and "programmed" in out, err
+    rx = pump.therapy()["rx"]
+    assert rx == {"drug": "morphine", "conc": 10_000_000, "steps": [[0, 3_000_000], [28_800, 5_000_000]],
+                  "periodic": [[43_200, 500_000, 600]], "demand": [200_000, 300, 1800, 4]}
+    assert of_type(pump.log(), lc.EV_COMMAND, b"program")[-1][4] == wire.ROLE_CLINICIAN
+
+
+def test_program_from_file_and_json(pump, capsys, tmp_path):
+    f = tmp_path / "rx.json"
+    f.write_text(json.dumps({"drug": "morphine", "conc": "10mg/mL", "dose": "4mg/day"}))
+    rc, out, _ = pump.pumpctl(capsys, "program", "--file", str(f), "--json", "--yes")
+    assert rc == 0 and json.loads(out)["result"]["daily_ng"] == 4_000_000
+    assert pump.therapy()["rx"]["steps"] == [[0, 4_000_000]]
+
+
+def test_refused_and_malformed_programs_change_nothing(pump, capsys):
+    before = pump.therapy()
+    seq = pump.last_seq()
+    rc, _, err = pump.pumpctl(capsys, "program", "--drug", "morphine", "--conc", "10mg/mL", "--dose", "30mg/day", "--yes")
+    assert rc == 2 and "daily_max" in err and "20 mg/day" in err and "nothing was changed" in err
+    rc, _, err = pump.pumpctl(capsys, "program", "--drug", "morphine", "--conc", "10mg/mL", "--dose", "0.1mg/day",
+                              "--yes")
+    assert rc == 2 and "allowed range: 0.048 mL/day to 24.000 mL/day (0.48 mg/day to 240 mg/day" in err
+    rc, _, err = pump.pumpctl(capsys, "program", "--drug", "morphine", "--conc", "20mg/mL", "--dose", "4mg/day", "--yes")
+    assert rc == 2 and "concentration_change" in err and "pumpctl refill" in err
+    mark = pump.last_seq()
+    for bad in (["--dose", "4mg"], ["--dose", "4"], ["--dose", "4mg/day", "--step", "00:00=1mg/day"],
+                ["--step", "08:00=1mg/day"], ["--dose", "1mg/7h"], ["--demand", "0.2mg/h,lockout=1h,max=2"]):
+        rc, _, err = pump.pumpctl(capsys, "program", "--drug", "morphine", "--conc", "10mg/mL", *bad, "--yes")
+        assert rc == 1 and "nothing sent" in err, (bad, err)
+    assert pump.last_seq() == mark + 2  # only our own log-in and log-out: nothing reached the pump
+    rc, _, err = pump.pumpctl(capsys, "program", "--drug", "aspirin", "--conc", "10mg/mL", "--dose", "1mg/day")
+    assert rc == 1 and "unknown drug" in err
+    rc, _, err = pump.pumpctl(capsys, "program", "--bogus")
+    assert rc == 1
+    assert pump.therapy() == before
+    log = pump.log(seq + 1)
+    assert not of_type(log, lc.EV_COMMAND, b"program")  # dry runs only: nothing applied, nothing audited
+    assert [r for r in log if r[3] == lc.EV_REJECTED and r[4] == wire.LIMIT and r[6] == lc.PROGRAM]
+
+
+def test_boluses_demand_suspend_resume(pump, capsys):
+    assert pump.pumpctl(capsys, "program", *FLEX, "--yes")[0] == 0
+    rc, out, err = pump.pumpctl(capsys, "bolus", "--dose", "1mg", "--over", "30min", "--yes")
+    assert rc == 0 and "bolus started: 200 strokes" in out, err
+    rc, _, err = pump.pumpctl(capsys, "prime", "--volume", "0.1mL", "--over", "10min", "--yes")
+    assert rc == 2 and "bolus_active" in err
+    pump.bench("advance", ms=1_900_000)
+    rc, out, err = pump.pumpctl(capsys, "prime", "--volume", "0.1mL", "--over", "10min", "--yes")
+    assert rc == 0 and "priming started: 200 strokes" in out, err
+    pump.bench("advance", ms=700_000)
+    rc, out, err = pump.pumpctl(capsys, "demand")  # the patient's button
+    assert rc == 0 and "demand bolus started" in out, err
+    rc, _, err = pump.pumpctl(capsys, "demand")
+    assert rc == 2 and "demand_bolus_active" in err
+    pump.bench("advance", ms=400_000)
+    rc, _, err = pump.pumpctl(capsys, "demand")
+    assert rc == 2 and "lockout" in err and "allowed again in" in err
+    rc, _, err = pump.pumpctl(capsys, "bolus", "--dose", "1mg", "--over", "30min", "--role", "patient", "--yes")
+    assert rc == 2 and "FORBIDDEN" in err
+    rc, out, _ = pump.pumpctl(capsys, "suspend", "--yes")
+    assert rc == 0 and "suspended" in out
+    assert not pump.bench("status")["running"]
+    rc, out, _ = pump.pumpctl(capsys, "resume", "--yes")
+    assert rc == 0 and "delivering" in out
+    log = pump.log()
+    assert [r[4] for r in of_type(log, events.BOLUS_STARTED)][:3] == [3, 4, 5]
+    assert of_type(log, lc.EV_COMMAND, b"demand")[0][4] == wire.ROLE_PATIENT
+
+
+def test_refill_discrepancy_must_be_acknowledged(pump, capsys):
+    pump.bench("advance", ms=DAY_MS)
+    remaining = pump.bench("status")["remaining_nl"]
+    rc, out, err = pump.pumpctl(capsys, "refill", "--withdrawn", "10mL", "--added", "20mL", "--yes")
+    assert rc == 5 and "WARNING" in err and "not acknowledged" in err
+    assert pump.bench("status")["remaining_nl"] == remaining
+    rc, out, err = pump.pumpctl(capsys, "refill", "--withdrawn", "10mL", "--added", "20mL", "--yes",
+                                "--accept-discrepancy")
+    assert rc == 0 and "acknowledged" in out, err
+    assert pump.bench("status")["remaining_nl"] == 20_000_000
+    assert pump.call(lc.ALARMS)["alarms"] == []  # acknowledged on the pump too
+    acks = of_type(pump.log(), events.ALARM_ACKNOWLEDGED)
+    assert acks and acks[-1][4] == alarms.REFILL_DISCREPANCY
+    rc, _, err = pump.pumpctl(capsys, "refill", "--withdrawn", "10mL", "--added", "25mL", "--yes")
+    assert rc == 2 and "overfill" in err
+
+
+def test_refill_with_new_concentration_bridges(pump, capsys):
+    pump.bench("advance", ms=DAY_MS)
+    remaining = pump.bench("status")["remaining_nl"]
+    rc, out, err = pump.pumpctl(capsys, "refill", "--withdrawn", "%gmL" % (remaining / 1e6), "--added", "18mL",
+                                "--drug", "morphine", "--conc", "20mg/mL", "--dose", "4mg/day", "--yes")
+    assert rc == 0, err
+    assert "bridge bolus" in out and "20 mg/mL" in out
+    th = pump.therapy()
+    assert th["rx"]["conc"] == 20_000_000
+
+
+def test_alarms_clock_thresholds(pump, capsys):
+    st = pump.call(lc.STATUS)
+    day = st["day"]
+    rc, out, _ = pump.pumpctl(capsys, "clock")
+    assert rc == 0 and "pump clock" in out
+    rc, out, _ = pump.pumpctl(capsys, "clock", "--set", "2030-01-02T03:04:05", "--yes")
+    assert rc == 0 and "2030-01-02 03:04:05" in out
+    rc, _, err = pump.pumpctl(capsys, "clock", "--set", "yesterday", "--yes")
+    assert rc == 1
+    rc, out, _ = pump.pumpctl(capsys, "low-threshold", "3mL", "--yes")
+    assert rc == 0 and pump.call(lc.STATUS)["low_nl"] == 3_000_000
+    rc, _, err = pump.pumpctl(capsys, "low-threshold", "0.5mL", "--yes")
+    assert rc == 2 and "allowed range" in err
+    rc, out, _ = pump.pumpctl(capsys, "alarm-date", "2030-01-03", "--yes")
+    assert rc == 0
+    pump.bench("advance", ms=DAY_MS)
+    rc, out, _ = pump.pumpctl(capsys, "alarms")
+    assert rc == 0 and "alarm date reached" in out
+    rc, out, _ = pump.pumpctl(capsys, "alarms", "--ack", "alarm-date-reached")
+    assert rc == 0 and "acknowledged alarm date reached: yes" in out and "no active alarms" in out
+    rc, _, err = pump.pumpctl(capsys, "alarms", "--ack", "fire")
+    assert rc == 1
+    rc, out, _ = pump.pumpctl(capsys, "alarm-date", "off", "--yes")
+    assert rc == 0 and "off" in out
+    names = [r[8] for r in of_type(pump.log(), lc.EV_COMMAND)]
+    for n in (b"clock", b"low", b"alarm_date", b"ack"):
+        assert n in names
+
+
+def test_diary_and_log_download(pump, capsys, tmp_path):
+    rc, out, _ = pump.pumpctl(capsys, "diary", "--pain", "6", "--activity", "walking", "--note", "after lunch")
+    assert rc == 0 and "diary entry" in out
+    rc, _, err = pump.pumpctl(capsys, "diary", "--pain", "11", "--activity", "walking")
+    assert rc == 1
+    rc, _, err = pump.pumpctl(capsys, "diary", "--pain", "3", "--activity", "rest", "--role", "clinician")
+    assert rc == 2 and "FORBIDDEN" in err
+    rc, out, _ = pump.pumpctl(capsys, "log")
+    assert rc == 0 and "diary entry" in out and "after lunch" in out and "authenticated" in out
+    rc, out, _ = pump.pumpctl(capsys, "log", "--json", "--from", "2", "--to", "4")
+    assert [r[0] for r in json.loads(out)["records"]] == [2, 3, 4]
+    csv_path = tmp_path / "log.csv"
+    rc, _, err = pump.pumpctl(capsys, "log", "--csv", str(csv_path))
+    lines = csv_path.read_text().splitlines()
+    assert rc == 0 and lines[0] == "seq,time,event,a,b,c,d,text" and len(lines) > 5
+    diary = [r for r in pump.log() if r[3] == events.DIARY]
+    assert diary[0][4:6] == (6, lc.ACTIVITIES.index("walking"))
+
+
+def test_port_errors(pump, capsys, tmp_path):
+    rc, _, err = pump.pumpctl(capsys, "identify")
+    assert rc == 0
+    capsys.readouterr()
+    assert cli.main(["identify", "--port", "/dev/nonexistent-pump"]) == 3
+    assert "no such port" in capsys.readouterr().err
+    assert cli.main(["identify", "--port", "auto", "--state", str(tmp_path / "none")]) == 3
+    assert "no pump found" in capsys.readouterr().err
+    with serial.Serial(pump.port, exclusive=True):
+        rc, _, err = pump.pumpctl(capsys, "identify")
+    assert rc == 3 and "busy" in err
+    # A port where nothing answers: the link fails after its retries.
+    master, slave = os.openpty()
+    try:
+        assert cli.main(["identify", "--port", os.ttyname(slave), "--timeout", "0.2"]) == 3
+        assert "no reply" in capsys.readouterr().err
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_socket_url(pump, capsys):
+    # pyserial URL: a TCP bridge to the pty stands in for a remote serial server.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+
+    def bridge():
+        conn, _ = srv.accept()
+        with serial.Serial(pump.port, timeout=0.01) as s:
+            conn.settimeout(0.01)
+            while True:
+                try:
+                    data = conn.recv(4096)
+                    if not data:
+                        return
+                    s.write(data)
+                except socket.timeout:
+                    pass
+                out = s.read(4096)
+                if out:
+                    conn.sendall(out)
+
+    t = threading.Thread(target=bridge, daemon=True)
+    t.start()
+    capsys.readouterr()
+    rc = cli.main(["status", "--port", "socket://127.0.0.1:%d" % port, "--keystore", str(pump.keystore)])
+    out = capsys.readouterr().out
+    srv.close()
+    assert rc == 0 and "delivering" in out
+
+
+def test_pumpctl_emulate_provisions_and_auto_finds_it(tmp_path):
+    env = dict(os.environ, PUMPCTL_KEYSTORE=str(tmp_path / "keys.json"))
+    proc = subprocess.Popen([sys.executable, "-m", "pumpctl", "emulate", "--state", str(tmp_path / "run"),
+                             "--virtual", "--no-status"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = [proc.stdout.readline() for _ in range(6)]
+        assert any("provisioned: new keys stored" in l for l in lines), lines
+        out = subprocess.run([sys.executable, "-m", "pumpctl", "status", "--port", "auto", "--state",
+                              str(tmp_path / "run")], capture_output=True, text=True, env=env)
+        assert out.returncode == 0 and "delivering" in out.stdout, out.stderr
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (tmp_path / "run" / "port.json").exists()
+
+
+def test_port_emulator_starts_its_own(tmp_path, capsys):
+    ks = str(tmp_path / "k.json")
+    rc = cli.main(["status", "--port", "emulator", "--state", str(tmp_path / "e"), "--keystore", ks])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "delivering" in out and "provisioned" in err

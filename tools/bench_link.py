@@ -1,0 +1,156 @@
+"""Programmer-link benchmark against a virtual-time emulated pump, through its
+real pty. The last line of stdout is one JSON object:
+
+  interrogate_rtt_median_ms / _p99_ms   full report (STATUS + THERAPY + ALARMS), round trip
+  request_rtt_median_ms / _p99_ms       one STATUS request, round trip
+  log_records_per_s                     event-log download rate over 10,000 records
+  log_records_held                      records the pump's log held (a full flash log
+                                        wraps: the download then reads it in passes)
+  overhead_pct                          frame bytes that are not CBOR payload, STATUS exchanges
+  log_overhead_pct                      wire bytes that are not event records, log download
+
+The log is filled with patient diary entries sent over the link, pipelined.
+"""
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "host_tools"))
+
+from pumpctl import cli  # noqa: E402
+from pumpctl.emulator import Emulator  # noqa: E402
+from pumpctl.fw import link_commands as lc  # noqa: E402
+from pumpctl.fw import wire  # noqa: E402
+from pumpctl.keystore import KeyStore  # noqa: E402
+from pumpctl.link import Client, open_port, unpack_log  # noqa: E402
+
+RTT_SAMPLES = 300
+LOG_RECORDS = 10_000
+PIPELINE = 40  # diary requests in flight while filling
+CHECK = 1000  # diary entries between looks at the log's extent
+
+
+def percentile(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def connect(emu, store, role):
+    c = Client(open_port(emu.port))
+    serial = c.identify()["serial"]
+    c.login(role, store.get(serial, role))
+    return c
+
+
+def rtt(c):
+    one, full = [], []
+    for _ in range(RTT_SAMPLES):
+        t = time.perf_counter()
+        c.request(lc.STATUS)
+        one.append((time.perf_counter() - t) * 1000)
+    s0, r0, p0, q0 = c.sent, c.received, c.payload_sent, c.payload_received
+    for _ in range(RTT_SAMPLES // 3):
+        t = time.perf_counter()
+        c.request(lc.STATUS)
+        c.request(lc.THERAPY)
+        c.request(lc.ALARMS)
+        full.append((time.perf_counter() - t) * 1000)
+    wire_bytes = (c.sent - s0) + (c.received - r0)
+    payload = (c.payload_sent - p0) + (c.payload_received - q0)
+    return one, full, 100.0 * (wire_bytes - payload) / wire_bytes
+
+
+def fill(emu, store, target):
+    # Pipelined diary entries (patient): PIPELINE frames written, then their
+    # replies read; every CHECK entries a clinician looks at the log's extent.
+    while True:
+        c = connect(emu, store, "clinician")
+        info = c.request(lc.LOG_READ, {"first": 1, "max": 1})
+        c.close()
+        held = info["last_seq"] - info["first_seq"] + 1
+        if held >= target or info["first_seq"] > 1:  # enough, or the log is full and rolling over
+            return info
+        c = connect(emu, store, "patient")
+        for _ in range(0, min(CHECK, target - held), PIPELINE):
+            ids = []
+            for i in range(PIPELINE):
+                mid = c._new_id()
+                ids.append(mid)
+                c._write(c.session.seal(lc.DIARY, mid, {"pain": i % 11, "activity": "rest", "note": "bench"}))
+            got = 0
+            for f in c._frames(time.monotonic() + 10):
+                r = c._open(f, c.session)
+                if r and r[1] in ids and r[0] == lc.DIARY | wire.REPLY:
+                    got += 1
+                    if got == len(ids):
+                        break
+            if got != len(ids):
+                raise RuntimeError("filling the log: %d of %d replies" % (got, len(ids)))
+        c.close()
+
+
+def download(c, total):
+    done, passes = 0, 0
+    s0, r0 = c.sent, c.received
+    records_bytes = 0
+    t = time.perf_counter()
+    while done < total:
+        info = c.request(lc.LOG_READ, {"first": 1, "max": 1})
+        nxt, last = info["first_seq"], info["last_seq"]
+        passes += 1
+        while nxt <= last and done < total:
+            p = c.request(lc.LOG_READ, {"first": nxt, "max": lc.LOG_MAX_PER_READ})
+            recs = unpack_log(p["recs"])
+            done += len(recs)
+            records_bytes += len(p["recs"])
+            if p["next"] <= nxt:
+                break
+            nxt = p["next"]
+    secs = time.perf_counter() - t
+    wire_bytes = (c.sent - s0) + (c.received - r0)
+    return done / secs, passes, 100.0 * (wire_bytes - records_bytes) / wire_bytes
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        store = KeyStore(Path(tmp) / "keys.json")
+        emu = Emulator(Path(tmp) / "pump", virtual=True).start()
+        try:
+            c = Client(open_port(emu.port))
+            cli.provision_if_new(c, store)
+            c.close()
+            c = connect(emu, store, "clinician")
+            one, full, overhead = rtt(c)
+            c.close()
+            t = time.perf_counter()
+            info = fill(emu, store, LOG_RECORDS)
+            fill_s = time.perf_counter() - t
+            c = connect(emu, store, "clinician")
+            rate, passes, log_overhead = download(c, LOG_RECORDS)
+            c.close()
+        finally:
+            emu.stop()
+    held = info["last_seq"] - info["first_seq"] + 1
+    result = {
+        "interrogate_rtt_median_ms": round(statistics.median(full), 3),
+        "interrogate_rtt_p99_ms": round(percentile(full, 99), 3),
+        "request_rtt_median_ms": round(statistics.median(one), 3),
+        "request_rtt_p99_ms": round(percentile(one, 99), 3),
+        "log_records_per_s": round(rate),
+        "log_records_held": held,
+        "log_download_passes": passes,
+        "log_fill_records_per_s": round((info["last_seq"]) / fill_s),
+        "overhead_pct": round(overhead, 1),
+        "log_overhead_pct": round(log_overhead, 1),
+    }
+    print("programmer link over the emulator's pty (virtual time): %s" % ", ".join(
+        "%s %s" % (k, v) for k, v in result.items()), file=sys.stderr)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
