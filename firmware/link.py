@@ -14,6 +14,7 @@ from hashlib import sha256
 
 from micropython import const
 
+import implant
 import link_commands as lc
 import prescription
 import wire
@@ -226,7 +227,7 @@ class Link:
             lc.BOLUS: self._bolus, lc.PRIME: self._prime, lc.DEMAND: self._demand,
             lc.SUSPEND: self._suspend, lc.RESUME: self._resume, lc.REFILL: self._refill,
             lc.ACK_ALARM: self._ack, lc.SET_CLOCK: self._set_clock, lc.SET_LOW: self._set_low,
-            lc.SET_ALARM_DATE: self._set_alarm_date, lc.DIARY: self._diary,
+            lc.SET_ALARM_DATE: self._set_alarm_date, lc.DIARY: self._diary, lc.IMPLANT: self._implant,
         }
 
     @property
@@ -330,8 +331,9 @@ class Link:
                 self._refuse(sess, mid, mtype, wire.BAD_ARGS, "message id %d reused for another request" % mid)
             return
         name, _, audited = entry
-        if audited and isinstance(payload, dict) and payload.get("check") is True:
-            audited = False  # a dry run changes nothing
+        if audited and isinstance(payload, dict) and (
+                payload.get("check") is True or (mtype == lc.IMPLANT and payload.get("step") in lc.IMPLANT_POLLS)):
+            audited = False  # a dry run or a test poll changes nothing (a test's result has its own record)
         rtype = mtype | wire.REPLY
         code = 0
         try:
@@ -701,6 +703,57 @@ class Link:
         p = _args(p, ("day",))
         self.pump.set_alarm_date(_int(p, "day"))
         return {"day": self.pump.alarm_day}
+
+    def _implant(self, p):
+        # One implant-test step (firmware/implant.py does the work and logs
+        # it); a LimitError is the LIMIT reply and the pump stays as it was.
+        if not isinstance(p, dict) or p.get("step") not in lc.IMPLANT_STEPS:
+            raise _bad("'step' must be one of: %s" % ", ".join(lc.IMPLANT_STEPS))
+        step = p["step"]
+        pump = self.pump
+        if step == "identity":
+            p = _args(p, ("step", "serial", "model"))
+            serial, model = p.get("serial"), p.get("model")
+            if not isinstance(serial, str) or not isinstance(model, str):
+                raise _bad("'serial' and 'model' must be text")
+            implant.set_identity(pump, serial, model)
+            if self.provisioned and serial != self.keys.serial:
+                self.keys.save(self.keys.keys, serial)  # the keys follow the pump's identity
+            return {"step": step, "done": True, "passed": True, "serial": serial, "model": model}
+        if step == "catheter":
+            p = _args(p, ("step", "segments"))
+            segs = p.get("segments")
+            if not isinstance(segs, list) or not segs:
+                raise _bad("'segments' must be a list of [length_mm, volume_nl]")
+            segs = [_row(s, 2, "segments") for s in segs]
+            total = implant.set_catheter(pump, segs)
+            return {"step": step, "done": True, "passed": True, "catheter_nl": total}
+        if step == "fill":
+            p = _args(p, ("step", "volume_nl"))
+            implant.first_fill(pump, _int(p, "volume_nl"))
+            return {"step": step, "done": True, "passed": True, "remaining_nl": pump.reservoir.remaining_nl}
+        if step == "prime":
+            p = _args(p, ("step", "duration_s"))
+            strokes = implant.prime(pump, _int(p, "duration_s"))
+            return {"step": step, "done": True, "passed": True, "strokes": strokes,
+                    "volume_nl": strokes * pump.stroke_nl}
+        if step == "start":
+            p = _args(p, ("step", "rx"))
+            t = implant.start_therapy(pump, rx_from_wire(p.get("rx")))
+            reply = self._summary(t, pump.reservoir.remaining_nl)
+            reply.update({"step": step, "done": True, "passed": True})
+            return reply
+        _args(p, ("step",))
+        if step == "motor_test":
+            strokes = implant.start_motor_test(pump)
+            return {"step": step, "done": False, "passed": False, "strokes": strokes}
+        if step == "alarm_test":
+            implant.start_alarm_test(pump)
+            return {"step": step, "done": False, "passed": False}
+        r = implant.motor_test_result(pump) if step == "motor_result" else implant.alarm_test_result(pump)
+        if r is None:
+            return {"step": step, "done": False, "passed": False}
+        return {"step": step, "done": True, "passed": bool(r[0]), "reason": r[1]}
 
     def _diary(self, p):
         p = _args(p, ("pain", "activity", "note"))

@@ -44,6 +44,7 @@ ACK_ALARM = const(0x27)
 SET_CLOCK = const(0x28)
 SET_LOW = const(0x29)
 SET_ALARM_DATE = const(0x2A)
+IMPLANT = const(0x2B)  # the implant test, one step per request (firmware/implant.py)
 # Patient records.
 DIARY = const(0x30)
 
@@ -70,6 +71,7 @@ COMMANDS = {
     SET_CLOCK: ("clock", R_CLINICIAN, True),
     SET_LOW: ("low", R_CLINICIAN, True),
     SET_ALARM_DATE: ("alarm_date", R_CLINICIAN, True),
+    IMPLANT: ("implant", R_CLINICIAN, True),
     DIARY: ("diary", R_PATIENT, False),
 }
 
@@ -87,6 +89,13 @@ PROVISION_REPLY_S = const(120)  # a lost provisioning reply may be asked again
 PAIN_MAX = const(10)
 ACTIVITIES = ("rest", "sleep", "sitting", "walking", "working", "exercise", "other")
 NOTE_MAX = const(32)  # bytes of UTF-8: the event log's text field
+
+# Implant test steps (IMPLANT "step"), in the order the operating room runs
+# them. The *_result steps poll a running test: they change nothing until the
+# test is over, and are not audited (the test's own IMPLANT_STEP record is).
+IMPLANT_STEPS = ("identity", "catheter", "fill", "prime", "motor_test", "motor_result",
+                 "alarm_test", "alarm_result", "start")
+IMPLANT_POLLS = ("motor_result", "alarm_result")
 
 # Event log download: records packed back to back, each LOG_RECORD followed
 # by its text (seq u32, day u32, tod_s u32, type u8, a..d i32, text length u8).

@@ -9,18 +9,14 @@
 #   - a GPIO maintenance button held while powering up;
 #   - the link's clinician maintenance command (board.enter_maintenance()).
 import config
+import startup
+from link import Link
 from pico_board import PicoBoard
-from pump import Pump
 from usb_link import UsbLink
 
 
 def make_link(board, pump, transport):
-    # LINK CALL SITE: replace with the programmer link (firmware/link.py) once
-    # it lands; it gets `transport` (read_into/write) and calls
-    # board.enter_maintenance() for the clinician's maintenance command.
-    from identify_link import IdentifyLink
-
-    return IdentifyLink(board, pump, transport)
+    return Link(pump, transport, serial=board.serial())
 
 
 def run(cfg=config, ticks=None, stdin=None, stdout=None):
@@ -31,10 +27,7 @@ def run(cfg=config, ticks=None, stdin=None, stdout=None):
     if board.maintenance_at_boot():
         print("pump: maintenance: REPL open, pump not running (machine.reset() starts it)")
         return board
-    # PERSISTENCE CALL SITE: replace the next line with the restore from flash,
-    #   pump, persist, cause = startup.start_pump(board, board.reset_cause())
-    # (and save on the way out, in the finally below).
-    pump = Pump(board)
+    pump, persist, _ = startup.start_pump(board, board.reset_cause())
     transport = UsbLink(stdin, stdout)
     link = make_link(board, pump, transport)
     board.start(pump)
@@ -49,6 +42,8 @@ def run(cfg=config, ticks=None, stdin=None, stdout=None):
             board.idle()
     finally:
         transport.close()
+        if persist is not None and not board.running:
+            persist.save(clean=True)  # a deliberate stop (maintenance): closed cleanly
         board.shutdown()
     return board
 

