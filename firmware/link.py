@@ -228,7 +228,9 @@ class Link:
             lc.SUSPEND: self._suspend, lc.RESUME: self._resume, lc.REFILL: self._refill,
             lc.ACK_ALARM: self._ack, lc.SET_CLOCK: self._set_clock, lc.SET_LOW: self._set_low,
             lc.SET_ALARM_DATE: self._set_alarm_date, lc.DIARY: self._diary, lc.IMPLANT: self._implant,
+            lc.MAINTENANCE: self._maintenance,
         }
+        self.after_reply = None  # board action run once the reply is on its way
 
     @property
     def backlog(self):
@@ -348,6 +350,9 @@ class Link:
         if sess is self.session:  # still the session (logout ends it)
             self.cache = (mid, mtype, digest, rtype, reply)
         self._send(sess, rtype, mid, reply)
+        action, self.after_reply = self.after_reply, None
+        if action is not None:
+            action()
 
     def _plain_command(self, mtype, mid, payload):
         sess = self.plain
@@ -639,6 +644,16 @@ class Link:
         s = self.pump.sched
         return {"strokes": s.demand_strokes, "volume_nl": s.demand_strokes * self.pump.stroke_nl,
                 "duration_s": s.demand_duration}
+
+    def _maintenance(self, p):
+        # The clinician's way back to the REPL (mpremote, deploy): the board
+        # stops the pump cleanly after this reply; boards without a REPL to
+        # give back (the emulator) refuse.
+        enter = getattr(self.pump.board, "enter_maintenance", None)
+        if enter is None:
+            raise _bad("maintenance: this board has no REPL to return to")
+        self.after_reply = enter
+        return {"maintenance": True}
 
     def _suspend(self, p):
         _args(p, ())

@@ -45,6 +45,7 @@ SET_CLOCK = const(0x28)
 SET_LOW = const(0x29)
 SET_ALARM_DATE = const(0x2A)
 IMPLANT = const(0x2B)  # the implant test, one step per request (firmware/implant.py)
+MAINTENANCE = const(0x2C)  # stop the pump and give the port back to the REPL (boards that can)
 # Patient records.
 DIARY = const(0x30)
 
@@ -72,6 +73,7 @@ COMMANDS = {
     SET_LOW: ("low", R_CLINICIAN, True),
     SET_ALARM_DATE: ("alarm_date", R_CLINICIAN, True),
     IMPLANT: ("implant", R_CLINICIAN, True),
+    MAINTENANCE: ("maintenance", R_CLINICIAN, True),
     DIARY: ("diary", R_PATIENT, False),
 }
 

@@ -517,3 +517,19 @@ def test_idle_poll_allocates_nothing():
             link.poll()
     finally:
         micropython.heap_unlock()
+
+
+def test_maintenance_command_stops_the_board_after_replying_and_only_for_the_clinician():
+    pump, link, host, keys = clinician()
+    calls = []
+    pump.board.enter_maintenance = lambda: calls.append(len(host.io.from_pump))
+    assert host.ok(lc.MAINTENANCE)["maintenance"] is True
+    assert calls and calls[0] > 0  # called once the reply was written
+    host.login(wire.ROLE_PATIENT, keys["patient"])
+    assert host.err(lc.MAINTENANCE, None, wire.FORBIDDEN)
+    assert len(calls) == 1
+
+
+def test_maintenance_is_refused_on_a_board_without_a_repl():
+    pump, link, host, keys = clinician()
+    assert host.err(lc.MAINTENANCE, None, wire.BAD_ARGS)
