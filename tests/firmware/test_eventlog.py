@@ -1,38 +1,15 @@
 # Event log: append-only, bounded, numbered records on littlefs that survive
 # reboots and power cuts.
-import binascii
 import os
 
 import vfs
+from imagekit import POINT, mount, new_image, unmount
 from eventlog import RECORD_SIZE, EventLog, decode
-from image_flash import ImageBlockDevice
 from power_cut import PowerCut, PowerCutDevice
 
-BLOCK_SIZE = 512
-BLOCK_COUNT = 64
-POINT = "/flash"
 DIR = POINT + "/log"
 K = 4  # records per segment in these tests
 SEGMENTS = 3
-
-
-def new_image(block_size=BLOCK_SIZE, progsize=32):
-    path = "/tmp/eventlog-%s.img" % binascii.hexlify(os.urandom(4)).decode()
-    bdev = ImageBlockDevice(path, block_size, BLOCK_COUNT)
-    vfs.VfsLfs2.mkfs(bdev, progsize=progsize)
-    bdev.close()
-    return path
-
-
-def mount(path, cut_at=None, tear=False, block_size=BLOCK_SIZE, progsize=32):
-    dev = PowerCutDevice(ImageBlockDevice(path, block_size, BLOCK_COUNT), cut_at, tear, progsize)
-    vfs.mount(vfs.VfsLfs2(dev, progsize=progsize), POINT)
-    return dev
-
-
-def unmount(dev):
-    vfs.umount(POINT)
-    dev.close()
 
 
 def on_fresh_flash(check):

@@ -1,38 +1,15 @@
 # Record store: versioned, CRC-protected records on littlefs that a power cut
 # at any moment leaves old or new, never mixed, never gone.
-import binascii
 import os
 
 import vfs
-from image_flash import ImageBlockDevice
+from imagekit import POINT, mount, new_image, unmount
 from power_cut import PowerCut, PowerCutDevice
 from records import MAX_PAYLOAD, RecordStore
 
-BLOCK_SIZE = 512
-BLOCK_COUNT = 64
-POINT = "/flash"
 DIR = POINT + "/rec"
 # A sequence of saves of one record: sizes from a few bytes to several blocks.
 PAYLOADS = [bytes([65 + i]) * n for i, n in enumerate((10, 700, 1500, 40, 2048))]
-
-
-def new_image(block_size=BLOCK_SIZE, progsize=32):
-    path = "/tmp/records-%s.img" % binascii.hexlify(os.urandom(4)).decode()
-    bdev = ImageBlockDevice(path, block_size, BLOCK_COUNT)
-    vfs.VfsLfs2.mkfs(bdev, progsize=progsize)
-    bdev.close()
-    return path
-
-
-def mount(path, cut_at=None, tear=False, block_size=BLOCK_SIZE, progsize=32):
-    dev = PowerCutDevice(ImageBlockDevice(path, block_size, BLOCK_COUNT), cut_at, tear, progsize)
-    vfs.mount(vfs.VfsLfs2(dev, progsize=progsize), POINT)
-    return dev
-
-
-def unmount(dev):
-    vfs.umount(POINT)
-    dev.close()
 
 
 def on_fresh_flash(check):

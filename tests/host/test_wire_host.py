@@ -7,7 +7,6 @@ line protocol on stdin/stdout.
 """
 import hmac
 import os
-import shutil
 import subprocess
 import sys
 from hashlib import sha256
@@ -342,12 +341,7 @@ while True:
 """
 
 
-def micropython():
-    exe = os.environ.get("MICROPYTHON")
-    if exe:
-        return exe
-    venv = ROOT / ".venv" / "bin" / "micropython"
-    return str(venv) if venv.exists() else shutil.which("micropython")
+from mprun import micropython  # noqa: E402  (tests/ is on sys.path: tests/conftest.py)
 
 
 class MicroPython:
