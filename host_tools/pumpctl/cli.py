@@ -10,6 +10,7 @@ Exit codes:
   4  authentication: no key for this pump, wrong key, locked out, not
      provisioned, session expired
   5  cancelled at the review (or not confirmed without a terminal): nothing changed
+  6  `scenario` only: a `check` step failed (docs/scenarios.md)
 """
 import argparse
 import contextlib
@@ -377,44 +378,131 @@ def cmd_refill(args):
     added = u.volume_nl(args.added, "added volume")
     rx = _rx_from_args(args, required=False)
     with connected(args, session_role(args, "clinician")) as c:
-        st = c.request(lc.STATUS)
-        th = c.request(lc.THERAPY)
-        req = {"withdrawn_nl": withdrawn, "added_nl": added}
-        if rx is not None:
-            req["rx"] = rx
-        check = c.request(lc.REFILL, dict(req, check=True))
-        new_rx = rx or th.get("rx")
-        unit = u.drug_unit(new_rx["drug"] if new_rx else st.get("drug"))
-        review = [
-            ["expected in the reservoir", u.fmt_volume(check["expected_nl"])],
-            ["withdrawn", u.fmt_volume(withdrawn)],
-            ["discrepancy", "%+.3f mL%s" % (check["discrepancy_nl"] / 1e6, "  WARNING" if check["warning"] else "")],
-            ["added", u.fmt_volume(added)],
-        ]
-        if not args.json:
-            print("Review: refill of pump %s\n%s\n" % (c.identity["serial"], report.table(review)))
-            if rx is not None:
-                day, tod = st["day"], st["tod_s"]
-                cur = _extra(day, tod, th.get("daily_ng"), th.get("max_daily_nl"), st.get("empty_in_s"), unit)
-                new = _extra(day, tod, check["daily_ng"], check["max_daily_nl"], check["empty_in_s"], unit)
-                print("New prescription:\n%s\n" % report.compare(th.get("rx"), rx, cur, new, unit))
-                old = th.get("rx")
-                if old and (old["drug"], old["conc"]) != (rx["drug"], rx["conc"]):
-                    print("Drug or concentration changes: the catheter's old drug is pushed out first "
-                          "(bridge bolus, automatic).\n")
-            elif check.get("empty_in_s") is not None:
-                print("projected empty after refill: %s\n" % u.fmt_date(
-                    u.date_after(st["day"], st["tod_s"], check["empty_in_s"])))
-        if check["warning"]:
-            _acknowledge_discrepancy(args, check)
-        confirm(args, "Record this refill?")
-        done = c.request(lc.REFILL, req)
-        if done["warning"]:
-            # The clinician has acknowledged the warning: so does the pump.
-            c.request(lc.ACK_ALARM, {"alarm": alarms.REFILL_DISCREPANCY})
-    emit(args, done, "refill recorded: %s in the reservoir; discrepancy %+.3f mL%s" % (
-        u.fmt_volume(added), done["discrepancy_nl"] / 1e6, " (acknowledged)" if done["warning"] else ""))
+        done = refill_workflow(args, c, withdrawn, added, rx)
+    emit(args, done, refill_done_text(done, added))
     return EXIT_OK
+
+
+def refill_done_text(done, added):
+    return "refill recorded: %s in the reservoir; discrepancy %+.3f mL%s" % (
+        u.fmt_volume(added), done["discrepancy_nl"] / 1e6, " (acknowledged)" if done["warning"] else "")
+
+
+def refill_workflow(args, c, withdrawn, added, rx):
+    """The guided refill on a logged-in clinician client: dry-run check,
+    review, discrepancy acknowledgement, confirm, refill (with the new
+    prescription rx, or None). Returns the pump's refill reply. Raises
+    Cancelled before anything is changed."""
+    st = c.request(lc.STATUS)
+    th = c.request(lc.THERAPY)
+    req = {"withdrawn_nl": withdrawn, "added_nl": added}
+    if rx is not None:
+        req["rx"] = rx
+    check = c.request(lc.REFILL, dict(req, check=True))
+    new_rx = rx or th.get("rx")
+    unit = u.drug_unit(new_rx["drug"] if new_rx else st.get("drug"))
+    review = [
+        ["expected in the reservoir", u.fmt_volume(check["expected_nl"])],
+        ["withdrawn", u.fmt_volume(withdrawn)],
+        ["discrepancy", "%+.3f mL%s" % (check["discrepancy_nl"] / 1e6, "  WARNING" if check["warning"] else "")],
+        ["added", u.fmt_volume(added)],
+    ]
+    if not args.json:
+        print("Review: refill of pump %s\n%s\n" % (c.identity["serial"], report.table(review)))
+        if rx is not None:
+            day, tod = st["day"], st["tod_s"]
+            cur = _extra(day, tod, th.get("daily_ng"), th.get("max_daily_nl"), st.get("empty_in_s"), unit)
+            new = _extra(day, tod, check["daily_ng"], check["max_daily_nl"], check["empty_in_s"], unit)
+            print("New prescription:\n%s\n" % report.compare(th.get("rx"), rx, cur, new, unit))
+            old = th.get("rx")
+            if old and (old["drug"], old["conc"]) != (rx["drug"], rx["conc"]):
+                print("Drug or concentration changes: the catheter's old drug is pushed out first "
+                      "(bridge bolus, automatic).\n")
+        elif check.get("empty_in_s") is not None:
+            print("projected empty after refill: %s\n" % u.fmt_date(
+                u.date_after(st["day"], st["tod_s"], check["empty_in_s"])))
+    if check["warning"]:
+        _acknowledge_discrepancy(args, check)
+    confirm(args, "Record this refill?")
+    done = c.request(lc.REFILL, req)
+    if done["warning"]:
+        # The clinician has acknowledged the warning: so does the pump.
+        c.request(lc.ACK_ALARM, {"alarm": alarms.REFILL_DISCREPANCY})
+    return done
+
+
+def cmd_visit(args):
+    """Refill visit: the guided refill (and new prescription), then the report
+    of the interval since the last visit (pumpctl.visit) from the event log."""
+    from pathlib import Path
+
+    from pumpctl import visitrun
+    withdrawn = u.volume_nl(args.withdrawn, "withdrawn volume")
+    added = u.volume_nl(args.added, "added volume")
+    rx = _rx_from_args(args, required=False)
+    report_dir = Path(args.report_dir)
+    visits = visitrun.load_visits(report_dir)
+    with connected(args, session_role(args, "clinician")) as c:
+        ident = dict(c.identity)
+        serial = ident["serial"]
+        prev = visits.get(serial)
+        before = c.request(lc.THERAPY)
+        done = refill_workflow(args, c, withdrawn, added, rx)
+        st = c.request(lc.STATUS)
+        after = c.request(lc.THERAPY)
+        first = int(prev["seq"]) + 1 if prev else 1
+        recs, info = _read_log(c, first)
+    try:
+        return _visit_report(args, report_dir, visits, ident, prev, first, before, done, st, after, recs, info, added)
+    except (visit.VisitError, OSError) as e:
+        note("pumpctl: the refill was recorded, but the report failed: %s" % e)
+        return EXIT_INPUT
+
+
+def _visit_report(args, report_dir, visits, ident, prev, first, before, done, st, after, recs, info, added):
+    from pumpctl import visit, visitrun
+    serial = ident["serial"]
+    problems = []
+    if info["first_seq"] > first:
+        problems.append("event log records %d..%d were overwritten before this visit" % (first, info["first_seq"] - 1))
+    end = (st["day"], st["tod_s"])
+    if prev is None:  # the first visit: the log from the first fill on
+        recs = visitrun.first_interval(recs)
+    start = (int(prev["day"]), int(prev["tod_s"])) if prev else ((recs[0][1], recs[0][2]) if recs else (st["day"], 0))
+    old_rx = before.get("rx")
+    conc = old_rx["conc"] if old_rx else st.get("conc_ng_ml", 0)
+    rows, state = visitrun.delivered_by_day(recs, start, end, visitrun.DeliveryState.of(prev and prev.get("delivery")),
+                                            ident["stroke_nl"], conc)
+    new_rx = after.get("rx")
+    data = visit.VisitData(
+        device=ident, visit_date=st["day"], previous_visit=start[0],
+        records=[r for r in recs if start[0] <= r[1] <= st["day"]], status=st, refill=done,
+        old_rx=old_rx, new_rx=new_rx if new_rx != old_rx else None, delivered=rows)
+    summary = visit.summarize(data)
+    date = visit.as_date(st["day"])
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path = visit.render_html(summary, visitrun.report_path(report_dir, serial, date))
+    visits[serial] = {"seq": max([first - 1] + [r[0] for r in recs]), "date": date.isoformat(), "day": st["day"],
+                      "tod_s": st["tod_s"], "delivery": state.to_dict()}
+    visitrun.save_visits(report_dir, visits)
+    for p in problems:
+        note("pumpctl: %s" % p)
+    emit(args, {"refill": done, "report": str(path), "serial": serial, "visit_date": date.isoformat(),
+                "previous_visit": summary.previous_visit.isoformat(),
+                "delivered": [[d.isoformat(), ng, nl] for d, ng, nl in data.delivered],
+                "total_dose_ng": summary.total_dose_ng, "total_volume_nl": summary.total_volume_nl,
+                "diary_entries": len(summary.diary), "demand": dataclasses_dict(summary.boluses),
+                "attention": list(summary.attention)},
+         lambda: "%s\n%s\n%s\nreport: %s" % (
+             refill_done_text(done, added), visit.render_text(summary).rstrip("\n"),
+             "(delivered: computed from the programmed therapy and the boluses in the event log, as the "
+             "pump's own ledger counts it; not measured)", path))
+    return EXIT_OK
+
+
+def dataclasses_dict(obj):
+    import dataclasses
+    return dataclasses.asdict(obj)
 
 
 def _acknowledge_discrepancy(args, check):
@@ -736,6 +824,11 @@ def _refile_keys(store, old, new, model):
     store.put(new, store.get(old, "patient"), store.get(old, "clinician"), model)
 
 
+def cmd_scenario(args):
+    from pumpctl import scenario
+    return scenario.run(args.file, args.report_dir, args.state)
+
+
 # -- the emulator ---------------------------------------------------------------------------
 def cmd_emulate(args) -> int:
     emu = Emulator(args.state, virtual=args.virtual, prescription=args.prescription, blank=args.blank)
@@ -857,6 +950,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--added", required=True, help="volume put in, e.g. 20mL")
     s.add_argument("--accept-discrepancy", action="store_true", help="acknowledge a discrepancy warning")
     _rx_options(s)
+    s = add("visit", cmd_visit, "refill visit: the guided refill (and new prescription), then the report of the "
+                                "interval since the last visit (text, and HTML in --report-dir)")
+    s.add_argument("--withdrawn", required=True, help="volume drawn out of the reservoir, e.g. 9.5mL")
+    s.add_argument("--added", required=True, help="volume put in, e.g. 20mL")
+    s.add_argument("--accept-discrepancy", action="store_true", help="acknowledge a discrepancy warning")
+    s.add_argument("--report-dir", required=True, help="folder for the HTML reports and visits.json")
+    _rx_options(s)
+    s = sub.add_parser("scenario", help="run a scripted patient course on a fresh virtual-time emulator",
+                       description="run a scripted patient course (docs/scenarios.md) on a fresh virtual-time "
+                                   "emulator")
+    s.set_defaults(func=cmd_scenario)
+    s.add_argument("file", help="the scenario (JSON)")
+    s.add_argument("--report-dir", default="reports", help="folder for the visit reports (default: reports)")
+    s.add_argument("--state", help="emulator state folder, new or empty (default: a temporary folder)")
+    s.add_argument("--timeout", type=float, default=5.0, help=argparse.SUPPRESS)
     s = add("alarms", cmd_alarms, "list alarms; --ack to acknowledge")
     s.add_argument("--ack", help="alarm id or name, or 'all'")
     s = add("clock", cmd_clock, "show or set the pump clock")
@@ -965,8 +1073,8 @@ def _refused(e, args):
 
 
 def _is_input_error(e):
-    from pumpctl import trial
-    return isinstance(e, (trial.TrialError, FileNotFoundError))
+    from pumpctl import scenario, trial, visit
+    return isinstance(e, (trial.TrialError, visit.VisitError, scenario.ScenarioError, FileNotFoundError))
 
 
 def main(argv=None) -> int:

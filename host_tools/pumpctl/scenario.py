@@ -1,0 +1,377 @@
+"""`pumpctl scenario`: a scripted patient course on a fresh virtual-time
+emulator. The format is docs/scenarios.md. Every pump action goes through
+pumpctl's own commands (cli.main) or the link, as a clinician or patient
+would; time and faults go through the emulator's bench port."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pumpctl import units as u
+
+S_PER_DAY = 86400
+EXIT_CHECK = 6  # a `check` step failed
+STEPS = ("implant", "days", "visit", "program", "fault", "resolve", "check")
+RX_KEYS = ("drug", "conc", "dose", "step", "periodic", "demand")
+DEMAND_WINDOW = (9 * 3600, 21 * 3600)  # demand presses spread over 09:00-21:00
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be run; the message names the step."""
+
+
+class CheckFailed(Exception):
+    pass
+
+
+# -- the file ------------------------------------------------------------------------------
+def _rx(d: Any, where: str) -> dict[str, Any]:
+    if not isinstance(d, dict) or set(d) - set(RX_KEYS):
+        raise ScenarioError("%s: a prescription is an object with %s" % (where, ", ".join(RX_KEYS)))
+    try:
+        u.prescription(d.get("drug"), d.get("conc"), d.get("dose"), d.get("step") or [], d.get("periodic") or [],
+                       d.get("demand"))
+    except (u.UnitError, TypeError, AttributeError) as e:
+        raise ScenarioError("%s: %s" % (where, e)) from None
+    return d
+
+
+def _rx_argv(d: dict[str, Any]) -> list[str]:
+    argv = ["--drug", d["drug"], "--conc", d["conc"]]
+    if d.get("dose"):
+        argv += ["--dose", d["dose"]]
+    for s in d.get("step") or []:
+        argv += ["--step", s]
+    for p in d.get("periodic") or []:
+        argv += ["--periodic", p]
+    if d.get("demand"):
+        argv += ["--demand", d["demand"]]
+    return argv
+
+
+def _need(step: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...] = str) -> Any:
+    if key not in step:
+        raise ScenarioError("%s: '%s' is required" % (where, key))
+    if not isinstance(step[key], kind) or isinstance(step[key], bool) and kind is not bool:
+        raise ScenarioError("%s: '%s' has the wrong type (%r)" % (where, key, step[key]))
+    return step[key]
+
+
+def _pain(p: Any, where: str) -> None:
+    vals = p if isinstance(p, list) else [p]
+    if not (1 <= len(vals) <= 2) or not all(type(v) is int and 0 <= v <= 10 for v in vals):
+        raise ScenarioError("%s: pain is 0-10, or [first day, last day] to change linearly" % where)
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Reads and checks a scenario: every error before the emulator starts."""
+    try:
+        sc = json.loads(Path(path).read_text())
+    except ValueError as e:
+        raise ScenarioError("%s: not valid JSON (%s)" % (path, e)) from None
+    if not isinstance(sc, dict) or not isinstance(sc.get("steps"), list) or not sc["steps"]:
+        raise ScenarioError("%s: an object with a non-empty 'steps' list" % path)
+    if "start" in sc:
+        try:
+            u.parse_datetime(sc["start"])
+        except u.UnitError as e:
+            raise ScenarioError("start: %s" % e) from None
+    for i, st in enumerate(sc["steps"], 1):
+        where = "step %d" % i
+        if not isinstance(st, dict) or st.get("step") not in STEPS:
+            raise ScenarioError("%s: {\"step\": one of %s, ...}" % (where, ", ".join(STEPS)))
+        kind = st["step"]
+        where = "step %d (%s)" % (i, kind)
+        if kind == "implant":
+            _need(st, "catheter", where)
+            _need(st, "fill", where)
+            _rx(_need(st, "prescription", where, dict), where)
+        elif kind == "days":
+            if ("days" in st) == ("hours" in st):
+                raise ScenarioError("%s: give 'days' or 'hours'" % where)
+            n = st.get("days", st.get("hours"))
+            if type(n) is not int or n < 1:
+                raise ScenarioError("%s: a whole number of days or hours, at least 1" % where)
+            if "hours" in st and (st.get("diary") or st.get("demand")):
+                raise ScenarioError("%s: diary entries and demand presses go with 'days'" % where)
+            for e in st.get("diary") or []:
+                if not isinstance(e, dict) or "pain" not in e or "activity" not in e:
+                    raise ScenarioError("%s: a diary entry is {\"pain\", \"activity\", [\"note\", \"time\", "
+                                        "\"every\"]}" % where)
+                _pain(e["pain"], where)
+                from pumpctl.fw import link_commands as lc
+                if e["activity"] not in lc.ACTIVITIES:
+                    raise ScenarioError("%s: activity %r: one of %s" % (where, e["activity"], ", ".join(lc.ACTIVITIES)))
+                u.time_of_day(e.get("time", "20:00"), "diary time")
+            if type(st.get("demand", 0)) is not int or st.get("demand", 0) < 0:
+                raise ScenarioError("%s: 'demand' is the number of presses a day" % where)
+        elif kind == "visit":
+            w = _need(st, "withdrawn", where)
+            if w != "expected":
+                u.volume_nl(w, "%s withdrawn" % where)
+            u.volume_nl(_need(st, "added", where), "%s added" % where)
+            if "prescription" in st:
+                _rx(st["prescription"], where)
+        elif kind == "program":
+            _rx(_need(st, "prescription", where, dict), where)
+        elif kind == "fault":
+            keys = set(st) - {"step"}
+            if not keys or keys - {"motor", "battery_mv", "pressure_mmhg"}:
+                raise ScenarioError("%s: one or more of motor (\"stall\" or \"intermittent:N\"), battery_mv, "
+                                    "pressure_mmhg" % where)
+        elif kind == "check":
+            if not set(st) - {"step"} or set(st) - {"step", "state", "alarms", "no_alarms"}:
+                raise ScenarioError("%s: state, alarms (names that must be active), no_alarms (true, or names "
+                                    "that must not be)" % where)
+    return sc
+
+
+# -- running -------------------------------------------------------------------------------
+class Runner:
+    def __init__(self, sc: dict[str, Any], report_dir: Path, state: Path, out=None) -> None:
+        self.sc, self.report_dir, self.state = sc, report_dir, state
+        self.out = out or sys.stdout
+        self.emu = None
+        self.keystore = state / "keys.json"
+        self.nominal: dict[str, int] = {}
+        self.visits: list[str] = []
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def pumpctl(self, *argv: str, ok=(0,)) -> int:
+        from pumpctl import cli
+        rc = cli.main(list(argv) + ["--port", self.emu.port, "--keystore", str(self.keystore), "--timeout", "5"])
+        if rc not in ok:
+            raise _StepFailed(rc)
+        return rc
+
+    def bench(self, cmd: str, **kw: Any) -> dict[str, Any]:
+        with self.emu.bench() as b:
+            return b.call(cmd, **kw)
+
+    def advance(self, secs: int) -> None:
+        if secs > 0:
+            self.bench("advance", ms=secs * 1000)
+
+    def client(self, role: str):
+        from pumpctl.keystore import KeyStore
+        from pumpctl.link import Client, open_port
+        c = Client(open_port(self.emu.port), timeout=5.0)
+        ident = c.identify()
+        c.login(role, KeyStore(self.keystore).get(ident["serial"], role))
+        return c
+
+    def start(self) -> None:
+        from pumpctl import cli
+        from pumpctl.emulator import Emulator
+        from pumpctl.keystore import KeyStore
+        from pumpctl.link import Client, open_port
+        self.emu = Emulator(self.state, virtual=True, blank=True).start()
+        c = Client(open_port(self.emu.port), timeout=5.0)
+        try:
+            self.say(cli.provision_if_new(c, KeyStore(self.keystore)))
+        finally:
+            c.close()
+        if "start" in self.sc:
+            self.pumpctl("clock", "--set", self.sc["start"], "--yes")
+
+    def run(self) -> int:
+        self.start()
+        try:
+            for i, st in enumerate(self.sc["steps"], 1):
+                s = self.bench("status")
+                self.say("\n== step %d: %s (pump time %s)" % (i, st["step"], u.fmt_datetime(s["day"], s["tod_s"])))
+                try:
+                    getattr(self, "do_" + st["step"])(st)
+                except _StepFailed as e:
+                    self.say("scenario stopped at step %d (%s): exit %d" % (i, st["step"], e.rc))
+                    return e.rc
+                except CheckFailed as e:
+                    self.say("CHECK FAILED at step %d: %s" % (i, e))
+                    return EXIT_CHECK
+            self.say("\nscenario complete: %d step(s); reports in %s" % (len(self.sc["steps"]), self.report_dir))
+            for v in self.visits:
+                self.say("  %s" % v)
+            return 0
+        finally:
+            self.emu.stop()
+
+    # -- steps ----------------------------------------------------------------------------
+    def do_implant(self, st: dict[str, Any]) -> None:
+        argv = ["implant", "--catheter", st["catheter"], "--fill", st["fill"],
+                "--prime-duration", st.get("prime_duration", "30min"), "--bench", str(self.emu.bench_path), "--yes"]
+        for k in ("serial", "model"):
+            if st.get(k):
+                argv += ["--" + k, st[k]]
+        self.pumpctl(*(argv + _rx_argv(st["prescription"])))
+
+    def do_program(self, st: dict[str, Any]) -> None:
+        self.pumpctl("program", "--yes", *_rx_argv(st["prescription"]))
+
+    def do_visit(self, st: dict[str, Any]) -> None:
+        from pumpctl.fw import link_commands as lc
+        added = u.volume_nl(st["added"])
+        if st["withdrawn"] == "expected":
+            c = self.client("clinician")
+            try:
+                withdrawn = c.request(lc.REFILL, {"withdrawn_nl": 0, "added_nl": added, "check": True})["expected_nl"]
+            finally:
+                c.close()
+            self.say("withdrawn: the expected volume, %s" % u.fmt_volume(withdrawn, 4))
+        else:
+            withdrawn = u.volume_nl(st["withdrawn"])
+        argv = ["visit", "--withdrawn", "%duL" % (withdrawn // 1000) if withdrawn % 1000 == 0
+                else "%s" % _ml(withdrawn), "--added", st["added"], "--report-dir", str(self.report_dir), "--yes"]
+        if st.get("accept_discrepancy"):
+            argv.append("--accept-discrepancy")
+        if st.get("prescription"):
+            argv += _rx_argv(st["prescription"])
+        self.pumpctl(*argv)
+        from pumpctl import visitrun
+        s = self.bench("status")
+        self.visits.append(str(visitrun.report_path(self.report_dir, self._serial(), _date(s["day"]))))
+
+    def _serial(self) -> str:
+        c = self.client("clinician")
+        try:
+            return c.identity["serial"]
+        finally:
+            c.close()
+
+    def do_days(self, st: dict[str, Any]) -> None:
+        from pumpctl.fw import link_commands as lc
+        from pumpctl.link import PumpError
+        if "hours" in st:
+            self.advance(st["hours"] * 3600)
+            s = self.bench("status")
+            self.say("%d hour(s) later: %s, alarms: %s" % (st["hours"], s["state"], ", ".join(s["alarms"]) or "none"))
+            return
+        n = st["days"]
+        presses = st.get("demand", 0)
+        diary = st.get("diary") or []
+        given = refused = entries = 0
+        for k in range(n):
+            s = self.bench("status")
+            now = s["tod_s"]
+            acts = []  # (seconds from now, kind, data)
+            for j in range(presses):
+                lo, hi = DEMAND_WINDOW
+                t = lo + (hi - lo) * (2 * j + 1) // (2 * presses)
+                acts.append(((t - now) % S_PER_DAY, "demand", None))
+            for e in diary:
+                if k % int(e.get("every", 1)):
+                    continue
+                p = e["pain"]
+                pain = p if isinstance(p, int) else round(p[0] + (p[1] - p[0]) * k / max(n - 1, 1))
+                t = u.time_of_day(e.get("time", "20:00"))
+                acts.append(((t - now) % S_PER_DAY, "diary", {"pain": pain, "activity": e["activity"],
+                                                              "note": e.get("note", "")}))
+            acts.sort(key=lambda a: (a[0], a[1]))
+            at = 0
+            for when, kind, data in acts:
+                self.advance(when - at)
+                at = when
+                role = "patient"
+                c = self.client(role)
+                try:
+                    if kind == "demand":
+                        try:
+                            c.request(lc.DEMAND)
+                            given += 1
+                        except PumpError:
+                            refused += 1  # lockout, daily maximum, not running: the pump logs why
+                    else:
+                        c.request(lc.DIARY, data)
+                        entries += 1
+                finally:
+                    c.close()
+            self.advance(S_PER_DAY - at)
+        s = self.bench("status")
+        self.say("%d day(s): %d diary entr%s, %d demand press%s (%d given, %d refused); now %s, reservoir %s, "
+                 "alarms: %s" % (n, entries, "y" if entries == 1 else "ies", given + refused,
+                                 "" if given + refused == 1 else "es", given, refused, s["state"],
+                                 u.fmt_volume(s["remaining_nl"]), ", ".join(s["alarms"]) or "none"))
+
+    def do_fault(self, st: dict[str, Any]) -> None:
+        if "motor" in st:
+            m = str(st["motor"])
+            if m == "stall":
+                self.bench("motor", stall=True)
+            elif m.startswith("intermittent:"):
+                self.bench("motor", intermittent=int(m.split(":", 1)[1]))
+            else:
+                raise ScenarioError("fault: motor %r: \"stall\" or \"intermittent:N\"" % m)
+        if "battery_mv" in st:
+            self.nominal.setdefault("battery_mv", NOMINAL_BATTERY_MV)
+            self.bench("battery", mv=int(st["battery_mv"]))
+        if "pressure_mmhg" in st:
+            self.nominal.setdefault("pressure_mmhg", NOMINAL_PRESSURE_MMHG)
+            self.bench("pressure", mmhg=int(st["pressure_mmhg"]))
+        self.say("bench fault: %s" % ", ".join("%s %s" % (k, st[k]) for k in st if k != "step"))
+
+    def do_resolve(self, st: dict[str, Any]) -> None:
+        self.bench("motor", stall=False, intermittent=0)
+        for key, cmd, arg in (("battery_mv", "battery", "mv"), ("pressure_mmhg", "pressure", "mmhg")):
+            if key in self.nominal:
+                self.bench(cmd, **{arg: self.nominal[key]})
+        self.nominal.clear()
+        self.say("bench: fault removed")
+        self.pumpctl("alarms", "--ack", "all")
+        self.pumpctl("resume", "--yes")
+
+    def do_check(self, st: dict[str, Any]) -> None:
+        s = self.bench("status")
+        problems = []
+        if "state" in st and s["state"] != st["state"]:
+            problems.append("state is %s, expected %s" % (s["state"], st["state"]))
+        for a in st.get("alarms") or []:
+            if a not in s["alarms"]:
+                problems.append("alarm %r not active (active: %s)" % (a, ", ".join(s["alarms"]) or "none"))
+        na = st.get("no_alarms")
+        if na is True and s["alarms"]:
+            problems.append("alarms active: %s" % ", ".join(s["alarms"]))
+        elif isinstance(na, list):
+            problems += ["alarm %r is active" % a for a in na if a in s["alarms"]]
+        if problems:
+            raise CheckFailed("; ".join(problems))
+        self.say("check passed: state %s, alarms: %s" % (s["state"], ", ".join(s["alarms"]) or "none"))
+
+
+NOMINAL_BATTERY_MV = 3200  # the emulated board: a fresh lithium cell
+NOMINAL_PRESSURE_MMHG = 0  # above baseline
+
+
+class _StepFailed(Exception):
+    def __init__(self, rc: int) -> None:
+        self.rc = rc
+
+
+def _ml(nl: int) -> str:
+    return "%s mL" % ("%d.%06d" % divmod(nl, 1_000_000)).rstrip("0").rstrip(".")
+
+
+def _date(day: int):
+    from pumpctl import visit
+    return visit.as_date(day)
+
+
+def run(path: str | Path, report_dir: str | Path, state: str | Path | None = None, out=None) -> int:
+    sc = load(path)
+    report_dir = Path(report_dir)
+    tmp = None
+    if state is None:
+        tmp = state = Path(tempfile.mkdtemp(prefix="pumpctl-scenario-"))
+    state = Path(state)
+    if state.exists() and any(state.iterdir()):
+        raise ScenarioError("state folder %s is not empty: a scenario starts from a new pump" % state)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return Runner(sc, report_dir, state, out).run()
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)

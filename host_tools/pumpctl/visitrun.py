@@ -1,0 +1,149 @@
+"""`pumpctl visit`: the refill visit on a pump, and the data for its report.
+
+The report itself is pumpctl.visit (pure). This module reads the pump, keeps
+`visits.json` in the report folder (serial -> the last visit's log sequence
+number, date and the delivery state at its end), and derives the per-day
+delivered dose from the event log (docs/clinical-path.md, "Delivered per
+day").
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from pumpctl import visit
+from pumpctl.fw import alarms as fw_alarms
+from pumpctl.fw import events
+
+VISITS_FILE = "visits.json"
+S_PER_DAY = 86400
+KIND_PRIMING = visit.fw_scheduler.KIND_PRIMING
+_EXCLUSIVE = (visit.fw_scheduler.KIND_CLINICIAN, KIND_PRIMING)  # basal pauses while these run
+
+
+# -- visits.json ------------------------------------------------------------------------
+def load_visits(report_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    f = Path(report_dir) / VISITS_FILE
+    if not f.exists():
+        return {}
+    try:
+        data = json.loads(f.read_text())
+    except ValueError as e:
+        raise visit.VisitError("%s is not valid JSON (%s)" % (f, e)) from None
+    if not isinstance(data, dict):
+        raise visit.VisitError("%s: expected an object serial -> last visit" % f)
+    return data
+
+
+def save_visits(report_dir: str | os.PathLike[str], data: dict[str, Any]) -> None:
+    f = Path(report_dir) / VISITS_FILE
+    tmp = f.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, f)
+
+
+# -- delivered per day ----------------------------------------------------------------------
+class DeliveryState:
+    """What the pump was doing at a point of the log, as the log tells it."""
+
+    def __init__(self, basal_nl_day: int = 0, running: bool = False, stopped: bool = False,
+                 exclusive: int = 0) -> None:
+        self.basal_nl_day = basal_nl_day  # THERAPY_PROGRAMMED b: the profile integrated over a day
+        self.running = running  # therapy programmed and not suspended
+        self.stopped = stopped  # a critical alarm stopped it (until resumed)
+        self.exclusive = exclusive  # a clinician or priming bolus runs: basal paused
+
+    def rate(self) -> int:
+        return self.basal_nl_day if self.running and not self.stopped and not self.exclusive else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"basal_nl_day": self.basal_nl_day, "running": self.running, "stopped": self.stopped}
+
+    @classmethod
+    def of(cls, d: dict[str, Any] | None) -> DeliveryState:
+        d = d or {}
+        return cls(int(d.get("basal_nl_day", 0)), bool(d.get("running")), bool(d.get("stopped")))
+
+
+def delivered_by_day(records: list[tuple], start: tuple[int, int], end: tuple[int, int], state: DeliveryState,
+                     stroke_nl: int, conc_ng_ml: int) -> tuple[list[tuple[int, int, int]], DeliveryState]:
+    """Programmed/computed delivery per day between start and end, (day, tod_s)
+    pump times: [(day, dose_ng, volume_nl)], and the state at the end.
+
+    Basal: the rate of the last THERAPY_PROGRAMMED record (nL/day, the profile
+    integrated over a day, spread evenly over the day), accrued while the
+    therapy runs: not after THERAPY_SUSPENDED or a critical alarm (every
+    critical alarm stops therapy) until THERAPY_RESUMED or a new
+    THERAPY_PROGRAMMED, nor while a clinician or priming bolus runs. Boluses:
+    the strokes of each BOLUS_DELIVERED / BOLUS_CANCELLED record (delivered
+    strokes) on the day it ended, priming excluded (volume, not dose).
+    Dose = volume x the interval's concentration (a concentration changes only
+    at a refill, i.e. at a visit)."""
+    vol: dict[int, Fraction] = {}
+
+    def accrue(t0: int, t1: int, rate: int) -> None:
+        # t0, t1: seconds since the epoch (pump time)
+        while rate and t0 < t1:
+            day = t0 // S_PER_DAY
+            stop = min(t1, (day + 1) * S_PER_DAY)
+            vol[day] = vol.get(day, Fraction(0)) + Fraction(rate * (stop - t0), S_PER_DAY)
+            t0 = stop
+
+    def add(day: int, nl: int) -> None:
+        vol[day] = vol.get(day, Fraction(0)) + nl
+
+    t_start = start[0] * S_PER_DAY + start[1]
+    t_end = end[0] * S_PER_DAY + end[1]
+    t = t_start
+    for r in sorted(records, key=lambda r: r[0]):
+        seq, day, tod, etype = r[:4]
+        when = min(max(day * S_PER_DAY + tod, t_start), t_end)
+        accrue(t, when, state.rate())
+        t = max(t, when)
+        if etype == events.THERAPY_PROGRAMMED:
+            state.basal_nl_day, state.running, state.stopped = r[5], True, False
+        elif etype == events.THERAPY_SUSPENDED:
+            state.running = False
+        elif etype == events.THERAPY_RESUMED:
+            state.running, state.stopped = True, False
+        elif etype == events.ALARM_RAISED and 0 <= r[4] < fw_alarms.COUNT and fw_alarms.is_critical(r[4]):
+            state.stopped = True
+            state.exclusive = 0  # stopping clears the bolus
+        elif etype == events.BOLUS_STARTED and r[4] in _EXCLUSIVE:
+            state.exclusive = r[4]
+        elif etype in (events.BOLUS_DELIVERED, events.BOLUS_CANCELLED):
+            if r[4] == state.exclusive:
+                state.exclusive = 0
+            if r[4] != KIND_PRIMING and t_start <= day * S_PER_DAY + tod <= t_end:
+                add(day, r[5] * stroke_nl)
+    accrue(t, t_end, state.rate())
+    rows = []
+    for day in sorted(vol):
+        nl = vol[day]
+        rows.append((day, round(nl * conc_ng_ml / 1_000_000), round(nl)))
+    return rows, state
+
+
+# -- the visit ----------------------------------------------------------------------------
+FIRST_FILL = (events.RESERVOIR_SET, events.THERAPY_PROGRAMMED, events.REFILL)
+
+
+def first_interval(records: list[tuple]) -> list[tuple]:
+    """A pump's first interval starts at its first fill or first therapy (the
+    implant), else at its first dated record: the records from there on, by
+    sequence number. Those before (factory boot, provisioning, a clock set
+    before the implant) are not the patient's."""
+    recs = sorted(records, key=lambda r: r[0])
+    for i, r in enumerate(recs):
+        if r[3] in FIRST_FILL and r[1] > 0:
+            return recs[i:]
+    return [r for r in recs if r[1] > 0]
+
+
+def report_path(report_dir: str | os.PathLike[str], serial: str, date: dt.date) -> Path:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in serial)
+    return Path(report_dir) / ("visit-%s-%s.html" % (safe, date.isoformat()))

@@ -1,0 +1,160 @@
+"""Refill visit (`pumpctl visit`) and scripted patient courses (`pumpctl
+scenario`) on a virtual-time emulator: the reports' numbers against the
+pump's event log and the bench's stroke record."""
+import json
+from pathlib import Path
+
+import pytest
+
+from linkkit import DAY_MS, of_type
+from pumpctl import scenario, visit
+from pumpctl.emulator import Emulator
+from pumpctl.fw import events
+from test_clinical_path import BlankPump
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
+DEMAND = visit.fw_scheduler.KIND_DEMAND
+PRIMING = visit.fw_scheduler.KIND_PRIMING
+
+
+@pytest.fixture
+def implanted(tmp_path, capsys):
+    p = BlankPump(tmp_path)
+    rc, _, err = p.pumpctl(capsys, "implant", "--serial", "SN-0042", "--catheter", "500mm:120uL,300mm:80uL",
+                           "--fill", "20mL", "--drug", "morphine", "--conc", "10mg/mL", "--dose", "2mg/day",
+                           "--demand", "0.1mg/10min,lockout=1h,max=4", "--yes", "--bench", str(p.emu.bench_path))
+    assert rc == 0, err
+    p.serial = "SN-0042"
+    yield p
+    p.stop()
+
+
+def dose_strokes(p):
+    kinds = p.bench("status")["strokes_by_kind"]
+    return sum(kinds) - kinds[PRIMING]
+
+
+def test_visit_report_matches_the_log_and_the_strokes(implanted, capsys, tmp_path):
+    p = implanted
+    reports = tmp_path / "reports"
+    for day in range(6):
+        p.bench("advance", ms=DAY_MS // 2)
+        assert p.pumpctl(capsys, "diary", "add", "--pain", str(7 - day // 2), "--activity", "walking")[0] == 0
+        p.pumpctl(capsys, "demand")  # the second press on a day may meet the lockout: the pump logs it
+        p.pumpctl(capsys, "demand")
+        p.bench("advance", ms=DAY_MS // 2)
+    expected = p.bench("status")["remaining_nl"]
+    withdrawn = expected - 5_000_000  # a 5 mL discrepancy (> 20 % and > 2 mL): warning
+    rc, out, err = p.pumpctl(capsys, "visit", "--withdrawn", scenario._ml(withdrawn), "--added", "20mL",
+                             "--report-dir", str(reports), "--yes")
+    assert rc == 5 and "not acknowledged" in err  # nothing changed
+    assert not of_type(p.log(), events.REFILL)
+    rc, out, err = p.pumpctl(capsys, "visit", "--withdrawn", scenario._ml(withdrawn), "--added", "20mL",
+                             "--report-dir", str(reports), "--yes", "--accept-discrepancy")
+    assert rc == 0, err
+    log = p.log()
+    refill = of_type(log, events.REFILL)
+    assert len(refill) == 1 and refill[0][4] == withdrawn and refill[0][6] == expected
+    given = [r for r in of_type(log, events.BOLUS_STARTED) if r[4] == DEMAND]
+    refused = [r for r in of_type(log, events.BOLUS_REFUSED) if r[4] == DEMAND]
+    diary = of_type(log, events.DIARY)
+    assert len(diary) == 6 and len(given) + len(refused) == 12 and given
+    headline = "expected %s, withdrawn %s" % (visit.fmt_ml(expected), visit.fmt_ml(withdrawn))
+    date = visit.as_date(refill[0][1])
+    html = (reports / ("visit-SN-0042-%s.html" % date)).read_text()
+    for text in (out, html):
+        assert headline in text and "REFILL DISCREPANCY" in text
+        assert "%d requested, %d given, %d refused" % (len(given) + len(refused), len(given), len(refused)) in text
+        assert "6 entries on 6 of" in text
+    assert "<img" in html and "http" not in html.replace("http-equiv", "")
+    stored = json.loads((reports / "visits.json").read_text())["SN-0042"]
+    assert stored["date"] == date.isoformat() and stored["seq"] >= refill[0][0]
+
+    # A second visit covers the interval since the first: its volume is the strokes delivered in between.
+    strokes0 = dose_strokes(p)
+    for _ in range(7):
+        p.bench("advance", ms=DAY_MS // 3)
+        p.pumpctl(capsys, "demand")
+        p.bench("advance", ms=DAY_MS - DAY_MS // 3)
+    strokes = dose_strokes(p) - strokes0
+    rc, out, err = p.pumpctl(capsys, "visit", "--withdrawn", "10mL", "--added", "20mL",
+                             "--report-dir", str(reports), "--yes", "--accept-discrepancy", "--json",
+                             "--drug", "morphine", "--conc", "10mg/mL", "--dose", "3mg/day")
+    assert rc == 0, err
+    r = json.loads(out)
+    stroke_nl = p.bench("status")["stroke_nl"]
+    assert r["previous_visit"] == date.isoformat()
+    assert abs(r["total_volume_nl"] - strokes * stroke_nl) <= stroke_nl, (r["total_volume_nl"], strokes)
+    assert r["total_dose_ng"] == pytest.approx(r["total_volume_nl"] * 10, abs=10)  # 10 mg/mL = 10 ng/nL
+    given2 = [x for x in of_type(p.log(), events.BOLUS_STARTED) if x[4] == DEMAND and x[0] > stored["seq"]]
+    assert r["demand"]["given"] == len(given2) == 7
+    assert r["diary_entries"] == 0
+    html2 = Path(r["report"]).read_text()
+    assert "3 mg/day" in html2 and "Therapy: before and after (changed)" in html2
+
+
+def test_first_visit_strokes(implanted, capsys, tmp_path):
+    """The first visit takes the whole log from the implant: priming excluded."""
+    p = implanted
+    p.bench("advance", ms=3 * DAY_MS + 12345)
+    strokes = dose_strokes(p)
+    rc, out, err = p.pumpctl(capsys, "visit", "--withdrawn", "19mL", "--added", "20mL", "--report-dir",
+                             str(tmp_path / "r"), "--yes", "--json")
+    assert rc == 0, err
+    r = json.loads(out)
+    assert abs(r["total_volume_nl"] - strokes * 500) <= 500
+    assert r["demand"]["other_given"] == {"priming": 2}  # priming and the motor test
+
+
+def test_visit_input_errors(implanted, capsys, tmp_path):
+    rc, _, err = implanted.pumpctl(capsys, "visit", "--withdrawn", "ten", "--added", "20mL", "--report-dir",
+                                   str(tmp_path))
+    assert rc == 1
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "visits.json").write_text("{")
+    rc, _, err = implanted.pumpctl(capsys, "visit", "--withdrawn", "1mL", "--added", "20mL", "--report-dir",
+                                   str(bad), "--yes")
+    assert rc == 1 and "visits.json" in err
+    assert not of_type(implanted.log(), events.REFILL)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_scenarios(path, tmp_path, capsys):
+    sc = scenario.load(path)
+    state, reports = tmp_path / "state", tmp_path / "reports"
+    rc = scenario.run(path, reports, state)
+    out = capsys.readouterr().out
+    assert rc == 0, out[-3000:]
+    n_visits = sum(1 for s in sc["steps"] if s["step"] == "visit")
+    htmls = sorted(reports.glob("visit-*.html"))
+    assert len(htmls) == n_visits and "scenario complete" in out
+    # The last report against the pump's own log.
+    emu = Emulator(state, virtual=True).start()
+    try:
+        from linkkit import Pump
+        p = Pump.__new__(Pump)
+        p.emu, p.keystore = emu, state / "keys.json"
+        p.serial = list(visit_serials(reports))[0]
+        log = p.log()
+    finally:
+        emu.stop()
+    refills = of_type(log, events.REFILL)
+    assert len(refills) == n_visits
+    last = refills[-1]
+    lo = refills[-2][0] if len(refills) > 1 else 0
+    html = htmls[-1].read_text() if n_visits == 1 else max(htmls, key=lambda h: h.name).read_text()
+    assert "expected %s, withdrawn %s" % (visit.fmt_ml(last[6]), visit.fmt_ml(last[4])) in html
+    diary = [r for r in of_type(log, events.DIARY) if lo < r[0] < last[0]]
+    given = [r for r in of_type(log, events.BOLUS_STARTED) if r[4] == DEMAND and lo < r[0] < last[0]]
+    refused = [r for r in of_type(log, events.BOLUS_REFUSED) if r[4] == DEMAND and lo < r[0] < last[0]]
+    assert ("%d entries on" % len(diary) if diary else "no entries") in html
+    assert "%d requested, %d given, %d refused" % (len(given) + len(refused), len(given), len(refused)) in html
+    for a in of_type(log, events.ALARM_RAISED):
+        if lo < a[0] < last[0]:
+            assert visit.fw_alarms.NAMES[a[4]] + ": raised" in html
+
+
+def visit_serials(reports):
+    return json.loads((reports / "visits.json").read_text()).keys()
