@@ -362,6 +362,17 @@ def cmd_suspend(args):
     return EXIT_OK
 
 
+def cmd_maintenance(args):
+    with connected(args, session_role(args, "clinician")) as c:
+        if not args.json:
+            print("Review: stop the pump and give its USB port back to the REPL (mpremote, deploy).")
+            print("Delivery stops until the board is powered up again.")
+        confirm(args, "Enter maintenance?")
+        r = c.request(lc.MAINTENANCE)
+    emit(args, r, "pump stopped; its REPL answers on the port until the next power-up")
+    return EXIT_OK
+
+
 def cmd_resume(args):
     with connected(args, session_role(args, "clinician")) as c:
         th = c.request(lc.THERAPY)
@@ -944,6 +955,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--over", required=True, help="duration, e.g. 10min")
     add("demand", cmd_demand, "patient demand bolus (patient role)")
     add("suspend", cmd_suspend, "stop delivery until resumed")
+    add("maintenance", cmd_maintenance, "stop the pump and return the board to its REPL (Pico)")
     add("resume", cmd_resume, "resume the programmed therapy")
     s = add("refill", cmd_refill, "guided refill: expected vs withdrawn, then the new fill (and prescription)")
     s.add_argument("--withdrawn", required=True, help="volume drawn out of the reservoir, e.g. 9.5mL")

@@ -308,3 +308,9 @@ def test_port_emulator_starts_its_own(tmp_path, capsys):
     rc = cli.main(["status", "--port", "emulator", "--state", str(tmp_path / "e"), "--keystore", ks])
     out, err = capsys.readouterr()
     assert rc == 0 and "delivering" in out and "provisioned" in err
+
+
+def test_maintenance_is_refused_by_the_emulator_and_therapy_continues(pump, capsys):
+    rc, out, err = pump.pumpctl(capsys, "maintenance", "--yes")
+    assert rc == 2 and "no REPL" in out + err
+    assert pump.call(lc.STATUS)["state"] == "delivering"
