@@ -19,7 +19,7 @@ import link_commands as lc
 import prescription
 import wire
 from limits import LimitError, check_range
-from units import S_PER_DAY
+from units import S_PER_DAY, dose_to_volume_nl
 
 _RX_CHUNK = const(128)  # bytes taken from the transport at a time
 _FRAMES_PER_POLL = const(4)  # bounds the time one poll() takes
@@ -551,7 +551,7 @@ class Link:
         reply = {"rx": rx_to_wire(pump.rx), "catheter_nl": pump.catheter_nl, "bridging": pump.bridging}
         if t is not None:
             reply["daily_ng"] = t.daily_ng
-            reply["max_daily_nl"] = self._daily_nl(t)
+            reply["max_daily_nl"] = dose_to_volume_nl(t.daily_ng, t.conc_ng_ml)
         return reply
 
     def _alarms(self, p):
@@ -603,7 +603,10 @@ class Link:
         stroke = self.pump.stroke_nl
         daily = self._daily_nl(t)
         r = self.pump.reservoir
-        return {"daily_ng": t.daily_ng, "max_daily_nl": daily, "basal_nl_day": t.basal_nl_per_day(),
+        # The 24-hour maximum is the limit bound (highest step all day, see
+        # docs/limits.md); the empty date uses the day's expected volume.
+        return {"daily_ng": t.daily_ng, "max_daily_nl": dose_to_volume_nl(t.daily_ng, t.conc_ng_ml),
+                "basal_nl_day": t.basal_nl_per_day(),
                 "step_nl_day": list(t.step_rate_nl_day), "periodic_nl": [q[1] * stroke for q in t.periodic],
                 "demand_nl": t.demand[0] * stroke if t.demand else 0,
                 "empty_in_s": max(0, volume_nl - r.residual_nl) * S_PER_DAY // daily if daily else None}
