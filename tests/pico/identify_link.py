@@ -1,6 +1,6 @@
-# Placeholder for the programmer link until firmware/link.py is wired into
-# main.py: answers every line received with one JSON line identifying the
-# board and the pump's state. It reads and reports, never commands the pump.
+# A minimal stand-in for the programmer link, for the board tests (the pump
+# runs firmware/link.py): answers every line received with one JSON line
+# identifying the board and the pump's state. It never commands the pump.
 import json
 
 from micropython import const
