@@ -212,20 +212,7 @@ def _alarm_id(text):
 def cmd_log(args):
     first = args.first
     with connected(args, session_role(args, "clinician")) as c:
-        recs = []
-        info = c.request(lc.LOG_READ, {"first": max(first, 1), "max": 1})
-        last = info["last_seq"] if args.last is None else min(args.last, info["last_seq"])
-        start = max(first, info["first_seq"])
-        nxt = start
-        progress = Progress(last - start + 1, "event log", enabled=sys.stderr.isatty() and not args.json)
-        while nxt <= last:
-            p = c.request(lc.LOG_READ, {"first": nxt, "max": lc.LOG_MAX_PER_READ})
-            recs += [r for r in unpack_log(p["recs"]) if r[0] <= last]
-            if p["next"] <= nxt:
-                break
-            nxt = p["next"]
-            progress.update(min(nxt, last + 1) - start)
-        progress.done()
+        recs, info = _read_log(c, first, args.last, show_progress=sys.stderr.isatty() and not args.json)
     if args.csv:
         out = sys.stdout if args.csv == "-" else open(args.csv, "w", newline="")
         try:
@@ -583,18 +570,21 @@ def cmd_diary(args):
     return EXIT_OK
 
 
-def _read_log(c, first=1, last=None):
+def _read_log(c, first=1, last=None, show_progress=False):
     """Event log records first..last (default: to the end) over the link."""
     recs = []
     info = c.request(lc.LOG_READ, {"first": max(first, 1), "max": 1})
     last = info["last_seq"] if last is None else min(last, info["last_seq"])
-    nxt = max(first, info["first_seq"])
+    start = nxt = max(first, info["first_seq"])
+    progress = Progress(last - start + 1, "event log", enabled=show_progress)
     while nxt <= last:
         p = c.request(lc.LOG_READ, {"first": nxt, "max": lc.LOG_MAX_PER_READ})
         recs += [r for r in unpack_log(p["recs"]) if r[0] <= last]
         if p["next"] <= nxt:
             break
         nxt = p["next"]
+        progress.update(min(nxt, last + 1) - start)
+    progress.done()
     return recs, info
 
 

@@ -8,20 +8,8 @@ here = sys.path[0]
 root = here + "/../.."
 variant = sys.argv[1]
 base = root if variant == "src" else root + "/build/mpy"
-sys.path[1:1] = [here + "/standins", base + "/firmware", base + "/boards/pico"]
+sys.path[1:1] = [here + "/standins", base + "/firmware", base + "/boards/pico", here + "/.."]
 
-module = __import__(sys.argv[2])
-if variant == "mpy":
-    import pico_board
+import mptest  # noqa: E402
 
-    assert pico_board.__file__.endswith(".mpy"), pico_board.__file__
-failed = 0
-for name in sys.argv[3:]:
-    try:
-        getattr(module, name)()
-        print("PASS", name)
-    except Exception as e:
-        failed += 1
-        print("FAIL", name)
-        sys.print_exception(e)
-sys.exit(1 if failed else 0)
+mptest.run(sys.argv[2], sys.argv[3:], "pico_board" if variant == "mpy" else None)
