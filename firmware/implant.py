@@ -81,7 +81,7 @@ def prime(pump, duration_s):
 def start_motor_test(pump):
     # A few strokes into the primed catheter, each confirmed by the motor
     # feedback; counted as volume, never dose.
-    pump.motor_test_from = pump.board_failed_attempts()
+    pump.motor_test_from = pump.failed_total
     return pump.priming_bolus(MOTOR_TEST_STROKES * pump.stroke_nl, MOTOR_TEST_S)
 
 
@@ -90,7 +90,7 @@ def motor_test_result(pump):
     s = pump.sched
     if s.bolus_kind == KIND_PRIMING:
         return None
-    failed = pump.board_failed_attempts() - pump.motor_test_from
+    failed = pump.failed_total - pump.motor_test_from
     ok = failed == 0 and not pump.alarms.critical()
     reason = "all %d strokes confirmed" % MOTOR_TEST_STROKES if ok else "%d strokes not confirmed" % failed
     _logged(pump, STEP_MOTOR_TEST, ok, failed, 0, reason.encode()[:32])

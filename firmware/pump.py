@@ -16,7 +16,7 @@ from alarms import Alarms
 from guard import DoseGuard
 from limits import LimitError, check_range
 from reservoir import Reservoir
-from scheduler import DEMAND_OK, KIND_CLINICIAN, KIND_DEMAND, KIND_NONE, KIND_PRIMING, Scheduler
+from scheduler import DEMAND_OK, KIND_CLINICIAN, KIND_DEMAND, KIND_NONE, KIND_PRIMING, Scheduler, is_exclusive
 from units import S_PER_DAY
 from walltime import WallClock
 
@@ -57,7 +57,7 @@ class Pump:
         self.log = log if log is not None else events.MemoryLog()
         self.stroking = KIND_NONE  # kind of the stroke the motor is running
         self.failed_strokes = 0  # consecutive unconfirmed strokes
-        self.failed_total = 0
+        self.failed_total = 0  # strokes not confirmed since boot (occluded ones too)
         self.motor_test_from = 0
         self.fail_cause = 0
         self.failed_logged = 0
@@ -87,10 +87,6 @@ class Pump:
             self.saver()
         self.since_checkpoint = 0
         self.next_checkpoint = self.now_s + CHECKPOINT_S
-
-    def board_failed_attempts(self):
-        # Strokes the motor did not confirm since boot (also the occluded ones).
-        return self.failed_total
 
     @property
     def now_s(self):
@@ -342,7 +338,7 @@ class Pump:
                 self.failed_strokes = 0
                 self.sched.stroke_delivered(kind)
                 self.reservoir.debit_stroke(kind, self.now_s, self.clock.day)
-                self.guard.count_stroke(self.now_s, kind == KIND_CLINICIAN or kind == KIND_PRIMING)
+                self.guard.count_stroke(self.now_s, is_exclusive(kind))
                 self.since_checkpoint += 1
                 self._check_level()
             else:
@@ -356,7 +352,7 @@ class Pump:
         s = self.sched
         kind = s.next_stroke_kind()
         if s.running and kind:
-            if not self.guard.allows_stroke(self.now_s, kind == KIND_CLINICIAN or kind == KIND_PRIMING):
+            if not self.guard.allows_stroke(self.now_s, is_exclusive(kind)):
                 self._stop_for(alarms.DOSE_GUARD)
                 return
             board.motor_begin()

@@ -42,6 +42,11 @@ DEMAND_NOT_RUNNING = const(5)
 _FAR = const(1 << 29)  # "no event": larger than any real interval in seconds
 
 
+def is_exclusive(kind):
+    # Clinician and priming boluses replace the basal while they run.
+    return kind == KIND_CLINICIAN or kind == KIND_PRIMING
+
+
 class Scheduler:
     def __init__(self, stroke_nl):
         self.stroke_nl = stroke_nl
@@ -161,8 +166,7 @@ class Scheduler:
         return self.bolus_kind != KIND_NONE
 
     def exclusive_bolus(self):
-        k = self.bolus_kind
-        return k == KIND_CLINICIAN or k == KIND_PRIMING
+        return is_exclusive(self.bolus_kind)
 
     # -- patient demand ----------------------------------------------------
     def demand_check(self):
