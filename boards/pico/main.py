@@ -19,6 +19,17 @@ def make_link(board, pump, transport):
     return Link(pump, transport, serial=board.serial())
 
 
+def loop_once(board, pump, link):
+    # One main-loop pass: the link and the pump's deferred work, with any tick
+    # that falls due meanwhile held until loop_end (board.loop_begin).
+    board.loop_begin()
+    link.poll()
+    if pump.needs_service():
+        pump.service()
+    board.loop_end()
+    board.idle()
+
+
 def run(cfg=config, ticks=None, stdin=None, stdout=None):
     # Arguments other than cfg exist for the tests (virtual clock, fake USB).
     board = PicoBoard(cfg, ticks)
@@ -34,12 +45,7 @@ def run(cfg=config, ticks=None, stdin=None, stdout=None):
     transport.open()  # from here Ctrl-C is link data, not an interrupt
     try:
         while board.running:
-            board.loop_begin()
-            link.poll()
-            if pump.needs_service():
-                pump.service()
-            board.loop_end()
-            board.idle()
+            loop_once(board, pump, link)
     finally:
         transport.close()
         if persist is not None and not board.running:

@@ -3,9 +3,9 @@
 import os
 
 import vfs
+import imagekit
 from imagekit import POINT, mount, new_image, unmount
 from eventlog import RECORD_SIZE, EventLog, decode
-from power_cut import PowerCut, PowerCutDevice
 
 DIR = POINT + "/log"
 K = 4  # records per segment in these tests
@@ -335,33 +335,7 @@ def check_after_cut(progress, cut_at):
 
 
 def cut_at_every_write(tear):
-    # File handles the cut abandoned are closed later by the garbage
-    # collector against the closed device; MicroPython prints the EIO that
-    # raises in the finaliser (seen with pytest -s). Nothing reaches the image.
-    path = new_image()
-    try:
-        dev = mount(path)
-        append_stream([0, 0])
-        total = dev.writes
-        unmount(dev)
-    finally:
-        os.remove(path)
-    for cut_at in range(1, total + 1):
-        path = new_image()
-        try:
-            progress = [0, 0]
-            dev = mount(path, cut_at, tear)
-            try:
-                append_stream(progress)
-            except PowerCut:
-                pass
-            assert dev.cut, cut_at
-            unmount(dev)
-            dev = mount(path)
-            check_after_cut(progress, cut_at)
-            unmount(dev)
-        finally:
-            os.remove(path)
+    total = imagekit.cut_at_every_write(append_stream, lambda: [0, 0], check_after_cut, tear)
     print("eventlog: power cut at each of %d writes of %d appends (tear=%s)" % (total, STREAM, tear))
 
 

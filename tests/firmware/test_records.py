@@ -3,8 +3,8 @@
 import os
 
 import vfs
+import imagekit
 from imagekit import POINT, mount, new_image, unmount
-from power_cut import PowerCut, PowerCutDevice
 from records import MAX_PAYLOAD, RecordStore
 
 DIR = POINT + "/rec"
@@ -177,38 +177,16 @@ def record(i):
     return None if i < 0 else (i + 1, PAYLOADS[i])
 
 
+def check_after_cut(progress, cut_at):
+    store = RecordStore(DIR)
+    got = store.load("rx")
+    assert got in (record(progress[1]), record(progress[0])), (cut_at, got and got[0], progress)
+    store.save("rx", 99, b"after the cut")  # the store works on
+    assert RecordStore(DIR).load("rx") == (99, b"after the cut"), cut_at
+
+
 def cut_at_every_write(tear):
-    # File handles the cut abandoned are closed later by the garbage
-    # collector against the closed device; MicroPython prints the EIO that
-    # raises in the finaliser (seen with pytest -s). Nothing reaches the image.
-    path = new_image()
-    try:
-        dev = mount(path)
-        save_sequence([0, -1])
-        total = dev.writes
-        unmount(dev)
-    finally:
-        os.remove(path)
-    for cut_at in range(1, total + 1):
-        path = new_image()
-        try:
-            progress = [-1, -1]
-            dev = mount(path, cut_at, tear)
-            try:
-                save_sequence(progress)
-            except PowerCut:
-                pass
-            assert dev.cut, cut_at
-            unmount(dev)
-            dev = mount(path)
-            store = RecordStore(DIR)
-            got = store.load("rx")
-            assert got in (record(progress[1]), record(progress[0])), (cut_at, got and got[0], progress)
-            store.save("rx", 99, b"after the cut")  # the store works on
-            assert RecordStore(DIR).load("rx") == (99, b"after the cut"), cut_at
-            unmount(dev)
-        finally:
-            os.remove(path)
+    total = imagekit.cut_at_every_write(save_sequence, lambda: [-1, -1], check_after_cut, tear)
     print("records: power cut at each of %d writes (tear=%s)" % (total, tear))
 
 

@@ -92,14 +92,11 @@ class FakeSerial(io.IOBase):
 
 def run_loop(board, pump, link, ms):
     # main.py's loop for `ms` of virtual time.
+    import main
+
     end = machine.clock.now + ms
     while machine.clock.now < end:
-        board.loop_begin()
-        link.poll()
-        if pump.needs_service():
-            pump.service()
-        board.loop_end()
-        board.idle()
+        main.loop_once(board, pump, link)
 
 
 def expect(exc_class, fn, *args):
