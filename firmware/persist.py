@@ -5,7 +5,6 @@
 # whatever is lost between a checkpoint and a reset can only under-deliver.
 # See docs/persistence.md.
 import json
-import os
 
 import alarms
 import events
@@ -24,19 +23,10 @@ _KEPT = ((1 << alarms.MOTOR_STALL) | (1 << alarms.OCCLUSION) | (1 << alarms.INTE
          | (1 << alarms.ALARM_DATE))
 
 
-def _mkdir(path):
-    try:
-        os.mkdir(path)
-    except OSError:
-        pass
-
-
 class Persist:
     def __init__(self, pump, directory):
-        _mkdir(directory)
         self.pump = pump
-        self.store = RecordStore(directory + "/state")
-        _mkdir(directory + "/state")
+        self.store = RecordStore(directory + "/state")  # makes its own folder
         self.saves = 0
         pump.saver = self.save
 

@@ -1,7 +1,5 @@
 # Boot of the portable core on any board: event log and state on the board's
 # flash, the pump restored from its last saved state, the reset logged.
-import os
-
 from eventlog import EventLog
 from persist import Persist
 from pump import Pump
@@ -12,11 +10,7 @@ def start_pump(board, reset_cause):
     directory = board.flash_dir()
     if directory is None:
         return Pump(board), None, reset_cause
-    try:
-        os.mkdir(directory + "/log")
-    except OSError:
-        pass
-    pump = Pump(board, EventLog(directory + "/log"))
+    pump = Pump(board, EventLog(directory + "/log"))  # the board made `directory`
     persist = Persist(pump, directory)
     cause = persist.restore(reset_cause)
     return pump, persist, cause
