@@ -11,12 +11,20 @@ STAMP := $(VENV)/.installed
 MICROPYTHON ?= $(abspath $(BIN)/micropython)
 export MICROPYTHON
 
+# The firmware tests run again on a 31-bit unix port (small ints as on the
+# RP2040: above 2^30 an int is a heap long int), from shared/ beside the
+# checkout. Missing, those variants skip; with CI=true they fail.
+#   make test MICROPYTHON31=/path/to/31-bit/micropython
+ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+MICROPYTHON31 ?= $(ROOT)/../shared/runtimes/micropython-1.28.0-unix-i386
+export MICROPYTHON31
+
 # RP2040; use armv7emsp for the RP2350 (Pico 2).
 MPY_ARCH ?= armv6m
 SOURCES := $(shell find firmware boards -name '*.py')
 MPY_OUT := $(patsubst %.py,build/mpy/%.mpy,$(SOURCES))
 
-.PHONY: all setup test run mpy bench clean
+.PHONY: all setup test run mpy bench soak clean typecheck
 
 all: test
 
@@ -37,11 +45,24 @@ mpy: $(MPY_OUT)
 test: $(STAMP) mpy
 	$(BIN)/pytest
 
+# The emulated pump with its state in run/ (flash.img, bench.sock, port.json,
+# emulator.lock), or in $PUMPCTL_STATE: `pumpctl status` finds it from any
+# directory (tests/e2e/test_pumpctl_user.py runs this very command).
 run: $(STAMP)
-	$(BIN)/pumpctl emulate --state run/pump.img
+	$(BIN)/pumpctl emulate
+
+# basedpyright on host_tools/ (pumpctl): 0 errors. `make test` runs it too
+# (tests/host/test_host_typecheck.py).
+typecheck: $(STAMP)
+	$(BIN)/basedpyright --pythonpath $(BIN)/python -p host_tools/pyrightconfig.json
 
 bench: $(STAMP) mpy
 	$(BIN)/python tools/bench.py
+
+# Long model-based campaign against the real firmware (tests/model, issue #12):
+#   make soak STEPS=100000 SEED=1     (prints the seed; the same seed replays it)
+soak: $(STAMP) mpy
+	$(BIN)/python tools/soak.py --steps $(or $(STEPS),100000) $(if $(SEED),--seed $(SEED))
 
 clean:
 	rm -rf build .pytest_cache

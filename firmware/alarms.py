@@ -20,20 +20,25 @@ RESERVOIR_LOW = const(7)
 BATTERY_ERI = const(8)
 ALARM_DATE = const(9)
 REFILL_DISCREPANCY = const(10)
-COUNT = const(11)
-CRITICAL_MASK = const(0x7F)
+# Added later; ids are stable (the log and the host tools name alarms by id).
+FLASH_FAULT = const(11)  # critical: state cannot be saved; therapy continues
+UNCOMMANDED_MOTION = const(12)  # critical: the motor moved with no stroke commanded
+CLOCK_UNCERTAIN = const(13)  # the wall clock may be wrong after an unclean reset
+COUNT = const(14)
+CRITICAL_MASK = const(0x7F | (1 << FLASH_FAULT) | (1 << UNCOMMANDED_MOTION))
 
 NAMES = ("reservoir empty", "motor stall", "occlusion", "battery end of service", "internal fault",
          "integrity error", "dose limit guard", "low reservoir", "battery replacement (ERI)",
-         "alarm date reached", "refill discrepancy")
+         "alarm date reached", "refill discrepancy", "flash fault", "uncommanded motor motion",
+         "clock uncertain")
 
 # Tone patterns: two tones alternating every SEGMENT_MS for the duration
 # (critical: a 3-s two-tone, as on SynchroMed) or one tone (non-critical 1 s).
 SEGMENT_MS = const(250)
-TONE_A = (880, 988, 932, 831, 1047, 1175, 1109, 660, 698, 740, 784)
-TONE_B = (440, 494, 466, 415, 523, 587, 554, 660, 698, 740, 784)
-DURATION_MS = (3000, 3000, 3000, 3000, 3000, 3000, 3000, 1000, 1000, 1000, 1000)
-REPEAT_S = (600, 600, 600, 900, 300, 300, 300, 3600, 14400, 7200, 3600)
+TONE_A = (880, 988, 932, 831, 1047, 1175, 1109, 660, 698, 740, 784, 1245, 1319, 831)
+TONE_B = (440, 494, 466, 415, 523, 587, 554, 660, 698, 740, 784, 622, 659, 831)
+DURATION_MS = (3000, 3000, 3000, 3000, 3000, 3000, 3000, 1000, 1000, 1000, 1000, 3000, 3000, 1000)
+REPEAT_S = (600, 600, 600, 900, 300, 300, 300, 3600, 14400, 7200, 3600, 600, 300, 3600)
 SILENCE_CRITICAL_S = const(3600)  # a persisting critical alarm comes back after an hour
 SILENCE_NON_CRITICAL_S = const(86400)
 

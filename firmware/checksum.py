@@ -1,19 +1,50 @@
-# Integrity checksum of safety-critical integers: a position-weighted sum
-# modulo a prime below 2^29, so every intermediate stays a small int on the
-# RP2040 and any change to a single value is detected (the weights are
-# smaller than the prime, which is prime). Unlike a CRC it can be updated in
-# O(1) when one value changes, which the ledger does on every stroke.
+# Integrity checksum of safety-critical integers (the loaded prescription),
+# computed on the tick path (housekeeping): every intermediate must be a
+# small int on the RP2040, where anything above 2^30 is a heap-allocated long
+# int. See docs/integers.md.
+#
+# Design: each value is split into two 14-bit limbs (bits 0-13, 14-27), and
+# each limb stream gets its own polynomial hash modulo the prime P < 2^15:
+# lane = (lane * K + limb) % P. lane < P and K < P, so lane * K + limb
+# < (2^15 - 1)^2 + 2^14 < 2^30. The two lanes pack into one int < 2^30.
+#
+# Why a single changed value is always detected: the values are hashed in a
+# fixed order and number (whole arrays, not just their used part), so a
+# value v at stream position j adds limb * K^(m - j) to its lane. If v
+# changes to another value in [0, 2^28), one of its limbs changes by d with
+# 0 < |d| < 2^14 < P, and that lane changes by d * K^(m - j) mod P, which is
+# not 0 because P is prime and neither d nor K is a multiple of P. A value
+# outside [0, 2^28) (negative, or a flipped high bit) makes the result
+# INVALID, which no sealed checksum equals. No legitimate prescription value
+# comes near 2^28 (the largest is the basal period, 43,200,000).
+# K is a primitive root of P, so a value moved to another position (K^i !=
+# K^j for i != j < P - 1) is detected too; random damage to several values
+# escapes with probability about 2^-30.
 from micropython import const
 
-PRIME = const(536870909)
+P = const(32749)  # the largest prime below 2^15
+K = const(19997)  # a primitive root modulo P
+START = const(1)  # lanes (1, 0): the hash of nothing
+INVALID = const(-1)  # a value outside the checked range was seen
+_LIMB_MASK = const(0x3FFF)
+_LIMB_BITS = const(14)
+_LANE_MASK = const(0x7FFF)
+_LANE_BITS = const(15)
+_VALUE_BITS = const(28)
 
 
-def of_array(arr, n, weight, acc):
-    # Adds arr[0..n) with weights weight, weight+1, ...; allocation-free.
-    for i in range(n):
-        acc = (acc + (weight + i) * (arr[i] % PRIME)) % PRIME
+def of_value(value, acc):
+    # Adds one value to the checksum `acc` (START to begin); allocation-free
+    # for every small int.
+    if acc < 0 or value >> _VALUE_BITS:
+        return INVALID
+    lo = (acc & _LANE_MASK) * K + (value & _LIMB_MASK)
+    hi = (acc >> _LANE_BITS) * K + (value >> _LIMB_BITS)
+    return lo % P | (hi % P) << _LANE_BITS
+
+
+def of_array(arr, acc):
+    # Adds every element of `arr`, used or not: a fixed-length stream.
+    for i in range(len(arr)):
+        acc = of_value(arr[i], acc)
     return acc
-
-
-def of_value(value, weight, acc):
-    return (acc + weight * (value % PRIME)) % PRIME

@@ -34,6 +34,7 @@ SESSION_END = const(23)  # a = role, b = session, c = reason
 LINK_REJECTED = const(24)  # a = error code, b = frames suppressed, c = command type
 PROVISIONED = const(25)
 IMPLANT_STEP = const(26)  # a = step, b = 1 passed / 0 failed, c, d = step data, text = detail
+OVERRIDE = const(27)  # a = dose ng the clinician confirmed above a soft maximum, text = which limit
 
 NAMES = {
     BOOT: "boot", THERAPY_PROGRAMMED: "therapy programmed", THERAPY_SUSPENDED: "therapy suspended",
@@ -44,7 +45,7 @@ NAMES = {
     AUTH_OK: "authenticated", AUTH_FAILED: "authentication failed", DIARY: "diary entry",
     BRIDGE_DONE: "bridge bolus done", RESERVOIR_SET: "reservoir set",
     LINK_COMMAND: "programmer command", SESSION_END: "session ended", LINK_REJECTED: "frame rejected",
-    PROVISIONED: "keys provisioned", IMPLANT_STEP: "implant step",
+    PROVISIONED: "keys provisioned", IMPLANT_STEP: "implant step", OVERRIDE: "soft limit overridden",
 }
 
 

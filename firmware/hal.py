@@ -42,6 +42,9 @@ class Board:
     def motor_stop(self):  # de-energise now; the stroke in progress fails
         raise NotImplementedError
 
+    def motor_uncommanded(self):  # strokes of motion seen since last asked, with no stroke commanded
+        return 0
+
     def pressure_mmhg(self):  # catheter pressure, or -1 without a sensor
         return -1
 

@@ -52,7 +52,7 @@ def set_catheter(pump, segments):
         check_range("catheter", "catheter segment %d volume" % (i + 1), seg[1], 1, CATHETER_VOLUME_MAX_NL, "nL")
         total += seg[1]
     check_range("catheter", "catheter total volume", total, 1, CATHETER_VOLUME_MAX_NL, "nL")
-    pump.catheter_nl = total
+    pump.revise_catheter(total)  # a new catheter holds no drug until primed
     pump.device["catheter"] = [list(s) for s in segments]
     _logged(pump, STEP_CATHETER, True, total, len(segments))
     return total
@@ -80,9 +80,9 @@ def prime(pump, duration_s):
 
 def start_motor_test(pump):
     # A few strokes into the primed catheter, each confirmed by the motor
-    # feedback; counted as volume, never dose.
+    # feedback; they reach the patient, so the 24-hour ceiling counts them.
     pump.motor_test_from = pump.failed_total
-    return pump.priming_bolus(MOTOR_TEST_STROKES * pump.stroke_nl, MOTOR_TEST_S)
+    return pump.motor_test_bolus(MOTOR_TEST_STROKES, MOTOR_TEST_S)
 
 
 def motor_test_result(pump):

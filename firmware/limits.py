@@ -30,6 +30,16 @@ DRUGS = {
 }
 
 
+# Hard daily maxima above the table's (soft) daily maximum, where a source
+# gives two figures: ziconotide 19.2 ug/day on the US label, 21.6 ug/day on
+# the EU label; baclofen about 1000 ug/day usually, up to 2003 ug/day in the
+# label's clinical studies. A clinician may go above the soft maximum only
+# with an explicit, logged override; the hard maximum is never exceeded, and
+# the dose guard's 24-hour ceiling is the hard maximum (docs/limits.md).
+HARD_DAILY = {"ziconotide": 21600, "baclofen": 2000000}
+PRIME_MARGIN_PCT = const(10)  # priming may exceed the recorded catheter volume by this
+
+
 class LimitError(ValueError):
     # `limit` is a stable short name for programs; the message is for people.
     def __init__(self, limit, message):
@@ -43,6 +53,10 @@ def drug_limits(drug):
         return DRUGS[drug]
     except KeyError:
         raise LimitError("drug", "unknown drug %r (known: %s)" % (drug, ", ".join(sorted(DRUGS))))
+
+
+def hard_daily(drug):
+    return HARD_DAILY.get(drug) or drug_limits(drug)[1]
 
 
 def check_range(limit, what, value, low, high, unit):

@@ -18,7 +18,7 @@ import implant
 import link_commands as lc
 import prescription
 import wire
-from limits import LimitError, check_range
+from limits import LimitError
 from units import S_PER_DAY, dose_to_volume_nl
 
 _RX_CHUNK = const(128)  # bytes taken from the transport at a time
@@ -77,11 +77,12 @@ def _int(p, key, lo=0, hi=_INT_MAX):
     return v
 
 
-def _check(p):
-    # Dry run flag of program/refill: validate and report, change nothing.
-    v = p.get("check", False)
+def _check(p, key="check"):
+    # Dry run flag of program/refill/bolus/prime: validate and report, change
+    # nothing; or the override of a soft limit (program/refill/bolus).
+    v = p.get(key, False)
     if v is not True and v is not False:
-        raise _bad("'check' must be true or false")
+        raise _bad("'%s' must be true or false" % key)
     return v
 
 
@@ -120,18 +121,7 @@ def rx_from_wire(p):
     return rx
 
 
-def rx_to_wire(rx):
-    if rx is None:
-        return None
-    out = {"drug": rx["drug"], "conc": rx["conc_ng_ml"],
-           "steps": [[s["start_s"], s["dose_ng_day"]] for s in rx["steps"]]}
-    per = rx.get("periodic")
-    if per:
-        out["periodic"] = [[b["time_s"], b["dose_ng"], b["duration_s"]] for b in per]
-    d = rx.get("demand")
-    if d is not None:
-        out["demand"] = [d["dose_ng"], d["duration_s"], d["lockout_s"], d["max_per_day"]]
-    return out
+rx_to_wire = prescription.compact
 
 
 def _flash_dir(board):
@@ -590,18 +580,10 @@ class Link:
         return {"first_seq": log.first_seq(), "last_seq": last, "dropped": log.dropped(), "next": nxt,
                 "recs": bytes(memoryview(out)[:n])}
 
-    def _daily_nl(self, t):
-        # Volume of the 24-hour maximum, as Pump.status() counts it.
-        stroke = self.pump.stroke_nl
-        nl = t.basal_nl_per_day() + sum(q[1] for q in t.periodic) * stroke
-        if t.demand is not None:
-            nl += t.demand[0] * t.demand[3] * stroke
-        return nl
-
     def _summary(self, t, volume_nl):
         # What the review screen shows, in the pump's own rounding.
         stroke = self.pump.stroke_nl
-        daily = self._daily_nl(t)
+        daily = prescription.max_daily_nl(t, stroke)
         r = self.pump.reservoir
         # The 24-hour maximum is the limit bound (highest step all day, see
         # docs/limits.md); the empty date uses the day's expected volume.
@@ -612,27 +594,22 @@ class Link:
                 "empty_in_s": max(0, volume_nl - r.residual_nl) * S_PER_DAY // daily if daily else None}
 
     def _program(self, p):
-        p = _args(p, ("rx", "check"))
-        check = _check(p)
+        p = _args(p, ("rx", "check", "override"))
         rx = rx_from_wire(p.get("rx"))
         pump = self.pump
-        if check:
-            t = prescription.validate(rx, pump.stroke_nl)
-            old = pump.therapy
-            if old is not None and (old.drug != t.drug or old.conc_ng_ml != t.conc_ng_ml):
-                raise LimitError("concentration_change", "drug or concentration change only with a refill")
-        else:
-            t = pump.program(rx)
+        t = pump.program(rx, _check(p, "override"), _check(p))
         return self._summary(t, pump.reservoir.remaining_nl)
 
     def _bolus(self, p):
-        p = _args(p, ("dose_ng", "duration_s"))
-        strokes = self.pump.clinician_bolus(_int(p, "dose_ng"), _int(p, "duration_s"))
-        return {"strokes": strokes, "volume_nl": strokes * self.pump.stroke_nl}
+        p = _args(p, ("dose_ng", "duration_s", "check", "override"))
+        pump = self.pump
+        strokes = pump.clinician_bolus(_int(p, "dose_ng"), _int(p, "duration_s"), _check(p, "override"), _check(p))
+        return {"strokes": strokes, "volume_nl": strokes * pump.stroke_nl,
+                "dose_ng": prescription.stroke_dose_ng(strokes, pump.stroke_nl, pump.therapy.conc_ng_ml)}
 
     def _prime(self, p):
-        p = _args(p, ("volume_nl", "duration_s"))
-        strokes = self.pump.priming_bolus(_int(p, "volume_nl"), _int(p, "duration_s"))
+        p = _args(p, ("volume_nl", "duration_s", "check"))
+        strokes = self.pump.priming_bolus(_int(p, "volume_nl"), _int(p, "duration_s"), _check(p))
         return {"strokes": strokes, "volume_nl": strokes * self.pump.stroke_nl}
 
     def _demand(self, p):
@@ -669,39 +646,16 @@ class Link:
         return {"state": self.pump.status()["state"]}
 
     def _refill(self, p):
-        p = _args(p, ("withdrawn_nl", "added_nl", "rx", "check"))
-        check = _check(p)
-        withdrawn = _int(p, "withdrawn_nl")
-        added = _int(p, "added_nl")
+        p = _args(p, ("withdrawn_nl", "added_nl", "rx", "check", "override"))
         rx = rx_from_wire(p["rx"]) if p.get("rx") is not None else None
         pump = self.pump
-        if check:
-            result, t = self._refill_preview(withdrawn, added, rx)
-        else:
-            result = pump.refill(withdrawn, added, rx)
-            t = pump.therapy
+        check = _check(p)
+        result = pump.refill(_int(p, "withdrawn_nl"), _int(p, "added_nl"), rx, _check(p, "override"), check)
+        # The therapy after the refill: the new prescription's, in the pump's own rounding.
+        t = prescription.validate(rx, pump.stroke_nl, True) if check and rx is not None else pump.therapy
         if t is not None:
-            result.update(self._summary(t, added))
+            result.update(self._summary(t, _int(p, "added_nl")))
         return result
-
-    def _refill_preview(self, withdrawn, added, rx):
-        # The checks of Pump.refill() and the discrepancy it would find,
-        # without emptying or filling anything.
-        pump = self.pump
-        r = pump.reservoir
-        cap = r.capacity_nl
-        check_range("withdrawn", "withdrawn volume", withdrawn, 0, cap, "nL")
-        if added > cap:
-            raise LimitError("overfill", "refill: %d nL added exceeds the reservoir's %d nL" % (added, cap))
-        check_range("added", "added volume", added, r.residual_nl + pump.stroke_nl, cap, "nL")
-        t = pump.therapy
-        if rx is not None:
-            t = prescription.validate(rx, pump.stroke_nl)
-        elif t is None:
-            raise LimitError("not_programmed", "refill: a first fill needs its prescription")
-        expected = r.remaining_nl
-        return {"expected_nl": expected, "withdrawn_nl": withdrawn, "discrepancy_nl": withdrawn - expected,
-                "warning": r.discrepancy_alarm(expected, withdrawn)}, t
 
     def _ack(self, p):
         p = _args(p, ("alarm",))

@@ -16,11 +16,21 @@ from records import RecordStore
 
 STATE = "pump"
 VERSION = 1
+# The pump's identity and catheter, saved apart from the state (and only
+# when they change): an unreadable state record does not lose who the pump
+# is or what catheter it feeds.
+IDENTITY = "identity"
 # Alarms whose state is kept across a reset: the latched ones. Conditions
 # read from sensors (battery, reservoir level) are re-evaluated at boot.
 _KEPT = ((1 << alarms.MOTOR_STALL) | (1 << alarms.OCCLUSION) | (1 << alarms.INTERNAL_FAULT)
          | (1 << alarms.DOSE_GUARD) | (1 << alarms.INTEGRITY) | (1 << alarms.REFILL_DISCREPANCY)
-         | (1 << alarms.ALARM_DATE))
+         | (1 << alarms.ALARM_DATE) | (1 << alarms.UNCOMMANDED_MOTION) | (1 << alarms.CLOCK_UNCERTAIN))
+_CEILING_GROUP = 15  # the 24-hour ceiling is saved in quarter hours (aging out late: conservative)
+# Fault record codes (events.FAULT a).
+FAULT_STATE_UNREADABLE = 1
+FAULT_RESUMED = 2
+FAULT_LIMITS = 3
+FAULT_CLOCK = 4
 
 
 class Persist:
@@ -28,42 +38,57 @@ class Persist:
         self.pump = pump
         self.store = RecordStore(directory + "/state")  # makes its own folder
         self.saves = 0
+        self.identity_saved = None  # identity as last saved
+        self.fresh = False  # the image held no state at all (never used)
         pump.saver = self.save
+        pump.memento = (lambda: self.snapshot(True), self.revert)
 
     # -- save ----------------------------------------------------------------
     def save(self, clean=False):
+        identity = json.dumps(self._identity())
+        if identity != self.identity_saved:
+            self.store.save(IDENTITY, VERSION, identity.encode())
+            self.identity_saved = identity
         self.store.save(STATE, VERSION, json.dumps(self.snapshot(clean)).encode())
         self.saves += 1
+
+    def _identity(self):
+        p = self.pump
+        return {"device": p.device, "catheter_nl": p.catheter.volume_nl}
 
     def snapshot(self, clean=False):
         p = self.pump
         r, s, g, a = p.reservoir, p.sched, p.guard, p.alarms
         reserve = 0 if clean else RESERVE_STROKES
         bolus_left = max(0, s.bolus_left + s.owed_bolus - reserve) if s.bolus_busy() else 0
+        c = p.catheter
         return {
             "clean": clean,
             "device": p.device, "catheter_nl": p.catheter_nl, "alarm_day": p.alarm_day,
             "clock": [p.clock.day, p.clock.tod_s], "mono_s": s.mono_s,
-            "rx": p.rx, "old_rx": p.old_rx, "bridge_left": s.bridge_left, "suspended": p.suspended,
-            "empty_stop": p.stopped_only_for_empty,
+            "rx": prescription.compact(p.rx), "old_rx": prescription.compact(p.old_rx), "bridge_left": s.bridge_left, "suspended": p.suspended,
+            "empty_stop": p.restart_when_clear,
+            "catheter": [c.saline, c.old, c.old_weight, c.weight],
             "ledger": {
                 "remaining_nl": r.remaining_nl - reserve * r.stroke_nl, "strokes": list(r.strokes),
                 "reserved_nl": r.reserved_nl + reserve * r.stroke_nl,
                 "volume_in_nl": r.volume_in_nl, "withdrawn_nl": r.withdrawn_nl,
                 "unaccounted_nl": r.unaccounted_nl, "low_nl": r.low_nl,
                 "conc": [r.conc_ng_ml, r.bridge_conc_ng_ml, r.dose_ng_before, r.epoch_dose, r.epoch_bridge],
-                "today": [r.day, r.today_strokes + reserve, r.today_dose + reserve],
+                "today": [r.day, r.today_strokes + reserve, r.today_dose + reserve], "undosed": r.undosed,
                 "hours": [r.hour, list(r.hour_strokes), list(r.hour_dose)],
             },
             "sched": {
                 "basal_phase": s.basal_phase,
-                "bolus": [s.bolus_kind if bolus_left else 0, bolus_left, s.bolus_inc, s.bolus_period, s.bolus_phase],
+                "bolus": [s.bolus_kind if bolus_left or s.bolus_busy() and reserve == 0 else 0, bolus_left,
+                          s.bolus_inc, s.bolus_period, s.bolus_phase, s.bolus_elapsed],
                 "demand": [list(s.demand_times), s.demand_count],
                 "per_last": list(s.per_last), "per_pending": s.per_pending,
             },
             # The guard counts only strokes it saw: a reset may hide up to
             # RESERVE_STROKES from it (it is the second line of defence).
-            "guard": [_window(g.hour), _window(g.day), max(0, g.budget - reserve)],
+            "guard": [_window(g.hour), _window(g.day), max(0, g.budget - reserve),
+                      _ceiling(g.ceiling, reserve * p._heaviest(p.therapy))],
             "alarms": [a.active & _KEPT, list(a.silenced_until)],
         }
 
@@ -72,21 +97,66 @@ class Persist:
         # Returns the reset cause as logged (a state not closed cleanly after a
         # power-on is a power loss).
         p = self.pump
+        self._load_identity()
         rec = self.store.load(STATE)
-        if rec is None:
-            if self.store.corrupt_found:
-                p.alarms.set(alarms.INTEGRITY, True, p.now_s)  # state existed but cannot be read
-                p.record(events.FAULT, 1, self.store.corrupt_found, 0, 0, b"state record unreadable")
+        d = None
+        if rec is not None:
+            try:
+                d = json.loads(rec[1])
+            except ValueError:
+                self.store.corrupt_found += 1
+        if d is None:
+            if self.store.corrupt_found or self.identity_saved is not None:
+                # State existed but cannot be read: no therapy is invented;
+                # the pump stays stopped with the integrity alarm sounding
+                # until a clinician refills and programs it (docs/safety.md).
+                p.alarms.set(alarms.INTEGRITY, True, p.now_s)
+                p.record(events.FAULT, FAULT_STATE_UNREADABLE, self.store.corrupt_found, 0, 0,
+                         b"state record unreadable")
+            else:
+                self.fresh = True
             p.record(events.BOOT, cause)
             return cause
-        d = json.loads(rec[1])
         if cause == hal.RESET_POWER_ON and not d["clean"]:
             cause = hal.RESET_POWER_LOSS
         self._load(d)
         p.record(events.BOOT, cause)
         if not d["clean"]:
-            p.record(events.FAULT, 2, RESERVE_STROKES, 0, 0, b"resumed from checkpoint")
+            p.record(events.FAULT, FAULT_RESUMED, RESERVE_STROKES, 0, 0, b"resumed from checkpoint")
+            p.record(events.FAULT, FAULT_CLOCK, 0, 0, 0, b"clock uncertain: set it")
+            p.clock_uncertain()
         return cause
+
+    def _load_identity(self):
+        rec = self.store.load(IDENTITY)
+        if rec is None:
+            return
+        try:
+            ident = json.loads(rec[1])
+        except ValueError:
+            return
+        self.pump.device = ident["device"]
+        self.pump.catheter_nl = ident["catheter_nl"]
+        self.identity_saved = json.dumps(ident)
+
+    def revert(self, d):
+        # Undo a change that could not be saved: back to the clean snapshot
+        # taken before it, in RAM (the last state on flash may be older).
+        p = self.pump
+        if p.stroking:
+            p.board.motor_stop()  # a stroke under way is not counted
+            p.stroking = 0
+        raised, cleared = p.alarms.raised, p.alarms.cleared
+        for i in range(alarms.COUNT):
+            if _KEPT & (1 << i) and not d["alarms"][0] & (1 << i):
+                p.alarms.set(i, False, p.now_s)
+        p.bridging = False
+        if d["rx"] is None:
+            p.therapy = p.rx = p.old_rx = p.bridge_from = None
+            p.sched.stop()
+            p.sched.n_steps = 0
+        self._load(d)
+        p.alarms.raised, p.alarms.cleared = raised, cleared
 
     def _load(self, d):
         p = self.pump
@@ -95,7 +165,10 @@ class Persist:
         p.alarm_day = d["alarm_day"]
         p.clock.set(d["clock"][0], d["clock"][1])
         p.suspended = d["suspended"]
-        p.stopped_only_for_empty = d["empty_stop"]
+        p.restart_when_clear = d["empty_stop"]
+        c = p.catheter
+        c.volume_nl = d["catheter_nl"]
+        c.saline, c.old, c.old_weight, c.weight = d.get("catheter", [0, 0, 0, 0])
         s = p.sched
         s.mono_s = d["mono_s"]
         _load_ledger(p.reservoir, d["ledger"])
@@ -105,12 +178,15 @@ class Persist:
                 p.alarms.set(i, True, s.mono_s)
             p.alarms.silenced_until[i] = a[1][i]
         p.alarms.raised = 0  # raised before the reset: already in the log
+        d["rx"], d["old_rx"] = prescription.expand(d["rx"]), prescription.expand(d["old_rx"])
         if d["rx"] is not None:
             self._load_therapy(d)
         _load_sched(s, d["sched"])
         _load_window(p.guard.hour, d["guard"][0])
         _load_window(p.guard.day, d["guard"][1])
         p.guard.budget = d["guard"][2]
+        if len(d["guard"]) > 3:
+            _load_ceiling(p.guard.ceiling, d["guard"][3])
         p.active_bolus = s.bolus_kind
         p.active_bolus_strokes = s.bolus_inc
         p.next_housekeeping = s.mono_s
@@ -119,12 +195,13 @@ class Persist:
     def _load_therapy(self, d):
         p = self.pump
         try:
-            therapy = prescription.validate(d["rx"], p.stroke_nl)
-            old = prescription.validate(d["old_rx"], p.stroke_nl) if d["old_rx"] else None
+            # Saved therapies were accepted, overrides included: the hard limits still hold.
+            therapy = prescription.validate(d["rx"], p.stroke_nl, True)
+            old = prescription.validate(d["old_rx"], p.stroke_nl, True) if d["old_rx"] else None
         except LimitError as e:
             # Saved under other limits (a firmware update): never run it unchecked.
             p.alarms.set(alarms.INTEGRITY, True, p.now_s)
-            p.record(events.FAULT, 3, 0, 0, 0, e.message[:60].encode())
+            p.record(events.FAULT, FAULT_LIMITS, 0, 0, 0, e.message[:60].encode())
             return
         bridge = d["bridge_left"] if old is not None else 0
         if old is not None:
@@ -136,17 +213,63 @@ class Persist:
 
 
 def _window(w):
-    # Sparse: most buckets are empty, and a smaller record wears flash less.
-    return [w.index, [[i, w.used[i], w.extra[i]] for i in range(w.n) if w.used[i] or w.extra[i]]]
+    # Flat lists, oldest bucket first: a smaller record wears flash less.
+    order = [(w.index + 1 + i) % w.n for i in range(w.n)]
+    extra = [w.extra[j] for j in order] if w.extra_sum else []  # usually none
+    return [w.index, [w.used[j] for j in order], extra]
 
 
 def _load_window(w, saved):
+    for i in range(w.n):
+        w.used[i] = w.extra[i] = 0
     w.index = saved[0]
-    for i, used, extra in saved[1]:
-        w.used[i] = used
-        w.extra[i] = extra
+    if len(saved) == 2:  # the sparse form of firmware 0.1: [[bucket, used, extra], ...]
+        for j, used, extra in saved[1]:
+            w.used[j], w.extra[j] = used, extra
+        saved = [w.index, [w.used[(w.index + 1 + i) % w.n] for i in range(w.n)],
+                 [w.extra[(w.index + 1 + i) % w.n] for i in range(w.n)]]
+    for i in range(w.n):
+        j = (w.index + 1 + i) % w.n
+        w.used[j] = saved[1][i]
+        w.extra[j] = saved[2][i] if saved[2] else 0
     w.used_sum = sum(w.used)
     w.extra_sum = sum(w.extra)
+
+
+def _ceiling(w, reserve_units):
+    # The 24-hour ceiling in quarter hours, oldest first (the last one holds
+    # the current minute); strokes a reset may hide count as reserve.
+    groups = []
+    for age in range(w.n - 1, -1, -1):
+        minute = w.index - age
+        if not groups or minute % _CEILING_GROUP == 0:
+            groups.append(0)
+        groups[-1] += w.used[minute % w.n]
+    groups[-1] += reserve_units
+    return [w.index, groups]
+
+
+def _load_ceiling(w, saved):
+    # Each quarter hour is spread evenly over its minutes (its remainder on
+    # the newest): exact totals, aging out within a quarter hour of the strokes.
+    for i in range(w.n):
+        w.used[i] = 0
+    w.index, groups = saved
+    first = w.index - (w.n - 1)
+    starts = [first]
+    m = first - first % _CEILING_GROUP + _CEILING_GROUP
+    while m <= w.index:
+        starts.append(m)
+        m += _CEILING_GROUP
+    for g in range(min(len(groups), len(starts))):
+        lo = starts[g]
+        hi = starts[g + 1] if g + 1 < len(starts) else w.index + 1
+        n = hi - lo
+        each = groups[g] // n
+        for minute in range(lo, hi):
+            w.used[minute % w.n] = each
+        w.used[(hi - 1) % w.n] += groups[g] - each * n
+    w.used_sum = sum(w.used)
 
 
 def _load_ledger(r, L):
@@ -160,6 +283,7 @@ def _load_ledger(r, L):
     r.low_nl = L["low_nl"]
     r.conc_ng_ml, r.bridge_conc_ng_ml, r.dose_ng_before, r.epoch_dose, r.epoch_bridge = L["conc"]
     r.day, r.today_strokes, r.today_dose = L["today"]
+    r.undosed = L.get("undosed", 0)
     r.hour = L["hours"][0]
     for i in range(len(r.hour_strokes)):
         r.hour_strokes[i] = L["hours"][1][i]
@@ -169,10 +293,12 @@ def _load_ledger(r, L):
 
 def _load_sched(s, S):
     s.basal_phase = S["basal_phase"]
-    kind, left, inc, period, phase = S["bolus"]
-    if kind and left and s.running:
+    kind, left, inc, period, phase = S["bolus"][:5]
+    elapsed = S["bolus"][5] if len(S["bolus"]) > 5 else 0
+    s.clear_bolus()
+    if kind and (left or elapsed < period) and s.running:
         s.bolus_kind, s.bolus_left, s.bolus_inc, s.bolus_period, s.bolus_phase = kind, left, inc, period, phase
-        s.owed_bolus = 0
+        s.bolus_elapsed = elapsed
     times, count = S["demand"]
     for i, t in enumerate(times):
         s.demand_times[i] = t

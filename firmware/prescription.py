@@ -4,7 +4,12 @@
 # a rejected prescription leaves the active one untouched.
 import limits
 from limits import LimitError, check_range
-from units import S_PER_DAY, dose_to_volume_nl, volume_to_dose_ng
+from units import S_PER_DAY, dose_to_volume_nl, fmt_mass, fmt_volume, volume_to_dose_ng
+
+# A bolus is whole strokes: a dose that is not within this of a whole number
+# of strokes is refused with the nearest deliverable doses, never rounded
+# silently (what is checked and shown is what the pump delivers).
+BOLUS_ROUNDING_PCT = 5
 
 
 class Therapy:
@@ -37,11 +42,24 @@ def _int(d, key, what):
     return v
 
 
+def stroke_dose_ng(strokes, stroke_nl, conc):
+    return volume_to_dose_ng(strokes * stroke_nl, conc)
+
+
 def _bolus_strokes(dose_ng, conc, stroke_nl, what):
     volume = dose_to_volume_nl(dose_ng, conc)
     strokes = (volume + stroke_nl // 2) // stroke_nl
+    one = stroke_dose_ng(1, stroke_nl, conc)
     if strokes < 1:
-        raise LimitError("bolus_min", "%s: dose %d ng is less than one stroke (%d nL)" % (what, dose_ng, stroke_nl))
+        raise LimitError("bolus_min", "%s: %s is less than one stroke (%s = %s): choose at least %s"
+                         % (what, fmt_mass(dose_ng), fmt_volume(stroke_nl), fmt_mass(one), fmt_mass(one)))
+    given = stroke_dose_ng(strokes, stroke_nl, conc)
+    if abs(given - dose_ng) * 100 > BOLUS_ROUNDING_PCT * dose_ng:
+        low = stroke_dose_ng(volume // stroke_nl, stroke_nl, conc)
+        high = stroke_dose_ng(volume // stroke_nl + 1, stroke_nl, conc)
+        raise LimitError("bolus_rounding", "%s: %s is not a whole number of %s strokes (%s each): choose %s or %s"
+                         % (what, fmt_mass(dose_ng), fmt_volume(stroke_nl), fmt_mass(one),
+                            fmt_mass(low) if low else fmt_mass(high), fmt_mass(high)))
     return strokes
 
 
@@ -50,17 +68,31 @@ def _bolus_rate_nl_day(strokes, stroke_nl, duration_s):
 
 
 def _check_bolus(dose_ng, duration_s, max_bolus_ng, what):
-    check_range("bolus_max", what + " dose", dose_ng, 1, max_bolus_ng, "ng")
+    if dose_ng < 1:
+        raise LimitError("bolus_min", "%s: dose must be positive" % what)
+    if dose_ng > max_bolus_ng:
+        raise LimitError("bolus_max", "%s: %s exceeds the single-bolus maximum %s: lower the dose"
+                         % (what, fmt_mass(dose_ng), fmt_mass(max_bolus_ng)))
     check_range("bolus_duration", what + " duration", duration_s,
                 limits.BOLUS_DURATION_MIN_S, limits.BOLUS_DURATION_MAX_S, "s")
 
 
-def validate(p, stroke_nl):
+def _bolus(dose_ng, duration_s, conc, stroke_nl, max_bolus_ng, what):
+    # Strokes of a bolus; the dose checked is the larger of entered and delivered.
+    _check_bolus(dose_ng, duration_s, max_bolus_ng, what)
+    strokes = _bolus_strokes(dose_ng, conc, stroke_nl, what)
+    _check_bolus(max(dose_ng, stroke_dose_ng(strokes, stroke_nl, conc)), duration_s, max_bolus_ng, what)
+    return strokes
+
+
+def validate(p, stroke_nl, override=False):
     # p: dict as sent by the programmer. Returns a Therapy or raises LimitError.
+    # `override`: the clinician accepts going above the drug's soft daily
+    # maximum (never above the hard one).
     drug = p.get("drug") if isinstance(p, dict) else None
     if not isinstance(drug, str):
         raise LimitError("drug", "prescription: 'drug' must name a drug")
-    max_conc, max_daily, max_bolus = limits.drug_limits(drug)
+    max_conc, _, max_bolus = limits.drug_limits(drug)
     conc = _int(p, "conc_ng_ml", "prescription")
     check_range("concentration", drug + " concentration", conc, 1, max_conc, "ng/mL")
 
@@ -68,6 +100,7 @@ def validate(p, stroke_nl):
     if not isinstance(steps, list) or not 1 <= len(steps) <= limits.MAX_STEPS:
         raise LimitError("steps", "prescription: 1..%d steps required" % limits.MAX_STEPS)
     starts, rates = [], []
+    top_entered = 0
     for i, step in enumerate(steps):
         what = "step %d" % (i + 1)
         start = _int(step, "start_s", what)
@@ -76,7 +109,8 @@ def validate(p, stroke_nl):
             raise LimitError("step_start", "%s: start %d s must be %s" % (
                 what, start, "0 (midnight)" if i == 0 else "after the previous step and before midnight"))
         rate = dose_to_volume_nl(dose, conc)
-        check_range("rate", what + " rate", rate, limits.RATE_MIN_NL_DAY, limits.RATE_MAX_NL_DAY, "nL/day")
+        _check_rate(rate, what)
+        top_entered = max(top_entered, dose)
         starts.append(start)
         rates.append(rate)
     max_rate = max(rates)
@@ -94,11 +128,10 @@ def validate(p, stroke_nl):
         check_range("periodic_time", what + " time", t, 0, S_PER_DAY - 1, "s")
         if any(t == q[0] for q in periodic):
             raise LimitError("periodic_time", "%s: time %d s used twice" % (what, t))
-        _check_bolus(dose, dur, max_bolus, what)
-        strokes = _bolus_strokes(dose, conc, stroke_nl, what)
+        strokes = _bolus(dose, dur, conc, stroke_nl, max_bolus, what)
         _check_added_rate(max_rate, strokes, stroke_nl, dur, what)
         periodic.append((t, strokes, dur))
-        daily_ng += volume_to_dose_ng(strokes * stroke_nl, conc)
+        daily_ng += max(dose, stroke_dose_ng(strokes, stroke_nl, conc))
     periodic.sort()
 
     demand = None
@@ -109,47 +142,62 @@ def validate(p, stroke_nl):
         dur = _int(d, "duration_s", what)
         lockout = _int(d, "lockout_s", what)
         per_day = _int(d, "max_per_day", what)
-        _check_bolus(dose, dur, max_bolus, what)
         check_range("lockout", what + " lockout", lockout, limits.LOCKOUT_MIN_S, limits.LOCKOUT_MAX_S, "s")
         check_range("demand_per_day", what + " activations", per_day, 1, limits.DEMAND_MAX_PER_DAY, "per day")
         if dur > lockout:
             raise LimitError("bolus_duration", "%s: duration %d s longer than lockout %d s" % (what, dur, lockout))
-        strokes = _bolus_strokes(dose, conc, stroke_nl, what)
+        strokes = _bolus(dose, dur, conc, stroke_nl, max_bolus, what)
         _check_added_rate(max_rate, strokes, stroke_nl, dur, what)
         demand = (strokes, dur, lockout, per_day)
-        daily_ng += per_day * volume_to_dose_ng(strokes * stroke_nl, conc)
+        daily_ng += per_day * max(dose, stroke_dose_ng(strokes, stroke_nl, conc))
 
     # The basal counts at its highest step as if it ran all day: volume follows
     # elapsed time and the step follows the clock, so only this bound holds
     # whatever the clock is set to (docs/dosing.md).
+    # The entered dose counts when it is above what the rounded rate gives.
     therapy = Therapy(drug, conc, starts, rates, periodic, demand)
-    daily_ng += volume_to_dose_ng(max_rate, conc)
+    daily_ng += max(top_entered, volume_to_dose_ng(max_rate, conc))
     therapy.daily_ng = daily_ng
-    if daily_ng > max_daily:
-        raise LimitError("daily_max", "%s: 24-hour maximum %d ng (highest step all day + periodic + demand maximum)"
-                         " exceeds %d ng/day" % (drug, daily_ng, max_daily))
+    check_daily(drug, daily_ng, override, "%s: 24-hour maximum (highest step all day + periodic + demand maximum)"
+                % drug)
     return therapy
+
+
+def check_daily(drug, daily_ng, override, what):
+    # The soft maximum needs an override; the hard maximum is never exceeded.
+    soft = limits.drug_limits(drug)[1]
+    hard = limits.hard_daily(drug)
+    if daily_ng > hard:
+        raise LimitError("daily_hard_max" if hard > soft else "daily_max",
+                         "%s %s exceeds the hard maximum %s/day: lower the dose"
+                         % (what, fmt_mass(daily_ng), fmt_mass(hard)))
+    if daily_ng > soft and not override:
+        raise LimitError("daily_max", "%s %s exceeds the usual maximum %s/day: lower the dose, or confirm with"
+                         " override up to %s/day" % (what, fmt_mass(daily_ng), fmt_mass(soft), fmt_mass(hard)))
+
+
+def _check_rate(rate, what):
+    if not limits.RATE_MIN_NL_DAY <= rate <= limits.RATE_MAX_NL_DAY:
+        raise LimitError("rate", "%s: %s/day is outside the mechanism's %s/day to %s/day: change the dose or the"
+                         " concentration" % (what, fmt_volume(rate), fmt_volume(limits.RATE_MIN_NL_DAY),
+                                             fmt_volume(limits.RATE_MAX_NL_DAY)))
 
 
 def _check_added_rate(basal_max, strokes, stroke_nl, duration_s, what):
     rate = _bolus_rate_nl_day(strokes, stroke_nl, duration_s)
     if basal_max + rate > limits.RATE_MAX_NL_DAY:
-        raise LimitError("rate", "%s: %d nL/day on top of basal %d exceeds mechanism maximum %d nL/day"
-                         % (what, rate, basal_max, limits.RATE_MAX_NL_DAY))
+        raise LimitError("rate", "%s: %s/day on top of the basal %s/day exceeds the mechanism's %s/day: make it"
+                         " longer" % (what, fmt_volume(rate), fmt_volume(basal_max),
+                                      fmt_volume(limits.RATE_MAX_NL_DAY)))
 
 
 def clinician_bolus_strokes(dose_ng, duration_s, therapy, stroke_nl):
-    # Replaces basal for its duration; still counted against the daily maximum
-    # on top of the therapy's full 24-hour total (conservative). Returns strokes.
+    # Replaces basal for its duration. Returns strokes; the 24-hour ceiling
+    # with everything else delivered is the pump's check (Pump.clinician_bolus).
     what = "clinician bolus"
-    _, max_daily, max_bolus = limits.drug_limits(therapy.drug)
-    _check_bolus(dose_ng, duration_s, max_bolus, what)
-    strokes = _bolus_strokes(dose_ng, therapy.conc_ng_ml, stroke_nl, what)
+    max_bolus = limits.drug_limits(therapy.drug)[2]
+    strokes = _bolus(dose_ng, duration_s, therapy.conc_ng_ml, stroke_nl, max_bolus, what)
     _check_added_rate(0, strokes, stroke_nl, duration_s, what)
-    total = therapy.daily_ng + volume_to_dose_ng(strokes * stroke_nl, therapy.conc_ng_ml)
-    if total > max_daily:
-        raise LimitError("daily_max", "%s: %d ng with the therapy's 24-hour total exceeds %d ng/day"
-                         % (what, total, max_daily))
     return strokes
 
 
@@ -160,6 +208,57 @@ def priming_strokes(volume_nl, duration_s, stroke_nl):
     strokes = (volume_nl + stroke_nl - 1) // stroke_nl  # a catheter is filled, never under-filled
     _check_added_rate(0, strokes, stroke_nl, duration_s, "priming bolus")
     return strokes
+
+
+def compact(rx):
+    # The prescription with rows as lists: the wire's form and the record's.
+    if rx is None:
+        return None
+    out = {"drug": rx["drug"], "conc": rx["conc_ng_ml"],
+           "steps": [[s["start_s"], s["dose_ng_day"]] for s in rx["steps"]]}
+    per = rx.get("periodic")
+    if per:
+        out["periodic"] = [[b["time_s"], b["dose_ng"], b["duration_s"]] for b in per]
+    d = rx.get("demand")
+    if d is not None:
+        out["demand"] = [d["dose_ng"], d["duration_s"], d["lockout_s"], d["max_per_day"]]
+    return out
+
+
+def expand(c):
+    # compact() undone, for a record the pump wrote itself (shapes trusted,
+    # every limit still checked by validate()).
+    if c is None or "conc_ng_ml" in c:
+        return c  # already the dict form (records of firmware 0.1)
+    rx = {"drug": c["drug"], "conc_ng_ml": c["conc"],
+          "steps": [{"start_s": s, "dose_ng_day": d} for s, d in c["steps"]]}
+    if c.get("periodic"):
+        rx["periodic"] = [{"time_s": t, "dose_ng": d, "duration_s": u} for t, d, u in c["periodic"]]
+    if c.get("demand") is not None:
+        d, u, lock, n = c["demand"]
+        rx["demand"] = {"dose_ng": d, "duration_s": u, "lockout_s": lock, "max_per_day": n}
+    return rx
+
+
+def max_daily_nl(therapy, stroke_nl):
+    # Volume of a day at the prescribed rates with every bolus the therapy
+    # allows (reservoir forecasts and review screens).
+    nl = therapy.basal_nl_per_day() + sum(q[1] for q in therapy.periodic) * stroke_nl
+    if therapy.demand is not None:
+        nl += therapy.demand[0] * therapy.demand[3] * stroke_nl
+    return nl
+
+
+def strokes_within(therapy, stroke_nl, secs):
+    # Most strokes the therapy can ask for in any `secs` (secs <= a day and a
+    # minute): the highest step for the whole time, every periodic bolus
+    # once, every demand activation the lockout and the daily count allow.
+    n = -(-max(therapy.step_rate_nl_day) * secs // (S_PER_DAY * stroke_nl)) + 1
+    n += sum(q[1] for q in therapy.periodic)
+    if therapy.demand is not None:
+        strokes, _, lockout, per_day = therapy.demand
+        n += strokes * min(per_day, secs // lockout + 1)
+    return n
 
 
 def guard_limits(therapy, stroke_nl):

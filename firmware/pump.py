@@ -2,8 +2,13 @@
 # wall clock and the scheduler by the monotonic time that passed, runs the
 # motor one stroke at a time behind the safety interlocks, sounds alarms and
 # feeds the watchdog, allocating nothing. `service` runs after it in the main
-# loop and does the deferred work the tick only flags (event log records).
-# Programming methods validate first and change nothing when they refuse.
+# loop and does the deferred work the tick only flags (event log records,
+# checkpoints); it never raises.
+#
+# Commands that change therapy validate everything first (a `check=True`
+# call stops there and is the review screen's dry run), then apply and make
+# the change durable; a change that cannot be saved is undone and refused,
+# so nothing is acknowledged that a reset could lose (docs/safety.md).
 from time import ticks_diff
 
 from micropython import const
@@ -11,18 +16,21 @@ from micropython import const
 import alarms
 import events
 import hal
+import limits
 import prescription
 from alarms import Alarms
+from catheter import CEILING_UNITS, Catheter, stroke_weight
 from guard import DoseGuard
 from limits import LimitError, check_range
 from reservoir import Reservoir
-from scheduler import DEMAND_OK, KIND_CLINICIAN, KIND_DEMAND, KIND_NONE, KIND_PRIMING, Scheduler, is_exclusive
-from units import S_PER_DAY
+from scheduler import (DEMAND_OK, KIND_CLINICIAN, KIND_DEMAND, KIND_NONE, KIND_PRIMING, KIND_UNCOMMANDED,
+                       Scheduler, is_exclusive)
+from units import S_PER_DAY, fmt_mass, fmt_volume
 from walltime import WallClock
 
 _FAR_MS = const(1 << 29)
 _FAR_S = const(1 << 19)
-FIRMWARE_VERSION = "0.1.0"
+FIRMWARE_VERSION = "0.2.0"
 HOUSEKEEPING_S = const(300)  # battery, integrity and alarm-date checks
 # Delivery progress is saved every CHECKPOINT_STROKES strokes or CHECKPOINT_S
 # of delivery, whichever first; a saved state counts RESERVE_STROKES more
@@ -31,16 +39,27 @@ HOUSEKEEPING_S = const(300)  # battery, integrity and alarm-date checks
 CHECKPOINT_STROKES = const(24)
 RESERVE_STROKES = const(32)
 CHECKPOINT_S = const(3600)
+FLASH_RETRY_S = const(60)  # a failed checkpoint is tried again after this
+# Battery readings are debounced: BATTERY_SAMPLES readings in a row, taken
+# BATTERY_RECHECK_S apart once one is off, change a battery alarm; recovery
+# needs BATTERY_HYSTERESIS_MV above the threshold.
+BATTERY_SAMPLES = const(3)
+BATTERY_RECHECK_S = const(10)
+BATTERY_HYSTERESIS_MV = const(100)
 
 # Why the last stroke failed.
 _FAIL_MOTOR = const(1)
 _FAIL_PRESSURE = const(2)
 
-# Alarms that stop therapy while they last; a clinician resume clears the
-# latched ones (the cause was looked at), never a persisting reading.
-_STOPPING = alarms.CRITICAL_MASK  # every critical alarm stops therapy
+# Alarms that stop therapy while they last: every critical alarm but a flash
+# fault (the pump cannot save, but it can still deliver what it was told).
+_STOPPING = alarms.CRITICAL_MASK & ~(1 << alarms.FLASH_FAULT)
+# Latched stops: a clinician resume clears them (the cause was looked at).
 _CLEARED_BY_RESUME = ((1 << alarms.MOTOR_STALL) | (1 << alarms.OCCLUSION) | (1 << alarms.INTERNAL_FAULT)
-                      | (1 << alarms.DOSE_GUARD))
+                      | (1 << alarms.DOSE_GUARD) | (1 << alarms.UNCOMMANDED_MOTION))
+# Stops that end by themselves when their condition does (a refill, a
+# battery reading back in range): therapy then restarts, logged.
+_SELF_CLEARING = (1 << alarms.RESERVOIR_EMPTY) | (1 << alarms.BATTERY_EOS)
 _CLEARED_BY_ACK = (1 << alarms.REFILL_DISCREPANCY) | (1 << alarms.ALARM_DATE)
 _LEVEL_ALARMS = (1 << alarms.RESERVOIR_LOW) | (1 << alarms.RESERVOIR_EMPTY)
 
@@ -52,20 +71,26 @@ class Pump:
         self.sched = Scheduler(self.stroke_nl)
         self.clock = WallClock()
         self.reservoir = Reservoir(board.RESERVOIR_NL, self.stroke_nl)
+        self.catheter = Catheter(self.stroke_nl)
         self.alarms = Alarms()
         self.guard = DoseGuard()
         self.log = log if log is not None else events.MemoryLog()
         self.stroking = KIND_NONE  # kind of the stroke the motor is running
+        self.stroke_weight = 0  # ceiling weight of that stroke
         self.failed_strokes = 0  # consecutive unconfirmed strokes
         self.failed_total = 0  # strokes not confirmed since boot (occluded ones too)
         self.motor_test_from = 0
         self.fail_cause = 0
         self.failed_logged = 0
         self.suspended = False  # by the clinician
-        self.stopped_only_for_empty = False  # a refill restarts therapy
+        self.restart_when_clear = False  # stopped while delivering by a self-clearing alarm
+        self.battery_low = 0  # readings in a row at or below end of service
+        self.battery_eri = 0  # readings in a row at or below the replacement indicator
+        self.battery_good = 0  # readings in a row clear of end of service, with hysteresis
+        self.battery_fine = 0  # readings in a row clear of the replacement indicator, with hysteresis
         self.therapy = None
         self.rx = None  # the prescription as programmed, in drug units
-        self.catheter_nl = 0
+        self.bridge_from = None  # therapy being bridged from (its profile runs first)
         # Identity, set at implant and kept on flash by the persistence layer.
         self.device = {"serial": "", "model": board.MODEL, "firmware": FIRMWARE_VERSION,
                        "reservoir_nl": board.RESERVOIR_NL, "stroke_nl": board.STROKE_NL}
@@ -74,51 +99,186 @@ class Pump:
         self.active_bolus_strokes = 0
         self.bridging = False
         self.fault = None  # exception that put the pump in its safe state
+        self.flash_error = None  # why the last save failed
         self.next_housekeeping = 0
         self.old_rx = None  # prescription being bridged from
-        self.saver = None  # persistence hook (firmware/persist.py)
+        self.saver = None  # persistence hook (firmware/persist.py): save()
+        self.memento = None  # and (snapshot, revert) to undo an unsaved change
         self.since_checkpoint = 0  # strokes since delivery state was last saved
         self.next_checkpoint = CHECKPOINT_S
         self.last_ticks = board.ticks_ms()
 
-    def commit(self):
-        # Makes the pump's state durable: a command is acknowledged only after this.
-        if self.saver is not None:
-            self.saver()
-        self.since_checkpoint = 0
-        self.next_checkpoint = self.now_s + CHECKPOINT_S
+    @property
+    def catheter_nl(self):
+        return self.catheter.volume_nl
+
+    @catheter_nl.setter
+    def catheter_nl(self, volume_nl):
+        # A catheter of this volume, already full of the reservoir's drug.
+        self.catheter.volume_nl = volume_nl
+        self.catheter.saline = self.catheter.old = 0
 
     @property
     def now_s(self):
         return self.sched.mono_s
 
     def record(self, etype, a=0, b=0, c=0, d=0, text=b""):
-        return self.log.append(self.clock.day, self.clock.tod_s, etype, a, b, c, d, text)
+        try:
+            return self.log.append(self.clock.day, self.clock.tod_s, etype, a, b, c, d, text)
+        except OSError as e:  # the log's flash failed: therapy goes on, the alarm says so
+            self._flash_failed(e)
+            return 0
+
+    # -- durability --------------------------------------------------------
+    def commit(self):
+        # Makes the pump's state durable. Raises OSError when it cannot.
+        if self.saver is not None:
+            try:
+                self.saver()
+            except OSError as e:
+                self._flash_failed(e)
+                raise
+            if self.alarms.active & (1 << alarms.FLASH_FAULT):
+                self.alarms.set(alarms.FLASH_FAULT, False, self.now_s)
+                self.flash_error = None
+        self.since_checkpoint = 0
+        self.next_checkpoint = self.now_s + CHECKPOINT_S
+
+    def _flash_failed(self, exc):
+        self.flash_error = exc
+        self.alarms.set(alarms.FLASH_FAULT, True, self.now_s)
+        self.next_checkpoint = self.now_s + FLASH_RETRY_S
+
+    def _durably(self, what, apply):
+        # Applies a validated change and saves it; if the save fails the
+        # change is undone (the pump runs on as before) and refused.
+        before = self.memento[0]() if self.memento is not None else None
+        result = apply()
+        try:
+            self.commit()
+        except OSError as e:
+            if before is not None:
+                self.memento[1](before)
+            self.record(events.FAULT, 5, 0, 0, 0, ("not saved: " + what)[:32].encode())
+            raise LimitError("flash_fault", "%s not done: it could not be saved to flash (%s); therapy continues as"
+                             " before: try again, and replace the pump if the flash fault persists" % (what, e))
+        return result
+
+    # -- the 24-hour ceiling (one home for the rule) --------------------------
+    def _weight(self, therapy):
+        return stroke_weight(self.stroke_nl, therapy.conc_ng_ml, limits.hard_daily(therapy.drug))
+
+    def _bridge_now(self):
+        # (profile, weight, strokes) of the earlier drug still in the catheter, or None.
+        c = self.catheter
+        return (self.bridge_from, c.old_weight, c.old) if c.old else None
+
+    def _future(self, therapy, extra_strokes=0, keep_bolus=True, bridge=None):
+        # Most ceiling units the pump can deliver in the next `secs` from now
+        # with `therapy` running, `extra_strokes` more (a new bolus) and the
+        # running bolus if kept. A bridge (profile, weight, strokes) runs the
+        # earlier profile with the earlier drug first; any stroke meanwhile
+        # pushes earlier drug, counted at the heavier weight.
+        w = self._weight(therapy) if therapy is not None else self.catheter.weight
+        old_t, old_w, old_n = bridge or (None, 0, 0)
+        heavy = max(w, old_w)
+        s = self.sched
+        running = s.bolus_left + s.owed_bolus if keep_bolus and s.bolus_busy() else 0
+        stroke = self.stroke_nl
+
+        def units(secs):
+            total = (extra_strokes + running) * heavy + old_n * (heavy - w)
+            if therapy is None:
+                return total
+            basal = prescription.strokes_within(therapy, stroke, secs) * w
+            if old_t is not None:
+                basal = max(basal, prescription.strokes_within(old_t, stroke, secs) * old_w)
+            return total + basal
+
+        return units
+
+    def _check_ceiling(self, what, future, therapy, override=False):
+        # Refuses a command after which some 24-hour window, counting what
+        # was delivered and the most that can follow, would pass the drug's
+        # maximum (soft without override, hard always). Returns True when the
+        # override was needed. The window of whole minutes is up to a minute
+        # longer than 24 h: the limit allows a minute of the rate and a stroke.
+        therapy = therapy or self.therapy
+        if therapy is None:
+            return False
+        drug = therapy.drug
+        hard, soft = limits.hard_daily(drug), limits.drug_limits(drug)[1]
+        slack = future(60) - future(0) + self._heaviest(therapy)
+        worst = self.guard.worst_window(self.now_s, future)
+        soft_units = CEILING_UNITS * soft // hard
+        over_soft = worst > soft_units + slack
+        if worst > CEILING_UNITS + slack or (over_soft and not override):
+            hard_hit = worst > CEILING_UNITS + slack
+            past = self.guard.ceiling_24h(self.now_s) * hard // CEILING_UNITS
+            name = "hard" if hard_hit and hard > soft else "usual" if hard > soft else "daily"
+            raise LimitError("daily_hard_max" if name == "hard" else "daily_max",
+                             "%s: with %s of %s given in the last 24 h, a 24-hour window would reach %s, over the %s"
+                             " maximum %s/day: lower the dose or wait%s"
+                             % (what, fmt_mass(past), drug, fmt_mass(worst * hard // CEILING_UNITS), name,
+                                fmt_mass(hard if name != "usual" else soft),
+                                ", or confirm with override" if name == "usual" else ""))
+        return over_soft
+
+    def _weight(self, therapy):
+        return stroke_weight(self.stroke_nl, therapy.conc_ng_ml, limits.hard_daily(therapy.drug))
+
+    def _heaviest(self, therapy):
+        w = self._weight(therapy) if therapy is not None else self.catheter.weight
+        return max(w, self.catheter.old_weight) if self.catheter.old else w
+
+    def _set_ceiling_limit(self, therapy):
+        # The guard allows what the command check allowed, and a bolus's
+        # worth more for strokes at the edge of its minute buckets.
+        w = self._heaviest(therapy)
+        day = prescription.strokes_within(therapy, self.stroke_nl, S_PER_DAY)
+        edge = max([q[1] for q in therapy.periodic] + [therapy.demand[0] if therapy.demand else 0, 2])
+        self.guard.ceiling_limit = min(CEILING_UNITS + (day // 1440 + 2 + edge) * w, _FAR_MS)  # a small int
 
     # -- programming (validated, logged; never on the tick path) -----------
-    def program(self, rx):
-        therapy = prescription.validate(rx, self.stroke_nl)
+    def program(self, rx, override=False, check=False):
+        therapy = prescription.validate(rx, self.stroke_nl, override)
         old = self.therapy
         if old is not None and (old.drug != therapy.drug or old.conc_ng_ml != therapy.conc_ng_ml):
             raise LimitError("concentration_change",
-                             "drug or concentration change (%s %d ng/mL -> %s %d ng/mL) only with a refill"
-                             % (old.drug, old.conc_ng_ml, therapy.drug, therapy.conc_ng_ml))
-        self._apply(rx, therapy, 0)
-        self.commit()
-        return therapy
+                             "drug or concentration change (%s %s/mL to %s %s/mL) only with a refill: the reservoir"
+                             " still holds %s" % (old.drug, fmt_mass(old.conc_ng_ml), therapy.drug,
+                                                  fmt_mass(therapy.conc_ng_ml), old.drug))
+        overridden = self._check_ceiling("program", self._future(therapy, bridge=self._bridge_now()),
+                                         therapy, override)
+        if check:
+            return therapy
+
+        def apply():
+            self._note_override(overridden, therapy.daily_ng)
+            self._apply(rx, therapy, self.sched.bridge_left)  # a bridge under way goes on
+            return therapy
+
+        return self._durably("program", apply)
+
+    def _note_override(self, overridden, dose_ng):
+        if overridden:
+            self.record(events.OVERRIDE, dose_ng, 0, 0, 0, b"soft daily maximum")
 
     def _apply(self, rx, therapy, bridge_strokes):
-        self.load_therapy(rx, therapy, bridge_strokes if not self.suspended else 0)
+        self.load_therapy(rx, therapy, bridge_strokes)
         self.record(events.THERAPY_PROGRAMMED, len(therapy.step_start_s), therapy.basal_nl_per_day(),
                     therapy.daily_ng, bridge_strokes, therapy.drug.encode())
 
     def load_therapy(self, rx, therapy, bridge_strokes, old=None):
         # Makes `therapy` the active one (a bridge keeps the current profile
-        # for `bridge_strokes` first). Used by programming and by restore.
+        # for `bridge_strokes` first, in any pump state). Used by programming
+        # and by restore.
         old = old or self.therapy
         if bridge_strokes and old is not None and not self.sched.n_steps:
             self.sched.load(old)
-        self.old_rx = self.rx if bridge_strokes else None
+        bridging = bridge_strokes > 0 and old is not None
+        self.old_rx = (self.old_rx if self.bridging and self.old_rx else self.rx) if bridging else None
+        self.bridge_from = (self.bridge_from if self.bridging and self.bridge_from else old) if bridging else None
         self.therapy = therapy
         self.rx = rx
         self.sched.load(therapy, bridge_strokes)
@@ -128,58 +288,133 @@ class Pump:
             oh, od = prescription.guard_limits(old, self.stroke_nl)
             hour, day = max(hour, oh), max(day, od)
         self.guard.set_limits(hour, day, self.now_s)
+        self.catheter.set_drug(self._weight(therapy))
+        self._set_ceiling_limit(therapy)
         self.alarms.set(alarms.INTEGRITY, False, self.now_s)
         self.reservoir.set_drug(therapy.conc_ng_ml)
         if self.suspended or self.alarms.active & _STOPPING:
             self.sched.stop()
 
-    def refill(self, withdrawn_nl, added_nl, rx=None):
+    def refill(self, withdrawn_nl, added_nl, rx=None, override=False, check=False):
         # Empty-and-fill. A new drug or concentration comes only here, with its
         # prescription, and is bridged: the catheter still holds the old drug.
-        cap = self.reservoir.capacity_nl
-        check_range("withdrawn", "withdrawn volume", withdrawn_nl, 0, cap, "nL")
+        # It cancels a running bolus (its strokes were for the old drug).
+        r = self.reservoir
+        cap = r.capacity_nl
+        if not 0 <= withdrawn_nl <= cap:
+            raise LimitError("withdrawn", "refill: withdrawn %s is outside 0 to %s (the reservoir): check the"
+                             " syringe" % (fmt_volume(withdrawn_nl), fmt_volume(cap)))
         if added_nl > cap:
-            raise LimitError("overfill", "refill: %d nL added exceeds the reservoir's %d nL" % (added_nl, cap))
-        check_range("added", "added volume", added_nl, self.reservoir.residual_nl + self.stroke_nl, cap, "nL")
-        therapy = None
+            raise LimitError("overfill", "refill: %s added exceeds the reservoir's %s: add at most %s"
+                             % (fmt_volume(added_nl), fmt_volume(cap), fmt_volume(cap)))
+        low = r.residual_nl + self.stroke_nl
+        if added_nl < low:
+            raise LimitError("added", "refill: %s added is below the %s the pump needs to deliver: add at least %s"
+                             % (fmt_volume(added_nl), fmt_volume(low), fmt_volume(low)))
+        therapy, changed = None, False
         if rx is not None:
-            therapy = prescription.validate(rx, self.stroke_nl)
-        elif self.therapy is None:
-            raise LimitError("not_programmed", "refill: a first fill needs its prescription")
-        expected = self.reservoir.refill(withdrawn_nl, added_nl)
-        warn = self.reservoir.discrepancy_alarm(expected, withdrawn_nl)
-        self.record(events.REFILL, withdrawn_nl, added_nl, expected, withdrawn_nl - expected)
-        if warn:
-            self.alarms.set(alarms.REFILL_DISCREPANCY, True, self.now_s)
-        if therapy is not None:
+            therapy = prescription.validate(rx, self.stroke_nl, override)
             old = self.therapy
             changed = old is not None and (old.drug, old.conc_ng_ml) != (therapy.drug, therapy.conc_ng_ml)
-            bridge = 0
-            if changed and self.sched.basal_on:
-                bridge = (self.catheter_nl + self.stroke_nl - 1) // self.stroke_nl
-            self._apply(rx, therapy, bridge)
-        self._check_level()
-        if self.alarms.active & (1 << alarms.RESERVOIR_EMPTY) == 0 and self.stopped_only_for_empty:
-            self.stopped_only_for_empty = False
-            self._restart()
-        self.commit()
-        return {"expected_nl": expected, "withdrawn_nl": withdrawn_nl, "discrepancy_nl": withdrawn_nl - expected,
-                "warning": warn}
+        elif self.therapy is None:
+            raise LimitError("not_programmed", "refill: a first fill needs its prescription")
+        overridden = False
+        if therapy is not None:
+            future = self._refill_future(therapy, changed)
+            overridden = self._check_ceiling("refill", future, therapy, override)
+        expected = r.remaining_nl
+        result = {"expected_nl": expected, "withdrawn_nl": withdrawn_nl, "discrepancy_nl": withdrawn_nl - expected,
+                  "warning": r.discrepancy_alarm(expected, withdrawn_nl), "drug_changed": changed,
+                  "bolus_cancelled": changed and self.sched.bolus_busy()}
+        if check:
+            return result
 
-    def clinician_bolus(self, dose_ng, duration_s):
+        def apply():
+            if changed and self.sched.bolus_busy():
+                self._cancel_bolus()
+            r.refill(withdrawn_nl, added_nl)
+            self.record(events.REFILL, withdrawn_nl, added_nl, expected, withdrawn_nl - expected)
+            if result["warning"]:
+                self.alarms.set(alarms.REFILL_DISCREPANCY, True, self.now_s)
+            if therapy is not None:
+                self._note_override(overridden, therapy.daily_ng)
+                bridge = 0
+                if changed:
+                    self.catheter.set_drug(self._weight(therapy))
+                    bridge = self.catheter.old
+                self._apply(rx, therapy, bridge)
+            self._check_level()
+            self._restart_if_clear()
+            return result
+
+        return self._durably("refill", apply)
+
+    def _refill_future(self, therapy, changed):
+        if not changed:
+            return self._future(therapy, bridge=self._bridge_now())
+        # The catheter's drug (the current one) runs first, at the profile now running.
+        old_n, old_w = self.catheter.after_change(self._weight(therapy))
+        profile = self.bridge_from if self.bridging and self.bridge_from else self.therapy
+        return self._future(therapy, keep_bolus=False, bridge=(profile, old_w, old_n))
+
+    def clinician_bolus(self, dose_ng, duration_s, override=False, check=False):
         self._require_idle_channel("clinician bolus")
         strokes = prescription.clinician_bolus_strokes(dose_ng, duration_s, self.therapy, self.stroke_nl)
-        self._start_bolus(KIND_CLINICIAN, strokes, duration_s, dose_ng)
-        self.commit()
+        overridden = self._check_ceiling("clinician bolus", self._future(self.therapy, strokes,
+                                                                         bridge=self._bridge_now()),
+                                         self.therapy, override)
+        if check:
+            return strokes
+
+        def apply():
+            self._note_override(overridden, dose_ng)
+            self._start_bolus(KIND_CLINICIAN, strokes, duration_s, dose_ng)
+            return strokes
+
+        return self._durably("clinician bolus", apply)
+
+    def priming_bolus(self, volume_nl, duration_s, check=False):
+        # Fills a new or revised catheter: what pushes saline out of the tip
+        # is volume, not dose; beyond the catheter it is dose, and counted.
+        self._require_idle_channel("priming bolus", need_therapy=False)
+        cath = self.catheter
+        if not cath.volume_nl:
+            raise LimitError("catheter", "priming bolus: no catheter is recorded: enter the catheter first")
+        if cath.primed():
+            raise LimitError("catheter_primed", "priming bolus: the catheter is already primed, so priming would"
+                             " be a hidden dose: use a clinician bolus, or record a catheter revision first")
+        strokes = prescription.priming_strokes(volume_nl, duration_s, self.stroke_nl)
+        most = cath.prime_limit()
+        if strokes > most:
+            raise LimitError("priming_volume", "priming bolus: %s is more than the catheter still needs (%s and"
+                             " %d %% margin): prime at most %s" % (fmt_volume(volume_nl),
+                                                                  fmt_volume(cath.saline * self.stroke_nl),
+                                                                  limits.PRIME_MARGIN_PCT,
+                                                                  fmt_volume(most * self.stroke_nl)))
+        self._check_priming_dose("priming bolus", strokes - cath.saline)
+        if check:
+            return strokes
+        return self._durably("priming bolus", lambda: self._start_priming(strokes, duration_s))
+
+    def _check_priming_dose(self, what, dose_strokes):
+        if dose_strokes > 0 and self.therapy is not None:
+            self._check_ceiling(what, self._future(self.therapy, dose_strokes, bridge=self._bridge_now()),
+                                self.therapy)
+
+    def _start_priming(self, strokes, duration_s):
+        self._start_bolus(KIND_PRIMING, strokes, duration_s, 0)
         return strokes
 
-    def priming_bolus(self, volume_nl, duration_s):
-        # Fills a new or revised catheter: volume, never dose to the patient.
-        self._require_idle_channel("priming bolus", need_therapy=False)
-        strokes = prescription.priming_strokes(volume_nl, duration_s, self.stroke_nl)
-        self._start_bolus(KIND_PRIMING, strokes, duration_s, 0)
-        self.commit()
-        return strokes
+    def motor_test_bolus(self, strokes, duration_s):
+        # Implant test: a few strokes into the primed catheter, each
+        # confirmed; they reach the patient, so the ceiling counts them.
+        self._require_idle_channel("motor test", need_therapy=False)
+        self._check_priming_dose("motor test", strokes)
+        return self._durably("motor test", lambda: self._start_priming(strokes, duration_s))
+
+    def revise_catheter(self, volume_nl):
+        # New or revised catheter: it holds no drug until primed.
+        self.catheter.revise(volume_nl)
 
     def demand_bolus(self):
         # Patient request. Returns (refusal code, seconds until allowed); 0 = started.
@@ -189,19 +424,23 @@ class Pump:
         if code != DEMAND_OK:
             self.record(events.BOLUS_REFUSED, KIND_DEMAND, code, wait)
             return code, wait
-        d.demand_start()
-        self._note_bolus(KIND_DEMAND, d.demand_strokes, d.demand_duration)
-        self.commit()
-        return DEMAND_OK, 0
+
+        def apply():
+            d.demand_start()
+            self._note_bolus(KIND_DEMAND, d.demand_strokes, d.demand_duration)
+            return DEMAND_OK, 0
+
+        return self._durably("demand bolus", apply)
 
     def _require_idle_channel(self, what, need_therapy=True):
         stopping = self.alarms.active & _STOPPING
         if stopping:
-            raise LimitError("alarm", "%s: therapy stopped by alarm: %s" % (what, self._alarm_names(stopping)))
+            raise LimitError("alarm", "%s: therapy stopped by alarm: %s: resolve it first"
+                             % (what, self._alarm_names(stopping)))
         if need_therapy and (self.therapy is None or not self.sched.basal_on):
-            raise LimitError("not_running", "%s: no therapy running" % what)
+            raise LimitError("not_running", "%s: no therapy running: program or resume it first" % what)
         if self.sched.bolus_busy():
-            raise LimitError("bolus_active", "%s: another bolus is in progress" % what)
+            raise LimitError("bolus_active", "%s: another bolus is in progress: wait for it to end" % what)
 
     @staticmethod
     def _alarm_names(mask):
@@ -218,33 +457,58 @@ class Pump:
         self.active_bolus_strokes = strokes
         self.record(events.BOLUS_STARTED, kind, strokes, duration_s, dose_ng)
 
+    def _cancel_bolus(self):
+        s = self.sched
+        if self.stroking and s.bolus_kind == self.stroking:
+            self.board.motor_stop()  # the stroke in progress is not counted
+            self.stroking = KIND_NONE
+        left = s.bolus_left + s.owed_bolus
+        self.record(events.BOLUS_CANCELLED, s.bolus_kind, s.bolus_inc - left, left)
+        s.clear_bolus()
+        self.active_bolus = KIND_NONE
+        self.guard.budget = 0
+        if not s.basal_on:
+            s.running = False
+
     def suspend(self):
-        self.suspended = True
-        self._halt()
-        self.record(events.THERAPY_SUSPENDED)
-        self.commit()
+        def apply():
+            self.suspended = True
+            self.restart_when_clear = False
+            self._halt()
+            self.record(events.THERAPY_SUSPENDED)
+
+        self._durably("suspend", apply)
 
     def resume(self):
         if self.therapy is None:
-            raise LimitError("not_programmed", "resume: no therapy programmed")
+            raise LimitError("not_programmed", "resume: no therapy programmed: program one first")
         persisting = self.alarms.active & _STOPPING & ~_CLEARED_BY_RESUME
         if persisting:
             raise LimitError("alarm", "resume: %s must be resolved first" % self._alarm_names(persisting))
-        for a in range(alarms.COUNT):
-            if _CLEARED_BY_RESUME & (1 << a):
-                self.alarms.set(a, False, self.now_s)
-        self.guard.tripped = False
-        self.fault = None
-        self.failed_strokes = 0
-        self.suspended = False
-        self._restart()
-        self.commit()
+
+        def apply():
+            for a in range(alarms.COUNT):
+                if _CLEARED_BY_RESUME & (1 << a):
+                    self.alarms.set(a, False, self.now_s)
+            self.guard.tripped = False
+            self.fault = None
+            self.failed_strokes = 0
+            self.suspended = False
+            self._restart()
+
+        self._durably("resume", apply)
 
     def _restart(self):
         if self.suspended or self.alarms.active & _STOPPING:
             return
+        self.restart_when_clear = False
         self.sched.resume()
         self.record(events.THERAPY_RESUMED)
+
+    def _restart_if_clear(self):
+        # A stop by a self-clearing alarm ends with its condition.
+        if self.restart_when_clear and not self.alarms.active & _STOPPING and self.therapy is not None:
+            self._restart()
 
     def _halt(self):
         # Safe state for delivery: motor stopped, nothing owed, bolus cancelled.
@@ -265,38 +529,59 @@ class Pump:
         if not 0 <= tod_s < S_PER_DAY or not 0 <= day < 1 << 20:
             raise LimitError("clock", "clock: day %d / time %d s out of range" % (day, tod_s))
         old_day, old_tod = self.clock.day, self.clock.tod_s
-        self.clock.set(day, tod_s)
-        self.record(events.CLOCK_SET, old_day, old_tod, day, tod_s)
-        self.next_housekeeping = self.now_s
-        self.commit()
+
+        def apply():
+            self.clock.set(day, tod_s)
+            self.record(events.CLOCK_SET, old_day, old_tod, day, tod_s)
+            self.alarms.set(alarms.CLOCK_UNCERTAIN, False, self.now_s)
+            self.next_housekeeping = self.now_s
+
+        self._durably("set clock", apply)
+
+    def clock_uncertain(self):
+        # After an unclean reset the restored clock misses the time the pump
+        # was off: flex steps and periodic boluses follow it until it is set.
+        self.alarms.set(alarms.CLOCK_UNCERTAIN, True, self.now_s)
 
     def set_low_threshold(self, volume_nl):
         r = self.reservoir
-        check_range("low_threshold", "low-reservoir threshold", volume_nl, r.residual_nl + self.stroke_nl,
-                    r.capacity_nl, "nL")
-        r.low_nl = volume_nl
-        self._check_level()
-        self.commit()
+        low = r.residual_nl + self.stroke_nl
+        if not low <= volume_nl <= r.capacity_nl:
+            raise LimitError("low_threshold", "low-reservoir threshold %s is outside %s to %s"
+                             % (fmt_volume(volume_nl), fmt_volume(low), fmt_volume(r.capacity_nl)))
+
+        def apply():
+            r.low_nl = volume_nl
+            self._check_level()
+
+        self._durably("low-reservoir threshold", apply)
 
     def set_alarm_date(self, day):
         check_range("alarm_date", "alarm date", day, 0, 1 << 20, "day")
-        self.alarm_day = day
-        self.alarms.set(alarms.ALARM_DATE, False, self.now_s)
-        self.next_housekeeping = self.now_s
-        self.commit()
+
+        def apply():
+            self.alarm_day = day
+            self.alarms.set(alarms.ALARM_DATE, False, self.now_s)
+            self.next_housekeeping = self.now_s
+
+        self._durably("alarm date", apply)
 
     def acknowledge(self, alarm):
         check_range("alarm", "alarm id", alarm, 0, alarms.COUNT - 1, "")
-        if not self.alarms.acknowledge(alarm, self.now_s):
+        if not self.alarms.active & (1 << alarm):
             return False
-        self.record(events.ALARM_ACKNOWLEDGED, alarm)
-        if _CLEARED_BY_ACK & (1 << alarm):
-            if alarm == alarms.ALARM_DATE:
-                self.alarm_day = 0
-            self.alarms.set(alarm, False, self.now_s)
-        self.board.buzzer(0)
-        self.commit()
-        return True
+
+        def apply():
+            self.alarms.acknowledge(alarm, self.now_s)
+            self.record(events.ALARM_ACKNOWLEDGED, alarm)
+            if _CLEARED_BY_ACK & (1 << alarm):
+                if alarm == alarms.ALARM_DATE:
+                    self.alarm_day = 0
+                self.alarms.set(alarm, False, self.now_s)
+            self.board.buzzer(0)
+            return True
+
+        return self._durably("acknowledge", apply)
 
     # -- the tick path -----------------------------------------------------
     def tick(self):
@@ -337,9 +622,7 @@ class Pump:
             if r == hal.STROKE_DONE and board.pressure_mmhg() < board.OCCLUSION_MMHG:
                 self.failed_strokes = 0
                 self.sched.stroke_delivered(kind)
-                self.reservoir.debit_stroke(kind, self.now_s, self.clock.day)
-                self.guard.count_stroke(self.now_s, is_exclusive(kind))
-                self.since_checkpoint += 1
+                self._debit(kind)
                 self._check_level()
             else:
                 self.failed_strokes += 1
@@ -349,20 +632,38 @@ class Pump:
                     # Stall or occlusion: stop, never retry blindly.
                     self._stop_for(alarms.MOTOR_STALL if self.fail_cause == _FAIL_MOTOR else alarms.OCCLUSION)
                     return
+        else:
+            moved = board.motor_uncommanded()
+            if moved:
+                # Index pulses with no stroke commanded: a driver fault. The
+                # fluid moved: it is counted, and the motor is de-energised.
+                for _ in range(moved):
+                    self._debit(KIND_UNCOMMANDED)
+                self._stop_for(alarms.UNCOMMANDED_MOTION)
+                return
         s = self.sched
         kind = s.next_stroke_kind()
         if s.running and kind:
-            if not self.guard.allows_stroke(self.now_s, is_exclusive(kind)):
+            weight = self.catheter.next_weight()
+            if not self.guard.allows_stroke(self.now_s, is_exclusive(kind), weight):
                 self._stop_for(alarms.DOSE_GUARD)
                 return
             board.motor_begin()
             self.stroking = kind
+
+    def _debit(self, kind):
+        weight = self.catheter.push()
+        self.reservoir.debit_stroke(kind, self.now_s, self.clock.day, weight != 0)
+        self.guard.count_stroke(self.now_s, is_exclusive(kind), weight)
+        self.since_checkpoint += 1
 
     def _stop_for(self, alarm):
         self.alarms.set(alarm, True, self.now_s)
         if self.stroking:
             self.board.motor_stop()
             self.stroking = KIND_NONE
+        if (1 << alarm) & _SELF_CLEARING and self.sched.basal_on and not self.suspended:
+            self.restart_when_clear = True
         self.sched.stop()
 
     def _check_level(self):
@@ -373,7 +674,6 @@ class Pump:
         self.alarms.set(alarms.RESERVOIR_LOW, level == 1, now)
         if level == 2:
             if not self.alarms.active & (1 << alarms.RESERVOIR_EMPTY):
-                self.stopped_only_for_empty = not (self.suspended or self.alarms.active & _STOPPING)
                 self._stop_for(alarms.RESERVOIR_EMPTY)
         else:
             self.alarms.set(alarms.RESERVOIR_EMPTY, False, now)
@@ -381,16 +681,35 @@ class Pump:
     def _housekeeping(self):
         board, now = self.board, self.now_s
         self.next_housekeeping = now + HOUSEKEEPING_S
-        mv = board.battery_mv()
-        self.alarms.set(alarms.BATTERY_ERI, mv <= board.BATTERY_ERI_MV, now)
-        if mv <= board.BATTERY_EOS_MV:
-            self._stop_for(alarms.BATTERY_EOS)
-        else:
-            self.alarms.set(alarms.BATTERY_EOS, False, now)
+        self._check_battery(board.battery_mv(), now)
         if self.therapy is not None and (not self.sched.intact() or not self.reservoir.intact()):
             self._stop_for(alarms.INTEGRITY)
         if self.alarm_day and self.clock.day >= self.alarm_day:
             self.alarms.set(alarms.ALARM_DATE, True, now)
+
+    def _check_battery(self, mv, now):
+        # One reading changes nothing: BATTERY_SAMPLES in a row do, and a
+        # reading that disagrees with the alarms is confirmed within seconds.
+        # Clearing needs readings BATTERY_HYSTERESIS_MV above the threshold.
+        eos, eri, hyst = self.board.BATTERY_EOS_MV, self.board.BATTERY_ERI_MV, BATTERY_HYSTERESIS_MV
+        self.battery_low = self.battery_low + 1 if mv <= eos else 0
+        self.battery_eri = self.battery_eri + 1 if mv <= eri else 0
+        self.battery_good = self.battery_good + 1 if mv > eos + hyst else 0
+        self.battery_fine = self.battery_fine + 1 if mv > eri + hyst else 0
+        a = self.alarms
+        eos_on = a.active & (1 << alarms.BATTERY_EOS)
+        eri_on = a.active & (1 << alarms.BATTERY_ERI)
+        if self.battery_low >= BATTERY_SAMPLES and not eos_on:
+            self._stop_for(alarms.BATTERY_EOS)
+        elif self.battery_good >= BATTERY_SAMPLES and eos_on:
+            a.set(alarms.BATTERY_EOS, False, now)
+            self._restart_if_clear()
+        if self.battery_eri >= BATTERY_SAMPLES:
+            a.set(alarms.BATTERY_ERI, True, now)
+        elif self.battery_fine >= BATTERY_SAMPLES:
+            a.set(alarms.BATTERY_ERI, False, now)
+        if (mv <= eos) != bool(eos_on) or (mv <= eri) != bool(eri_on):
+            self.next_housekeeping = now + BATTERY_RECHECK_S
 
     def _sound(self, now):
         a = self.alarms
@@ -429,6 +748,15 @@ class Pump:
                 or (self.since_checkpoint and self.now_s >= self.next_checkpoint))
 
     def service(self):
+        # Never raises: a fault here (the log or the flash) must not stop the loop.
+        try:
+            self._service()
+        except OSError as e:
+            self._flash_failed(e)
+        except Exception as e:
+            self.fail_safe(e)
+
+    def _service(self):
         s, a = self.sched, self.alarms
         if self.active_bolus != KIND_NONE and s.bolus_kind != self.active_bolus:
             if self.sched.running:
@@ -438,6 +766,7 @@ class Pump:
             self._note_bolus(s.bolus_kind, s.bolus_inc, s.bolus_period)  # a periodic bolus
         if self.bridging and not s.bridge_left:
             self.bridging = False
+            self.bridge_from = None
             self.record(events.BRIDGE_DONE)
         if self.failed_strokes != self.failed_logged:
             if self.failed_strokes:
@@ -449,6 +778,8 @@ class Pump:
             if raised & (1 << i):
                 if i == alarms.INTERNAL_FAULT and self.fault is not None:
                     self.record(events.FAULT, 0, 0, 0, 0, ("%s: %s" % (type(self.fault).__name__, self.fault))[:60].encode())
+                if i == alarms.FLASH_FAULT and self.flash_error is not None:
+                    self.record(events.FAULT, 6, 0, 0, 0, ("flash: %s" % self.flash_error)[:60].encode())
                 self.record(events.ALARM_RAISED, i)
             if cleared & (1 << i):
                 self.record(events.ALARM_CLEARED, i)
@@ -459,11 +790,8 @@ class Pump:
     def status(self):
         r, s, t = self.reservoir, self.sched, self.therapy
         vol24, dose24 = r.last_24h(self.now_s, self.clock.day)
-        daily_nl = 0
-        if t is not None:
-            daily_nl = t.basal_nl_per_day() + sum(q[1] for q in t.periodic) * self.stroke_nl
-            if t.demand is not None:
-                daily_nl += t.demand[0] * t.demand[3] * self.stroke_nl
+        daily_nl = prescription.max_daily_nl(t, self.stroke_nl) if t is not None else 0
+        hard = limits.hard_daily(t.drug) if t is not None else 0
         return {
             "day": self.clock.day, "tod_s": self.clock.tod_s,
             "state": self._state_name(),
@@ -473,12 +801,15 @@ class Pump:
             "delivered_nl": r.delivered_nl(), "drug_delivered_ng": r.drug_delivered_ng(),
             "today_nl": r.today_strokes * self.stroke_nl, "today_dose_nl": r.today_dose * self.stroke_nl,
             "last_24h_nl": vol24 * self.stroke_nl, "last_24h_dose_nl": dose24 * self.stroke_nl,
+            "ceiling_24h_ng": self.guard.ceiling_24h(self.now_s) * hard // CEILING_UNITS,
             "priming_nl": r.strokes[KIND_PRIMING] * self.stroke_nl,
+            "catheter_primed": self.catheter.primed(),
             "max_daily_nl": daily_nl,
             "low_in_s": r.seconds_until(r.low_nl, daily_nl),
             "empty_in_s": r.seconds_until(r.residual_nl, daily_nl),
             "bolus": {"kind": s.bolus_kind, "strokes_left": s.bolus_left + s.owed_bolus} if s.bolus_busy() else None,
             "alarms": self.alarms.listing(self.now_s),
+            "clock_uncertain": bool(self.alarms.active & (1 << alarms.CLOCK_UNCERTAIN)),
             "battery_mv": self._battery_report(),
             "fault": None if self.fault is None else "%s: %s" % (type(self.fault).__name__, self.fault),
         }

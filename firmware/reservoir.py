@@ -1,25 +1,23 @@
 # Reservoir ledger: what is in the pump and where it went. Counted in strokes
 # (exact) and reported in nL and ng. Every completed stroke debits it once; a
-# priming stroke is volume but not dose. Its tick-path fields carry an
-# incrementally updated checksum that the loop re-checks.
+# priming stroke is volume but not dose. Its tick-path fields (remaining
+# volume, strokes by kind) are also kept bit-inverted, and the loop compares
+# the two copies (docs/integers.md).
 import array
 
 from micropython import const
 
-import checksum
-from scheduler import KIND_BRIDGE, KIND_PERIODIC, KIND_PRIMING
+from scheduler import KIND_BRIDGE, KIND_UNCOMMANDED
 from units import NL_PER_ML, S_PER_DAY
 
-_KINDS = KIND_PERIODIC + 1
+_KINDS = KIND_UNCOMMANDED + 1
 _BUCKET_S = const(3600)  # last-24-hours totals in hourly buckets
 _BUCKETS = const(24)
-_W_REMAINING = const(1)  # checksum weights: remaining, then stroke counts by kind
-_W_STROKES = const(2)
 
 RESIDUAL_NL = 1000000  # below this delivery is unreliable: treated as empty
 LOW_DEFAULT_NL = 2000000
 DISCREPANCY_FRACTION_PCT = 20  # refill warning: more than 20 % of expected ...
-DISCREPANCY_MIN_NL = 2000000  # ... and more than 2 mL
+DISCREPANCY_MIN_NL = 2000000  # ... or more than 2 mL (either: ../shared/DOMAIN.md)
 
 
 class Reservoir:
@@ -30,13 +28,16 @@ class Reservoir:
         self.low_nl = LOW_DEFAULT_NL
         self.remaining_nl = 0
         self.strokes = array.array("i", [0] * _KINDS)  # lifetime strokes by kind
-        self.check = 0
+        # Inverse copies (~x) of remaining_nl and strokes: see intact().
+        self.remaining_inv = ~0
+        self.strokes_inv = array.array("i", [~0] * _KINDS)
         self.hour_strokes = array.array("i", [0] * _BUCKETS)  # all strokes per hour (volume)
         self.hour_dose = array.array("i", [0] * _BUCKETS)  # dose strokes per hour
         self.hour = 0  # monotonic hour of the current bucket
         self.day = 0  # wall-clock day of the today_* counters
         self.today_strokes = 0
         self.today_dose = 0
+        self.undosed = 0  # strokes that pushed saline out of a catheter being primed
         # Off the tick path (may be long ints): the balance of volumes.
         self.volume_in_nl = 0
         self.withdrawn_nl = 0
@@ -50,29 +51,45 @@ class Reservoir:
         self.reseal()
 
     # -- integrity -------------------------------------------------------
-    def expected_check(self):
-        acc = checksum.of_value(self.remaining_nl, _W_REMAINING, 0)
-        return checksum.of_array(self.strokes, _KINDS, _W_STROKES, acc)
-
+    # Redundant inverse storage (IEC 60730 class B): every ledger value on
+    # the tick path is also held bit-inverted, both copies change together
+    # in O(1) per stroke, and any damage to one copy, whatever bits and
+    # however many, shows as x != ~x_inv. ~x is a small int for every small
+    # int x, and x - s pairs with ~x + s, so no arithmetic leaves the range.
     def reseal(self):
-        self.check = self.expected_check()
+        # The values as they are now are the legitimate ones (fill, refill, restore).
+        self.remaining_inv = ~self.remaining_nl
+        inv = self.strokes_inv
+        for k in range(_KINDS):
+            inv[k] = ~self.strokes[k]
 
     def intact(self):
-        return self.check == self.expected_check()
+        if self.remaining_nl != ~self.remaining_inv:
+            return False
+        inv = self.strokes_inv
+        for k in range(_KINDS):
+            if self.strokes[k] != ~inv[k]:
+                return False
+        return True
 
     # -- the tick path ---------------------------------------------------
-    def debit_stroke(self, kind, mono_s, day):
+    def debit_stroke(self, kind, mono_s, day, dose=True):
+        # `dose`: the stroke put drug into the patient (not saline pushed
+        # out of a catheter being primed).
         s = self.stroke_nl
         self.remaining_nl -= s
+        self.remaining_inv += s  # ~(x - s) == ~x + s
         self.strokes[kind] += 1
-        self.check = (self.check - _W_REMAINING * s + _W_STROKES + kind) % checksum.PRIME
+        self.strokes_inv[kind] -= 1
         self.roll(mono_s, day)
         b = self.hour % _BUCKETS
         self.hour_strokes[b] += 1
         self.today_strokes += 1
-        if kind != KIND_PRIMING:
+        if dose:
             self.hour_dose[b] += 1
             self.today_dose += 1
+        else:
+            self.undosed += 1
 
     def roll(self, mono_s, day):
         h = mono_s // _BUCKET_S
@@ -100,7 +117,7 @@ class Reservoir:
         return sum(self.strokes)
 
     def dose_strokes(self):
-        return self.total_strokes() - self.strokes[KIND_PRIMING]
+        return self.total_strokes() - self.undosed
 
     def delivered_nl(self):
         return self.total_strokes() * self.stroke_nl
@@ -124,7 +141,7 @@ class Reservoir:
 
     def discrepancy_alarm(self, expected_nl, withdrawn_nl):
         diff = abs(expected_nl - withdrawn_nl)
-        return diff > DISCREPANCY_MIN_NL and diff * 100 > DISCREPANCY_FRACTION_PCT * expected_nl
+        return diff > DISCREPANCY_MIN_NL or diff * 100 > DISCREPANCY_FRACTION_PCT * expected_nl
 
     def refill(self, withdrawn_nl, added_nl):
         # Empty-and-fill: after aspiration the reservoir holds only what is added.

@@ -4,7 +4,10 @@
 # phase in [0, period), so nothing is rounded and nothing drifts over months.
 #
 # Basal: inc = rate nL/day, period = stroke_nl * 86400 (phase unit: nL/86400).
-# Bolus: inc = n strokes, period = duration s (one stroke owed at the start).
+# Bolus: inc = n strokes, period = duration s (one stroke owed at the start);
+# the bolus holds its channel for its whole duration, so a bolus that
+# replaces the basal never hands back early (its last stroke is due one
+# stroke-interval before the end).
 # A segment never runs past the next stroke, step boundary or periodic-bolus
 # time, so phase + inc * seconds stays below 2 * period: small ints only.
 #
@@ -26,6 +29,7 @@ KIND_CLINICIAN = const(3)
 KIND_PRIMING = const(4)  # volume only, never dose to the patient
 KIND_DEMAND = const(5)
 KIND_PERIODIC = const(6)
+KIND_UNCOMMANDED = const(7)  # the motor moved with no stroke commanded (a driver fault)
 
 # A periodic bolus never fires twice within this window, whatever the clock
 # does (a clock set back across its time would otherwise repeat it).
@@ -113,23 +117,29 @@ class Scheduler:
             rates[i] = therapy.step_rate_nl_day[i]
 
     def intact(self):
-        return self.config_check() == self.sealed
+        # A therapy sealed as INVALID (a value out of the checked range)
+        # never passes: its check would be blind.
+        return self.sealed != checksum.INVALID and self.config_check() == self.sealed
 
     def config_check(self):
         # Checksum of the therapy as loaded (not of the moving phases): the
-        # loop re-checks it to catch a corrupted prescription in RAM.
-        acc = checksum.of_array(self.step_start, self.n_steps, 1, self.n_steps)
-        acc = checksum.of_array(self.step_rate, self.n_steps, 11, acc)
-        acc = checksum.of_array(self.next_start, self.next_n, 21, acc)
-        acc = checksum.of_array(self.next_rate, self.next_n, 31, acc)
-        acc = checksum.of_array(self.per_time, self.n_per, 41, acc)
-        acc = checksum.of_array(self.per_strokes, self.n_per, 51, acc)
-        acc = checksum.of_array(self.per_duration, self.n_per, 61, acc)
-        acc = checksum.of_value(self.demand_strokes, 71, acc)
-        acc = checksum.of_value(self.demand_lockout, 72, acc)
-        acc = checksum.of_value(self.demand_max, 73, acc)
-        acc = checksum.of_value(self.demand_duration, 74, acc)
-        return checksum.of_value(self.basal_period, 75, acc)
+        # loop re-checks it to catch a corrupted prescription in RAM. Whole
+        # arrays, used part or not: a fixed-length stream (firmware/checksum.py).
+        acc = checksum.of_value(self.n_steps, checksum.START)
+        acc = checksum.of_value(self.next_n, acc)
+        acc = checksum.of_value(self.n_per, acc)
+        acc = checksum.of_array(self.step_start, acc)
+        acc = checksum.of_array(self.step_rate, acc)
+        acc = checksum.of_array(self.next_start, acc)
+        acc = checksum.of_array(self.next_rate, acc)
+        acc = checksum.of_array(self.per_time, acc)
+        acc = checksum.of_array(self.per_strokes, acc)
+        acc = checksum.of_array(self.per_duration, acc)
+        acc = checksum.of_value(self.demand_strokes, acc)
+        acc = checksum.of_value(self.demand_lockout, acc)
+        acc = checksum.of_value(self.demand_max, acc)
+        acc = checksum.of_value(self.demand_duration, acc)
+        return checksum.of_value(self.basal_period, acc)
 
     def stop(self):
         # Suspended or stopped for safety: nothing accrues and nothing owed is
@@ -151,6 +161,7 @@ class Scheduler:
         self.bolus_inc = 0
         self.bolus_period = 1
         self.bolus_phase = 0
+        self.bolus_elapsed = 0
         self.owed_bolus = 0
 
     def start_bolus(self, kind, strokes, duration_s):
@@ -159,6 +170,7 @@ class Scheduler:
         self.bolus_inc = strokes
         self.bolus_period = duration_s
         self.bolus_phase = 0
+        self.bolus_elapsed = 0
         self.bolus_left = strokes - 1
         self.owed_bolus = 1
 
@@ -225,6 +237,10 @@ class Scheduler:
             s = (self.bolus_period - self.bolus_phase + self.bolus_inc - 1) // self.bolus_inc
             if s < nxt:
                 nxt = s
+        elif self.bolus_kind:
+            s = self.bolus_period - self.bolus_elapsed  # end of the bolus's hold
+            if 0 < s < nxt:
+                nxt = s
         times = self.per_time
         for j in range(self.n_per):
             s = times[j] - tod
@@ -254,6 +270,9 @@ class Scheduler:
                     self.bolus_left -= 1
                     self.owed_bolus += 1
                 self.bolus_phase = p
+            if self.bolus_kind and self.bolus_elapsed < self.bolus_period:
+                self.bolus_elapsed += n
+                self._end_bolus_when_done()
             tod += n
             if tod >= S_PER_DAY:
                 tod -= S_PER_DAY
@@ -290,16 +309,22 @@ class Scheduler:
     def stroke_delivered(self, kind):
         if kind == KIND_BASAL or kind == KIND_BRIDGE:
             self.owed_basal -= 1
-            if kind == KIND_BRIDGE:
-                self.bridge_left -= 1
-                if not self.bridge_left:
-                    self._end_bridge()
         else:
             self.owed_bolus -= 1
-            if not self.owed_bolus and not self.bolus_left:
-                self.bolus_kind = KIND_NONE
-                if self.per_pending:
-                    self._start_pending()
+            self._end_bolus_when_done()
+        if self.bridge_left:
+            # Any stroke pushes the catheter's old drug: the old profile
+            # runs until the catheter holds only the new one.
+            self.bridge_left -= 1
+            if not self.bridge_left:
+                self._end_bridge()
+
+    def _end_bolus_when_done(self):
+        if self.bolus_kind and not self.owed_bolus and not self.bolus_left \
+                and self.bolus_elapsed >= self.bolus_period:
+            self.bolus_kind = KIND_NONE
+            if self.per_pending:
+                self._start_pending()
 
     def _end_bridge(self):
         n = self.next_n

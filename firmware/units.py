@@ -19,3 +19,24 @@ def dose_to_volume_nl(dose_ng, conc_ng_ml):
 
 def volume_to_dose_ng(volume_nl, conc_ng_ml):
     return (volume_nl * conc_ng_ml + NL_PER_ML // 2) // NL_PER_ML
+
+
+def _decimal(value, scale):
+    # "12.5" for 12500 / 1000, exact and without floats (scale: a power of ten).
+    whole, frac = divmod(value, scale)
+    if not frac:
+        return str(whole)
+    return ("%d.%0*d" % (whole, len(str(scale)) - 1, frac)).rstrip("0")
+
+
+def fmt_mass(ng):
+    # Drug mass as a clinician reads it: mg from 1 mg up, else ug.
+    if ng < 0:
+        return "-" + fmt_mass(-ng)
+    return _decimal(ng, 1000000) + " mg" if ng >= 1000000 else _decimal(ng, 1000) + " ug"
+
+
+def fmt_volume(nl):
+    if nl < 0:
+        return "-" + fmt_volume(-nl)
+    return _decimal(nl, NL_PER_ML) + " mL" if nl >= 100000 else _decimal(nl, NL_PER_UL) + " uL"

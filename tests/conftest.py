@@ -3,8 +3,9 @@
 Files in tests/firmware/test_*.py are MicroPython modules: they are collected
 by tests/mprun.py (parsed, never imported by CPython) and each `test_*`
 function runs in its own MicroPython unix-port process, once from source and
-once from the cross-compiled .mpy files. Set MICROPYTHON to use another
-unix-port binary.
+once from the cross-compiled .mpy files, on the 64-bit unix port and on the
+31-bit one (the RP2040's small-int width). Set MICROPYTHON (and MICROPYTHON31)
+to use other unix-port binaries.
 """
 import os
 import subprocess
@@ -28,9 +29,15 @@ def pytest_sessionstart(session):
 
 
 def pytest_report_header(config):
-    out = subprocess.run([mprun.micropython(), "-c", "import sys; print(sys.implementation)"],
-                         capture_output=True, text=True)
-    return "firmware tests run by: %s %s" % (mprun.micropython(), out.stdout.strip())
+    lines = []
+    for label, exe in (("", mprun.micropython()), ("31-bit ", mprun.micropython31())):
+        if exe is None:
+            lines.append("%sfirmware tests: no interpreter found (those variants skip, or fail with CI=true)" % label)
+            continue
+        out = subprocess.run([exe, "-c", "import sys; print(sys.implementation, sys.maxsize)"],
+                             capture_output=True, text=True)
+        lines.append("%sfirmware tests run by: %s %s" % (label, exe, out.stdout.strip()))
+    return lines
 
 
 def pytest_pycollect_makemodule(module_path, parent):

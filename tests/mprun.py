@@ -3,8 +3,11 @@
 A test file is a MicroPython module: it is parsed (never imported by
 CPython) and each top-level `def test_*()` becomes a pytest item that runs
 `micropython RUNNER VARIANT MODULE TEST` in the file's directory, once per
-variant ("src": from source; "mpy": from the cross-compiled .mpy files). The
-runner script prints "PASS name" and exits 0 on success.
+variant ("src": from source; "mpy": from the cross-compiled .mpy files), and
+again as "src31"/"mpy31" on the 31-bit unix port (small ints as on an
+RP2040: above 2^30 an int allocates; $MICROPYTHON31, by default
+shared/runtimes/ beside the checkout). The runner script prints "PASS name"
+and exits 0 on success.
 
 Used by tests/pico/conftest.py; tests/conftest.py can use it for
 tests/firmware the same way (runner tests/firmware/mprunner.py).
@@ -19,7 +22,8 @@ import subprocess
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ("src", "mpy")
+VARIANTS = ("src", "mpy", "src31", "mpy31")
+RUNTIME31 = ROOT.parent / "shared" / "runtimes" / "micropython-1.28.0-unix-i386"
 
 
 def micropython():
@@ -29,6 +33,27 @@ def micropython():
         return exe
     venv = ROOT / ".venv" / "bin" / "micropython"
     return str(venv) if venv.exists() else shutil.which("micropython")
+
+
+def micropython31():
+    """The 31-bit unix port: $MICROPYTHON31, else the shared one, if it exists."""
+    exe = os.environ.get("MICROPYTHON31") or str(RUNTIME31)
+    return exe if os.access(exe, os.X_OK) else None
+
+
+def interpreter(variant):
+    # CI must run every variant: a missing 31-bit port fails there, and is
+    # skipped (saying why) on a developer's machine.
+    if not variant.endswith("31"):
+        return micropython()
+    exe = micropython31()
+    if exe is None:
+        why = ("31-bit MicroPython not found (%s): set MICROPYTHON31 or put shared/ beside the checkout"
+               % (os.environ.get("MICROPYTHON31") or RUNTIME31))
+        if os.environ.get("CI") == "true":
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
+    return exe
 
 
 def test_names(path):
@@ -60,7 +85,8 @@ class MicroPythonTest(pytest.Item):
         self.runner = runner
 
     def runtest(self):
-        cmd = [micropython(), str(self.runner), self.variant, self.path.stem, self.test_name]
+        # The runner knows "src" and "mpy"; "31" only picks the interpreter.
+        cmd = [interpreter(self.variant), str(self.runner), self.variant[:3], self.path.stem, self.test_name]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(self.path.parent), timeout=600)
         self.output = proc.stdout + proc.stderr
         if proc.returncode != 0 or ("PASS " + self.test_name) not in proc.stdout:

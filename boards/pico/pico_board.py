@@ -95,6 +95,9 @@ class PicoBoard(hal.Board):
         self.motor.stop()
         self.led(False)
 
+    def motor_uncommanded(self):
+        return self.motor.take_stray()
+
     def pressure_mmhg(self):
         return self._pressure.mmhg() if self._pressure is not None else -1
 

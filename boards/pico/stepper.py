@@ -83,6 +83,15 @@ class StrokeDrive:
         else:
             self.result = hal.STROKE_DONE
 
+    def take_stray(self):
+        # Strokes of motion seen with no stroke commanded (any pulse counts
+        # as a stroke begun); pulses arriving meanwhile are kept.
+        n = self.stray
+        if not n:
+            return 0
+        self.stray = (self.stray - n) & COUNT_MASK
+        return (n + self._per_stroke - 1) // self._per_stroke
+
     def poll(self):
         if not self.running:
             return hal.STROKE_FAILED

@@ -5,6 +5,7 @@ import os
 import select
 import time
 
+import alarms
 import hal
 from image_flash import ImageBlockDevice, mount, unmount
 from startup import start_pump
@@ -53,15 +54,16 @@ class Emulator:
         if not self.board.clock.virtual or pump.rx is None:
             now = int(time.time())  # the host clock stands in for the pump's RTC
             pump.clock.set(now // 86400, now % 86400)
-        if pump.rx is None and pump.reservoir.volume_in_nl == 0:
-            # A new emulated pump comes filled and running a demonstration
-            # therapy, so `make run` shows delivery at once; with --blank it
-            # stays empty and unprogrammed, as from the factory, for the
-            # implant test (pumpctl implant).
-            if not pump.device["serial"] or not self.opts.get("blank"):
-                pump.device["serial"] = "EMU-" + "".join("%02X" % b for b in os.urandom(4))
-            if self.opts.get("blank"):
-                return
+            pump.alarms.set(alarms.CLOCK_UNCERTAIN, False, pump.now_s)  # it has a clock to trust
+        fresh = self.persist is None or self.persist.fresh
+        if fresh and not pump.device["serial"]:
+            pump.device["serial"] = "EMU-" + "".join("%02X" % b for b in os.urandom(4))
+        if fresh and not self.opts.get("blank"):
+            # Only a brand-new emulated pump comes filled and running a
+            # demonstration therapy, so `make run` shows delivery at once;
+            # with --blank it stays empty and unprogrammed, as from the
+            # factory, for the implant test (pumpctl implant). A pump whose
+            # state cannot be read never gets it (docs/safety.md).
             pump.reservoir.fill(DEFAULT_FILL_NL)
             pump.program(self.opts.get("prescription") or DEFAULT_PRESCRIPTION)
 
@@ -204,6 +206,11 @@ class Emulator:
     def bench_corrupt(self, req):
         # A bit flips in the prescription held in RAM.
         self.pump.sched.step_rate[0] ^= 1 << int(req.get("bit", 12))
+        return {}
+
+    def bench_spin(self, req):
+        # A motor driver fault: the motor turns `strokes` with no stroke commanded.
+        self.board.motor.uncommanded += int(req.get("strokes", 1))
         return {}
 
     def bench_runaway(self, req):

@@ -1,7 +1,9 @@
 # Model of the pump mechanism: a stroke takes `stroke_ms`; the stroke
 # confirmation fails while the motor is stalled (worn gear shaft) or the
 # catheter is occluded. Completed strokes are recorded with their board time.
+# Stroke timing uses ticks (small ints), never the bench's elapsed_ms.
 import array
+from time import ticks_diff
 
 from micropython import const
 
@@ -16,8 +18,9 @@ class MotorModel:
         self.stroke_ms = stroke_ms
         self.stalled = False
         self.intermittent = 0  # fail every Nth stroke (0: never)
+        self.uncommanded = 0  # strokes of motion with no stroke commanded (a driver fault), not yet seen
         self.running = False
-        self.started_ms = 0
+        self.started = 0  # clock ticks when the running stroke began
         self.completed = 0
         self.failed = 0
         self.attempts = 0
@@ -26,26 +29,38 @@ class MotorModel:
     def begin(self):
         self.running = True
         self.attempts += 1
-        self.started_ms = self.clock.elapsed_ms
+        self.started = self.clock.ticks_ms()
 
     def ms_left(self):
         if not self.running:
             return 0
-        left = self.stroke_ms - (self.clock.elapsed_ms - self.started_ms)
+        left = self.stroke_ms - ticks_diff(self.clock.ticks_ms(), self.started)
         return left if left > 0 else 0
 
     def poll(self):
         if not self.running:
             return hal.STROKE_FAILED
-        if self.clock.elapsed_ms - self.started_ms < self.stroke_ms:
+        if ticks_diff(self.clock.ticks_ms(), self.started) < self.stroke_ms:
             return hal.STROKE_BUSY
         self.running = False
         if self.stalled or (self.intermittent and self.attempts % self.intermittent == 0):
             self.failed += 1
             return hal.STROKE_FAILED
+        self._record_stroke()
+        return hal.STROKE_DONE
+
+    def _record_stroke(self):
         self.record[self.completed % RECORD_LEN] = self.clock.elapsed_ms
         self.completed += 1
-        return hal.STROKE_DONE
+
+    def take_uncommanded(self):
+        # The index sensor's pulses outside a stroke: the fluid moved.
+        n = self.uncommanded
+        if n:
+            self.uncommanded = 0
+            for _ in range(n):
+                self._record_stroke()
+        return n
 
     def stop(self):
         if self.running:

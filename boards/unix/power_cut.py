@@ -25,7 +25,9 @@ _EIO = const(5)
 _ERASED = b"\xff"
 
 
-class PowerCut(Exception):
+class PowerCut(BaseException):
+    # Not an Exception: the firmware's fault handlers must not "handle" the
+    # power going away (on a board the CPU simply stops).
     pass
 
 

@@ -46,6 +46,9 @@ class UnixBoard(hal.Board):
     def motor_stop(self):
         self.motor.stop()
 
+    def motor_uncommanded(self):
+        return self.motor.take_uncommanded()
+
     def pressure_mmhg(self):
         return self.pressure
 
@@ -53,6 +56,8 @@ class UnixBoard(hal.Board):
         return self.battery
 
     def buzzer(self, tone_hz):
+        # Records bench time: stored as it is, never computed with (it is a
+        # long int after 12.4 days on a 31-bit port; storing one allocates nothing).
         if tone_hz != self.tone_hz:
             i = 2 * (self.tone_changes % TONE_RECORD_LEN)
             self.tones[i] = self.clock.elapsed_ms
@@ -78,16 +83,20 @@ class UnixBoard(hal.Board):
 def run_virtual(pump, ms):
     # Advance virtual time by `ms`, jumping from one due event to the next:
     # nothing sleeps, and no stroke, boundary or motor result is skipped.
+    # `left` counts down on its own: no arithmetic on the clock's elapsed_ms,
+    # a long int after 12.4 days on a 31-bit port.
     clock = pump.board.clock
-    end = clock.elapsed_ms + ms
+    left = ms
     while True:
         pump.tick()
         if pump.needs_service():
             pump.service()
-        left = end - clock.elapsed_ms
         if left <= 0:
             return
         step = pump.ms_to_next_event()
         if step < 1:
             step = 1
-        clock.advance(step if step < left else left)
+        if step > left:
+            step = left
+        clock.advance(step)
+        left -= step

@@ -11,29 +11,41 @@ Exit codes:
      provisioned, session expired
   5  cancelled at the review (or not confirmed without a terminal): nothing changed
   6  `scenario` only: a `check` step failed (docs/scenarios.md)
+ 70  internal error in pumpctl (a bug): one line; the traceback with --debug or PUMPCTL_DEBUG=1
+130  interrupted (Ctrl-C)
+141  standard output closed (e.g. piped into `head`): the rest of the output is dropped
 """
 import argparse
 import contextlib
 import csv
 import json
 import os
+import select
 import signal
 import sys
 import time
+import traceback
+from typing import Any
 
-from pumpctl import report
+from pumpctl import paths, report
 from pumpctl import units as u
-from pumpctl.emulator import Emulator, EmulatorError
+from pumpctl.emulator import Emulator, EmulatorError, StateBusy
 from pumpctl.fw import alarms, link_commands as lc, wire
 from pumpctl.keystore import KeyStore, KeyStoreError
-from pumpctl.link import AuthError, Client, LinkError, PumpError, emulator_port, find_auto, open_port, unpack_log
+from pumpctl.link import AuthError, Client, LinkError, PumpError, find_auto, open_port, unpack_log
 
 EXIT_OK, EXIT_INPUT, EXIT_REFUSED, EXIT_LINK, EXIT_AUTH, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5
+EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE = 70, 130, 141
+DEBUG_ENV = "PUMPCTL_DEBUG"
 _AUTH_CODES = (wire.NOT_AUTHENTICATED, wire.AUTH_FAILED, wire.LOCKED_OUT)
 
 
 class Cancelled(Exception):
     pass
+
+
+class Interrupted(Exception):
+    """Ctrl-C where it is known that nothing was changed (at a prompt)."""
 
 
 class UsageError(Exception):
@@ -58,15 +70,35 @@ def note(msg):
     print(msg, file=sys.stderr)
 
 
+def interactive():
+    return sys.stdin is not None and not sys.stdin.closed and sys.stdin.isatty()
+
+
+def ask(prompt):
+    """A line typed at the terminal. Ctrl-D (end of input) cancels and Ctrl-C
+    interrupts, both before anything is changed."""
+    # The prompt goes with the review on standard output (input() would put
+    # it on stderr at a terminal).
+    try:
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+        return input()
+    except EOFError:
+        print()
+        raise Cancelled("no answer (end of input): nothing changed")
+    except KeyboardInterrupt:
+        print()
+        raise Interrupted("interrupted at the prompt: nothing changed")
+
+
 def confirm(args, question):
     """Review-then-confirm: --yes, or 'y' typed at a terminal. Anything else
     cancels, and nothing has been changed."""
     if args.yes:
         return
-    if not sys.stdin.isatty():
+    if not interactive():
         raise Cancelled("not confirmed: nothing changed (run at a terminal, or add --yes)")
-    sys.stdout.flush()
-    answer = input("%s [y/N] " % question).strip().lower()
+    answer = ask("%s [y/N] " % question).strip().lower()
     if answer not in ("y", "yes"):
         raise Cancelled("cancelled: nothing changed")
 
@@ -109,12 +141,15 @@ def connected(args, role=None):
     emu = None
     spec = args.port
     if spec == "emulator":
-        if emulator_port(args.state):
-            raise LinkError("an emulator is already running with state folder %s: use --port auto" % args.state)
-        emu = Emulator(args.state).start()
+        try:
+            emu = Emulator(state_dir(args)).start()
+        except StateBusy as e:
+            raise LinkError("an emulator is already running with state folder %s (pid %s, serial port %s): "
+                            "use --port auto" % (paths.shown(e.state_dir), e.pid or "?", e.port or "?"))
+        assert emu.port is not None
         spec = emu.port
     elif spec == "auto":
-        spec = find_auto(args.state)
+        spec = find_auto(state_dir(args))
     try:
         client = Client(open_port(spec), timeout=args.timeout)
         try:
@@ -134,6 +169,11 @@ def connected(args, role=None):
 
 def session_role(args, default):
     return args.role or default
+
+
+def state_dir(args):
+    """--state, else $PUMPCTL_STATE, else run/ in the checkout (wherever pumpctl is run from)."""
+    return paths.default_state() if getattr(args, "state", None) is None else args.state
 
 
 # -- commands without a session ---------------------------------------------------
@@ -253,16 +293,25 @@ class Progress:
 
 
 # -- therapy: review, then confirm ------------------------------------------------
-def _rx_from_args(args, required=True):
+def _rx_option(args) -> "dict[str, Any] | None":
+    """The prescription in the options (or --file), or None if none is given."""
+    given = any((args.drug, args.conc, args.dose, args.step, args.periodic, args.demand))
     if args.file:
-        if any((args.drug, args.conc, args.dose, args.step, args.periodic, args.demand)):
+        if given:
             raise u.UnitError("give the prescription either in --file or as options, not both")
         return u.prescription_file(args.file)
-    if not required and not any((args.drug, args.conc, args.dose, args.step, args.periodic, args.demand)):
+    if not given:
         return None
     if not args.drug or not args.conc:
         raise u.UnitError("a prescription needs --drug and --conc (e.g. --drug morphine --conc 10mg/mL)")
     return u.prescription(args.drug, args.conc, args.dose, args.step or [], args.periodic or [], args.demand)
+
+
+def _rx_from_args(args) -> "dict[str, Any]":
+    rx = _rx_option(args)
+    if rx is None:
+        raise u.UnitError("a prescription needs --drug and --conc (e.g. --drug morphine --conc 10mg/mL)")
+    return rx
 
 
 def _extra(day, tod, total_ng, total_nl, empty_in_s, unit):
@@ -296,7 +345,14 @@ def _current_rx(c):
     if th.get("rx") is None:
         raise PumpError({"code": wire.LIMIT, "name": "LIMIT", "limit": "not_programmed",
                          "reason": "no therapy programmed"})
+    _know_therapy(c, th["rx"])
     return th["rx"]
+
+
+def _know_therapy(c, rx):
+    # A refusal then speaks the drug's own unit (mg or µg) and concentration.
+    if rx:
+        c.context.update(drug=rx["drug"], conc=rx["conc"])
 
 
 def cmd_bolus(args):
@@ -374,7 +430,7 @@ def cmd_resume(args):
 def cmd_refill(args):
     withdrawn = u.volume_nl(args.withdrawn, "withdrawn volume")
     added = u.volume_nl(args.added, "added volume")
-    rx = _rx_from_args(args, required=False)
+    rx = _rx_option(args)
     with connected(args, session_role(args, "clinician")) as c:
         done = refill_workflow(args, c, withdrawn, added, rx)
     emit(args, done, refill_done_text(done, added))
@@ -393,6 +449,7 @@ def refill_workflow(args, c, withdrawn, added, rx):
     Cancelled before anything is changed."""
     st = c.request(lc.STATUS)
     th = c.request(lc.THERAPY)
+    _know_therapy(c, rx or th.get("rx"))
     req = {"withdrawn_nl": withdrawn, "added_nl": added}
     if rx is not None:
         req["rx"] = rx
@@ -434,10 +491,10 @@ def cmd_visit(args):
     of the interval since the last visit (pumpctl.visit) from the event log."""
     from pathlib import Path
 
-    from pumpctl import visitrun
+    from pumpctl import visit, visitrun
     withdrawn = u.volume_nl(args.withdrawn, "withdrawn volume")
     added = u.volume_nl(args.added, "added volume")
-    rx = _rx_from_args(args, required=False)
+    rx = _rx_option(args)
     report_dir = Path(args.report_dir)
     visits = visitrun.load_visits(report_dir)
     with connected(args, session_role(args, "clinician")) as c:
@@ -455,6 +512,12 @@ def cmd_visit(args):
     except (visit.VisitError, OSError) as e:
         note("pumpctl: the refill was recorded, but the report failed: %s" % e)
         return EXIT_INPUT
+    except Exception as e:  # a bug in the report: still say what happened on the pump
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        note("pumpctl: the refill was recorded, but the report failed (internal error %s: %s); rerun with %s=1 "
+             "for the details" % (type(e).__name__, e, DEBUG_ENV))
+        return EXIT_INTERNAL
 
 
 def _visit_report(args, report_dir, visits, ident, prev, first, before, done, st, after, recs, info, added):
@@ -473,9 +536,10 @@ def _visit_report(args, report_dir, visits, ident, prev, first, before, done, st
                                             ident["stroke_nl"], conc)
     new_rx = after.get("rx")
     data = visit.VisitData(
-        device=ident, visit_date=st["day"], previous_visit=start[0],
+        device=ident, visit_date=visit.as_date(st["day"]), previous_visit=visit.as_date(start[0]),
         records=[r for r in recs if start[0] <= r[1] <= st["day"]], status=st, refill=done,
-        old_rx=old_rx, new_rx=new_rx if new_rx != old_rx else None, delivered=rows)
+        old_rx=old_rx, new_rx=new_rx if new_rx != old_rx else None,
+        delivered=[(visit.as_date(day), ng, nl) for day, ng, nl in rows])
     summary = visit.summarize(data)
     date = visit.as_date(st["day"])
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -510,9 +574,9 @@ def _acknowledge_discrepancy(args, check):
     note(msg)
     if args.accept_discrepancy:
         return
-    if not sys.stdin.isatty():
+    if not interactive():
         raise Cancelled("discrepancy not acknowledged: nothing changed (add --accept-discrepancy after checking)")
-    if input("Type 'acknowledge' to go on: ").strip().lower() != "acknowledge":
+    if ask("Type 'acknowledge' to go on: ").strip().lower() != "acknowledge":
         raise Cancelled("discrepancy not acknowledged: nothing changed")
 
 
@@ -832,20 +896,31 @@ def cmd_scenario(args):
 
 # -- the emulator ---------------------------------------------------------------------------
 def cmd_emulate(args) -> int:
-    emu = Emulator(args.state, virtual=args.virtual, prescription=args.prescription, blank=args.blank)
+    rx = None
+    if args.prescription is not None:
+        rx = u.firmware_prescription(u.prescription_data(args.prescription, "--prescription"))
+    emu = Emulator(state_dir(args), virtual=args.virtual, prescription=rx, blank=args.blank)
     try:
         emu.start()
-    except (EmulatorError, FileNotFoundError) as e:
-        print("pumpctl: %s" % e, file=sys.stderr)
-        return EXIT_LINK
-    record = emu.state_dir / "port.json"  # for `--port auto`
+    except StateBusy:
+        raise
+    except EmulatorError as e:
+        if rx is not None and "LimitError" in str(e):
+            reason = str(e).split("LimitError:", 1)[1].strip()
+            raise u.UnitError("--prescription refused by the pump: %s; correct it (docs/pumpctl.md), or leave it "
+                              "out for the demonstration therapy" % report.clinical_reason(reason, rx["drug"]))
+        raise
+    except FileNotFoundError as e:  # no MicroPython unix port
+        raise EmulatorError(str(e))
+    assert emu.proc is not None and emu.port is not None
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on kill too
     try:
         print("emulated pump running")
         print("  serial port: %s" % emu.port)
-        print("  bench port:  %s" % emu.bench_path)
-        print("  flash image: %s" % emu.image, flush=True)
-        record.write_text(json.dumps({"port": emu.port, "pid": os.getpid()}) + "\n")
+        print("  bench port:  %s" % paths.shown(emu.bench_path))
+        print("  flash image: %s" % paths.shown(emu.image))
+        print("  state:       %s (pid %d; `pumpctl status` finds it from any directory)"
+              % (paths.shown(emu.state_dir), os.getpid()), flush=True)
         try:
             client = Client(open_port(emu.port), timeout=args.timeout)
             try:
@@ -869,10 +944,6 @@ def cmd_emulate(args) -> int:
     except KeyboardInterrupt:
         print("\nstopping")
     finally:
-        try:
-            record.unlink()
-        except FileNotFoundError:
-            pass
         emu.stop()
     return EXIT_OK
 
@@ -884,13 +955,25 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+STATE_HELP = ("emulator state folder (default: $%s, else run/ in the checkout, %s, from any directory)"
+              % (paths.STATE_ENV, paths.ROOT / "run"))
+
+
+def _json_arg(text):
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError("not JSON (%s): e.g. '{\"drug\": \"morphine\", \"conc\": \"10mg/mL\", "
+                                         "\"dose\": \"4mg/day\"}'" % e)
+
+
 def _common():
-    p = argparse.ArgumentParser(add_help=False)
+    p = Parser(add_help=False)
     g = p.add_argument_group("connection and output")
     g.add_argument("--port", default="auto",
                    help="device path, pyserial URL (socket://host:port, rfc2217://...), 'auto' (a Pico on USB, "
                         "else the emulator of --state) or 'emulator' (start one for this command)")
-    g.add_argument("--state", default="run", help="emulator state folder (default: run)")
+    g.add_argument("--state", help=STATE_HELP)
     g.add_argument("--keystore", help="key store file (default: $PUMPCTL_KEYSTORE or ~/.config/pumpctl/keys.json)")
     g.add_argument("--role", choices=("clinician", "patient"), help="log in with this role's key")
     g.add_argument("--json", action="store_true", help="machine-readable output")
@@ -914,18 +997,23 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     p = Parser(prog="pumpctl", description="Virtual clinician programmer for the intrathecal pump.",
                epilog="exit codes: 0 done, 1 input refused by pumpctl, 2 refused by the pump, 3 link failure, "
-                      "4 authentication, 5 cancelled at the review")
+                      "4 authentication, 5 cancelled at the review, 6 scenario check failed, 70 internal error, "
+                      "130 interrupted, 141 output closed")
+    p.add_argument("--version", action="version", version=version_text())
+    p.add_argument("--debug", action="store_true", help="on an internal error, show the Python traceback "
+                                                         "(also $%s=1; may go anywhere on the line)" % DEBUG_ENV)
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    def add(name, func, help, parents=(common,)):
+    def add(name, func, help, parents: "tuple[Parser, ...]" = (common,)):
         s = sub.add_parser(name, help=help, description=help, parents=list(parents))
         s.set_defaults(func=func)
         return s
 
     e = add("emulate", cmd_emulate, "start the emulated pump and show its ports", parents=())
-    e.add_argument("--state", default="run", help="folder for the flash image and bench socket (default: run)")
+    e.add_argument("--state", help="folder for the flash image, bench socket and port record; " + STATE_HELP)
     e.add_argument("--virtual", action="store_true", help="virtual time, advanced through the bench port")
-    e.add_argument("--prescription", type=json.loads, help="therapy (JSON) when the flash holds none")
+    e.add_argument("--prescription", type=_json_arg, help="therapy (JSON, either form of `--file` in "
+                                                          "docs/pumpctl.md) when the flash holds none")
     e.add_argument("--blank", action="store_true", help="a new pump stays empty and unprogrammed (for `implant`)")
     e.add_argument("--no-status", dest="status", action="store_false", help="no live status line")
     e.add_argument("--keystore", help="key store for the new pump's keys")
@@ -1010,7 +1098,7 @@ def _trial_parser(sub):
     ts = t.add_subparsers(dest="action", required=True, parser_class=Parser)
 
     def act(name, help):
-        s = ts.add_parser(name, help=help, description=help)
+        s = ts.add_parser(name, help=help, description=help.replace("%%", "%"))
         s.add_argument("--file", required=True, help="the trial record (JSON)")
         s.add_argument("--json", action="store_true", help="machine-readable output")
         s.set_defaults(func=cmd_trial)
@@ -1048,7 +1136,7 @@ def _trial_parser(sub):
     s.add_argument("--dose", required=True, help="e.g. 0.1mg")
     s.add_argument("--route", choices=("intrathecal", "epidural"), default="intrathecal")
     s.add_argument("--note", default="")
-    act("evaluate", "evaluate against the 50 % criterion (the physician decides)")
+    act("evaluate", "evaluate against the 50 %% criterion (the physician decides)")
     s = act("decide", "record the physician's decision beside the tool's recommendation")
     s.add_argument("--name", required=True)
     s.add_argument("--decision", required=True, choices=("implant", "no implant", "extend or repeat trial"))
@@ -1057,33 +1145,106 @@ def _trial_parser(sub):
 
 
 def _refused(e, args):
-    note("pump refused: %s%s: %s" % (e.name, " (%s)" % e.limit if e.limit else "", e.reason))
-    drug = (getattr(args, "drug", None) or "").strip().lower() or None
+    drug = (getattr(args, "drug", None) or "").strip().lower() or e.context.get("drug")
     try:
-        conc = u.conc_ng_ml(args.conc) if getattr(args, "conc", None) else None
+        conc = u.conc_ng_ml(args.conc) if getattr(args, "conc", None) else e.context.get("conc")
     except u.UnitError:
-        conc = None
-    hint = report.clinical_hint(e.limit, e.reason, drug, conc)
-    if hint:
-        note("  " + hint)
-    if e.limit == "concentration_change":
-        note("  a drug or concentration change goes with a refill: pumpctl refill --withdrawn ... --added ... "
-             "--drug ... --conc ...")
+        conc = e.context.get("conc")
+    for line in report.refusal_lines(e.name, e.limit, e.reason, drug, conc):
+        note(line)
     if not e.trusted:
         note("  (unauthenticated reply)")
     note("nothing was changed on the pump")
 
 
-def _is_input_error(e):
+def _input_errors():
     from pumpctl import scenario, trial, visit
-    return isinstance(e, (trial.TrialError, visit.VisitError, scenario.ScenarioError, FileNotFoundError))
+    return (u.UnitError, paths.InputFileError, trial.TrialError, visit.VisitError, scenario.ScenarioError)
+
+
+def _stdout_closed():
+    """True when standard output is a pipe nobody reads any more (`| head`)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, ValueError, OSError):
+        return True
+
+
+def _quiet_stdout():
+    # The reader is gone: what is left to print goes nowhere, and so does the
+    # flush at exit (the Python documentation's recipe for SIGPIPE).
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, ValueError, OSError):
+        pass
+
+
+def _fix_negative_values(argv):
+    # argparse takes "-1mg/day" after an option for another option ("expected
+    # one argument"): pass it as the option's value, for units.py to refuse
+    # with its reason.
+    out = []
+    for a in argv:
+        if (out and len(a) > 1 and a[0] == "-" and (a[1].isdigit() or a[1] == ".")
+                and out[-1].startswith("--") and "=" not in out[-1]):
+            out[-1] = "%s=%s" % (out[-1], a)
+        else:
+            out.append(a)
+    return out
+
+
+def version_text():
+    try:
+        from importlib.metadata import version
+        v = version("pumpctl")
+    except Exception:  # not installed (run from the source tree)
+        v = "unknown"
+    return "pumpctl %s (link protocol %d, firmware in %s)" % (v, wire.PROTOCOL_VERSION, paths.ROOT / "firmware")
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or bool(os.environ.get(DEBUG_ENV))
+    try:
+        rc = _main(argv)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # here, not at exit: a reader gone by then is a BrokenPipeError handled below
+        return rc
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        note("\npumpctl: interrupted (a command already sent may have been carried out: check with "
+             "`pumpctl status`)")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        if not _stdout_closed():
+            return _internal_error(debug)
+        _quiet_stdout()
+        return EXIT_PIPE
+    except Exception:
+        return _internal_error(debug)
+
+
+def _internal_error(debug):
+    etype, e, _ = sys.exc_info()
+    if debug:
+        traceback.print_exc()
+    what = "%s: %s" % (etype.__name__ if etype else "error", e) if str(e) else (etype.__name__ if etype else "error")
+    note("pumpctl: internal error (%s); nothing more was sent to the pump. Rerun with --debug (or %s=1) for the "
+         "details and report them." % (what, DEBUG_ENV))
+    return EXIT_INTERNAL
+
+
+def _main(argv) -> int:
     if argv[:1] == ["diary"] and argv[1:2] in (["add"], ["list"]):
         # `diary add ...` is `diary ...` (patient); `diary list` is the clinician's listing.
         argv = (["diary"] if argv[1] == "add" else ["diary-list"]) + argv[2:]
+    argv = _fix_negative_values([a for a in argv if a != "--debug"])
+    args = None
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
@@ -1093,9 +1254,7 @@ def main(argv=None) -> int:
     except u.UnitError as e:
         note("pumpctl: %s (nothing sent)" % e)
         return EXIT_INPUT
-    except (ValueError, OSError) as e:  # trial.TrialError (a ValueError), an unreadable trial file
-        if not _is_input_error(e):
-            raise
+    except _input_errors() as e:  # trial, visit, scenario files and values
         note("pumpctl: %s" % e)
         return EXIT_INPUT
     except (KeyStoreError, AuthError) as e:
@@ -1113,6 +1272,11 @@ def main(argv=None) -> int:
     except Cancelled as e:
         note("pumpctl: %s" % e)
         return EXIT_CANCELLED
-    except BrokenPipeError:  # output piped into e.g. head
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+    except Interrupted as e:
+        note("pumpctl: %s" % e)
+        return EXIT_INTERRUPTED
+    except OSError as e:
+        if not e.filename:
+            raise
+        note("pumpctl: %s: %s" % (e.filename, e.strerror or e))  # a file named on the command line
+        return EXIT_INPUT

@@ -122,7 +122,8 @@ def stage(board: str, arch: str, out_dir: Path) -> list:
 
 
 # -- the board ----------------------------------------------------------------------
-def mpremote(port: str, *args: str, timeout: float = None, check: bool = True, silent: str = None):
+def mpremote(port: str, *args: str, timeout: float | None = None, check: bool = True,
+             silent: str | None = None):
     """One mpremote session (commands chained with "+"); no soft reset.
     `silent`: the error when the board never answers in `timeout`."""
     cmd = [_tool("mpremote"), "connect", port, "resume", *args]
@@ -276,8 +277,8 @@ def reset_board(port: str, mode: str, board: str) -> str:
     return mode + " reset"
 
 
-def deploy(port: str, board: str = "pico", arch: str = None, reset: str = "hard", build_dir: Path = None,
-           log=print) -> Report:
+def deploy(port: str, board: str = "pico", arch: str | None = None, reset: str = "hard",
+           build_dir: Path | None = None, log=print) -> Report:
     """Compile, copy, verify by sha256, reset. Raises DeployError."""
     mpy = board_mpy(port)
     arch = arch or choose_arch(mpy)

@@ -27,7 +27,7 @@ PAIN_MAX: int = lc.PAIN_MAX
 NOTE_MAX: int = lc.NOTE_MAX
 EPOCH = dt.date(1970, 1, 1)  # the pump's day 0
 
-Record = tuple  # (seq, day, tod_s, etype, a, b, c, d, text)
+Record = tuple[int, int, int, int, int, int, int, int, bytes]  # (seq, day, tod_s, etype, a, b, c, d, text)
 
 
 class DiaryError(ValueError):

@@ -4,7 +4,17 @@ MicroPython unix port running boards/unix/main.py, and its bench port.
 The unix port cannot open a pseudo-terminal itself, so this launcher makes
 one, keeps the slave side open (so the pump never sees a hang-up while no
 programmer is connected) and hands the master to the firmware by fd number.
+
+The state folder (default: run/ in the checkout, paths.default_state()):
+    flash.img      the pump's flash (littlefs2), kept between runs
+    bench.sock     the bench port, while it runs
+    port.json      {"port", "pid", "bench"} of the running emulator, for `--port auto`
+    emulator.lock  held (flock) by the one launcher running this state
+One emulator per state folder: a second start is refused with the first's
+pid and port, and touches nothing of it.
 """
+import errno
+import fcntl
 import json
 import os
 import signal
@@ -19,12 +29,36 @@ from pumpctl.bench import BenchClient
 
 IMAGE_NAME = "flash.img"
 BENCH_NAME = "bench.sock"
+PORT_RECORD = "port.json"
+LOCK_NAME = "emulator.lock"
 RESET_MARKER = "reset"  # left by the emulator when its board resets itself
 RESET_POWER_ON, RESET_WATCHDOG, RESET_SOFT = 0, 1, 2  # firmware/hal.py reset causes
 
 
 class EmulatorError(RuntimeError):
     pass
+
+
+class StateBusy(EmulatorError):
+    """Another emulator runs with this state folder."""
+
+    def __init__(self, state_dir, pid=None, port=None):
+        self.state_dir, self.pid, self.port = Path(state_dir), pid, port
+        super().__init__("an emulator is already running with state folder %s (pid %s, serial port %s): use it "
+                         "(`pumpctl status --state %s`), stop it first (Ctrl-C in its terminal, or kill %s), "
+                         "or give another --state" % (paths.shown(state_dir), pid or "?", port or "not yet open",
+                                                      paths.shown(state_dir), pid or "its pid"))
+
+
+def running(state_dir):
+    """{"port", "pid", ...} of the emulator running with this state folder, or None."""
+    try:
+        rec = json.loads((Path(state_dir) / PORT_RECORD).read_text())
+        os.kill(int(rec["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    port = rec.get("port")
+    return rec if isinstance(port, str) and os.path.exists(port) else None
 
 
 class Emulator:
@@ -38,6 +72,8 @@ class Emulator:
         self.proc = None
         self.port = None
         self._slave = self._master = None
+        self._lock_fd = None
+        self._watcher = None
         self.resets = []  # causes of the resets the board did by itself
 
     @property
@@ -48,19 +84,75 @@ class Emulator:
     def bench_path(self) -> Path:
         return self.state_dir / BENCH_NAME
 
+    @property
+    def record_path(self) -> Path:
+        return self.state_dir / PORT_RECORD
+
     def start(self, timeout=10.0):
-        """Power on: a new pseudo-terminal and a pump booting from its flash image."""
+        """Power on: a new pseudo-terminal and a pump booting from its flash image.
+        StateBusy if another emulator runs with this state folder."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        tty.setraw(self._master)
-        # Non-blocking: the unix port's readinto() otherwise waits for a full buffer.
-        os.set_blocking(self._master, False)
-        self.port = os.ttyname(self._slave)
-        self._spawn(RESET_POWER_ON, timeout)
+        self._lock()
+        try:
+            self._master, self._slave = os.openpty()
+            tty.setraw(self._slave)
+            tty.setraw(self._master)
+            # Non-blocking: the unix port's readinto() otherwise waits for a full buffer.
+            os.set_blocking(self._master, False)
+            self.port = os.ttyname(self._slave)
+            self._spawn(RESET_POWER_ON, timeout)
+            self._write_record()
+        except BaseException:  # a failed start (or Ctrl-C during it) leaves nothing running
+            self._kill_proc()
+            self._close()
+            self._unlock()
+            raise
         self._watcher = threading.Thread(target=self._watch, daemon=True)
         self._watcher.start()
         return self
+
+    # -- one emulator per state folder ---------------------------------------------------
+    def _lock(self):
+        if self._lock_fd is not None:
+            return
+        path = self.state_dir / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise EmulatorError("cannot lock %s: %s" % (path, e.strerror))
+            rec = running(self.state_dir) or {}
+            pid = rec.get("pid")
+            if pid is None:
+                try:
+                    pid = int(path.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    pid = None
+            raise StateBusy(self.state_dir, pid, rec.get("port"))
+        os.ftruncate(fd, 0)
+        os.write(fd, b"%d\n" % os.getpid())
+        self._lock_fd = fd
+
+    def _unlock(self):
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # releases the flock; the file stays (removing it would race a new locker)
+
+    def _write_record(self):
+        tmp = self.record_path.with_name(PORT_RECORD + ".tmp")
+        tmp.write_text(json.dumps({"port": self.port, "pid": os.getpid(), "bench": str(self.bench_path.absolute()),
+                                   "virtual": self.virtual}) + "\n")
+        os.replace(tmp, self.record_path)
+
+    def _remove_record(self):
+        # Only the lock holder gets here: never another emulator's record.
+        if self._lock_fd is not None:
+            try:
+                self.record_path.unlink()
+            except FileNotFoundError:
+                pass
 
     def _spawn(self, cause, timeout=10.0):
         cmd = [paths.micropython(), str(paths.EMULATOR_MAIN), "--link-fd", str(self._master),
@@ -76,37 +168,47 @@ class Emulator:
             cmd += ["--start-ticks", str(self.start_ticks)]
         if self.bench_path.exists():
             self.bench_path.unlink()
+        assert self._master is not None and self._lock_fd is not None
         # Own session: a Ctrl-C at the terminal reaches pumpctl, which then
-        # shuts the pump down cleanly, never the pump process directly.
-        proc = subprocess.Popen(cmd, pass_fds=(self._master,), stdout=subprocess.PIPE,
+        # shuts the pump down cleanly, never the pump process directly. The
+        # board inherits the state lock: were pumpctl killed, the folder stays
+        # locked for as long as its pump runs.
+        proc = subprocess.Popen(cmd, pass_fds=(self._master, self._lock_fd), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        line = proc.stdout.readline()
+        self.proc = proc
+        out = proc.stdout
+        assert out is not None
+        line = out.readline()
         if "ready" not in line:
-            rest = proc.stdout.read() if proc.poll() is not None else ""
-            proc.kill()
-            self.proc = proc
-            self._close()
-            raise EmulatorError("emulator failed to start:\n" + line + rest)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            rest = out.read()  # (the same reader as readline: it may hold the rest already)
+            raise EmulatorError("emulator failed to start: %s" % failure_line(line + rest))
         deadline = time.monotonic() + timeout
         while not self.bench_path.exists():
-            if time.monotonic() > deadline:
-                proc.kill()
+            if time.monotonic() > deadline or proc.poll() is not None:
+                self._kill_proc()
                 raise EmulatorError("emulator bench port did not appear")
             time.sleep(0.01)
-        self.proc = proc
 
     def _watch(self):
         # The board resetting itself (watchdog, soft reset): the emulator
         # writes the cause in a marker and dies; the board boots again.
         while self._master is not None:
             proc = self.proc
+            if proc is None:
+                return
             proc.wait()
             marker = self.state_dir / RESET_MARKER
             if self._master is None or not marker.exists():
                 return
             cause = int(marker.read_text().split()[0])
             marker.unlink()
-            proc.stdout.close()
+            if proc.stdout:
+                proc.stdout.close()
             self.resets.append(cause)
             try:
                 self._spawn(cause)
@@ -118,30 +220,40 @@ class Emulator:
         return self.resets.count(RESET_WATCHDOG)
 
     def bench(self) -> BenchClient:
-        return BenchClient(self.bench_path)
+        return BenchClient(str(self.bench_path))
 
     def stop(self, timeout=10.0):
         """Clean shutdown: the pump saves its state to flash."""
         master, self._master = self._master, None  # no watchdog restart
-        if self.proc and self.proc.poll() is None:
-            try:
-                with self.bench() as b:
-                    b.call("shutdown")
-                self.proc.wait(timeout)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        self._master = master
-        self._close()
+        try:
+            if self.proc and self.proc.poll() is None:
+                try:
+                    with self.bench() as b:
+                        b.call("shutdown")
+                    self.proc.wait(timeout)
+                except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired):
+                    self._kill_proc()
+        finally:
+            self._master = master
+            self._close()
+            self._remove_record()
+            self._unlock()
 
     def kill(self):
         """Power cut from outside: SIGKILL, nothing saved."""
         master, self._master = self._master, None  # no watchdog restart
+        try:
+            self._kill_proc()
+        finally:
+            self._master = master
+            self._close()
+            self._remove_record()
+            self._unlock()
+
+    def _kill_proc(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
-        self._master = master
-        self._close()
 
     def _close(self):
         for fd in (self._slave, self._master):
@@ -156,3 +268,11 @@ class Emulator:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def failure_line(output: str) -> str:
+    """The line that says why the unix port stopped (its exception's last
+    line), not its traceback."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Traceback", "File ", "  File "))]
+    return useful[-1] if useful else "no output (exit without a message)"

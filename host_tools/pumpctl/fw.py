@@ -2,9 +2,8 @@
 hard limits), imported from firmware/ by path so the host and the pump run
 the same code and cannot drift."""
 import sys
-import types
 
-from pumpctl import paths
+from pumpctl import mpshim, paths
 
 _FIRMWARE = str(paths.ROOT / "firmware")
 if _FIRMWARE not in sys.path:
@@ -14,10 +13,7 @@ if "micropython" not in sys.modules:
     try:
         import micropython  # noqa: F401
     except ImportError:
-        _mp = types.ModuleType("micropython")
-        _mp.const = lambda x: x
-        _mp.heap_lock = _mp.heap_unlock = lambda: None
-        sys.modules["micropython"] = _mp
+        sys.modules["micropython"] = mpshim
 
 import alarms  # noqa: E402
 import events  # noqa: E402

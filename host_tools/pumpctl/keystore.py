@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from pumpctl import paths
 from pumpctl.fw import wire
 
 ROLES = {"patient": wire.ROLE_PATIENT, "clinician": wire.ROLE_CLINICIAN}
@@ -39,11 +40,13 @@ class KeyStore:
         self.path = default_path(path)
 
     def _load(self) -> dict:
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
+        if not os.path.lexists(self.path):
             return {"version": VERSION, "pumps": {}}
-        except (OSError, ValueError) as e:
+        try:
+            data = json.loads(paths.read_text(self.path, "key store", limit=1 << 20))
+        except paths.InputFileError as e:
+            raise KeyStoreError("%s (give the key store file with --keystore or $PUMPCTL_KEYSTORE)" % e)
+        except ValueError as e:
             raise KeyStoreError("key store %s unreadable: %s" % (self.path, e))
         if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("pumps"), dict):
             raise KeyStoreError("key store %s: not a version %d key store" % (self.path, VERSION))

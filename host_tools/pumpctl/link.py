@@ -1,21 +1,22 @@
 """Programmer side of the link: a byte stream to the pump (pyserial) and the
 request/reply protocol over it: wire.py frames, sessions, message ids and
 retransmission. docs/protocol.md is the specification."""
-import json
 import os
 import secrets
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import serial
 import serial.tools.list_ports
 
+from pumpctl import paths
+from pumpctl.emulator import PORT_RECORD, running  # noqa: F401  (PORT_RECORD: the record's name, for tools)
 from pumpctl.fw import link_commands as lc
 from pumpctl.fw import wire
 
 PICO_VID, PICO_PID = 0x2E8A, 0x0005
-PORT_RECORD = "port.json"  # in an emulator's state folder: {"port": ..., "pid": ...}
 BAUD = 115200  # ignored by USB CDC and ptys; set for real UARTs
 ROLES = {"patient": wire.ROLE_PATIENT, "clinician": wire.ROLE_CLINICIAN}
 # Errors the pump sends for a frame it could not read: the request was lost.
@@ -40,34 +41,34 @@ class PumpError(RuntimeError):
         self.limit = reply.get("limit")
         self.reply = reply
         self.trusted = trusted  # False: an unauthenticated error frame, information only
+        self.context: dict[str, Any] = {}  # what the programmer knew (drug, conc): to explain it in clinical units
         super().__init__("%s: %s" % (self.name, self.reason))
 
 
 # -- finding and opening the port --------------------------------------------------
-def emulator_port(state_dir):
-    """The port of an emulator running with this state folder, or None."""
-    try:
-        rec = json.loads((Path(state_dir) / PORT_RECORD).read_text())
-        os.kill(int(rec["pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    port = rec.get("port")
-    return port if isinstance(port, str) and os.path.exists(port) else None
+def emulator_port(state_dir=None):
+    """The serial port of the emulator running with this state folder
+    (default: paths.default_state()), or None."""
+    rec = running(paths.default_state() if state_dir is None else state_dir)
+    return rec["port"] if rec else None
 
 
-def find_auto(state_dir="run"):
-    """A Pico on USB (2E8A:0005), else an emulator recorded in state_dir."""
+def find_auto(state_dir=None):
+    """A Pico on USB (2E8A:0005), else the emulator running with state_dir
+    (default: $PUMPCTL_STATE, else run/ in the checkout, from any directory)."""
+    state = paths.default_state() if state_dir is None else Path(state_dir)
     picos = sorted(p.device for p in serial.tools.list_ports.comports()
                    if p.vid == PICO_VID and p.pid == PICO_PID)
     if len(picos) > 1:
         raise LinkError("several pumps on USB (%s): choose one with --port" % ", ".join(picos))
     if picos:
         return picos[0]
-    port = emulator_port(state_dir)
+    port = emulator_port(state)
     if port:
         return port
-    raise LinkError("no pump found: no Pico on USB (2E8A:0005) and no emulator running in %s/ "
-                    "(start one with `pumpctl emulate`, or give --port PATH|URL|emulator)" % state_dir)
+    raise LinkError("no pump found: no Pico on USB (2E8A:0005) and no emulator running with state folder %s "
+                    "(start one with `make run` or `pumpctl emulate`, or give --state DIR or --port PATH|URL|emulator)"
+                    % paths.shown(state))
 
 
 def open_port(spec):
@@ -105,9 +106,10 @@ class Client:
         self.session = wire.Session()
         self.next_id = secrets.randbelow(wire.MSG_ID_MAX) + 1
         self.rx = bytearray()
-        self.role = None
+        self.role: str | None = None
         self.session_id = None
-        self.identity = None
+        self.identity: dict[str, Any] = {}  # the IDENTIFY reply, once identified
+        self.context: dict[str, Any] = {}  # the therapy in use ("drug", "conc"), given to a refusal
         self.sent = self.received = 0  # bytes, for the overhead figure
         self.payload_sent = self.payload_received = 0
         self._write(b"\x00")  # ends any partial frame at the pump
@@ -194,6 +196,9 @@ class Client:
                 return self._exchange(mtype, mid, payload, self.session, self.session)
             except _NoReply:
                 continue
+            except PumpError as e:
+                e.context = dict(self.context)
+                raise
         raise LinkError("no reply from the pump after %d tries (%s)" % (self.retries + 1, self._port_name()))
 
     def _port_name(self):

@@ -1,11 +1,15 @@
-"""Where the firmware and the MicroPython unix port are."""
+"""Where things are: the firmware, the MicroPython unix port, the emulator's
+state folder; and reading a small input file without hanging on a device."""
 import os
 import shutil
+import stat
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 EMULATOR_MAIN = ROOT / "boards" / "unix" / "main.py"
+STATE_ENV = "PUMPCTL_STATE"
+INPUT_MAX_BYTES = 4 << 20  # key stores, prescriptions, scenarios, trial records: a few KB each
 
 
 def micropython() -> str:
@@ -20,3 +24,54 @@ def micropython() -> str:
     if not found:
         raise FileNotFoundError("no MicroPython unix port: run `make setup` or set MICROPYTHON=/path/to/micropython")
     return found
+
+
+def default_state() -> Path:
+    """The emulator's state folder when --state is not given: $PUMPCTL_STATE,
+    else run/ in this checkout (where `make run` keeps it), whatever the
+    current directory."""
+    env = os.environ.get(STATE_ENV)
+    return Path(env).expanduser().absolute() if env else ROOT / "run"
+
+
+def shown(path) -> str:
+    """A path as the user reads it: relative below the current directory, else absolute."""
+    p = Path(path).absolute()
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+class InputFileError(ValueError):
+    """An input file that cannot be read: the message names it and says why."""
+
+
+def read_text(path, what="file", limit=INPUT_MAX_BYTES) -> str:
+    """The text of a small regular file. A device, FIFO or folder is refused at
+    once (never read for ever: /dev/zero, a pipe nobody writes), and so is a
+    file larger than `limit` bytes or not UTF-8."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise InputFileError("%s %s: %s" % (what, path, e.strerror or e)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputFileError("%s %s is not a regular file" % (what, path))
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 16, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise InputFileError("%s %s is larger than %d KB: not a pumpctl file" % (what, path, limit >> 10))
+        try:
+            return b"".join(chunks).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputFileError("%s %s is not UTF-8 text" % (what, path)) from None
+    except OSError as e:
+        raise InputFileError("%s %s: %s" % (what, path, e.strerror or e)) from None
+    finally:
+        os.close(fd)

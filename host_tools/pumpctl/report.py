@@ -176,22 +176,87 @@ LOG_HEADERS = ["seq", "time", "event", "a", "b", "c", "d", "text"]
 
 
 # -- limits, in clinical units ---------------------------------------------------
-_RANGE = re.compile(r"(-?\d+)\.\.(-?\d+) (nL/day|nL|ng/mL|ng|s)\b")
+# The pump explains a refusal in its own integer units (nL, ng, ng/mL, s);
+# these turn its reason into clinical units, say the allowed range and what to
+# do next. The limit names are firmware/limits.py's (docs/limits.md).
+_RANGE = re.compile(r"(-?\d+)\.\.(-?\d+) (nL/day|nL|ng/mL|ng/day|ng|s)\b")
+_VALUE = re.compile(r"(?<![\d.])(\d+) (nL/day|nL|ng/mL|ng/day|ng|s)\b")
+_BASAL = re.compile(r"\bbasal (\d+) exceeds")
+
+NEXT_STEP = {
+    "rate": "choose a dose that stays within the pump's rate range at this concentration, or a bolus over a "
+            "longer time",
+    "daily_max": "lower a step, a periodic bolus or the demand bolus (dose or number a day) so the 24-hour "
+                 "maximum stays within the drug's limit",
+    "bolus_max": "give a smaller bolus dose",
+    "bolus_min": "give a larger dose: at least one 0.5 µL stroke",
+    "bolus_duration": "give a duration between 1 min and 24 h (a demand bolus no longer than its lockout)",
+    "concentration": "check the concentration against the drug's label and docs/limits.md",
+    "concentration_change": "a drug or concentration change goes with a refill: pumpctl refill --withdrawn ... "
+                            "--added ... --drug ... --conc ...",
+    "overfill": "add no more than the reservoir holds (see `pumpctl status`)",
+    "added": "add a volume within the range shown",
+    "withdrawn": "give the volume you actually drew out, at most the reservoir's capacity",
+    "low_threshold": "choose a threshold within the range shown",
+    "priming_volume": "prime at most 1 mL (the catheter's volume)",
+    "lockout": "give a lockout between 15 min and 24 h",
+    "demand_per_day": "allow between 1 and 24 demand boluses a day",
+    "bolus_active": "wait until the running bolus ends (`pumpctl status` shows it)",
+    "not_running": "start or resume therapy first (`pumpctl status`, `pumpctl resume`)",
+    "not_programmed": "program a therapy first (`pumpctl program`, or a refill with its prescription)",
+    "alarm": "resolve the alarm's cause, acknowledge it (`pumpctl alarms --ack`), then resume",
+    "first_fill": "the pump has been filled before: use `pumpctl refill`",
+    "drug": "use one of the known drugs",
+    "steps": "give 1 to 10 flex steps",
+    "periodic": "give at most 8 periodic boluses",
+}
+
+
+def clinical_reason(reason, drug=None):
+    """The pump's reason with every number in nL, ng, ng/mL or s in clinical units."""
+    unit = u.drug_unit(drug) if drug in limits.DRUGS else None
+    text = _BASAL.sub(r"basal \1 nL/day exceeds", reason or "")
+    text = _RANGE.sub(lambda m: _range_text(int(m.group(1)), int(m.group(2)), m.group(3), unit), text)
+    return _VALUE.sub(lambda m: u.fmt_pump_value(int(m.group(1)), m.group(2), unit), text)
+
+
+def _range_text(lo, hi, what, unit=None):
+    if lo <= 1 and what != "s":  # 0 or 1 ng / nL: "at most"
+        return "the allowed range (at most %s)" % u.fmt_pump_value(hi, what, unit)
+    return "%s to %s" % (u.fmt_pump_value(lo, what, unit), u.fmt_pump_value(hi, what, unit))
 
 
 def clinical_hint(limit, reason, drug=None, conc_ng_ml=None):
     """A line that says the allowed range in clinician units, or None."""
     unit = u.drug_unit(drug) if drug else "mg"
+    if limit == "rate" and conc_ng_ml and drug in limits.DRUGS and "on top of" not in (reason or ""):
+        # From the limits themselves, whatever the wording of the pump's reason.
+        lo = fw_units.volume_to_dose_ng(limits.RATE_MIN_NL_DAY, conc_ng_ml)
+        hi = fw_units.volume_to_dose_ng(limits.RATE_MAX_NL_DAY, conc_ng_ml)
+        daily = limits.DRUGS[drug][1]
+        return "allowed daily dose at %s: %s/day to %s/day (the pump moves %s/day to %s/day%s)" % (
+            u.fmt_conc(conc_ng_ml, unit), u.fmt_mass(lo, unit), u.fmt_mass(min(hi, daily), unit),
+            u.fmt_volume(limits.RATE_MIN_NL_DAY), u.fmt_volume(limits.RATE_MAX_NL_DAY),
+            "; %s's 24-hour maximum is %s/day" % (drug, u.fmt_mass(daily, unit)) if daily < hi else "")
     m = _RANGE.search(reason or "")
     if m:
         lo, hi, what = int(m.group(1)), int(m.group(2)), m.group(3)
         fmt = {"nL/day": lambda v: u.fmt_volume(v, 3) + "/day", "nL": lambda v: u.fmt_volume(v, 4),
                "ng/mL": lambda v: u.fmt_conc(v, unit), "ng": lambda v: u.fmt_mass(v, unit),
-               "s": u.fmt_duration}[what]
-        hint = "allowed range: %s to %s" % (fmt(lo), fmt(hi))
+               "ng/day": lambda v: u.fmt_mass(v, unit) + "/day", "s": u.fmt_duration}[what]
+        if lo > 1 or what == "s":
+            hint = "allowed range: %s to %s" % (fmt(lo), fmt(hi))
+        else:
+            hint = "allowed: at most %s" % fmt(hi)
         if what == "nL/day" and conc_ng_ml:
-            dose = lambda v: u.fmt_mass(fw_units.volume_to_dose_ng(v, conc_ng_ml), unit)  # noqa: E731
-            hint += " (%s/day to %s/day at %s)" % (dose(lo), dose(hi), u.fmt_conc(conc_ng_ml, unit))
+            dose_lo = fw_units.volume_to_dose_ng(lo, conc_ng_ml)
+            dose_hi = fw_units.volume_to_dose_ng(hi, conc_ng_ml)
+            capped = ""
+            if drug in limits.DRUGS and limits.DRUGS[drug][1] < dose_hi:
+                dose_hi = limits.DRUGS[drug][1]  # the drug's 24-hour maximum is the lower bound
+                capped = ", the %s 24-hour maximum" % drug
+            hint += " (%s/day to %s/day at %s%s)" % (u.fmt_mass(dose_lo, unit), u.fmt_mass(dose_hi, unit),
+                                                      u.fmt_conc(conc_ng_ml, unit), capped)
         return hint
     if drug in limits.DRUGS and limit in ("daily_max", "concentration", "bolus_max", "concentration_change"):
         conc, daily, bolus = limits.DRUGS[drug]
@@ -201,6 +266,18 @@ def clinical_hint(limit, reason, drug=None, conc_ng_ml=None):
     if limit == "drug":
         return "known drugs: %s" % ", ".join(sorted(limits.DRUGS))
     return None
+
+
+def refusal_lines(name, limit, reason, drug=None, conc_ng_ml=None):
+    """What a clinician reads for a refusal: the reason in clinical units
+    naming the limit, the allowed range, and what to do next."""
+    lines = ["pump refused: %s%s: %s" % (name, " (%s)" % limit if limit else "", clinical_reason(reason, drug))]
+    hint = clinical_hint(limit, reason, drug, conc_ng_ml)
+    if hint:
+        lines.append("  " + hint)
+    if limit in NEXT_STEP:
+        lines.append("  what to do: " + NEXT_STEP[limit])
+    return lines
 
 
 def decimal_ml(nl):

@@ -9,9 +9,13 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pumpctl import paths
 from pumpctl import units as u
+
+if TYPE_CHECKING:
+    from pumpctl.emulator import Emulator
 
 S_PER_DAY = 86400
 EXIT_CHECK = 6  # a `check` step failed
@@ -70,7 +74,9 @@ def _pain(p: Any, where: str) -> None:
 def load(path: str | Path) -> dict[str, Any]:
     """Reads and checks a scenario: every error before the emulator starts."""
     try:
-        sc = json.loads(Path(path).read_text())
+        sc = json.loads(paths.read_text(path, "scenario"))
+    except paths.InputFileError as e:
+        raise ScenarioError(str(e)) from None
     except ValueError as e:
         raise ScenarioError("%s: not valid JSON (%s)" % (path, e)) from None
     if not isinstance(sc, dict) or not isinstance(sc.get("steps"), list) or not sc["steps"]:
@@ -135,7 +141,7 @@ class Runner:
     def __init__(self, sc: dict[str, Any], report_dir: Path, state: Path, out=None) -> None:
         self.sc, self.report_dir, self.state = sc, report_dir, state
         self.out = out or sys.stdout
-        self.emu = None
+        self.emu: Emulator | None = None
         self.keystore = state / "keys.json"
         self.nominal: dict[str, int] = {}
         self.visits: list[str] = []
@@ -143,15 +149,29 @@ class Runner:
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
 
+    @property
+    def pump(self) -> Emulator:
+        if self.emu is None or self.emu.port is None:
+            raise RuntimeError("the scenario's emulator is not running")
+        return self.emu
+
+    @property
+    def port(self) -> str:
+        port = self.pump.port
+        assert port is not None
+        return port
+
     def pumpctl(self, *argv: str, ok=(0,)) -> int:
         from pumpctl import cli
-        rc = cli.main(list(argv) + ["--port", self.emu.port, "--keystore", str(self.keystore), "--timeout", "5"])
+        rc = cli.main(list(argv) + ["--port", self.port, "--keystore", str(self.keystore), "--timeout", "5"])
+        if rc == cli.EXIT_INTERRUPTED:
+            raise KeyboardInterrupt  # Ctrl-C in a pumpctl step stops the scenario
         if rc not in ok:
             raise _StepFailed(rc)
         return rc
 
     def bench(self, cmd: str, **kw: Any) -> dict[str, Any]:
-        with self.emu.bench() as b:
+        with self.pump.bench() as b:
             return b.call(cmd, **kw)
 
     def advance(self, secs: int) -> None:
@@ -161,7 +181,7 @@ class Runner:
     def client(self, role: str):
         from pumpctl.keystore import KeyStore
         from pumpctl.link import Client, open_port
-        c = Client(open_port(self.emu.port), timeout=5.0)
+        c = Client(open_port(self.port), timeout=5.0)
         ident = c.identify()
         c.login(role, KeyStore(self.keystore).get(ident["serial"], role))
         return c
@@ -172,7 +192,7 @@ class Runner:
         from pumpctl.keystore import KeyStore
         from pumpctl.link import Client, open_port
         self.emu = Emulator(self.state, virtual=True, blank=True).start()
-        c = Client(open_port(self.emu.port), timeout=5.0)
+        c = Client(open_port(self.port), timeout=5.0)
         try:
             self.say(cli.provision_if_new(c, KeyStore(self.keystore)))
         finally:
@@ -181,8 +201,12 @@ class Runner:
             self.pumpctl("clock", "--set", self.sc["start"], "--yes")
 
     def run(self) -> int:
-        self.start()
         try:
+            try:
+                self.start()
+            except _StepFailed as e:
+                self.say("scenario stopped while setting up the pump: exit %d" % e.rc)
+                return e.rc
             for i, st in enumerate(self.sc["steps"], 1):
                 s = self.bench("status")
                 self.say("\n== step %d: %s (pump time %s)" % (i, st["step"], u.fmt_datetime(s["day"], s["tod_s"])))
@@ -199,12 +223,13 @@ class Runner:
                 self.say("  %s" % v)
             return 0
         finally:
-            self.emu.stop()
+            if self.emu is not None:
+                self.emu.stop()
 
     # -- steps ----------------------------------------------------------------------------
     def do_implant(self, st: dict[str, Any]) -> None:
         argv = ["implant", "--catheter", st["catheter"], "--fill", st["fill"],
-                "--prime-duration", st.get("prime_duration", "30min"), "--bench", str(self.emu.bench_path), "--yes"]
+                "--prime-duration", st.get("prime_duration", "30min"), "--bench", str(self.pump.bench_path), "--yes"]
         for k in ("serial", "model"):
             if st.get(k):
                 argv += ["--" + k, st[k]]
@@ -368,10 +393,29 @@ def run(path: str | Path, report_dir: str | Path, state: str | Path | None = Non
         tmp = state = Path(tempfile.mkdtemp(prefix="pumpctl-scenario-"))
     state = Path(state)
     if state.exists() and any(state.iterdir()):
-        raise ScenarioError("state folder %s is not empty: a scenario starts from a new pump" % state)
+        raise ScenarioError("state folder %s is not empty: a scenario starts from a new pump (delete it, or give "
+                            "another --state)" % state)
     report_dir.mkdir(parents=True, exist_ok=True)
+    made = not state.exists()
+    done = False
     try:
-        return Runner(sc, report_dir, state, out).run()
+        rc = Runner(sc, report_dir, state, out).run()
+        done = True
+        return rc
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+        elif not done:
+            _discard(state, made)  # interrupted (Ctrl-C) or failed: nothing half-made blocks a rerun
+
+
+def _discard(state: Path, made: bool) -> None:
+    # The folder was new or empty before this run: take back what the run put in it.
+    if made:
+        shutil.rmtree(state, ignore_errors=True)
+    elif state.is_dir():
+        for child in state.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)

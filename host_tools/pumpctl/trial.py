@@ -34,6 +34,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from pumpctl import paths
 from pumpctl.fw import limits
 
 FORMAT = "pumpctl-trial"
@@ -369,10 +370,9 @@ class Trial:
 
 def load(path: str | os.PathLike[str]) -> Trial:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise TrialError("trial file %s: %s" % (path, e.strerror)) from None
+        data = json.loads(paths.read_text(path, "trial file"))
+    except paths.InputFileError as e:
+        raise TrialError(str(e)) from None
     except ValueError as e:
         raise TrialError("trial file %s is not JSON: %s" % (path, e)) from None
     try:

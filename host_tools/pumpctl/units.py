@@ -19,11 +19,17 @@ import datetime
 import json
 import re
 from decimal import Decimal
+from typing import Any
 
+from pumpctl import paths
 from pumpctl.fw import limits
 
 S_PER_DAY = 86400
 NL_PER_ML = 1_000_000
+# The largest integer a link argument may carry (firmware/link.py _INT_MAX:
+# small ints on the RP2040). Every hard limit is far below it; a value above
+# it is refused here, in clinical units, before anything is sent.
+ARG_MAX = 0x3FFFFFFF
 
 MASS_NG = {"g": 10**9, "mg": 10**6, "ug": 10**3, "µg": 10**3, "μg": 10**3, "mcg": 10**3, "ng": 1}
 VOLUME_NL = {"l": 10**9, "ml": 10**6, "ul": 10**3, "µl": 10**3, "μl": 10**3, "nl": 1}
@@ -41,6 +47,8 @@ class UnitError(ValueError):
 def _quantity(text, table, what, example, need_number=True):
     if not isinstance(text, str):
         raise UnitError("%s: expected text like %s, got %r" % (what, example, text))
+    if text.strip().startswith("-"):
+        raise UnitError("%s: %r is negative: give a positive value, e.g. %s" % (what, text, example))
     if "," in text:
         raise UnitError("%s: %r: use a decimal point, e.g. %s" % (what, text, example))
     m = _QTY.fullmatch(text)
@@ -59,7 +67,40 @@ def _quantity(text, table, what, example, need_number=True):
 def _whole(value, what, text, unit):
     if value != value.to_integral_value():
         raise UnitError("%s: %r is not a whole number of %s (the pump counts whole %s)" % (what, text, unit, unit))
+    _bounded(int(value), what, unit, text)
     return int(value)
+
+
+def fmt_pump_value(n, unit, drug_unit=None):
+    """An integer in one of the pump's units (ng, ng/day, ng/mL, nL, nL/day,
+    s) in clinical units; masses in the drug's unit (mg or µg) when given."""
+    if unit in ("ng", "ng/day"):
+        return fmt_mass(n, _mass_unit(n, drug_unit)) + unit[2:]
+    if unit == "ng/mL":
+        return fmt_conc(n, drug_unit or ("mg" if n >= 10**6 else "µg"))
+    if unit == "nL/day":
+        return fmt_volume(n) + "/day"
+    if unit == "nL":
+        return fmt_volume(n) if n >= 10**5 else "%s µL" % _dec(n, 1000)
+    if unit in ("s", "seconds"):
+        return fmt_duration(n)
+    return "%d %s" % (n, unit)
+
+
+def _mass_unit(ng, unit=None):
+    # The drug's unit (mg or µg), else the one that reads best; below 1 µg, ng.
+    if ng < 1000:
+        return "ng" if ng else (unit or "mg")
+    return unit or ("mg" if ng >= 10**6 else "µg")
+
+
+def _bounded(n, what, unit, text=None):
+    if n > ARG_MAX:
+        raise UnitError("%s: %s is more than the pump accepts (the largest value it takes is %s; the drug's own "
+                        "hard limits in docs/limits.md are far lower)"
+                        % (what, repr(text) if text is not None else fmt_pump_value(n, unit),
+                           fmt_pump_value(ARG_MAX, unit)))
+    return n
 
 
 def mass_ng(text, what="dose"):
@@ -79,6 +120,8 @@ def duration_s(text, what="duration"):
 
 def _fraction(text, what, example):
     parts = text.split("/") if isinstance(text, str) else []
+    if isinstance(text, str) and text.strip().startswith("-"):
+        raise UnitError("%s: %r is negative: give a positive value, e.g. %s" % (what, text, example))
     if len(parts) != 2:
         raise UnitError("%s: %r must be of the form %s" % (what, text, example))
     return parts
@@ -155,7 +198,7 @@ def demand(text):
         raise UnitError("demand: give both lockout and max, e.g. 0.2mg/5min,lockout=30min,max=4")
     if not opts["max"].isdigit():
         raise UnitError("demand: max=%r must be a whole number of boluses per 24 h" % opts["max"])
-    return [dose, dur, duration_s(opts["lockout"], "demand lockout"), int(opts["max"])]
+    return [dose, dur, duration_s(opts["lockout"], "demand lockout"), _bounded(int(opts["max"]), "demand max", "per day")]
 
 
 def drug_name(text):
@@ -199,37 +242,59 @@ def prescription_file(path):
     ("dose": "4mg/day" instead of steps for continuous), or the firmware's
     integer form {"drug", "conc_ng_ml", "steps": [{"start_s", "dose_ng_day"}], ...}."""
     try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as e:
-        raise UnitError("prescription file %s: %s" % (path, e.strerror))
+        data = json.loads(paths.read_text(path, "prescription file"))
+    except paths.InputFileError as e:
+        raise UnitError(str(e))
     except ValueError as e:
         raise UnitError("prescription file %s is not JSON: %s" % (path, e))
+    return prescription_data(data, "prescription file %s" % path)
+
+
+def prescription_data(data: Any, where: str) -> dict[str, Any]:
+    """The link's compact prescription from parsed JSON in either form (see
+    prescription_file); `where` starts every message."""
     if not isinstance(data, dict):
-        raise UnitError("prescription file %s: expected a JSON object" % path)
-    if "conc_ng_ml" in data:
-        return _firmware_form(data, path)
-    unknown = set(data) - _FILE_KEYS
-    if unknown:
-        raise UnitError("prescription file %s: unknown keys %s (allowed: %s)"
-                        % (path, ", ".join(sorted(unknown)), ", ".join(sorted(_FILE_KEYS))))
-    for k in ("steps", "periodic"):
-        if not isinstance(data.get(k, []), list):
-            raise UnitError("prescription file %s: %r must be a list of strings" % (path, k))
-    return prescription(data.get("drug"), data.get("conc"), data.get("dose"), data.get("steps", []),
-                        data.get("periodic", []), data.get("demand"))
+        raise UnitError("%s: expected a JSON object" % where)
+    try:
+        if "conc_ng_ml" in data:
+            return _firmware_form(data, where)
+        unknown = set(data) - _FILE_KEYS
+        if unknown:
+            raise UnitError("unknown keys %s (allowed: %s)" % (", ".join(sorted(unknown)), ", ".join(sorted(_FILE_KEYS))))
+        for k in ("steps", "periodic"):
+            if not isinstance(data.get(k, []), list):
+                raise UnitError("%r must be a list of strings" % k)
+        return prescription(data.get("drug"), data.get("conc"), data.get("dose"), data.get("steps", []),
+                            data.get("periodic", []), data.get("demand"))
+    except UnitError as e:
+        raise UnitError("%s: %s" % (where, e)) from None
+
+
+def firmware_prescription(rx: dict[str, Any]) -> dict[str, Any]:
+    """The compact prescription in the firmware's own form (the emulator's --prescription)."""
+    out: dict[str, Any] = {"drug": rx["drug"], "conc_ng_ml": rx["conc"],
+                           "steps": [{"start_s": t, "dose_ng_day": d} for t, d in rx["steps"]]}
+    if rx.get("periodic"):
+        out["periodic"] = [{"time_s": t, "dose_ng": d, "duration_s": s} for t, d, s in rx["periodic"]]
+    if rx.get("demand"):
+        out["demand"] = dict(zip(("dose_ng", "duration_s", "lockout_s", "max_per_day"), rx["demand"]))
+    return out
+
+
+_FW_UNITS = {"conc_ng_ml": "ng/mL", "start_s": "s", "dose_ng_day": "ng/day", "time_s": "s", "dose_ng": "ng",
+             "duration_s": "s", "lockout_s": "s", "max_per_day": "per day"}
 
 
 def _int(v, what):
     if type(v) is not int or v < 0:
         raise UnitError("%s must be a non-negative integer, got %r" % (what, v))
-    return v
+    return _bounded(v, what, _FW_UNITS.get(what, ""))
 
 
-def _firmware_form(d, path):
+def _firmware_form(d, where):
     unknown = set(d) - _FW_KEYS
     if unknown:
-        raise UnitError("prescription file %s: unknown keys %s" % (path, ", ".join(sorted(unknown))))
+        raise UnitError("unknown keys %s (allowed: %s)" % (", ".join(sorted(unknown)), ", ".join(sorted(_FW_KEYS))))
     try:
         rx = {"drug": drug_name(d["drug"]), "conc": _int(d["conc_ng_ml"], "conc_ng_ml"),
               "steps": [[_int(s["start_s"], "start_s"), _int(s["dose_ng_day"], "dose_ng_day")] for s in d["steps"]]}
@@ -241,7 +306,7 @@ def _firmware_form(d, path):
         if dem is not None:
             rx["demand"] = [_int(dem[k], k) for k in ("dose_ng", "duration_s", "lockout_s", "max_per_day")]
     except (KeyError, TypeError) as e:
-        raise UnitError("prescription file %s: malformed firmware prescription (%s)" % (path, e))
+        raise UnitError("malformed firmware prescription (%s missing or of the wrong type)" % e)
     return rx
 
 

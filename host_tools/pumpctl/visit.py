@@ -58,16 +58,16 @@ S_PER_DAY = 86400
 NL_PER_ML = 1_000_000
 EPOCH = dt.date(1970, 1, 1)
 
-Record = tuple  # (seq, day, tod_s, etype, a, b, c, d, text)
+Record = tuple[int, int, int, int, int, int, int, int, bytes]  # (seq, day, tod_s, etype, a, b, c, d, text)
 
-REFUSAL_REASONS = {
+REFUSAL_REASONS: dict[int, str] = {
     fw_scheduler.DEMAND_NOT_PRESCRIBED: "not prescribed",
     fw_scheduler.DEMAND_LOCKOUT: "lockout",
     fw_scheduler.DEMAND_DAILY_MAX: "daily maximum",
     fw_scheduler.DEMAND_BOLUS_ACTIVE: "bolus in progress",
     fw_scheduler.DEMAND_NOT_RUNNING: "therapy not running",
 }
-BOLUS_KINDS = {
+BOLUS_KINDS: dict[int, str] = {
     fw_scheduler.KIND_BASAL: "basal", fw_scheduler.KIND_BRIDGE: "bridge",
     fw_scheduler.KIND_CLINICIAN: "clinician", fw_scheduler.KIND_PRIMING: "priming",
     fw_scheduler.KIND_DEMAND: "demand", fw_scheduler.KIND_PERIODIC: "periodic",
@@ -685,7 +685,7 @@ def _html_table(headers: list[str] | None, rows: list[list[Any]], numeric: froze
 def plots(s: VisitSummary) -> dict[str, bytes]:
     """PNG images: dose and pain by day, reservoir gauge with projections, boluses by day."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -710,12 +710,12 @@ def plots(s: VisitSummary) -> dict[str, bytes]:
     fig = Figure(figsize=(8, 3.2), layout="constrained")
     ax = fig.add_subplot()
     dd = [(d.date, d.dose_ng / scale) for d in s.days if d.dose_ng is not None]
-    ax.bar([d for d, _ in dd], [v for _, v in dd], width=0.8, color="#7fa7d6", label="dose")
+    ax.bar(date2num([d for d, _ in dd]), [v for _, v in dd], width=0.8, color="#7fa7d6", label="dose")
     ax.set_ylabel("dose (%s/day)" % s.unit)
     dated(ax)
     ax2 = ax.twinx()
     pd = [(d.date, float(d.pain_mean)) for d in s.days if d.pain_mean is not None]
-    ax2.plot([d for d, _ in pd], [v for _, v in pd], "o-", color="#c0392b", markersize=4, label="pain")
+    ax2.plot(date2num([d for d, _ in pd]), [v for _, v in pd], "o-", color="#c0392b", markersize=4, label="pain")
     ax2.set_ylim(0, 10.5)
     ax2.set_ylabel("pain (0-10)")
     fig.legend(loc="outside upper right", ncols=2, frameon=False)
@@ -727,10 +727,10 @@ def plots(s: VisitSummary) -> dict[str, bytes]:
     fig = Figure(figsize=(8, 3.2), layout="constrained")
     ax = fig.add_subplot()
     if r.levels:
-        ax.plot([d for d, _ in r.levels], [v / NL_PER_ML for _, v in r.levels], "-", color="#2c6fbb",
+        ax.plot(date2num([d for d, _ in r.levels]), [v / NL_PER_ML for _, v in r.levels], "-", color="#2c6fbb",
                 label="computed gauge")
     if s.refill is not None:
-        ax.plot([s.visit_date], [s.refill.withdrawn_nl / NL_PER_ML], "x", color="#c0392b", markersize=9,
+        ax.plot(date2num([s.visit_date]), [s.refill.withdrawn_nl / NL_PER_ML], "x", color="#c0392b", markersize=9,
                 mew=2, label="withdrawn at visit")
     proj = [(s.visit_date, r.remaining_nl)]
     if r.low_date:
@@ -738,15 +738,16 @@ def plots(s: VisitSummary) -> dict[str, bytes]:
     if r.empty_date:
         proj.append((r.empty_date, r.residual_nl))
     if len(proj) > 1:
-        ax.plot([d for d, _ in proj], [v / NL_PER_ML for _, v in proj], "--", color="#2c6fbb", label="projected")
+        ax.plot(date2num([d for d, _ in proj]), [v / NL_PER_ML for _, v in proj], "--", color="#2c6fbb",
+                label="projected")
     for d, v, name, xy, ha in ((r.low_date, r.low_nl, "low", (-6, 6), "right"),
                                (r.empty_date, r.residual_nl, "empty", (6, -3), "left")):
         if d:
-            ax.plot([d], [v / NL_PER_ML], "o", color="#2c6fbb", markersize=4)
-            ax.annotate("%s %s" % (name, d.isoformat()), (d, v / NL_PER_ML), textcoords="offset points",
-                        xytext=xy, ha=ha, fontsize=8)
+            ax.plot(date2num([d]), [v / NL_PER_ML], "o", color="#2c6fbb", markersize=4)
+            ax.annotate("%s %s" % (name, d.isoformat()), (float(date2num(d)), v / NL_PER_ML),
+                        textcoords="offset points", xytext=xy, ha=ha, fontsize=8)
     right = max([d for d, _ in proj] + [s.visit_date])
-    ax.set_xlim(right=right + dt.timedelta(days=12 if r.empty_date else 2))
+    ax.set_xlim(right=float(date2num(right + dt.timedelta(days=12 if r.empty_date else 2))))
     ax.axhline(r.low_nl / NL_PER_ML, color="#e67e22", linestyle=":", linewidth=1, label="low alarm")
     ax.axhline(r.residual_nl / NL_PER_ML, color="#c0392b", linestyle=":", linewidth=1, label="residual (empty)")
     ax.set_ylim(0, r.capacity_nl / NL_PER_ML * 1.05)
@@ -761,8 +762,8 @@ def plots(s: VisitSummary) -> dict[str, bytes]:
     ax = fig.add_subplot()
     given = [d.demand_given for d in s.days]
     refused = [d.demand_refused for d in s.days]
-    ax.bar(dates, given, width=0.8, color="#27ae60", label="given")
-    ax.bar(dates, refused, width=0.8, bottom=given, color="#c0392b", label="refused")
+    ax.bar(date2num(dates), given, width=0.8, color="#27ae60", label="given")
+    ax.bar(date2num(dates), refused, width=0.8, bottom=given, color="#c0392b", label="refused")
     ax.set_ylabel("demand boluses")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     dated(ax)

@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from pumpctl import visit
+from pumpctl import paths, visit
 from pumpctl.fw import alarms as fw_alarms
 from pumpctl.fw import events
 
@@ -31,7 +31,9 @@ def load_visits(report_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if not f.exists():
         return {}
     try:
-        data = json.loads(f.read_text())
+        data = json.loads(paths.read_text(f, "visits file"))
+    except paths.InputFileError as e:
+        raise visit.VisitError(str(e)) from None
     except ValueError as e:
         raise visit.VisitError("%s is not valid JSON (%s)" % (f, e)) from None
     if not isinstance(data, dict):

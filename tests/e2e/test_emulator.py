@@ -71,3 +71,32 @@ def test_pumpctl_emulate_prints_port_and_stops_cleanly_on_ctrl_c(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert (tmp_path / "flash.img").exists()
+
+
+CORRUPT_STATE = """
+import sys
+sys.path[1:1] = [{boards!r}]
+from image_flash import ImageBlockDevice, mount, unmount
+import os
+point = mount(ImageBlockDevice({image!r}))
+for name in os.listdir(point + "/state"):
+    if name.startswith("pump."):
+        with open(point + "/state/" + name, "r+b") as f:
+            f.seek(20)
+            f.write(b"\\x00garbage\\x00")
+unmount(point)
+"""
+
+
+def test_an_unreadable_state_is_not_replaced_by_the_demonstration_therapy(tmp_path):
+    # Hazard 6 of issue #12: the emulator took an unreadable state record for
+    # a new pump and started its demonstration therapy under a new serial.
+    from mprun import micropython, ROOT
+    with Emulator(tmp_path, virtual=True) as emu, emu.bench() as bench:
+        assert bench.call("advance", ms=3_600_000)["state"] == "delivering"
+    script = CORRUPT_STATE.format(boards=str(ROOT / "boards" / "unix"), image=str(tmp_path / "flash.img"))
+    subprocess.run([micropython(), "-c", script], check=True)
+    with Emulator(tmp_path, virtual=True) as emu, emu.bench() as bench:
+        status = bench.call("advance", ms=DAY_MS)
+    assert status["state"] == "stopped" and "integrity error" in status["alarms"], status
+    assert status["strokes"] == 0 and status["tone_hz"] is not None

@@ -2,7 +2,8 @@
 import hal
 import vfs
 from fixtures import continuous
-from power_cut import PowerCutDevice
+from flash_fault import FlashFaultDevice
+from power_cut import PowerCut, PowerCutDevice
 from startup import start_pump
 from unix_board import UnixBoard
 
@@ -62,7 +63,9 @@ def copy_image(src):
 
 class FlashPump:
     # power_on() boots the pump from the image; power_off() unmounts it.
-    def __init__(self, image, cut_at=None, tear=False):
+    def __init__(self, image, cut_at=None, tear=False, flash_faults=False):
+        # flash_faults: dev is a FlashFaultDevice whose `failing` the test sets.
+        self.flash_faults = flash_faults
         self.image = image
         self.cut_at = cut_at
         self.tear = tear
@@ -71,6 +74,8 @@ class FlashPump:
 
     def power_on(self, cause=hal.RESET_POWER_ON, board=None):
         self.dev = PowerCutDevice(RamFlash(self.image), self.cut_at, self.tear, PROG)
+        if self.flash_faults:
+            self.dev = FlashFaultDevice(self.dev)
         vfs.mount(vfs.VfsLfs2(self.dev, progsize=PROG), POINT)
         self.board = board or UnixBoard(virtual=True, flash_dir=POINT)
         self.board.flash = POINT
@@ -80,7 +85,7 @@ class FlashPump:
     def power_off(self):
         try:
             self.pump.log.close()
-        except Exception:
+        except (Exception, PowerCut):  # the power is already gone
             pass
         try:
             vfs.umount(POINT)

@@ -79,6 +79,7 @@ def test_clinician_bolus_replaces_basal_then_therapy_resumes():
 
 def test_priming_bolus_fills_the_catheter_as_volume_not_dose():
     pump = make_pump()  # new pump, no therapy yet
+    pump.revise_catheter(250000)
     strokes_ = pump.priming_bolus(250000, 1200)  # 250 uL catheter in 20 min
     run(pump, 1300 * 1000)
     assert strokes_ == 500
@@ -169,6 +170,7 @@ def test_priming_a_revised_catheter_while_suspended_leaves_the_pump_suspended():
     run(pump, HOUR_MS)
     pump.suspend()
     basal = pump.reservoir.strokes[KIND_BASAL]
+    pump.revise_catheter(100000)
     pump.priming_bolus(100000, 600)
     run(pump, 2 * HOUR_MS)
     assert pump.reservoir.strokes[KIND_PRIMING] == 200

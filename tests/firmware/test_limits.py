@@ -63,7 +63,7 @@ def test_24_hour_total_with_demand_maximum_over_daily_limit_is_rejected_not_trim
     rx = continuous(dose_ng_day=18000000)
     rx["demand"] = {"dose_ng": 500000, "duration_s": 300, "lockout_s": 3600, "max_per_day": 5}
     e = raises_limit("daily_max", check, rx)
-    assert "20500000" in e.message
+    assert "20.5 mg" in e.message, e.message
 
 
 def test_periodic_boluses_count_toward_the_daily_limit():

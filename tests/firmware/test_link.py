@@ -218,7 +218,7 @@ def test_limit_error_is_typed_and_changes_nothing():
     before = pump.rx
     rx = dict(FLEX, steps=[[0, 30000000]])
     p = host.err(lc.PROGRAM, {"rx": rx}, wire.LIMIT)
-    assert p["limit"] == "daily_max" and p["reason"].endswith("exceeds 20000000 ng/day"), p
+    assert p["limit"] == "daily_max" and "maximum 20 mg/day" in p["reason"], p
     assert pump.rx is before
     assert records(pump, lc.EV_COMMAND, b"program")[-1][7] == wire.LIMIT
     # Malformed shapes are BAD_ARGS, unknown keys too.
@@ -428,10 +428,11 @@ def test_every_clinician_command():
     assert host.err(lc.BOLUS, {"dose_ng": 500000, "duration_s": 600}, wire.LIMIT)["limit"] == "not_running"
     assert host.ok(lc.RESUME) == {"state": "delivering"}
     b = host.ok(lc.BOLUS, {"dose_ng": 500000, "duration_s": 600})
-    assert b == {"strokes": 100, "volume_nl": 50000}
+    assert b == {"strokes": 100, "volume_nl": 50000, "dose_ng": 500000}
     assert host.ok(lc.STATUS)["bolus"]["kind"] == 3
     run(pump, 700000)
     host.login(wire.ROLE_CLINICIAN, keys["clinician"])
+    pump.revise_catheter(100100)  # a revised catheter, not yet primed
     pr = host.ok(lc.PRIME, {"volume_nl": 100100, "duration_s": 600})
     assert pr["strokes"] == 201
     for name in (b"clock", b"low", b"alarm_date", b"ack", b"suspend", b"resume", b"bolus", b"prime"):

@@ -3,7 +3,7 @@
 import alarms
 import events
 import hal
-from fixtures import HOUR_MS, MORPHINE_10MG_ML, continuous, run
+from fixtures import DAY_MS, HOUR_MS, MORPHINE_10MG_ML, continuous, flex, run
 from flashkit import FlashPump, first_fill, new_image
 from scheduler import KIND_CLINICIAN
 
@@ -134,3 +134,29 @@ def test_bridge_in_progress_survives_a_reset():
         assert pump.sched.step_rate[0] == 1000000  # still the old profile
         assert pump.therapy.conc_ng_ml == 2 * MORPHINE_10MG_ML
     with_pump(check)
+
+
+def test_the_largest_state_fits_one_record():
+    # Ten flex steps, eight periodic boluses, demand, a bridge holding the old
+    # prescription, a day at a high rate: the record must still fit, or a
+    # save would fail and stop therapy.
+    import json
+    from records import MAX_PAYLOAD
+    fp = FlashPump(new_image())
+    pump = fp.power_on()
+    pump.reservoir.fill(20000000)
+    pump.catheter_nl = 300000
+
+    def rx(conc):
+        r = flex([(i * 8000, 1000000 + i * 11111) for i in range(10)], conc=conc)
+        r["periodic"] = [{"time_s": 4000 + i * 9000, "dose_ng": 20000, "duration_s": 3600} for i in range(8)]
+        r["demand"] = {"dose_ng": 100000, "duration_s": 900, "lockout_s": 900, "max_per_day": 24}
+        return r
+
+    pump.program(rx(1000000))
+    run(pump, DAY_MS)
+    pump.refill(pump.reservoir.remaining_nl, 20000000, rx(2000000))
+    run(pump, 600 * 1000)
+    assert pump.bridging
+    size = len(json.dumps(fp.persist.snapshot()))
+    assert size < MAX_PAYLOAD * 9 // 10, size  # room for a longer serial and more alarms

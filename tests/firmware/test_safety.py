@@ -244,6 +244,7 @@ def test_concentration_change_at_refill_needs_and_gets_a_bridge_bolus():
 def test_priming_debits_volume_but_not_dose():
     pump = make_pump()
     pump.reservoir.conc_ng_ml = MORPHINE_10MG_ML
+    pump.revise_catheter(200000)
     pump.priming_bolus(200000, 1200)
     run(pump, 1300 * 1000)
     assert pump.reservoir.remaining_nl == 20000000 - 200000

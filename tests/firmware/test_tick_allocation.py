@@ -1,36 +1,11 @@
 # The tick path allocates nothing, in every mode and across every transition.
-import micropython
-
-from fixtures import HOUR_MS, MORPHINE_10MG_ML, continuous, flex, make_pump, run
-from scheduler import KIND_BRIDGE, KIND_CLINICIAN, KIND_DEMAND, KIND_PERIODIC, KIND_PRIMING
-
-STEP_MS = 250
-
-
-def locked_ticks(pump, ms):
-    # Advance in fixed small steps (a real-time loop) with the heap locked.
-    clock = pump.board.clock
-    micropython.heap_lock()
-    try:
-        for _ in range(ms // STEP_MS):
-            clock.advance(STEP_MS)
-            pump.tick()
-    finally:
-        micropython.heap_unlock()
-
-
-def locked_jumps(pump, ms):
-    # Advance event to event (virtual time) with the heap locked.
-    clock = pump.board.clock
-    end = clock.elapsed_ms + ms
-    micropython.heap_lock()
-    try:
-        while clock.elapsed_ms < end:
-            step = pump.ms_to_next_event()
-            clock.advance(step if step > 0 else 1)
-            pump.tick()
-    finally:
-        micropython.heap_unlock()
+# An allocation under the locked heap raises MemoryError inside Pump.tick,
+# which turns it into a fault: the lockkit helpers assert there was none, and
+# the last tests here show that they do see one.
+from fixtures import (HOUR_MS, MORPHINE_10MG_ML, continuous, expected_basal_strokes, flex, make_pump, run,
+                      within_one_stroke)
+from lockkit import locked_jumps, locked_ticks, tick_fault
+from scheduler import KIND_BASAL, KIND_BRIDGE, KIND_CLINICIAN, KIND_DEMAND, KIND_PERIODIC, KIND_PRIMING
 
 
 def full_rx():
@@ -60,6 +35,7 @@ def test_clinician_and_priming_boluses_tick_without_allocating():
     run(pump, 1000)
     pump.clinician_bolus(200000, 600)
     locked_ticks(pump, 900 * 1000)
+    pump.revise_catheter(100000)
     pump.priming_bolus(100000, 600)
     locked_jumps(pump, 800 * 1000)
     assert pump.reservoir.strokes[KIND_CLINICIAN] == 40
@@ -87,3 +63,33 @@ def test_virtual_jumps_across_a_day_allocate_nothing():
     pump = make_pump(full_rx())
     run(pump, 1000)
     locked_jumps(pump, 24 * HOUR_MS)
+    # A day of the flex profile and its periodic bolus (100 strokes), delivered.
+    assert pump.reservoir.strokes[KIND_PERIODIC] == 100
+    within_one_stroke(pump.reservoir.strokes[KIND_BASAL], expected_basal_strokes(pump, 0, 86401))
+    assert pump.sched.running
+
+
+def expect_tick_fault(drive, pump):
+    # `drive` must fail, naming the MemoryError the tick turned into a fault.
+    try:
+        drive(pump, 2000)
+    except AssertionError as e:
+        assert "MemoryError" in str(e), e
+        assert isinstance(tick_fault(pump), MemoryError) and not pump.sched.running
+        return
+    raise AssertionError("an allocating tick went unnoticed")
+
+
+def test_an_allocating_scheduler_fails_the_locked_tick_helper():
+    pump = make_pump(continuous())
+    run(pump, 1000)
+    pump.sched.advance = lambda secs, tod: [secs, tod]  # builds a list on the tick path
+    expect_tick_fault(locked_ticks, pump)
+
+
+def test_an_allocating_board_fails_the_locked_jump_helper():
+    pump = make_pump(continuous())
+    run(pump, 1000)
+    board = pump.board
+    board.ticks_ms = lambda: board.clock.ticks_ms() + 0.0  # a float on the tick path
+    expect_tick_fault(locked_jumps, pump)

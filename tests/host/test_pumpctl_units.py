@@ -49,7 +49,7 @@ def test_rate(text, v):
     (u.mass_ng, "mg", "no number"),
     (u.mass_ng, "5kg", "unknown unit"),
     (u.mass_ng, "1,5mg", "decimal point"),
-    (u.mass_ng, "-1mg", "not a number with a unit"),
+    (u.mass_ng, "-1mg", "negative: give a positive value"),
     (u.mass_ng, "1e3mg", "not a number with a unit"),
     (u.mass_ng, "5mL", "unknown unit"),
     (u.duration_s, "0.5s", "whole number of seconds"),
@@ -145,7 +145,9 @@ def test_formatting():
 
 def test_clinical_hints():
     h = report.clinical_hint("rate", "step 1 rate 1000 nL/day outside 48000..24000000 nL/day", "morphine", 10_000_000)
-    assert h == "allowed range: 0.048 mL/day to 24.000 mL/day (0.48 mg/day to 240 mg/day at 10 mg/mL)"
+    # The dose range the clinician can use: the mechanism's, capped at the drug's 24-hour maximum.
+    assert h == ("allowed daily dose at 10 mg/mL: 0.48 mg/day to 20 mg/day (the pump moves 0.048 mL/day to "
+                 "24.000 mL/day; morphine's 24-hour maximum is 20 mg/day)")
     h = report.clinical_hint("daily_max", "morphine: 24-hour maximum ... exceeds", "morphine")
     assert "20 mg/day" in h and "25 mg/mL" in h
     assert report.clinical_hint("lockout", "demand bolus lockout 60 s outside 900..86400 s", "morphine") == \

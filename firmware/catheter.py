@@ -1,0 +1,81 @@
+# What the catheter holds, in strokes, first out at the tip first: saline
+# (or air) left from implant or revision, then drug of an earlier
+# concentration, then the reservoir's drug. Each stroke the motor completes
+# pushes one stroke out of the tip, so the dose a stroke gives the patient is
+# that of what leaves the tip, not of what enters from the reservoir. The
+# 24-hour ceiling (firmware/guard.py) weighs every stroke by it.
+#
+# Weights are in ceiling units: CEILING_UNITS is one drug's hard daily
+# maximum, so a stroke of drug at concentration c weighs
+# stroke_nl * c / max_daily_ng of it, rounded up (never under-counted).
+from micropython import const
+
+# Priming may push PRIME_MARGIN_PCT beyond the recorded catheter volume
+# (catheter volumes are known to about 10 %); what goes beyond is dose.
+from limits import PRIME_MARGIN_PCT
+
+CEILING_UNITS = const(10000000)  # the hard daily maximum of the drug at the tip
+_NL_PER_ML = const(1000000)
+
+
+def stroke_weight(stroke_nl, conc_ng_ml, max_daily_ng):
+    # Ceiling units of one stroke (not on the tick path: may use long ints).
+    return -(-stroke_nl * conc_ng_ml * CEILING_UNITS // (_NL_PER_ML * max_daily_ng))
+
+
+class Catheter:
+    def __init__(self, stroke_nl):
+        self.stroke_nl = stroke_nl
+        self.volume_nl = 0
+        self.saline = 0  # strokes of non-drug still ahead of any drug
+        self.old = 0  # strokes of earlier drug after the saline
+        self.old_weight = 0
+        self.weight = 0  # weight of the reservoir's drug
+
+    def strokes(self):
+        return -(-self.volume_nl // self.stroke_nl)
+
+    def primed(self):
+        return self.saline == 0
+
+    def revise(self, volume_nl):
+        # New or revised catheter: it holds no drug until primed.
+        self.volume_nl = volume_nl
+        self.saline = self.strokes()
+        self.old = 0
+
+    def after_change(self, weight):
+        # (strokes, weight) of earlier drug in the catheter once the reservoir
+        # holds drug of `weight`: what is in the line is pushed out first.
+        # Several changes before it is flushed keep the heaviest earlier
+        # weight (never under-counted).
+        drug_in_line = self.strokes() - self.saline
+        if weight == self.weight or not self.weight or drug_in_line <= 0:
+            return self.old, self.old_weight
+        return drug_in_line, max(self.weight, self.old_weight) if self.old else self.weight
+
+    def set_drug(self, weight):
+        self.old, self.old_weight = self.after_change(weight)
+        self.weight = weight
+
+    def prime_limit(self):
+        # Most strokes a priming bolus may run: the saline still ahead plus the margin.
+        return self.saline + -(-self.strokes() * PRIME_MARGIN_PCT // 100) if self.saline else 0
+
+    # -- tick path ---------------------------------------------------------
+    def next_weight(self):
+        if self.saline:
+            return 0
+        if self.old:
+            return self.old_weight
+        return self.weight
+
+    def push(self):
+        # One completed stroke: returns the weight of what left the tip.
+        if self.saline:
+            self.saline -= 1
+            return 0
+        if self.old:
+            self.old -= 1
+            return self.old_weight
+        return self.weight

@@ -1,0 +1,209 @@
+"""pumpctl's command line without a pump: every --help, --version, where the
+emulator's state is looked for, and what a user reads for bad input and for a
+bug in pumpctl itself: one clear line, a distinct exit code, never a Python
+traceback (issue 13, findings 1, 4, 5, 8, 17)."""
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from pumpctl import cli, paths, report
+from pumpctl import units as u
+from pumpctl.keystore import KeyStore, KeyStoreError
+
+
+def subcommands():
+    """Every command line with --help: each subcommand, and each of theirs."""
+    out = [[]]
+
+    def walk(parser, prefix):
+        for action in parser._actions:
+            if action.__class__.__name__ == "_SubParsersAction":
+                for name, sub in action.choices.items():
+                    out.append(prefix + [name])
+                    walk(sub, prefix + [name])
+
+    walk(cli.build_parser(), [])
+    return out
+
+
+def test_the_walk_finds_every_command():
+    found = {" ".join(c) for c in subcommands()}
+    for c in ("emulate", "status", "program", "trial", "trial evaluate", "scenario", "deploy", "diary-list"):
+        assert c in found
+
+
+@pytest.mark.parametrize("argv", subcommands(), ids=lambda a: " ".join(a) or "pumpctl")
+def test_every_help_exits_0(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv + ["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: pumpctl") and "%%" not in out
+
+
+def test_trial_evaluate_help_says_50_percent(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["trial", "evaluate", "--help"])
+    assert "50 % criterion" in capsys.readouterr().out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.startswith("pumpctl 0.")
+
+
+# -- finding 1: one state folder, found from any directory ------------------------------------
+@pytest.mark.parametrize("where", ["root", "docs", "outside"])
+def test_default_state_is_the_checkouts_run_folder_from_any_directory(where, monkeypatch, tmp_path):
+    monkeypatch.delenv(paths.STATE_ENV, raising=False)
+    monkeypatch.chdir({"root": paths.ROOT, "docs": paths.ROOT / "docs", "outside": tmp_path}[where])
+    assert paths.default_state() == paths.ROOT / "run"
+    args = cli.build_parser().parse_args(["status"])
+    assert cli.state_dir(args) == paths.ROOT / "run"
+
+
+def test_state_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(paths.STATE_ENV, str(tmp_path / "mine"))
+    assert paths.default_state() == tmp_path / "mine"
+    args = cli.build_parser().parse_args(["status", "--state", "other"])
+    assert cli.state_dir(args) == "other"  # an explicit --state wins
+
+
+# -- finding 4: bad input, one clear line ------------------------------------------------------
+def one_clear_line(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("pumpctl: "), err
+    return lines[0]
+
+
+def test_a_huge_number_in_a_prescription_file_is_refused_in_clinical_units(tmp_path, capsys):
+    f = tmp_path / "rx.json"
+    f.write_text('{"drug": "morphine", "conc_ng_ml": 10000000, '
+                 '"steps": [{"start_s": 0, "dose_ng_day": 100000000000000000000}]}')
+    rc = cli.main(["program", "--file", str(f), "--port", "/dev/nonexistent-pump"])
+    line = one_clear_line(capsys.readouterr().err)
+    assert rc == cli.EXIT_INPUT
+    assert "dose_ng_day" in line and "mg/day" in line and "1073.741823 mg/day" in line and "nothing sent" in line
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "fifo", "folder"])
+def test_an_input_file_that_never_ends_is_refused_at_once(device, tmp_path, capsys):
+    path = {"/dev/zero": "/dev/zero", "fifo": str(tmp_path / "fifo"), "folder": str(tmp_path)}[device]
+    if device == "fifo":
+        os.mkfifo(path)  # nobody ever writes it: a plain open() would wait for ever
+    done = {}
+
+    def run():
+        done["rc"] = cli.main(["program", "--file", path, "--port", "/dev/nonexistent-pump"])
+        done["ks"] = pytest.raises(KeyStoreError, KeyStore(path).has, "EMU-1")
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "reading %s hangs" % path
+    assert done["rc"] == cli.EXIT_INPUT
+    assert "not a regular file" in one_clear_line(capsys.readouterr().err)
+    assert "not a regular file" in str(done["ks"].value)
+
+
+def test_a_trial_or_scenario_file_that_is_a_device_is_refused(capsys):
+    assert cli.main(["trial", "evaluate", "--file", "/dev/zero"]) == cli.EXIT_INPUT
+    assert "not a regular file" in one_clear_line(capsys.readouterr().err)
+    assert cli.main(["scenario", "/dev/zero"]) == cli.EXIT_INPUT
+    assert "not a regular file" in one_clear_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["program", "--drug", "morphine", "--conc", "10mg/mL", "--dose", "-1mg/day"], "negative"),
+    (["bolus", "--dose", "-0.5mg", "--over", "30min"], "negative"),
+    (["program", "--drug", "morphine", "--conc", "10mg/mL", "--dose", "2000mg/day"], "more than the pump accepts"),
+    (["emulate", "--prescription", "{not json"], "not JSON"),
+    (["emulate", "--prescription", '{"drug": "morphine"}'], "--prescription"),
+    (["log", "--csv", "/nonexistent-folder/log.csv", "--port", "/dev/nonexistent-pump"], "no such port"),
+])
+def test_bad_values_get_one_line_naming_them(argv, says, capsys, tmp_path):
+    if argv[0] == "emulate":
+        argv = argv + ["--state", str(tmp_path / "s")]
+    elif "--port" not in argv:
+        argv = argv + ["--port", "/dev/nonexistent-pump"]
+    rc = cli.main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("pumpctl: ")]  # (after argparse's usage)
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and says in lines[0], err
+    assert rc in (cli.EXIT_INPUT, cli.EXIT_LINK)
+    assert not (tmp_path / "s" / "flash.img").exists()  # refused before any emulator started
+
+
+# -- the guard: a bug in pumpctl is one line and exit 70 ---------------------------------------
+def _boom(args):
+    raise KeyError("rx")
+
+
+def test_an_unexpected_exception_is_one_line_and_exit_70(monkeypatch, capsys):
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    monkeypatch.setattr(cli, "cmd_identify", _boom)
+    assert cli.main(["identify"]) == cli.EXIT_INTERNAL
+    line = one_clear_line(capsys.readouterr().err)
+    assert "internal error" in line and "KeyError" in line and "--debug" in line
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_shows_the_traceback(how, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "cmd_identify", _boom)
+    if how == "env":
+        monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    assert cli.main(["identify"] + (["--debug"] if how == "flag" else [])) == cli.EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "_boom" in err
+
+
+def test_the_guard_holds_for_a_real_process(tmp_path):
+    # No pump, a closed stdin and an unreadable key store: exit codes, never a traceback.
+    env = dict(os.environ, PUMPCTL_STATE=str(tmp_path / "none"))
+    env.pop(cli.DEBUG_ENV, None)
+    proc = subprocess.run([sys.executable, "-m", "pumpctl", "status"], capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL, timeout=60)
+    assert proc.returncode == cli.EXIT_LINK and "no pump found" in one_clear_line(proc.stderr)
+
+
+# -- finding 8: refusals in clinical units ------------------------------------------------------
+@pytest.mark.parametrize("limit,reason,drug,conc,says", [
+    ("overfill", "refill: 25000000 nL added exceeds the reservoir's 20000000 nL", "morphine", None,
+     ["25.000 mL added", "20.000 mL", "what to do"]),
+    ("rate", "clinician bolus: 28800000 nL/day on top of basal 0 exceeds mechanism maximum 24000000 nL/day",
+     "morphine", 10_000_000, ["28.800 mL/day", "24.000 mL/day", "longer time"]),
+    ("rate", "step 1 rate 10000 nL/day outside 48000..24000000 nL/day", "morphine", 10_000_000,
+     ["0.010 mL/day", "at 10 mg/mL: 0.48 mg/day to 20 mg/day"]),
+    ("rate", "step 1: 0.01 mL/day is outside the mechanism's 48 uL/day to 24 mL/day: change the dose or the "
+             "concentration", "morphine", 10_000_000, ["at 10 mg/mL: 0.48 mg/day to 20 mg/day"]),
+    ("rate", "step 1 rate 10000 nL/day outside 48000..24000000 nL/day", "ziconotide", 100_000,
+     ["µg/day", "19.2 µg/day"]),
+    ("daily_max", "morphine: 24-hour maximum 25000000 ng (highest step all day + periodic + demand maximum) "
+                  "exceeds 20000000 ng/day", "morphine", 10_000_000, ["25 mg", "20 mg/day", "lower"]),
+    ("bolus_max", "clinician bolus dose 4800 ng outside 1..4800 ng", "ziconotide", 100_000, ["4.8 µg"]),
+    ("lockout", "demand bolus lockout 600 s outside 900..86400 s", "morphine", None, ["10 min", "15 min to 24 h"]),
+])
+def test_refusals_read_in_clinical_units(limit, reason, drug, conc, says):
+    text = "\n".join(report.refusal_lines("LIMIT", limit, reason, drug, conc))
+    assert "(%s)" % limit in text
+    for s in says:
+        assert s in text, text
+    assert " nL" not in text and " ng" not in text, text
+
+
+def test_units_refuse_negative_and_oversized_values():
+    with pytest.raises(u.UnitError, match="negative"):
+        u.rate_ng_day("-1mg/day")
+    with pytest.raises(u.UnitError, match="more than the pump accepts"):
+        u.volume_nl("2000mL")
+    assert u.fmt_pump_value(500, "nL") == "0.5 µL"
+    assert json.loads(json.dumps(u.firmware_prescription(u.prescription("morphine", "10mg/mL", "4mg/day"))))[
+        "steps"] == [{"start_s": 0, "dose_ng_day": 4_000_000}]
