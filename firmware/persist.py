@@ -31,6 +31,7 @@ FAULT_STATE_UNREADABLE = 1
 FAULT_RESUMED = 2
 FAULT_LIMITS = 3
 FAULT_CLOCK = 4
+FAULT_STALE = 7
 
 
 class Persist:
@@ -121,6 +122,12 @@ class Persist:
             cause = hal.RESET_POWER_LOSS
         self._load(d)
         p.record(events.BOOT, cause)
+        if STATE in self.store.newer_lost:
+            # The newest record decayed: this older one may miss acknowledged
+            # changes. Stopped, sounding, until the clinician confirms the
+            # therapy by programming it (docs/safety.md, invariant 5).
+            p._stop_for(alarms.INTEGRITY)
+            p.record(events.FAULT, FAULT_STALE, self.store.corrupt_found, 0, 0, b"newest state unreadable: older")
         if not d["clean"]:
             p.record(events.FAULT, FAULT_RESUMED, RESERVE_STROKES, 0, 0, b"resumed from checkpoint")
             p.record(events.FAULT, FAULT_CLOCK, 0, 0, 0, b"clock uncertain: set it")
@@ -147,6 +154,7 @@ class Persist:
             p.board.motor_stop()  # a stroke under way is not counted
             p.stroking = 0
         raised, cleared = p.alarms.raised, p.alarms.cleared
+        sub_ms = p.clock.sub_ms  # the snapshot keeps whole seconds only
         for i in range(alarms.COUNT):
             if _KEPT & (1 << i) and not d["alarms"][0] & (1 << i):
                 p.alarms.set(i, False, p.now_s)
@@ -156,6 +164,7 @@ class Persist:
             p.sched.stop()
             p.sched.n_steps = 0
         self._load(d)
+        p.clock.sub_ms = sub_ms
         p.alarms.raised, p.alarms.cleared = raised, cleared
 
     def _load(self, d):

@@ -100,6 +100,7 @@ class Pump:
         self.bridging = False
         self.fault = None  # exception that put the pump in its safe state
         self.flash_error = None  # why the last save failed
+        self.flash_retry_s = 0  # no checkpoint before this after a failed save
         self.next_housekeeping = 0
         self.old_rx = None  # prescription being bridged from
         self.saver = None  # persistence hook (firmware/persist.py): save()
@@ -147,7 +148,7 @@ class Pump:
     def _flash_failed(self, exc):
         self.flash_error = exc
         self.alarms.set(alarms.FLASH_FAULT, True, self.now_s)
-        self.next_checkpoint = self.now_s + FLASH_RETRY_S
+        self.flash_retry_s = self.now_s + FLASH_RETRY_S  # not a write attempt per stroke meanwhile
 
     def _durably(self, what, apply):
         # Applies a validated change and saves it; if the save fails the
@@ -744,8 +745,13 @@ class Pump:
         s, a = self.sched, self.alarms
         return (self.active_bolus != s.bolus_kind or (self.bridging and not s.bridge_left)
                 or self.failed_strokes != self.failed_logged or a.raised or a.cleared
-                or self.since_checkpoint >= CHECKPOINT_STROKES
-                or (self.since_checkpoint and self.now_s >= self.next_checkpoint))
+                or self._checkpoint_due())
+
+    def _checkpoint_due(self):
+        now = self.now_s
+        if now < self.flash_retry_s:
+            return False
+        return self.since_checkpoint >= CHECKPOINT_STROKES or (self.since_checkpoint and now >= self.next_checkpoint)
 
     def service(self):
         # Never raises: a fault here (the log or the flash) must not stop the loop.
@@ -783,7 +789,7 @@ class Pump:
                 self.record(events.ALARM_RAISED, i)
             if cleared & (1 << i):
                 self.record(events.ALARM_CLEARED, i)
-        if raised or cleared or self.since_checkpoint >= CHECKPOINT_STROKES or self.now_s >= self.next_checkpoint:
+        if (raised or cleared or self._checkpoint_due()) and self.now_s >= self.flash_retry_s:
             self.commit()
 
     # -- reports ---------------------------------------------------------

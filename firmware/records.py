@@ -37,7 +37,11 @@ class RecordStore:
         # Slots found present but invalid (torn by a power cut, or decayed):
         # input to the firmware's integrity alarm.
         self.corrupt_found = 0
+        # Names whose newest record decayed: an invalid slot whose header
+        # (unverified) claims a later sequence number than the record loaded.
+        self.newer_lost = set()
         self._newest = {}  # name -> (sequence, slot) of its newest valid record
+        self._claimed_seq = -1
         self._header = bytearray(_HEADER_SIZE)
         self._header_body = memoryview(self._header)[:_CRC_OFFSET]
         try:
@@ -48,13 +52,18 @@ class RecordStore:
     def load(self, name):
         # Returns (version, payload) of the newest valid record, or None.
         best = None
+        claimed = -1  # sequence number an invalid slot's header claims
         for slot in (0, 1):
             found = self._read_slot(name, slot)
-            if found is not None and (best is None or found[1] > best[1]):
+            if found is None:
+                claimed = max(claimed, self._claimed_seq)
+            elif best is None or found[1] > best[1]:
                 best = found
                 self._newest[name] = (found[1], slot)
         if best is None:
             return None
+        if claimed > best[1]:
+            self.newer_lost.add(name)
         return best[0], best[2]
 
     def save(self, name, version, payload):
@@ -80,7 +89,9 @@ class RecordStore:
         return self.directory + "/" + name + _SUFFIXES[slot]
 
     def _read_slot(self, name, slot):
-        # Returns (version, sequence, payload) or None.
+        # Returns (version, sequence, payload) or None; for an invalid slot,
+        # _claimed_seq is the sequence number its header claims (-1: none).
+        self._claimed_seq = -1
         try:
             f = open(self._path(name, slot), "rb")
         except OSError as e:
@@ -92,6 +103,8 @@ class RecordStore:
             header = self._header
             if f.readinto(header) == _HEADER_SIZE:
                 magic, version, length, seq, crc = struct.unpack(_HEADER, header)
+                if magic == _MAGIC:
+                    self._claimed_seq = seq
                 if magic == _MAGIC and length <= MAX_PAYLOAD:
                     payload = f.read(length)
                     if (len(payload) == length
