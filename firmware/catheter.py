@@ -38,6 +38,10 @@ class Catheter:
     def primed(self):
         return self.saline == 0
 
+    def unidentified(self):
+        # Drug pushed in before any drug was named (priming after a first fill).
+        return self.weight == 0 and self.strokes() > self.saline
+
     def revise(self, volume_nl):
         # New or revised catheter: it holds no drug until primed.
         self.volume_nl = volume_nl

@@ -13,6 +13,7 @@ import prescription
 from limits import LimitError
 from pump import RESERVE_STROKES
 from records import RecordStore
+from scheduler import KIND_PRIMING
 
 STATE = "pump"
 VERSION = 1
@@ -154,7 +155,6 @@ class Persist:
             p.board.motor_stop()  # a stroke under way is not counted
             p.stroking = 0
         raised, cleared = p.alarms.raised, p.alarms.cleared
-        sub_ms = p.clock.sub_ms  # the snapshot keeps whole seconds only
         for i in range(alarms.COUNT):
             if _KEPT & (1 << i) and not d["alarms"][0] & (1 << i):
                 p.alarms.set(i, False, p.now_s)
@@ -164,7 +164,6 @@ class Persist:
             p.sched.stop()
             p.sched.n_steps = 0
         self._load(d)
-        p.clock.sub_ms = sub_ms
         p.alarms.raised, p.alarms.cleared = raised, cleared
 
     def _load(self, d):
@@ -305,6 +304,8 @@ def _load_sched(s, S):
     kind, left, inc, period, phase = S["bolus"][:5]
     elapsed = S["bolus"][5] if len(S["bolus"]) > 5 else 0
     s.clear_bolus()
+    if kind == KIND_PRIMING and (left or elapsed < period):
+        s.running = True  # a priming bolus runs whatever the therapy's state
     if kind and (left or elapsed < period) and s.running:
         s.bolus_kind, s.bolus_left, s.bolus_inc, s.bolus_period, s.bolus_phase = kind, left, inc, period, phase
         s.bolus_elapsed = elapsed

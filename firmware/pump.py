@@ -28,7 +28,7 @@ from scheduler import (DEMAND_OK, KIND_CLINICIAN, KIND_DEMAND, KIND_NONE, KIND_P
 from units import S_PER_DAY, fmt_mass, fmt_volume
 from walltime import WallClock
 
-_FAR_MS = const(1 << 29)
+_FAR_MS = const(1 << 28)  # below ticks_add's 2^29 limit, with room
 _FAR_S = const(1 << 19)
 FIRMWARE_VERSION = "0.2.0"
 HOUSEKEEPING_S = const(300)  # battery, integrity and alarm-date checks
@@ -46,6 +46,9 @@ FLASH_RETRY_S = const(60)  # a failed checkpoint is tried again after this
 BATTERY_SAMPLES = const(3)
 BATTERY_RECHECK_S = const(10)
 BATTERY_HYSTERESIS_MV = const(100)
+# Most strokes of uncommanded motion counted per tick: more than the motor
+# can turn in one (a glitching sensor reports more; it stops the pump anyway).
+UNCOMMANDED_MAX = const(8)
 
 # Why the last stroke failed.
 _FAIL_MOTOR = const(1)
@@ -154,12 +157,14 @@ class Pump:
         # Applies a validated change and saves it; if the save fails the
         # change is undone (the pump runs on as before) and refused.
         before = self.memento[0]() if self.memento is not None else None
+        sub_ms = self.clock.sub_ms  # the snapshot keeps whole seconds only
         result = apply()
         try:
             self.commit()
         except OSError as e:
             if before is not None:
                 self.memento[1](before)
+                self.clock.sub_ms = sub_ms
             self.record(events.FAULT, 5, 0, 0, 0, ("not saved: " + what)[:32].encode())
             raise LimitError("flash_fault", "%s not done: it could not be saved to flash (%s); therapy continues as"
                              " before: try again, and replace the pump if the flash fault persists" % (what, e))
@@ -217,12 +222,12 @@ class Pump:
             hard_hit = worst > CEILING_UNITS + slack
             past = self.guard.ceiling_24h(self.now_s) * hard // CEILING_UNITS
             name = "hard" if hard_hit and hard > soft else "usual" if hard > soft else "daily"
+            # Short enough for the wire's 100-character reasons, figures first.
             raise LimitError("daily_hard_max" if name == "hard" else "daily_max",
-                             "%s: with %s of %s given in the last 24 h, a 24-hour window would reach %s, over the %s"
-                             " maximum %s/day: lower the dose or wait%s"
-                             % (what, fmt_mass(past), drug, fmt_mass(worst * hard // CEILING_UNITS), name,
+                             "%s: 24 h would reach %s (%s given), over the %s max %s/day: lower it or wait%s"
+                             % (what, fmt_mass(worst * hard // CEILING_UNITS), fmt_mass(past), name,
                                 fmt_mass(hard if name != "usual" else soft),
-                                ", or confirm with override" if name == "usual" else ""))
+                                " or override" if name == "usual" else ""))
         return over_soft
 
     def _weight(self, therapy):
@@ -238,7 +243,7 @@ class Pump:
         w = self._heaviest(therapy)
         day = prescription.strokes_within(therapy, self.stroke_nl, S_PER_DAY)
         edge = max([q[1] for q in therapy.periodic] + [therapy.demand[0] if therapy.demand else 0, 2])
-        self.guard.ceiling_limit = min(CEILING_UNITS + (day // 1440 + 2 + edge) * w, _FAR_MS)  # a small int
+        self.guard.ceiling_limit = min(CEILING_UNITS + (day // 1440 + 2 + edge) * w, 1 << 29)  # a small int
 
     # -- programming (validated, logged; never on the tick path) -----------
     def program(self, rx, override=False, check=False):
@@ -295,6 +300,8 @@ class Pump:
         self.reservoir.set_drug(therapy.conc_ng_ml)
         if self.suspended or self.alarms.active & _STOPPING:
             self.sched.stop()
+            if not self.suspended and self.alarms.active & _STOPPING & _SELF_CLEARING:
+                self.restart_when_clear = True  # programmed to run once the stop clears
 
     def refill(self, withdrawn_nl, added_nl, rx=None, override=False, check=False):
         # Empty-and-fill. A new drug or concentration comes only here, with its
@@ -319,6 +326,11 @@ class Pump:
             changed = old is not None and (old.drug, old.conc_ng_ml) != (therapy.drug, therapy.conc_ng_ml)
         elif self.therapy is None:
             raise LimitError("not_programmed", "refill: a first fill needs its prescription")
+        if self.therapy is None and self.catheter.unidentified():
+            # Primed from a first fill that named no drug: the catheter's
+            # drug is unknown, so a refill could not bridge or count it.
+            raise LimitError("catheter_unknown_drug", "refill: the catheter holds the first fill's drug, which no"
+                             " prescription has named: start the therapy first (program)")
         overridden = False
         if therapy is not None:
             future = self._refill_future(therapy, changed)
@@ -361,15 +373,17 @@ class Pump:
     def clinician_bolus(self, dose_ng, duration_s, override=False, check=False):
         self._require_idle_channel("clinician bolus")
         strokes = prescription.clinician_bolus_strokes(dose_ng, duration_s, self.therapy, self.stroke_nl)
-        overridden = self._check_ceiling("clinician bolus", self._future(self.therapy, strokes,
+        overridden = self._check_ceiling("bolus", self._future(self.therapy, strokes,
                                                                          bridge=self._bridge_now()),
                                          self.therapy, override)
         if check:
             return strokes
 
-        def apply():
-            self._note_override(overridden, dose_ng)
-            self._start_bolus(KIND_CLINICIAN, strokes, duration_s, dose_ng)
+        given = prescription.stroke_dose_ng(strokes, self.stroke_nl, self.therapy.conc_ng_ml)
+
+        def apply():  # the log keeps what the strokes deliver
+            self._note_override(overridden, given)
+            self._start_bolus(KIND_CLINICIAN, strokes, duration_s, given)
             return strokes
 
         return self._durably("clinician bolus", apply)
@@ -636,6 +650,8 @@ class Pump:
         else:
             moved = board.motor_uncommanded()
             if moved:
+                if moved > UNCOMMANDED_MAX:
+                    moved = UNCOMMANDED_MAX
                 # Index pulses with no stroke commanded: a driver fault. The
                 # fluid moved: it is counted, and the motor is de-energised.
                 for _ in range(moved):

@@ -24,7 +24,10 @@ os.environ.setdefault("PUMPCTL_KEYSTORE", os.path.join(tempfile.mkdtemp(prefix="
 
 
 def pytest_sessionstart(session):
-    # The mpy variant must run what `make mpy` produces from today's sources.
+    # The mpy variant must run what `make mpy` produces from today's sources
+    # (once: not again in each pytest-xdist worker).
+    if hasattr(session.config, "workerinput"):
+        return
     subprocess.run(["make", "-s", "-C", str(ROOT), "mpy"], check=True, stdout=subprocess.DEVNULL)
 
 

@@ -61,4 +61,8 @@ MAINTENANCE_BUTTON = "BOOTSEL"  # bench prototype: 15
 BOOT_GRACE_MS = 1500
 
 # -- storage ---------------------------------------------------------------
-FLASH_DIR = "/pump"  # state and event log on the rp2 port's littlefs root
+# State and event log, in a folder at the rp2 port's littlefs root. Its name
+# must not be a Python identifier: sys.path searches '' (the root) before
+# /lib, so a folder /pump would be imported in place of /lib/pump.mpy and the
+# pump would not boot. pinmap.check() refuses such a name.
+FLASH_DIR = "/pump-data"

@@ -44,6 +44,28 @@ def check(cfg):
     _check_pwm(cfg)
     _check_feedback(cfg)
     _check_scaling(cfg)
+    problem = flash_dir_problem(cfg.FLASH_DIR)
+    if problem:
+        raise ValueError("config: FLASH_DIR %r: %s" % (cfg.FLASH_DIR, problem))
+
+
+def flash_dir_problem(path):
+    # The rp2 port imports from '' (the littlefs root) before /lib: a folder
+    # at the root named like a module shadows /lib/<name>.mpy. None if fine.
+    top = path.strip("/").split("/")[0]
+    if not top:
+        return "the state needs a folder of its own"
+    if _identifier(top):
+        return ("a folder %r at the flash root shadows any module %s (sys.path searches the root before /lib): "
+                "use a name that is no Python identifier, e.g. '/pump-data'" % (top, top))
+    return None
+
+
+def _identifier(name):
+    for i, c in enumerate(name):
+        if not (c == "_" or c.isalpha() or (i and c.isdigit())):
+            return False
+    return True
 
 
 def _check_pwm(cfg):

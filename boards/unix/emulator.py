@@ -7,6 +7,7 @@ import time
 
 import alarms
 import hal
+from flash_fault import FlashFaultDevice
 from image_flash import ImageBlockDevice, mount, unmount
 from startup import start_pump
 from link import Link
@@ -34,8 +35,11 @@ class Emulator:
         self.opts = opts
         self.poller = select.poll()
         self.flash = None
+        self.flash_chip = None
         if opts.get("image"):
-            self.flash = mount(ImageBlockDevice(opts["image"]))
+            # The bench can make the flash refuse writes (a worn chip).
+            self.flash_chip = FlashFaultDevice(ImageBlockDevice(opts["image"]))
+            self.flash = mount(self.flash_chip)
         self.board = UnixBoard(virtual=opts.get("virtual", False), flash_dir=self.flash,
                                start_ticks=opts.get("start_ticks", 0))
         self.marker = opts["image"].rsplit("/", 1)[0] + "/" + RESET_MARKER if opts.get("image") else None
@@ -207,6 +211,13 @@ class Emulator:
         # A bit flips in the prescription held in RAM.
         self.pump.sched.step_rate[0] ^= 1 << int(req.get("bit", 12))
         return {}
+
+    def bench_flash_fault(self, req):
+        # The flash chip refuses programs and erases while `on` (reads work).
+        if self.flash_chip is None:
+            raise ValueError("flash_fault needs a flash image")
+        self.flash_chip.failing = bool(req.get("on", True))
+        return {"failing": self.flash_chip.failing}
 
     def bench_spin(self, req):
         # A motor driver fault: the motor turns `strokes` with no stroke commanded.

@@ -25,12 +25,13 @@ import signal
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from pumpctl import paths, report
 from pumpctl import units as u
 from pumpctl.emulator import Emulator, EmulatorError, StateBusy
-from pumpctl.fw import alarms, link_commands as lc, wire
+from pumpctl.fw import alarms, events, link_commands as lc, wire
 from pumpctl.keystore import KeyStore, KeyStoreError
 from pumpctl.link import AuthError, Client, LinkError, PumpError, find_auto, open_port, unpack_log
 
@@ -94,13 +95,30 @@ def ask(prompt):
 def confirm(args, question):
     """Review-then-confirm: --yes, or 'y' typed at a terminal. Anything else
     cancels, and nothing has been changed."""
-    if args.yes:
+    if getattr(args, "yes", False):
         return
     if not interactive():
         raise Cancelled("not confirmed: nothing changed (run at a terminal, or add --yes)")
     answer = ask("%s [y/N] " % question).strip().lower()
     if answer not in ("y", "yes"):
         raise Cancelled("cancelled: nothing changed")
+
+
+class DryRun(Exception):
+    """--dry-run at the end of a review: what would be sent, nothing sent."""
+
+    def __init__(self, command, payload, review=None):
+        super().__init__(command)
+        self.command, self.payload, self.review = command, payload, review
+
+
+def send_reviewed(args, c, question, mtype, payload, review=None):
+    """The end of every review: with --dry-run stop here (exit 0, nothing sent,
+    what would be sent shown); else --yes or 'y' at the terminal, then send."""
+    if getattr(args, "dry_run", False):
+        raise DryRun(lc.COMMANDS[mtype][0], payload, review)
+    confirm(args, question)
+    return c.request(mtype, payload)
 
 
 # -- connecting ---------------------------------------------------------------------
@@ -204,6 +222,88 @@ def cmd_provision(args):
     return EXIT_OK
 
 
+def cmd_devices(args):
+    """Picos on USB (2E8A:0005) and the emulators running with the state
+    folders pumpctl knows (--state or its default, and the folders here),
+    each identified (no login)."""
+    import serial.tools.list_ports
+
+    from pumpctl.emulator import running
+    from pumpctl.link import PICO_PID, PICO_VID
+    found = [{"port": p.device, "kind": "pico", "state": None}
+             for p in sorted(serial.tools.list_ports.comports(), key=lambda p: p.device)
+             if p.vid == PICO_VID and p.pid == PICO_PID]
+    folders = [Path(state_dir(args))]
+    with contextlib.suppress(OSError):
+        folders += sorted(d for d in Path.cwd().iterdir() if d.is_dir() and (d / "port.json").exists())
+    seen = set()
+    for d in folders:
+        key = d.resolve()
+        rec = running(d) if key not in seen else None
+        seen.add(key)
+        if rec:
+            found.append({"port": rec["port"], "kind": "emulator (%s time)" % ("virtual" if rec.get("virtual")
+                                                                              else "real"),
+                          "state": paths.shown(d), "pid": rec.get("pid"), "bench": rec.get("bench")})
+    store = KeyStore(args.keystore)
+    for dev in found:
+        try:
+            c = Client(open_port(dev["port"]), timeout=args.timeout, retries=0)
+            try:
+                ident = c.identify()
+            finally:
+                c.close()
+            dev.update(serial=ident["serial"], model=ident["model"], provisioned=ident["provisioned"],
+                       keys_in_store=store.has(ident["serial"]))
+        except (LinkError, PumpError) as e:
+            dev["error"] = str(e)
+        except KeyStoreError as e:
+            dev["keys_in_store"] = None
+            dev["error"] = str(e)
+    rows = [[d["port"], d["kind"], d.get("state") or "-", d.get("serial", "-"), d.get("model", "-"),
+             ("yes" if d["keys_in_store"] else "no") if d.get("keys_in_store") is not None else "-",
+             d.get("error", "")] for d in found]
+    emit(args, {"devices": found}, lambda: report.table(rows, ["port", "kind", "state", "serial", "model",
+                                                               "keys", "note"])
+         if rows else "no pump found: no Pico on USB and no emulator running with state folder %s (start one with "
+                      "`make run` or `pumpctl emulate`)" % paths.shown(state_dir(args)))
+    return EXIT_OK
+
+
+def cmd_advance(args):
+    """Advances a virtual-time emulator through its bench port."""
+    from pumpctl.bench import BenchClient, BenchError
+    from pumpctl.emulator import running
+    secs = u.duration_s(args.duration, "time to advance")
+    state = Path(state_dir(args))
+    bench = Path(args.bench) if args.bench else state / "bench.sock"
+    rec = running(state) if not args.bench else None
+    if rec is not None and not rec.get("virtual"):
+        raise UsageError("the emulator with state folder %s runs in real time: only a virtual-time emulator "
+                         "(`pumpctl emulate --virtual`) can be advanced" % paths.shown(state))
+    if not bench.exists():
+        raise LinkError("no emulator bench port at %s: start a virtual-time emulator (`pumpctl emulate --virtual "
+                        "--state %s`) or give --state DIR / --bench PATH" % (paths.shown(bench), paths.shown(state)))
+    try:
+        with BenchClient(str(bench)) as b:
+            st = b.call("advance", ms=secs * 1000)
+    except BenchError as e:
+        msg = str(e).removeprefix("bench: ")
+        if "virtual" in msg:
+            raise UsageError("%s: only a virtual-time emulator (`pumpctl emulate --virtual`) can be advanced" % msg)
+        raise LinkError("bench port %s: %s" % (paths.shown(bench), msg))
+    except OSError as e:
+        raise LinkError("bench port %s: %s" % (paths.shown(bench), e.strerror or e))
+    names = [report.alarm_slug(report.alarm_lookup(a)) if report.alarm_lookup(a) is not None else a
+             for a in st.get("alarms", [])]
+    data = {"advanced_s": secs, "day": st["day"], "tod_s": st["tod_s"], "state": st["state"],
+            "remaining_nl": st["remaining_nl"], "alarms": names}
+    emit(args, data, "advanced %s: pump time %s, %s, reservoir %s, alarms: %s" % (
+        u.fmt_duration(secs), u.fmt_datetime(st["day"], st["tod_s"]), st["state"], u.fmt_volume(st["remaining_nl"]),
+        ", ".join(names) or "none"))
+    return EXIT_OK
+
+
 # -- reading ----------------------------------------------------------------------------
 def cmd_status(args):
     with connected(args, session_role(args, "clinician")) as c:
@@ -219,9 +319,10 @@ def cmd_interrogate(args):
         st = c.request(lc.STATUS)
         th = c.request(lc.THERAPY)
         al = c.request(lc.ALARMS)["alarms"]
-    data = {"identity": ident, "status": st, "therapy": th, "alarms": al}
+        raised = _alarms_raised_at(c, [a[0] for a in al])
+    data = {"identity": ident, "status": st, "therapy": th, "alarms": report.alarm_rows(al, raised)}
     emit(args, data, lambda: "\n\n".join([report.status_text(ident, st), "therapy:\n" + report.therapy_text(th),
-                                          "alarms:\n" + report.alarms_text(al)]))
+                                          "alarms:\n" + report.alarms_text(al, raised)]))
     return EXIT_OK
 
 
@@ -231,22 +332,50 @@ def cmd_alarms(args):
         acked = []
         if args.ack is not None:
             ids = [a[0] for a in al] if args.ack == "all" else [_alarm_id(args.ack)]
+            if getattr(args, "dry_run", False):
+                raise DryRun("ack", [{"alarm": a} for a in ids], {
+                    "alarms": report.alarm_rows(al), "would_acknowledge": [report.alarm_slug(a) for a in ids]})
             for a in ids:
-                acked.append([a, c.request(lc.ACK_ALARM, {"alarm": a})["acknowledged"]])
+                acked.append({"id": a, "name": report.alarm_slug(a),
+                              "acknowledged": c.request(lc.ACK_ALARM, {"alarm": a})["acknowledged"]})
             al = c.request(lc.ALARMS)["alarms"]
-    emit(args, {"alarms": al, "acknowledged": acked},
-         lambda: "\n".join(["acknowledged %s: %s" % (alarms.NAMES[a], "yes" if ok else "was not active")
-                            for a, ok in acked] + [report.alarms_text(al)]))
+        raised = _alarms_raised_at(c, [a[0] for a in al]) if al else {}
+    emit(args, {"alarms": report.alarm_rows(al, raised), "acknowledged": acked},
+         lambda: "\n".join(["acknowledged %s: %s" % (a["name"], "yes" if a["acknowledged"] else "was not active")
+                            for a in acked] + [report.alarms_text(al, raised)]))
     return EXIT_OK
 
 
 def _alarm_id(text):
-    if text.isdigit() and int(text) < alarms.COUNT:
-        return int(text)
-    names = [n.replace(" ", "-") for n in alarms.NAMES]
-    if text in names:
-        return names.index(text)
-    raise u.UnitError("alarm %r: give an id 0..%d or a name (%s), or 'all'" % (text, alarms.COUNT - 1, ", ".join(names)))
+    a = report.alarm_lookup(text)
+    if a is None:
+        raise u.UnitError("alarm %r: give an id 0..%d or a name (%s), or 'all'"
+                          % (text, alarms.COUNT - 1, ", ".join(report.ALARM_SLUGS)))
+    return a
+
+
+_RAISED_SCAN = 1024  # log records read back to find when the active alarms were raised
+
+
+def _alarms_raised_at(c, ids):
+    """{alarm id: (day, tod_s)} of the latest `alarm raised` record of each
+    active alarm in the last _RAISED_SCAN log records (a clinician session;
+    a patient session cannot read the log and gets {})."""
+    want = set(ids)
+    if not want or c.role != "clinician":
+        return {}
+    found = {}
+    info = c.request(lc.LOG_READ, {"first": 1, "max": 1})
+    last = info["last_seq"]
+    end = last
+    while want - set(found) and end >= info["first_seq"] and last - end < _RAISED_SCAN:
+        start = max(info["first_seq"], end - 127)
+        recs, _ = _read_log(c, start, end)
+        for r in recs:
+            if r[3] == events.ALARM_RAISED and r[4] in want:
+                found[r[4]] = (r[1], r[2])
+        end = start - 1
+    return found
 
 
 def cmd_log(args):
@@ -266,8 +395,8 @@ def cmd_log(args):
             note("%d records written to %s" % (len(recs), args.csv))
         return EXIT_OK
     emit(args, {"first_seq": info["first_seq"], "last_seq": info["last_seq"], "dropped": info["dropped"],
-                "records": [list(r[:8]) + [r[8].decode("utf-8", "replace")] for r in recs]},
-         lambda: report.table(report.log_rows(recs), report.LOG_HEADERS) or "no records")
+                "records": report.log_records(recs)},
+         lambda: report.log_table(recs) if recs else "no records")
     return EXIT_OK
 
 
@@ -319,13 +448,55 @@ def _extra(day, tod, total_ng, total_nl, empty_in_s, unit):
             "empty": u.fmt_date(u.date_after(day, tod, empty_in_s)) if empty_in_s is not None else "-"}
 
 
+def _know_status(c, st):
+    # A refusal at the 24-hour maximum then names what was given in the last 24 h.
+    if st.get("ceiling_24h_ng") is not None:
+        c.context["given_ng"] = st["ceiling_24h_ng"]
+
+
+def checked(args, c, mtype, payload, drug):
+    """The pump's own dry run (`check: true`) of a request that adds drug.
+    With --override, and only when the pump refuses at the drug's usual
+    (soft) 24-hour maximum and the drug has a higher hard one, the dry run is
+    repeated with the override. Returns (the dry run's reply, the soft refusal
+    or None): with a soft refusal the real request needs the override."""
+    try:
+        return c.request(mtype, dict(payload, check=True)), None
+    except PumpError as e:
+        soft, hard = report.daily_maxima(drug) if drug in report.limits.DRUGS else (0, 0)
+        if not (getattr(args, "override", False) and e.limit == "daily_max" and hard > soft):
+            raise
+        first = e
+    c.context["override_sent"] = True
+    return c.request(mtype, dict(payload, check=True, override=True)), first
+
+
+def override_warning(args, soft_refusal, drug):
+    """The plain review line for a dose above the usual maximum, or a note
+    that --override was not needed; [] without --override."""
+    if soft_refusal is None:
+        return ["(--override not needed: within the usual 24-hour maximum; sent without it)"] \
+            if getattr(args, "override", False) else []
+    unit = u.drug_unit(drug)
+    soft, hard = report.daily_maxima(drug)
+    return ["ABOVE THE USUAL MAXIMUM: %s's usual 24-hour maximum is %s/day; this goes above it, up to the hard "
+            "maximum %s/day at most (never more)." % (drug, u.fmt_mass(soft, unit), u.fmt_mass(hard, unit)),
+            "  the pump says: %s" % report.clinical_reason(soft_refusal.reason, drug),
+            "  Confirming sends the override (--override); the pump logs it as `soft limit overridden`."]
+
+
+def _with_override(payload, soft_refusal):
+    return dict(payload, override=True) if soft_refusal is not None else payload
+
+
 def cmd_program(args):
     rx = _rx_from_args(args)
     unit = u.drug_unit(rx["drug"])
     with connected(args, session_role(args, "clinician")) as c:
         st = c.request(lc.STATUS)
         th = c.request(lc.THERAPY)
-        check = c.request(lc.PROGRAM, {"rx": rx, "check": True})
+        _know_status(c, st)
+        check, soft = checked(args, c, lc.PROGRAM, {"rx": rx}, rx["drug"])
         day, tod = st["day"], st["tod_s"]
         cur = _extra(day, tod, th.get("daily_ng"), th.get("max_daily_nl"), st.get("empty_in_s"), unit)
         new = _extra(day, tod, check["daily_ng"], check["max_daily_nl"], check["empty_in_s"], unit)
@@ -333,10 +504,15 @@ def cmd_program(args):
         if not args.json:
             print("Review: new therapy for pump %s (reservoir %s)\n%s\n" % (
                 c.identity["serial"], u.fmt_volume(st["remaining_nl"]), review))
-        confirm(args, "Program this therapy?")
-        done = c.request(lc.PROGRAM, {"rx": rx})
-    emit(args, {"programmed": rx, "result": done, "previous": th.get("rx")},
-         "programmed: 24-hour maximum %s" % report.total_text(done["daily_ng"], done["max_daily_nl"], unit))
+            for line in override_warning(args, soft, rx["drug"]):
+                print(line)
+        payload = _with_override({"rx": rx}, soft)
+        done = send_reviewed(args, c, "Program this therapy%s?" % (" ABOVE the usual maximum" if soft else ""),
+                             lc.PROGRAM, payload, {"current": th.get("rx"), "check": check,
+                                                   "above_usual_maximum": soft is not None})
+    emit(args, {"programmed": rx, "result": done, "previous": th.get("rx"), "override": soft is not None},
+         "programmed: 24-hour maximum %s%s" % (report.total_text(done["daily_ng"], done["max_daily_nl"], unit),
+                                               " (above the usual maximum: override logged)" if soft else ""))
     return EXIT_OK
 
 
@@ -360,29 +536,115 @@ def cmd_bolus(args):
     dur = u.duration_s(args.over, "bolus duration")
     with connected(args, session_role(args, "clinician")) as c:
         rx = _current_rx(c)
+        st = c.request(lc.STATUS)
+        _know_status(c, st)
         unit = u.drug_unit(rx["drug"])
-        vol = report.fw_units.dose_to_volume_nl(dose, rx["conc"])
+        req = {"dose_ng": dose, "duration_s": dur}
+        check, soft = checked(args, c, lc.BOLUS, req, rx["drug"])
+        review = bolus_review(rx, st, dose, dur, check, c.identity.get("stroke_nl", 500))
         if not args.json:
-            print("Review: clinician bolus of %s (about %s of %s %s) over %s; basal delivery pauses meanwhile" % (
-                u.fmt_mass(dose, unit), u.fmt_volume(vol), rx["drug"], u.fmt_conc(rx["conc"], unit),
-                u.fmt_duration(dur)))
-        confirm(args, "Start this bolus?")
-        r = c.request(lc.BOLUS, {"dose_ng": dose, "duration_s": dur})
-    emit(args, r, "bolus started: %d strokes, %s" % (r["strokes"], u.fmt_volume(r["volume_nl"])))
+            print("Review: clinician bolus on pump %s\n%s\n" % (c.identity["serial"], report.table(review)))
+            for line in override_warning(args, soft, rx["drug"]):
+                print(line)
+        r = send_reviewed(args, c, "Start this bolus%s?" % (" ABOVE the usual maximum" if soft else ""), lc.BOLUS,
+                          _with_override(req, soft), {"rows": dict(review), "check": check,
+                                                      "above_usual_maximum": soft is not None})
+    given = r.get("dose_ng", check.get("dose_ng", dose))
+    emit(args, dict(r, override=soft is not None), "bolus started: %s, %d strokes, %s over %s%s" % (
+        u.fmt_mass(given, unit), r["strokes"], u.fmt_volume(r["volume_nl"]), u.fmt_duration(dur),
+        " (above the usual maximum: override logged)" if soft else ""))
     return EXIT_OK
+
+
+def bolus_review(rx, st, dose, dur, check, stroke_nl):
+    """Review rows of a clinician bolus from the pump's dry run: the dose the
+    whole strokes deliver, beside the dose asked when rounding changed it."""
+    unit = u.drug_unit(rx["drug"])
+    given = check.get("dose_ng", report.fw_units.volume_to_dose_ng(check["volume_nl"], rx["conc"]))
+    strokes = "%d strokes of %s (%s)" % (check["strokes"], u.fmt_pump_value(stroke_nl, "nL"),
+                                         u.fmt_volume(check["volume_nl"], 4))
+    rows = [["drug", "%s %s" % (rx["drug"], u.fmt_conc(rx["conc"], unit))]]
+    if given == dose:
+        rows.append(["dose", "%s: %s" % (u.fmt_mass(given, unit), strokes)])
+    else:
+        rows += [["dose asked", u.fmt_mass(dose, unit)],
+                 ["dose delivered", "%s: %s, rounded to whole strokes" % (u.fmt_mass(given, unit), strokes)]]
+    rows.append(["over", "%s (basal delivery pauses meanwhile)" % u.fmt_duration(dur)])
+    if st.get("ceiling_24h_ng") is not None:
+        rows.append(["24-h maximum", report.ceiling_text(rx["drug"], st["ceiling_24h_ng"])])
+    return rows
 
 
 def cmd_prime(args):
     vol = u.volume_nl(args.volume, "priming volume")
     dur = u.duration_s(args.over, "priming duration")
     with connected(args, session_role(args, "clinician")) as c:
+        st = c.request(lc.STATUS)
+        th = c.request(lc.THERAPY)
+        _know_therapy(c, th.get("rx"))
+        _know_status(c, st)
+        req = {"volume_nl": vol, "duration_s": dur}
+        check = c.request(lc.PRIME, dict(req, check=True))
+        review = prime_review(th, st, vol, dur, check)
         if not args.json:
-            print("Review: priming bolus of %s over %s (fills the catheter; counted as volume, not dose)"
-                  % (u.fmt_volume(vol, 4), u.fmt_duration(dur)))
-        confirm(args, "Start priming?")
-        r = c.request(lc.PRIME, {"volume_nl": vol, "duration_s": dur})
-    emit(args, r, "priming started: %d strokes, %s" % (r["strokes"], u.fmt_volume(r["volume_nl"], 4)))
+            print("Review: priming bolus on pump %s\n%s\n" % (c.identity["serial"], report.table(review)))
+        r = send_reviewed(args, c, "Start priming?", lc.PRIME, req, {"rows": dict(review), "check": check})
+    emit(args, r, "priming started: %d strokes, %s over %s" % (r["strokes"], u.fmt_volume(r["volume_nl"], 4),
+                                                               u.fmt_duration(dur)))
     return EXIT_OK
+
+
+def prime_review(th, st, vol, dur, check):
+    cath = th.get("catheter_nl") or 0
+    rows = [["catheter", "%s, %s" % (u.fmt_volume(cath, 4), "primed" if st.get("catheter_primed") else "not primed")],
+            ["priming", "%s over %s: %d strokes (%s)" % (u.fmt_volume(vol, 4), u.fmt_duration(dur), check["strokes"],
+                                                          u.fmt_volume(check["volume_nl"], 4))]]
+    beyond = check["volume_nl"] - cath
+    rx = th.get("rx")
+    if beyond > 0 and rx:
+        unit = u.drug_unit(rx["drug"])
+        rows.append(["beyond the catheter", "%s = %s of %s: dose to the patient, counted against the 24-hour "
+                     "maximum" % (u.fmt_volume(beyond, 4), u.fmt_mass(report.fw_units.volume_to_dose_ng(
+                         beyond, rx["conc"]), unit), rx["drug"])])
+    else:
+        rows.append(["counted", "volume only: it fills the catheter with drug (what leaves the tip is the "
+                                "catheter's saline, not dose)"])
+    if rx and st.get("ceiling_24h_ng") is not None:
+        rows.append(["24-h maximum", report.ceiling_text(rx["drug"], st["ceiling_24h_ng"])])
+    return rows
+
+
+def cmd_catheter(args):
+    """A catheter revision: the IMPLANT `catheter` step on an implanted pump.
+    The new catheter is not primed until `pumpctl prime`."""
+    segments = catheter_segments(args.segments)
+    total = sum(nl for _, nl in segments)
+    with connected(args, session_role(args, "clinician")) as c:
+        st = c.request(lc.STATUS)
+        th = c.request(lc.THERAPY)
+        cur = th.get("catheter_nl") or 0
+        review = [
+            ["current catheter", "%s, %s" % (u.fmt_volume(cur, 4), "primed" if st.get("catheter_primed")
+                                             else "not primed") if cur else "none recorded"],
+            ["new catheter", "%s (total %s), pump end first" % (
+                ", ".join("%d mm %s" % (mm, u.fmt_volume(nl, 4)) for mm, nl in segments), u.fmt_volume(total, 4))],
+            ["after this", "the new catheter is not primed: until it is, strokes fill it and no drug reaches the "
+                           "patient; prime it next: %s" % prime_hint(total)],
+        ]
+        if not args.json:
+            print("Review: catheter revision on pump %s\n%s\n" % (c.identity["serial"], report.table(review)))
+        r = send_reviewed(args, c, "Record this catheter revision?", lc.IMPLANT,
+                          {"step": "catheter", "segments": segments}, {"rows": dict(review)})
+    emit(args, dict(r, next=prime_hint(r["catheter_nl"])), "catheter revision recorded: %s, not primed; next: %s"
+         % (u.fmt_volume(r["catheter_nl"], 4), prime_hint(r["catheter_nl"])))
+    return EXIT_OK
+
+
+def prime_hint(volume_nl):
+    """`pumpctl prime` for a catheter volume, at a rate well inside the mechanism's (about 12 mL/day)."""
+    minutes = -(-volume_nl * 1440 // 12_000_000)
+    minutes = max(10, -(-minutes // 5) * 5)
+    return "pumpctl prime --volume %smL --over %dmin" % (report.decimal_ml(volume_nl), minutes)
 
 
 def cmd_demand(args):
@@ -399,8 +661,7 @@ def cmd_suspend(args):
             print("Review: suspend therapy. Delivery stops until a clinician resumes it.")
             if rx and rx["drug"] == "baclofen":
                 print("WARNING: abrupt withdrawal of intrathecal baclofen can be fatal.")
-        confirm(args, "Suspend?")
-        r = c.request(lc.SUSPEND)
+        r = send_reviewed(args, c, "Suspend?", lc.SUSPEND, None)
     emit(args, r, "pump %s" % r["state"])
     return EXIT_OK
 
@@ -410,8 +671,7 @@ def cmd_maintenance(args):
         if not args.json:
             print("Review: stop the pump and give its USB port back to the REPL (mpremote, deploy).")
             print("Delivery stops until the board is powered up again.")
-        confirm(args, "Enter maintenance?")
-        r = c.request(lc.MAINTENANCE)
+        r = send_reviewed(args, c, "Enter maintenance?", lc.MAINTENANCE, None)
     emit(args, r, "pump stopped; its REPL answers on the port until the next power-up")
     return EXIT_OK
 
@@ -421,8 +681,7 @@ def cmd_resume(args):
         th = c.request(lc.THERAPY)
         if not args.json:
             print("Review: resume this therapy (no catch-up of what was missed):\n%s\n" % report.therapy_text(th))
-        confirm(args, "Resume?")
-        r = c.request(lc.RESUME)
+        r = send_reviewed(args, c, "Resume?", lc.RESUME, None)
     emit(args, r, "pump %s" % r["state"])
     return EXIT_OK
 
@@ -438,8 +697,16 @@ def cmd_refill(args):
 
 
 def refill_done_text(done, added):
-    return "refill recorded: %s in the reservoir; discrepancy %+.3f mL%s" % (
-        u.fmt_volume(added), done["discrepancy_nl"] / 1e6, " (acknowledged)" if done["warning"] else "")
+    extra = ""
+    if done.get("drug_changed"):
+        extra += "; drug or concentration changed: the catheter's old drug is pushed out first (bridge bolus)"
+    if done.get("bolus_cancelled"):
+        extra += "; the running bolus was cancelled (it was for the old drug)"
+    if done.get("override"):
+        extra += "; above the usual maximum: override logged"
+    return "refill recorded: %s in the reservoir; discrepancy %s%s%s" % (
+        report.fmt_ml(added), report.fmt_ml(done["discrepancy_nl"], signed=True),
+        " (acknowledged)" if done["warning"] else "", extra)
 
 
 def refill_workflow(args, c, withdrawn, added, rx):
@@ -450,40 +717,56 @@ def refill_workflow(args, c, withdrawn, added, rx):
     st = c.request(lc.STATUS)
     th = c.request(lc.THERAPY)
     _know_therapy(c, rx or th.get("rx"))
+    _know_status(c, st)
     req = {"withdrawn_nl": withdrawn, "added_nl": added}
     if rx is not None:
         req["rx"] = rx
-    check = c.request(lc.REFILL, dict(req, check=True))
     new_rx = rx or th.get("rx")
+    check, soft = checked(args, c, lc.REFILL, req, new_rx["drug"] if new_rx else None)
     unit = u.drug_unit(new_rx["drug"] if new_rx else st.get("drug"))
+    old = th.get("rx")
+    changed = check.get("drug_changed", bool(rx and old and (old["drug"], old["conc"]) != (rx["drug"], rx["conc"])))
     review = [
-        ["expected in the reservoir", u.fmt_volume(check["expected_nl"])],
-        ["withdrawn", u.fmt_volume(withdrawn)],
-        ["discrepancy", "%+.3f mL%s" % (check["discrepancy_nl"] / 1e6, "  WARNING" if check["warning"] else "")],
-        ["added", u.fmt_volume(added)],
+        ["expected in the reservoir", report.fmt_ml(check["expected_nl"])],
+        ["withdrawn", report.fmt_ml(withdrawn)],
+        ["discrepancy", "%s%s" % (report.fmt_ml(check["discrepancy_nl"], signed=True),
+                                  "  WARNING" if check["warning"] else "")],
+        ["added", "%s of %s" % (report.fmt_ml(added), _drug_text(new_rx, unit))],
     ]
+    if changed and old:
+        what = "DRUG" if old["drug"] != new_rx["drug"] else "CONCENTRATION"
+        was = _drug_text(old, u.drug_unit(old["drug"]))
+        review.append(["%s CHANGE" % what, "was %s; the catheter's old drug is pushed out first at the old rate "
+                                            "(bridge bolus, automatic)" % was])
+    elif old and new_rx:
+        review.append(["drug", "the same as in the pump"])
+    if check.get("bolus_cancelled"):
+        review.append(["running bolus", "CANCELLED by the change (its strokes were for the old drug)"])
     if not args.json:
         print("Review: refill of pump %s\n%s\n" % (c.identity["serial"], report.table(review)))
         if rx is not None:
             day, tod = st["day"], st["tod_s"]
             cur = _extra(day, tod, th.get("daily_ng"), th.get("max_daily_nl"), st.get("empty_in_s"), unit)
             new = _extra(day, tod, check["daily_ng"], check["max_daily_nl"], check["empty_in_s"], unit)
-            print("New prescription:\n%s\n" % report.compare(th.get("rx"), rx, cur, new, unit))
-            old = th.get("rx")
-            if old and (old["drug"], old["conc"]) != (rx["drug"], rx["conc"]):
-                print("Drug or concentration changes: the catheter's old drug is pushed out first "
-                      "(bridge bolus, automatic).\n")
+            print("New prescription:\n%s\n" % report.compare(old, rx, cur, new, unit))
         elif check.get("empty_in_s") is not None:
             print("projected empty after refill: %s\n" % u.fmt_date(
                 u.date_after(st["day"], st["tod_s"], check["empty_in_s"])))
-    if check["warning"]:
+        for line in override_warning(args, soft, new_rx["drug"] if new_rx else ""):
+            print(line)
+    if check["warning"] and not getattr(args, "dry_run", False):
         _acknowledge_discrepancy(args, check)
-    confirm(args, "Record this refill?")
-    done = c.request(lc.REFILL, req)
+    done = send_reviewed(args, c, "Record this refill%s?" % (" ABOVE the usual maximum" if soft else ""), lc.REFILL,
+                         _with_override(req, soft), {"rows": dict(review), "check": check,
+                                                     "above_usual_maximum": soft is not None})
     if done["warning"]:
         # The clinician has acknowledged the warning: so does the pump.
         c.request(lc.ACK_ALARM, {"alarm": alarms.REFILL_DISCREPANCY})
-    return done
+    return dict(done, override=soft is not None)
+
+
+def _drug_text(rx, unit):
+    return "%s %s" % (rx["drug"], u.fmt_conc(rx["conc"], unit)) if rx else "-"
 
 
 def cmd_visit(args):
@@ -510,14 +793,14 @@ def cmd_visit(args):
     try:
         return _visit_report(args, report_dir, visits, ident, prev, first, before, done, st, after, recs, info, added)
     except (visit.VisitError, OSError) as e:
-        note("pumpctl: the refill was recorded, but the report failed: %s" % e)
-        return EXIT_INPUT
+        return _fail(args, EXIT_INPUT, "REPORT", "the refill was recorded, but the report failed: %s" % e,
+                     extra={"changed": True, "refill": done})
     except Exception as e:  # a bug in the report: still say what happened on the pump
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
-        note("pumpctl: the refill was recorded, but the report failed (internal error %s: %s); rerun with %s=1 "
-             "for the details" % (type(e).__name__, e, DEBUG_ENV))
-        return EXIT_INTERNAL
+        return _fail(args, EXIT_INTERNAL, "INTERNAL", "the refill was recorded, but the report failed (internal error "
+                     "%s: %s); rerun with %s=1 for the details" % (type(e).__name__, e, DEBUG_ENV),
+                     extra={"changed": True, "refill": done})
 
 
 def _visit_report(args, report_dir, visits, ident, prev, first, before, done, st, after, recs, info, added):
@@ -568,9 +851,10 @@ def dataclasses_dict(obj):
 
 
 def _acknowledge_discrepancy(args, check):
-    msg = ("WARNING: withdrawn %s but %s expected (%+.3f mL). Possible over- or under-infusion, or a pocket "
+    msg = ("WARNING: withdrawn %s but %s expected (%s). Possible over- or under-infusion, or a pocket "
            "fill at the last refill: check the patient and the pump before going on."
-           % (u.fmt_volume(check["withdrawn_nl"]), u.fmt_volume(check["expected_nl"]), check["discrepancy_nl"] / 1e6))
+           % (report.fmt_ml(check["withdrawn_nl"]), report.fmt_ml(check["expected_nl"]),
+              report.fmt_ml(check["discrepancy_nl"], signed=True)))
     note(msg)
     if args.accept_discrepancy:
         return
@@ -591,8 +875,7 @@ def cmd_clock(args):
         if not args.json:
             print("Review: pump clock %s -> %s (flex steps and periodic boluses follow the new time; "
                   "no catch-up or repeat of delivery)" % (now, u.fmt_datetime(day, tod)))
-        confirm(args, "Set the clock?")
-        r = c.request(lc.SET_CLOCK, {"day": day, "tod_s": tod})
+        r = send_reviewed(args, c, "Set the clock?", lc.SET_CLOCK, {"day": day, "tod_s": tod})
     emit(args, r, "pump clock set to %s" % u.fmt_datetime(r["day"], r["tod_s"]))
     return EXIT_OK
 
@@ -603,8 +886,7 @@ def cmd_low(args):
         st = c.request(lc.STATUS)
         if not args.json:
             print("Review: low-reservoir alarm at %s (now %s)" % (u.fmt_volume(vol), u.fmt_volume(st["low_nl"])))
-        confirm(args, "Set it?")
-        r = c.request(lc.SET_LOW, {"low_nl": vol})
+        r = send_reviewed(args, c, "Set it?", lc.SET_LOW, {"low_nl": vol})
     emit(args, r, "low-reservoir alarm at %s" % u.fmt_volume(r["low_nl"]))
     return EXIT_OK
 
@@ -615,8 +897,7 @@ def cmd_alarm_date(args):
         st = c.request(lc.STATUS)
         if not args.json:
             print("Review: alarm date %s (now %s)" % (u.fmt_date(day) if day else "off", u.fmt_date(st.get("alarm_day"))))
-        confirm(args, "Set it?")
-        r = c.request(lc.SET_ALARM_DATE, {"day": day})
+        r = send_reviewed(args, c, "Set it?", lc.SET_ALARM_DATE, {"day": day})
     emit(args, r, "alarm date %s" % (u.fmt_date(r["day"]) if r["day"] else "off"))
     return EXIT_OK
 
@@ -746,7 +1027,7 @@ def cmd_trial(args):
 # -- implant test ---------------------------------------------------------------------------
 IMPLANT_STEP_NAMES = {"identity": "identity", "catheter": "catheter", "fill": "first fill", "prime": "priming",
                       "motor_test": "motor test", "motor_result": "motor test", "alarm_test": "alarm test",
-                      "alarm_result": "alarm test", "start": "start therapy"}
+                      "alarm_result": "alarm test", "start": "start therapy", "prime_wait": "priming"}
 _POLL_CHUNK_S = 60  # virtual seconds advanced between polls (well inside the 5-min session idle timeout)
 
 
@@ -772,12 +1053,21 @@ def catheter_segments(text):
     return segs
 
 
+class ImplantStalled(Exception):
+    """Pump time does not move while pumpctl waits in real time: a virtual-time emulator without --bench."""
+
+
 class TimeSource:
     """Lets a polled implant step progress: real time (sleep), or the bench
-    of a virtual-time emulator (advance)."""
+    of a virtual-time emulator (advance). In real time it watches the pump's
+    clock: one that stands still is a virtual-time emulator, and waiting would
+    never end (ImplantStalled)."""
+
+    STILL_S = 5.0  # real seconds without the pump's clock moving
 
     def __init__(self, bench_path=None):
         self.bench_path = bench_path
+        self._seen = None  # (pump time, real time) when the pump's clock last moved
 
     def wait(self, seconds):
         if self.bench_path:
@@ -787,24 +1077,76 @@ class TimeSource:
         else:
             time.sleep(min(seconds, 1.0))
 
+    def observe(self, st):
+        """The pump's STATUS at a poll."""
+        if self.bench_path:
+            return
+        now, pump_t = time.monotonic(), st["day"] * 86400 + st["tod_s"]
+        if self._seen is None or pump_t != self._seen[0]:
+            self._seen = (pump_t, now)
+        elif now - self._seen[1] > self.STILL_S:
+            raise ImplantStalled()
 
-def run_implant(c, steps, clock, say, bolus_wait_s=None):
+
+class Countdown:
+    """The time left of a running priming bolus or motor test, from its
+    strokes left: a line each minute of pump time left (rewritten in place at
+    a terminal)."""
+
+    def __init__(self, name, say, strokes, duration_s):
+        self.name, self.say, self.strokes, self.duration_s = name, say, max(strokes, 1), duration_s
+        self.tty = sys.stdout.isatty() and getattr(say, "live", True)
+        self.last = None
+
+    def update(self, strokes_left):
+        left_s = -(-strokes_left * self.duration_s // self.strokes)
+        minute = -(-left_s // 60)
+        if minute == self.last:
+            return
+        self.last = minute
+        line = "%-13s %s left (%d of %d strokes to go)" % (self.name, u.fmt_duration(minute * 60) if left_s >= 60
+                                                         else "%d s" % left_s, strokes_left, self.strokes)
+        if self.tty:
+            sys.stdout.write("\r" + line + " " * 8)
+            sys.stdout.flush()
+        else:
+            self.say(line)
+
+    def done(self):
+        if self.tty and self.last is not None:
+            sys.stdout.write("\r" + " " * 72 + "\r")
+            sys.stdout.flush()
+
+
+def run_implant(c, steps, clock, say, bolus_wait_s=None, current=None):
     """Runs the implant steps [(step, args)] on a logged-in clinician client,
     in order; say(line) reports each. Raises ImplantFailed at the first step
-    that fails (the firmware leaves the pump stopped), PumpError-wrapped."""
+    that fails (the firmware leaves the pump stopped), PumpError-wrapped.
+    `current` (a dict) holds the step under way, for an interruption. Two
+    steps only wait, for an implant resumed while the pump runs one:
+    `prime_wait` (a priming bolus) and `motor_result` (the motor test)."""
     results = []
+    current = {} if current is None else current
     for step, extra in steps:
         name = IMPLANT_STEP_NAMES[step]
+        current["step"] = name
         try:
-            r = c.request(lc.IMPLANT, dict({"step": step}, **extra))
-            if step == "prime":
-                say("%-13s %d strokes, %s" % (name, r["strokes"], u.fmt_volume(r["volume_nl"], 4)))
-                _wait_bolus(c, clock, bolus_wait_s)
+            if step == "prime_wait":
+                _wait_bolus(c, clock, bolus_wait_s, Countdown(name, say, extra["strokes"], extra["duration_s"]))
                 say("%-13s done" % name)
-            elif step in ("motor_test", "alarm_test"):
-                poll = "motor_result" if step == "motor_test" else "alarm_result"
+                results.append({"step": step, "reply": {}})
+                continue
+            r = {"done": False} if step == "motor_result" else c.request(lc.IMPLANT, dict({"step": step}, **extra))
+            if step == "prime":
+                say("%-13s %d strokes, %s over %s" % (name, r["strokes"], u.fmt_volume(r["volume_nl"], 4),
+                                                      u.fmt_duration(extra["duration_s"])))
+                _wait_bolus(c, clock, bolus_wait_s, Countdown(name, say, r["strokes"], extra["duration_s"]))
+                say("%-13s done" % name)
+            elif step in ("motor_test", "motor_result", "alarm_test"):
+                poll = "alarm_result" if step == "alarm_test" else "motor_result"
                 while not r["done"]:
-                    clock.wait(_POLL_CHUNK_S if step == "motor_test" else 5)
+                    clock.wait(_POLL_CHUNK_S if poll == "motor_result" else 5)
+                    clock.observe(c.request(lc.STATUS))
                     r = c.request(lc.IMPLANT, {"step": poll})
                 if not r["passed"]:
                     raise ImplantFailed(name, r["reason"])
@@ -819,18 +1161,30 @@ def run_implant(c, steps, clock, say, bolus_wait_s=None):
                 say("%-13s delivering; 24-hour maximum %s" % (name, report.total_text(
                     r["daily_ng"], r["max_daily_nl"], u.drug_unit(extra["rx"]["drug"]))))
         except PumpError as e:
-            raise ImplantFailed(name, "%s%s: %s" % (e.name, " (%s)" % e.limit if e.limit else "", e.reason))
+            raise ImplantFailed(name, "%s%s: %s" % (e.name, " (%s)" % e.limit if e.limit else "",
+                                                    report.clinical_reason(e.reason, c.context.get("drug"))))
         results.append({"step": step, "reply": r})
+    current.pop("step", None)
     return results
 
 
-def _wait_bolus(c, clock, limit_s=None):
+def _wait_bolus(c, clock, limit_s=None, countdown=None):
     waited = 0
-    while c.request(lc.STATUS).get("bolus") is not None:
-        if limit_s is not None and waited > limit_s:
-            raise ImplantFailed("priming", "priming did not finish in %s" % u.fmt_duration(limit_s))
-        clock.wait(_POLL_CHUNK_S)
-        waited += _POLL_CHUNK_S
+    try:
+        while True:
+            st = c.request(lc.STATUS)
+            if st.get("bolus") is None:
+                return
+            if countdown is not None:
+                countdown.update(st["bolus"]["strokes_left"])
+            clock.observe(st)
+            if limit_s is not None and waited > limit_s:
+                raise ImplantFailed("priming", "priming did not finish in %s" % u.fmt_duration(limit_s))
+            clock.wait(_POLL_CHUNK_S)
+            waited += _POLL_CHUNK_S
+    finally:
+        if countdown is not None:
+            countdown.done()
 
 
 def implant_steps(serial, model, segments, fill_nl, prime_s, rx):
@@ -839,35 +1193,159 @@ def implant_steps(serial, model, segments, fill_nl, prime_s, rx):
             ("alarm_test", {}), ("start", {"rx": rx})]
 
 
+# firmware/implant.py STEP_* (IMPLANT_STEP records, a = step) -> the link's step names
+_LOGGED_STEPS = {1: "identity", 2: "catheter", 3: "fill", 4: "prime", 5: "motor_test", 6: "alarm_test", 7: "start"}
+_MOTOR_TEST = (4, 60)  # firmware/implant.py: MOTOR_TEST_STROKES over MOTOR_TEST_S, a priming-kind bolus
+_KIND_PRIMING = 4
+
+
+def implant_progress(c, scan=4096):
+    """What the pump's event log says of the implant test last begun (since
+    its latest `identity` step, within the last `scan` records):
+    {"begun": bool, "passed": [step, ...], "failed": step or None,
+     "motor_test_started": bool, "priming": (strokes, duration_s) or None}."""
+    info = c.request(lc.LOG_READ, {"first": 1, "max": 1})
+    end, recs = info["last_seq"], []
+    while end >= info["first_seq"] and info["last_seq"] - end < scan:
+        start = max(info["first_seq"], end - 255)
+        chunk, _ = _read_log(c, start, end)
+        recs = chunk + recs
+        if any(r[3] == events.IMPLANT_STEP and r[4] == 1 for r in chunk):
+            break
+        end = start - 1
+    begin = max((i for i, r in enumerate(recs) if r[3] == events.IMPLANT_STEP and r[4] == 1), default=None)
+    out: "dict[str, Any]" = {"begun": begin is not None, "passed": [], "failed": None, "motor_test_started": False,
+                             "priming": None}
+    if begin is None:
+        return out
+    primed, last_start = False, None
+    for r in recs[begin:]:
+        if r[3] == events.IMPLANT_STEP and r[4] in _LOGGED_STEPS:
+            step = _LOGGED_STEPS[r[4]]
+            if r[5]:
+                out["passed"].append(step)
+                out["failed"] = None if out["failed"] == step else out["failed"]
+            else:
+                out["failed"] = step
+            if step == "prime":  # logged once its bolus has started
+                primed, out["priming"] = True, last_start
+        elif r[3] == events.BOLUS_STARTED and r[4] == _KIND_PRIMING:
+            last_start = (r[5], r[6])
+            if primed and last_start == _MOTOR_TEST:
+                out["motor_test_started"] = True
+    return out
+
+
+def _implanted(st, th):
+    """What shows that a pump is implanted (not factory-fresh), or []."""
+    signs = []
+    if th.get("rx"):
+        rx = th["rx"]
+        signs.append("therapy %s %s" % (rx["drug"], u.fmt_conc(rx["conc"], u.drug_unit(rx["drug"]))))
+    if st.get("remaining_nl"):
+        signs.append("reservoir %s" % u.fmt_volume(st["remaining_nl"]))
+    if th.get("catheter_nl"):
+        signs.append("catheter %s" % u.fmt_volume(th["catheter_nl"], 4))
+    return signs
+
+
+def rx_summary(rx, daily_ng=None):
+    """A prescription on one line: 'morphine 10 mg/mL: 3 mg/day from 00:00, 5 mg/day from 08:00; ...'."""
+    if not rx:
+        return "none"
+    unit = u.drug_unit(rx["drug"])
+    parts = [", ".join("%s/day from %s" % (u.fmt_mass(d, unit), u.fmt_tod(t)) for t, d in rx["steps"])]
+    if rx.get("periodic"):
+        parts.append("%d periodic bolus(es)" % len(rx["periodic"]))
+    if rx.get("demand"):
+        parts.append("demand %s, max %d/24 h" % (u.fmt_mass(rx["demand"][0], unit), rx["demand"][3]))
+    if daily_ng:
+        parts.append("24-h maximum %s/day" % u.fmt_mass(daily_ng, unit))
+    return "%s %s: %s" % (rx["drug"], u.fmt_conc(rx["conc"], unit), "; ".join(parts))
+
+
+def _implant_review(ident, st, th, serial, model, segments, fill, prime_s, rx, check, todo):
+    cur_rx = th.get("rx")
+    total = sum(nl for _, nl in segments) if segments else th.get("catheter_nl") or 0
+    tests = [t for t, k in (("motor (4 strokes)", "motor_test"), ("motor test under way", "motor_result"),
+                            ("alarm tones", "alarm_test")) if k in todo]
+    rows = [
+        ["identity", "serial %s, model %s" % (ident["serial"], ident["model"]),
+         "serial %s, model %s" % (serial, model) if "identity" in todo else "unchanged"],
+        ["catheter", u.fmt_volume(th["catheter_nl"], 4) if th.get("catheter_nl") else "none",
+         (", ".join("%d mm %s" % (mm, u.fmt_volume(nl, 4)) for mm, nl in segments)
+          + " (total %s)" % u.fmt_volume(total, 4)) if segments and "catheter" in todo else "unchanged"],
+        ["reservoir", u.fmt_volume(st.get("remaining_nl")) if st.get("remaining_nl") else "empty",
+         "first fill %s" % u.fmt_volume(fill) if "fill" in todo else "unchanged (filled before)"],
+        ["priming", "-", "the catheter volume over %s" % u.fmt_duration(prime_s) if "prime" in todo
+         else "waits for the priming under way" if "prime_wait" in todo else "done"],
+        ["tests", "-", ", ".join(tests) or "done"],
+        ["therapy", rx_summary(cur_rx, th.get("daily_ng")), rx_summary(rx, check.get("daily_ng"))],
+    ]
+    for r in rows:
+        same = r[2].startswith(("unchanged", "done", "waits")) or r[1] == "-" or r[1] == r[2]
+        r.append("" if same else "<< changed")
+    return rows
+
+
 def cmd_implant(args):
-    segments = catheter_segments(args.catheter)
-    fill = u.volume_nl(args.fill, "first fill volume")
+    segments = catheter_segments(args.catheter) if args.catheter else None
+    fill = u.volume_nl(args.fill, "first fill volume") if args.fill else None
     prime_s = u.duration_s(args.prime_duration, "priming duration")
     rx = _rx_from_args(args)
-    unit = u.drug_unit(rx["drug"])
+    if args.resume and args.reimplant:
+        raise UsageError("--resume continues the implant test under way, --reimplant starts it again: give one")
     store = KeyStore(args.keystore)
+    bench = args.bench or _virtual_bench(args)
     with connected(args, session_role(args, "clinician")) as c:
         old = c.identity["serial"]
         serial = args.serial or old
         model = args.model or c.identity["model"]
-        check = c.request(lc.PROGRAM, {"rx": rx, "check": True})
+        st = c.request(lc.STATUS)
+        th = c.request(lc.THERAPY)
+        progress = implant_progress(c)
+        signs = _implanted(st, th)
+        all_steps = implant_steps(serial, model, segments, fill, prime_s, rx)
+        if args.resume:
+            steps = _resume_steps(all_steps, progress, st)
+            if not steps:
+                emit(args, {"serial": old, "steps": [], "done_before": progress["passed"]},
+                     "the implant test of pump %s is complete: nothing to resume" % old)
+                return EXIT_OK
+        else:
+            steps = all_steps
+            if signs and not args.reimplant:
+                unfinished = progress["begun"] and "start" not in progress["passed"]
+                raise ImplantRefused(old, signs, unfinished)
+        if args.reimplant and st.get("remaining_nl"):
+            steps = [s for s in steps if s[0] != "fill"]  # a filled pump is refilled, not filled again
+        todo = [s for s, _ in steps]
+        for s, extra in steps:
+            if s == "catheter" and not segments:
+                raise UsageError("the catheter step needs --catheter (segments LENGTH:VOLUME, e.g. 500mm:120uL)")
+            if s == "fill" and fill is None:
+                raise UsageError("the first fill needs --fill (e.g. --fill 20mL)")
+        _know_therapy(c, rx)
+        check = c.request(lc.PROGRAM, {"rx": rx, "check": True}) if th.get("rx") is None or \
+            (th["rx"]["drug"], th["rx"]["conc"]) == (rx["drug"], rx["conc"]) else \
+            {"daily_ng": None, "max_daily_nl": None}
         if not args.json:
-            print("Review: implant test of pump %s\n%s\n" % (old, report.table([
-                ["identity", "serial %s, model %s" % (serial, model)],
-                ["catheter", ", ".join("%d mm %s" % (mm, u.fmt_volume(nl, 4)) for mm, nl in segments)
-                 + " (total %s)" % u.fmt_volume(sum(nl for _, nl in segments), 4)],
-                ["first fill", u.fmt_volume(fill)],
-                ["priming", "the catheter volume over %s" % u.fmt_duration(prime_s)],
-                ["tests", "motor (4 strokes), alarm tones"],
-                ["therapy", report.therapy_text({"rx": rx, "daily_ng": check["daily_ng"],
-                                                 "max_daily_nl": check["max_daily_nl"],
-                                                 "catheter_nl": sum(nl for _, nl in segments)}).replace("\n", "\n  ")],
-            ])))
+            what = "resumed implant test" if args.resume else "implant test AGAIN (--reimplant)" if args.reimplant \
+                else "implant test"
+            print("Review: %s of pump %s%s\n%s\n" % (
+                what, old, " (done before: %s)" % ", ".join(IMPLANT_STEP_NAMES[p] for p in progress["passed"])
+                if args.resume and progress["passed"] else "",
+                report.table(_implant_review(c.identity, st, th, serial, model, segments, fill or 0, prime_s, rx,
+                                             check, todo), ["", "now", "after the implant test", ""])))
+            print("steps: %s\n" % " -> ".join(IMPLANT_STEP_NAMES[s] for s in todo))
+        if getattr(args, "dry_run", False):
+            raise DryRun("implant", [dict({"step": st_}, **extra) for st_, extra in steps if st_ != "prime_wait"],
+                         {"check": check, "steps": todo})
         confirm(args, "Run the implant test?")
-        say = (lambda line: None) if args.json else (lambda line: print(line, flush=True))
-        steps = implant_steps(serial, model, segments, fill, prime_s, rx)
+        say = _Quiet() if args.json else (lambda line: print(line, flush=True))
+        current: "dict[str, Any]" = {}
         try:
-            results = run_implant(c, steps, TimeSource(args.bench), say)
+            results = run_implant(c, steps, TimeSource(bench), say, current=current)
         except ImplantFailed as e:
             st = c.request(lc.STATUS)
             emit(args, {"failed_step": e.step, "reason": e.reason, "state": st["state"]},
@@ -876,12 +1354,64 @@ def cmd_implant(args):
             if args.json:
                 note("implant test FAILED at step '%s': %s" % (e.step, e.reason))
             return EXIT_REFUSED
+        except ImplantStalled:
+            raise UsageError("implant test paused at step '%s': the pump's clock stands still, so it is a "
+                             "virtual-time emulator: give its bench port, then resume: the same command with "
+                             "--resume --bench PATH/bench.sock" % current.get("step", "?"))
+        except KeyboardInterrupt:
+            raise Interrupted("implant test interrupted at step '%s' (the pump goes on with a running priming or "
+                              "test); to go on from there: the same command with --resume" % current.get("step", "?"))
         finally:
             if serial != old and store.has(old) and not store.has(serial):
                 _refile_keys(store, old, serial, model)
     emit(args, {"serial": serial, "steps": results},
          "implant test complete: pump %s delivering %s" % (serial, rx["drug"]))
     return EXIT_OK
+
+
+class _Quiet:
+    """say() under --json: nothing on standard output, no live countdown."""
+    live = False
+
+    def __call__(self, line):
+        pass
+
+
+class ImplantRefused(UsageError):
+    def __init__(self, serial, signs, unfinished):
+        super().__init__(
+            "pump %s is already implanted (%s): nothing sent. %s" % (
+                serial, ", ".join(signs),
+                "An implant test was begun and not finished: go on with the same command and --resume."
+                if unfinished else "A new catheter is `pumpctl catheter`, a new drug `pumpctl refill`; to run "
+                                   "the implant test on it again, add --reimplant (the review shows what changes)."))
+
+
+def _resume_steps(all_steps, progress, st):
+    """The implant steps still to run, from the pump's log and state."""
+    if not progress["begun"]:
+        return all_steps
+    passed = set(progress["passed"])
+    if st.get("remaining_nl"):
+        passed.add("fill")
+    steps = [s for s in all_steps if s[0] not in passed]
+    running = st.get("bolus") is not None
+    if "prime" in passed and "motor_test" not in passed:
+        if progress["motor_test_started"]:
+            steps = [("motor_result", {})] + [s for s in steps if s[0] != "motor_test"]
+        elif running:
+            strokes, dur = progress["priming"] or (st["bolus"]["strokes_left"], 0)
+            steps = [("prime_wait", {"strokes": strokes, "duration_s": dur})] + steps
+    return steps
+
+
+def _virtual_bench(args):
+    """The bench port of the emulator --port auto finds, when it runs in virtual time."""
+    if args.port not in ("auto",):
+        return None
+    from pumpctl.emulator import running
+    rec = running(state_dir(args))
+    return rec.get("bench") if rec and rec.get("virtual") else None
 
 
 def _refile_keys(store, old, new, model):
@@ -976,10 +1506,25 @@ def _common():
     g.add_argument("--state", help=STATE_HELP)
     g.add_argument("--keystore", help="key store file (default: $PUMPCTL_KEYSTORE or ~/.config/pumpctl/keys.json)")
     g.add_argument("--role", choices=("clinician", "patient"), help="log in with this role's key")
-    g.add_argument("--json", action="store_true", help="machine-readable output")
-    g.add_argument("--yes", action="store_true", help="confirm the review without asking")
+    g.add_argument("--json", action="store_true", help="machine-readable output (errors too: {\"error\": {...}})")
     g.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply (default 2)")
     return p
+
+
+def _reviewed():
+    """Options of the commands that change the pump: review, then confirm."""
+    p = Parser(add_help=False)
+    g = p.add_argument_group("review and confirm")
+    g.add_argument("--yes", action="store_true", help="confirm the review without asking")
+    g.add_argument("--dry-run", action="store_true", help="show the review and what would be sent, send nothing, "
+                                                          "exit 0")
+    return p
+
+
+def _override_option(p):
+    p.add_argument("--override", action="store_true",
+                   help="allow a 24-hour total above the drug's usual maximum, up to its hard maximum (ziconotide, "
+                        "baclofen); shown at the review, sent only after confirmation, logged by the pump")
 
 
 def _rx_options(p):
@@ -1019,33 +1564,56 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--keystore", help="key store for the new pump's keys")
     e.add_argument("--timeout", type=float, default=2.0, help=argparse.SUPPRESS)
 
+    reviewed = (common, _reviewed())
     add("identify", cmd_identify, "who is there (no login)")
     add("provision", cmd_provision, "give a new pump its keys and store them")
+    s = add("devices", cmd_devices, "the pumps pumpctl can reach: Picos on USB and running emulators", parents=())
+    s.add_argument("--state", help=STATE_HELP)
+    s.add_argument("--keystore", help="key store (to say whether it holds each pump's keys)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--timeout", type=float, default=1.0, help=argparse.SUPPRESS)
+    s = add("advance", cmd_advance, "advance a virtual-time emulator's clock (its bench port)", parents=())
+    s.add_argument("duration", help="how long, e.g. 90min, 12h, 28day")
+    s.add_argument("--state", help=STATE_HELP)
+    s.add_argument("--bench", help="the emulator's bench socket (default: bench.sock in --state)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
     add("status", cmd_status, "state, reservoir, alarms, battery (patient or clinician)")
     add("interrogate", cmd_interrogate, "full report: device, clock, therapy, reservoir, alarms, totals")
-    s = add("program", cmd_program, "program a therapy (review, then confirm)")
+    s = add("program", cmd_program, "program a therapy (review, then confirm)", reviewed)
+    _override_option(s)
     _rx_options(s)
-    s = add("bolus", cmd_bolus, "clinician bolus (replaces basal while it runs)")
+    s = add("bolus", cmd_bolus, "clinician bolus (replaces basal while it runs; review from the pump's dry run)",
+            reviewed)
     s.add_argument("--dose", required=True, help="e.g. 1mg")
     s.add_argument("--over", required=True, help="duration, e.g. 30min")
-    s = add("prime", cmd_prime, "priming bolus to fill a new catheter")
+    _override_option(s)
+    s = add("prime", cmd_prime, "priming bolus to fill a new or revised catheter (after `pumpctl catheter`)",
+            reviewed)
     s.add_argument("--volume", required=True, help="e.g. 0.2mL")
-    s.add_argument("--over", required=True, help="duration, e.g. 10min")
+    s.add_argument("--over", required=True, help="duration, e.g. 15min")
+    s = add("catheter", cmd_catheter, "record a catheter revision (the new catheter is then primed with "
+                                      "`pumpctl prime`)", reviewed)
+    s.add_argument("--segments", required=True, help="segments LENGTH:VOLUME pump end first, e.g. "
+                                                     "500mm:120uL,300mm:80uL")
     add("demand", cmd_demand, "patient demand bolus (patient role)")
-    add("suspend", cmd_suspend, "stop delivery until resumed")
-    add("maintenance", cmd_maintenance, "stop the pump and return the board to its REPL (Pico)")
-    add("resume", cmd_resume, "resume the programmed therapy")
-    s = add("refill", cmd_refill, "guided refill: expected vs withdrawn, then the new fill (and prescription)")
+    add("suspend", cmd_suspend, "stop delivery until resumed", reviewed)
+    add("maintenance", cmd_maintenance, "stop the pump and return the board to its REPL (Pico)", reviewed)
+    add("resume", cmd_resume, "resume the programmed therapy", reviewed)
+    s = add("refill", cmd_refill, "guided refill: expected vs withdrawn, then the new fill (and prescription)",
+            reviewed)
     s.add_argument("--withdrawn", required=True, help="volume drawn out of the reservoir, e.g. 9.5mL")
     s.add_argument("--added", required=True, help="volume put in, e.g. 20mL")
     s.add_argument("--accept-discrepancy", action="store_true", help="acknowledge a discrepancy warning")
+    _override_option(s)
     _rx_options(s)
     s = add("visit", cmd_visit, "refill visit: the guided refill (and new prescription), then the report of the "
-                                "interval since the last visit (text, and HTML in --report-dir)")
+                                "interval since the last visit (text, and HTML in --report-dir)", reviewed)
     s.add_argument("--withdrawn", required=True, help="volume drawn out of the reservoir, e.g. 9.5mL")
     s.add_argument("--added", required=True, help="volume put in, e.g. 20mL")
     s.add_argument("--accept-discrepancy", action="store_true", help="acknowledge a discrepancy warning")
-    s.add_argument("--report-dir", required=True, help="folder for the HTML reports and visits.json")
+    s.add_argument("--report-dir", default="reports", help="folder for the HTML reports and visits.json (default: "
+                                                           "reports, as for `scenario`; keep one per patient or clinic)")
+    _override_option(s)
     _rx_options(s)
     s = sub.add_parser("scenario", help="run a scripted patient course on a fresh virtual-time emulator",
                        description="run a scripted patient course (docs/scenarios.md) on a fresh virtual-time "
@@ -1055,13 +1623,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--report-dir", default="reports", help="folder for the visit reports (default: reports)")
     s.add_argument("--state", help="emulator state folder, new or empty (default: a temporary folder)")
     s.add_argument("--timeout", type=float, default=5.0, help=argparse.SUPPRESS)
-    s = add("alarms", cmd_alarms, "list alarms; --ack to acknowledge")
-    s.add_argument("--ack", help="alarm id or name, or 'all'")
-    s = add("clock", cmd_clock, "show or set the pump clock")
+    s = add("alarms", cmd_alarms, "list alarms (priority, raised, tone, what to do); --ack to acknowledge",
+            reviewed)
+    s.add_argument("--ack", help="alarm id or name (e.g. motor-stall, low-reservoir), or 'all'")
+    s = add("clock", cmd_clock, "show or set the pump clock", reviewed)
     s.add_argument("--set", help="'now' (this computer's local time) or YYYY-MM-DDTHH:MM[:SS]")
-    s = add("low-threshold", cmd_low, "set the low-reservoir alarm volume")
+    s = add("low-threshold", cmd_low, "set the low-reservoir alarm volume", reviewed)
     s.add_argument("volume", help="e.g. 3mL")
-    s = add("alarm-date", cmd_alarm_date, "set the alarm (next refill) date")
+    s = add("alarm-date", cmd_alarm_date, "set the alarm (next refill) date", reviewed)
     s.add_argument("date", help="YYYY-MM-DD or 'off'")
     s = add("log", cmd_log, "download the event log (table, --json or --csv)")
     s.add_argument("--from", dest="first", type=int, default=1, help="first sequence number")
@@ -1078,13 +1647,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", help="write CSV to FILE ('-' for standard output)")
     _trial_parser(sub)
     s = add("implant", cmd_implant, "implant test: identity, catheter, first fill, priming, motor and alarm "
-                                    "tests, start of therapy (stops at the first failed step)")
+                                    "tests, start of therapy (stops at the first failed step)", reviewed)
     s.add_argument("--serial", help="pump serial (default: the pump's own)")
     s.add_argument("--model", help="pump model (default: the pump's own)")
-    s.add_argument("--catheter", required=True, help="segments LENGTH:VOLUME pump end first, e.g. 500mm:120uL,300mm:80uL")
-    s.add_argument("--fill", required=True, help="first fill volume, e.g. 20mL")
+    s.add_argument("--catheter", help="segments LENGTH:VOLUME pump end first, e.g. 500mm:120uL,300mm:80uL")
+    s.add_argument("--fill", help="first fill volume, e.g. 20mL")
+    s.add_argument("--resume", action="store_true", help="go on with an implant test that was interrupted, from "
+                                                         "the step it reached (the pump's event log says which)")
+    s.add_argument("--reimplant", action="store_true", help="run the implant test on a pump that is already "
+                                                            "implanted (the review shows what changes)")
     s.add_argument("--prime-duration", default="30min", help="priming bolus duration (default 30min)")
-    s.add_argument("--bench", help="bench socket of a virtual-time emulator: advance its time while polling")
+    s.add_argument("--bench", help="bench socket of a virtual-time emulator: advance its time while polling "
+                                   "(found by itself for the emulator of --port auto)")
     _rx_options(s)
     from pumpctl.deploy import add_deploy_parser  # installs the firmware on a Pico (boards/pico)
 
@@ -1144,17 +1718,26 @@ def _trial_parser(sub):
     s.add_argument("--note", default="")
 
 
-def _refused(e, args):
+def _refusal(e, args):
+    """A refusal by the pump: (lines for stderr, the JSON error object)."""
     drug = (getattr(args, "drug", None) or "").strip().lower() or e.context.get("drug")
     try:
         conc = u.conc_ng_ml(args.conc) if getattr(args, "conc", None) else e.context.get("conc")
     except u.UnitError:
         conc = e.context.get("conc")
-    for line in report.refusal_lines(e.name, e.limit, e.reason, drug, conc):
-        note(line)
+    given, sent = e.context.get("given_ng"), bool(e.context.get("override_sent"))
+    lines = report.refusal_lines(e.name, e.limit, e.reason, drug, conc, given, sent)
     if not e.trusted:
-        note("  (unauthenticated reply)")
-    note("nothing was changed on the pump")
+        lines.append("  (unauthenticated reply)")
+    lines.append("nothing was changed on the pump")
+    err = {"code": e.name, "limit": e.limit, "message": report.clinical_reason(e.reason, drug), "exit": EXIT_REFUSED,
+           "pump_code": e.code, "trusted": e.trusted, "changed": False}
+    for k, v in report.refusal_parts(e.limit, e.reason, drug, conc, given, sent):
+        err["what_to_do" if k == "what to do" else "hint"] = v
+    for k in ("wait_s", "retry_s"):
+        if k in e.reply:
+            err[k] = e.reply[k]
+    return lines, err
 
 
 def _input_errors():
@@ -1217,26 +1800,51 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
-        note("\npumpctl: interrupted (a command already sent may have been carried out: check with "
-             "`pumpctl status`)")
-        return EXIT_INTERRUPTED
+        return _fail(argv, EXIT_INTERRUPTED, "INTERRUPTED", "interrupted (a command already sent may have been "
+                     "carried out: check with `pumpctl status`)", newline=True)
     except BrokenPipeError:
         if not _stdout_closed():
-            return _internal_error(debug)
+            return _internal_error(debug, argv)
         _quiet_stdout()
         return EXIT_PIPE
     except Exception:
-        return _internal_error(debug)
+        return _internal_error(debug, argv)
 
 
-def _internal_error(debug):
+def _internal_error(debug, argv=()):
     etype, e, _ = sys.exc_info()
     if debug:
         traceback.print_exc()
     what = "%s: %s" % (etype.__name__ if etype else "error", e) if str(e) else (etype.__name__ if etype else "error")
-    note("pumpctl: internal error (%s); nothing more was sent to the pump. Rerun with --debug (or %s=1) for the "
-         "details and report them." % (what, DEBUG_ENV))
-    return EXIT_INTERNAL
+    return _fail(argv, EXIT_INTERNAL, "INTERNAL", "internal error (%s); nothing more was sent to the pump. Rerun "
+                 "with --debug (or %s=1) for the details and report them." % (what, DEBUG_ENV))
+
+
+def _json_mode(args, argv):
+    if args is not None:
+        return bool(getattr(args, "json", False))
+    return "--json" in argv
+
+
+_JSON_ARGV: "list[str]" = []  # the command line being run, for errors raised before its options are parsed
+
+
+def _fail(args_or_argv, rc, code, message, lines=None, extra=None, newline=False):
+    """An error: one line `pumpctl: ...` on stderr (or the lines given), and
+    with --json the error object on stdout: {"error": {"code", "limit",
+    "message", "exit", ...}}. Returns the exit code."""
+    for line in lines or ["%spumpctl: %s" % ("\n" if newline else "", message)]:
+        note(line)
+    args = None if isinstance(args_or_argv, (list, tuple)) else args_or_argv
+    argv = args_or_argv if isinstance(args_or_argv, (list, tuple)) else _JSON_ARGV
+    if _json_mode(args, list(argv)):
+        err = {"code": code, "limit": None, "message": message, "exit": rc}
+        err.update(extra or {})
+        try:
+            print(json.dumps({"error": err}, indent=2, sort_keys=True, default=_jsonable))
+        except BrokenPipeError:
+            _quiet_stdout()
+    return rc
 
 
 def _main(argv) -> int:
@@ -1244,39 +1852,39 @@ def _main(argv) -> int:
         # `diary add ...` is `diary ...` (patient); `diary list` is the clinician's listing.
         argv = (["diary"] if argv[1] == "add" else ["diary-list"]) + argv[2:]
     argv = _fix_negative_values([a for a in argv if a != "--debug"])
+    _JSON_ARGV[:] = argv
     args = None
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
+    except DryRun as e:
+        assert args is not None
+        emit(args, {"dry_run": True, "command": e.command, "would_send": e.payload, "review": e.review},
+             "dry run: nothing was sent to the pump; confirming would send %s %s" % (
+                 e.command, json.dumps(e.payload, sort_keys=True, default=_jsonable)))
+        return EXIT_OK
     except UsageError as e:
-        note("pumpctl: %s" % e)
-        return EXIT_INPUT
+        return _fail(args or argv, EXIT_INPUT, "USAGE", str(e))
     except u.UnitError as e:
-        note("pumpctl: %s (nothing sent)" % e)
-        return EXIT_INPUT
+        return _fail(args or argv, EXIT_INPUT, "INPUT", "%s (nothing sent)" % e)
     except _input_errors() as e:  # trial, visit, scenario files and values
-        note("pumpctl: %s" % e)
-        return EXIT_INPUT
+        return _fail(args or argv, EXIT_INPUT, "INPUT", str(e))
     except (KeyStoreError, AuthError) as e:
-        note("pumpctl: %s" % e)
-        return EXIT_AUTH
+        return _fail(args or argv, EXIT_AUTH, "AUTH", str(e))
     except PumpError as e:
         if e.code in _AUTH_CODES:
-            note("pumpctl: %s (log in again)" % e if e.code == wire.NOT_AUTHENTICATED else "pumpctl: %s" % e)
-            return EXIT_AUTH
-        _refused(e, args)
-        return EXIT_REFUSED
+            msg = "%s (log in again)" % e if e.code == wire.NOT_AUTHENTICATED else str(e)
+            return _fail(args or argv, EXIT_AUTH, e.name, msg, extra={"pump_code": e.code})
+        lines, err = _refusal(e, args)
+        return _fail(args or argv, EXIT_REFUSED, err.pop("code"), err.pop("message"), lines=lines, extra=err)
     except (LinkError, EmulatorError) as e:
-        note("pumpctl: %s" % e)
-        return EXIT_LINK
+        return _fail(args or argv, EXIT_LINK, "LINK", str(e))
     except Cancelled as e:
-        note("pumpctl: %s" % e)
-        return EXIT_CANCELLED
+        return _fail(args or argv, EXIT_CANCELLED, "CANCELLED", str(e))
     except Interrupted as e:
-        note("pumpctl: %s" % e)
-        return EXIT_INTERRUPTED
+        return _fail(args or argv, EXIT_INTERRUPTED, "INTERRUPTED", str(e))
     except OSError as e:
         if not e.filename:
             raise
-        note("pumpctl: %s: %s" % (e.filename, e.strerror or e))  # a file named on the command line
-        return EXIT_INPUT
+        # a file named on the command line
+        return _fail(args or argv, EXIT_INPUT, "INPUT", "%s: %s" % (e.filename, e.strerror or e))

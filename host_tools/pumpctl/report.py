@@ -6,8 +6,10 @@ from decimal import Decimal
 from pumpctl import units as u
 from pumpctl.fw import alarms, events, fw_units, limits
 from pumpctl.fw import link_commands as lc
+from pumpctl.fw import wire
 
-BOLUS_KINDS = {0: "none", 1: "basal", 2: "bridge", 3: "clinician", 4: "priming", 5: "demand", 6: "periodic"}
+BOLUS_KINDS = {0: "none", 1: "basal", 2: "bridge", 3: "clinician", 4: "priming", 5: "demand", 6: "periodic",
+               7: "uncommanded"}
 
 
 def table(rows, headers=None):
@@ -81,7 +83,18 @@ def compare(cur, new, cur_extra, new_extra, unit):
     rows.append(["demand", c.get("demand", "-"), n.get("demand", "-")])
     for label, key in (("24-h maximum", "total"), ("projected empty", "empty")):
         rows.append([label, cur_extra.get(key, "-"), new_extra.get(key, "-")])
-    return table(rows, ["", "current", "new"])
+    for r in rows:  # mark what changes
+        r.append(_change_mark(r, cur, new) if r[1] != r[2] else "")
+    return table(rows, ["", "current", "new", ""])
+
+
+def _change_mark(row, cur, new):
+    if row[0] == "drug" and cur and new:
+        if cur["drug"] != new["drug"]:
+            return "<< DRUG CHANGE"
+        if cur["conc"] != new["conc"]:
+            return "<< CONCENTRATION CHANGE"
+    return "<< changed"
 
 
 def total_text(daily_ng, daily_nl, unit):
@@ -96,28 +109,74 @@ def status_text(ident, st):
     day, tod = st["day"], st["tod_s"]
     low = u.date_after(day, tod, st.get("low_in_s"))
     empty = u.date_after(day, tod, st.get("empty_in_s"))
+    clock = u.fmt_datetime(day, tod)
+    if st.get("clock_uncertain"):
+        clock += "  UNCERTAIN after an unclean reset: set it (`pumpctl clock --set now`)"
     rows = [
         ["pump", "%s (%s, firmware %s)" % (ident["serial"], ident["model"], ident["firmware"])],
-        ["clock", u.fmt_datetime(day, tod)],
+        ["clock", clock],
         ["state", st["state"]],
+    ]
+    if st.get("fault"):
+        rows.append(["fault", "%s (`pumpctl log` has the record; `pumpctl alarms` says what to do)" % st["fault"]])
+    rows += [
         ["drug", "%s %s" % (st["drug"], u.fmt_conc(st["conc_ng_ml"], unit)) if st.get("drug") else "-"],
         ["reservoir", "%s of %s" % (u.fmt_volume(st["remaining_nl"]), u.fmt_volume(st["capacity_nl"]))],
         ["low reservoir", "at %s, projected %s" % (u.fmt_volume(st["low_nl"]), u.fmt_date(low))],
         ["projected empty", u.fmt_date(empty) + " (every allowed bolus used)"],
         ["alarm date", u.fmt_date(st.get("alarm_day"))],
-        ["battery", "%d mV" % st["battery_mv"]],
+        ["battery", "%d mV" % st["battery_mv"] if isinstance(st.get("battery_mv"), int)
+         else "not readable (the pump could not read its battery)"],
+    ]
+    if "catheter_primed" in st:
+        rows.append(["catheter primed", "yes" if st["catheter_primed"] else
+                     "NO: the new catheter holds no drug yet; prime it (`pumpctl prime`)"])
+    rows += [
         ["bolus", _bolus_state(st.get("bolus"), ident)],
-        ["alarms", ", ".join(alarms.NAMES[a] for a in st["alarms"]) or "none"],
+        ["alarms", ", ".join(alarm_slug(a) for a in _alarm_ids(st["alarms"])) or "none"],
     ]
     if st.get("drug"):
         conc = st["conc_ng_ml"]
         rows += [
             ["delivered today", _dose_and_volume(st["today_dose_nl"], conc, unit, st["today_nl"])],
             ["last 24 h", _dose_and_volume(st["last_24h_dose_nl"], conc, unit, st["last_24h_nl"])],
-            ["delivered total", "%s, %s drug" % (u.fmt_volume(st["delivered_nl"]),
-                                                 u.fmt_mass(st["drug_delivered_ng"], unit))],
         ]
+        if st.get("ceiling_24h_ng") is not None:
+            rows.append(["24-h maximum", ceiling_text(st["drug"], st["ceiling_24h_ng"])])
+        rows.append(["delivered total", "%s, %s drug" % (u.fmt_volume(st["delivered_nl"]),
+                                                         u.fmt_mass(st["drug_delivered_ng"], unit))])
     return table(rows)
+
+
+def daily_maxima(drug):
+    """(usual, hard) 24-hour maximum of a drug in ng/day; equal where the
+    drug has one figure (docs/limits.md)."""
+    soft = limits.DRUGS[drug][1]
+    return soft, limits.HARD_DAILY.get(drug, soft)
+
+
+def maxima_text(drug):
+    """'20 mg/day', or '19.2 µg/day (usual; up to 21.6 µg/day with --override)'."""
+    if drug not in limits.DRUGS:
+        return "-"
+    unit = u.drug_unit(drug)
+    soft, hard = daily_maxima(drug)
+    text = "%s/day" % u.fmt_mass(soft, unit)
+    if hard > soft:
+        text += " (usual maximum; up to %s/day with --override, never more)" % u.fmt_mass(hard, unit)
+    return text
+
+
+def ceiling_text(drug, given_ng):
+    """What the rolling 24-hour ceiling holds: 'given in the last 24 h: 12.5 mg of 20 mg/day'."""
+    if drug not in limits.DRUGS:
+        return "given in the last 24 h: %s" % u.fmt_mass(given_ng, "mg")
+    return "given in the last 24 h: %s of %s" % (u.fmt_mass(given_ng, u.drug_unit(drug)), maxima_text(drug))
+
+
+def _alarm_ids(listing):
+    # STATUS lists ids (the link) or the pump's dicts (Pump.status()).
+    return [a["id"] if isinstance(a, dict) else a for a in listing or []]
 
 
 def _dose_and_volume(dose_nl, conc, unit, volume_nl):
@@ -145,11 +204,101 @@ def therapy_text(th):
     return table(rows)
 
 
-def alarms_text(rows):
+# -- alarms: one name for each, everywhere ------------------------------------------
+ALARM_TODO = {
+    alarms.RESERVOIR_EMPTY: "refill the pump (`pumpctl refill`); therapy restarts if it stopped only for this",
+    alarms.MOTOR_STALL: "check the pump and the patient; then acknowledge (`pumpctl alarms --ack motor-stall`) and "
+                        "resume (`pumpctl resume`); replace the pump if it recurs",
+    alarms.OCCLUSION: "check the catheter for a kink or blockage; then acknowledge (`pumpctl alarms --ack occlusion`) "
+                      "and resume (`pumpctl resume`)",
+    alarms.BATTERY_EOS: "the battery is exhausted: replace the pump now (therapy restarts by itself if the battery "
+                        "reads above 2800 mV again)",
+    alarms.INTERNAL_FAULT: "read the fault (`pumpctl status`, `pumpctl log`) and report it; then acknowledge and "
+                           "resume (`pumpctl resume`)",
+    alarms.INTEGRITY: "reprogram the therapy (`pumpctl program`); if the pump lost its state, refill it with the "
+                      "prescription (`pumpctl refill ... --drug ... --conc ...`)",
+    alarms.DOSE_GUARD: "check the patient and what was delivered (`pumpctl log`); then acknowledge and resume "
+                       "(`pumpctl resume`)",
+    alarms.RESERVOIR_LOW: "plan a refill (`pumpctl refill`), or change the threshold (`pumpctl low-threshold`)",
+    alarms.BATTERY_ERI: "schedule the pump replacement (elective replacement indicator)",
+    alarms.ALARM_DATE: "acknowledge it (`pumpctl alarms --ack alarm-date-reached`) or set a new date "
+                       "(`pumpctl alarm-date`)",
+    alarms.REFILL_DISCREPANCY: "check the patient for over- or under-infusion and the pump, then acknowledge "
+                               "(`pumpctl alarms --ack refill-discrepancy`)",
+    alarms.FLASH_FAULT: "therapy continues, but changes cannot be saved: try again later; it clears at the next "
+                        "successful save; replace the pump if it persists",
+    alarms.UNCOMMANDED_MOTION: "the motor moved without a command (counted as delivered): check the patient, then "
+                               "acknowledge and resume (`pumpctl resume`); replace the pump if it recurs",
+    alarms.CLOCK_UNCERTAIN: "set the pump clock (`pumpctl clock --set now`): until then flex steps and periodic "
+                            "boluses follow the clock restored after an unclean reset",
+}
+# Critical alarms stop therapy, except these.
+ALARM_KEEPS_THERAPY = {alarms.FLASH_FAULT}
+
+
+def _slug(text):
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+
+
+ALARM_SLUGS = tuple(_slug(n) for n in alarms.NAMES)  # motor-stall, battery-replacement-eri, ...
+
+
+def alarm_slug(a):
+    """The one name pumpctl shows for an alarm (no shell quoting needed)."""
+    return ALARM_SLUGS[a] if isinstance(a, int) and 0 <= a < len(ALARM_SLUGS) else "alarm-%s" % a
+
+
+def alarm_lookup(text):
+    """An alarm id from an id, its name (motor-stall) or the pump's own name
+    (`motor stall`, any case); None if none matches."""
+    t = str(text).strip()
+    if t.isdigit():
+        return int(t) if int(t) < alarms.COUNT else None
+    key = _slug(t)
+    return ALARM_SLUGS.index(key) if key in ALARM_SLUGS else None
+
+
+def alarm_priority(a):
+    if not alarms.is_critical(a):
+        return "non-critical"
+    return "critical, therapy continues" if a in ALARM_KEEPS_THERAPY else "critical, therapy stopped"
+
+
+def alarm_tone(a, silenced_s=0):
+    hz = "%d/%d Hz" % (alarms.TONE_A[a], alarms.TONE_B[a]) if alarms.TONE_A[a] != alarms.TONE_B[a] \
+        else "%d Hz" % alarms.TONE_A[a]
+    text = "%s %d s, every %s" % (hz, alarms.DURATION_MS[a] // 1000, u.fmt_duration(alarms.REPEAT_S[a]))
+    return text + ("; silenced for %s" % u.fmt_duration(silenced_s) if silenced_s else "; sounding")
+
+
+def alarm_rows(listing, raised_at=None):
+    """Labelled alarms from the ALARMS reply ([id, name, critical, silenced_s])
+    and, where known, when each was raised {id: (day, tod_s)}."""
+    out = []
+    for row in listing:
+        a, silenced = row[0], row[3]
+        when = (raised_at or {}).get(a)
+        out.append({"id": a, "name": alarm_slug(a), "text": row[1], "priority": alarm_priority(a),
+                    "critical": bool(row[2]), "silenced_s": silenced,
+                    "raised_at": u.fmt_datetime(*when) if when else None,
+                    "tone": alarm_tone(a, silenced) if 0 <= a < alarms.COUNT else "-",
+                    "what_to_do": ALARM_TODO.get(a, "see docs/safety.md")})
+    return out
+
+
+def alarms_text(rows, raised_at=None):
     if not rows:
         return "no active alarms"
-    return table([[a[0], a[1], "critical" if a[2] else "", "silenced %s" % u.fmt_duration(a[3]) if a[3] else ""]
-                  for a in rows], ["id", "alarm", "priority", "tone"])
+    blocks = []
+    for r in alarm_rows(rows, raised_at):
+        blocks.append(table([
+            ["alarm", "%s (id %d)" % (r["name"], r["id"])],
+            ["priority", r["priority"]],
+            ["raised", r["raised_at"] or "earlier than the log read (see `pumpctl log`)"],
+            ["tone", r["tone"]],
+            ["what to do", r["what_to_do"]],
+        ]))
+    return "\n\n".join(blocks)
 
 
 # -- event log ----------------------------------------------------------------------
@@ -157,22 +306,135 @@ def event_name(etype, text=b""):
     # The link's records share a type with an older one until events.py has
     # their own (link_commands.EV_*): their text says what they are.
     t = text.decode("utf-8", "replace")
-    if etype in (lc.EV_SESSION_END, lc.EV_REJECTED, lc.EV_PROVISIONED) and t.startswith(("link ", "session ")):
+    shared = {events.AUTH_OK, events.FAULT}  # the types that carried link records before they had their own
+    if etype in shared and etype in (lc.EV_SESSION_END, lc.EV_REJECTED, lc.EV_PROVISIONED) \
+            and t.startswith(("link ", "session ")):
         return t
     if etype == lc.EV_COMMAND and (lc.EV_COMMAND != events.AUTH_OK or t not in lc.ROLE_NAMES):
         return "command " + t
     return events.NAMES.get(etype, "type %d" % etype)
 
 
+# Names for the numbers in event records (firmware/hal.py RESET_*, implant.py
+# STEP_NAMES, persist.py FAULT_* and docs/persistence.md, link.py END_*);
+# tests/host/test_pumpctl_screens.py checks them against the firmware.
+RESET_CAUSES = ("power on", "watchdog reset", "soft reset", "power loss")
+IMPLANT_STEP_NAMES = ("", "identity", "catheter", "first fill", "priming", "motor test", "alarm test",
+                      "start therapy")
+FAULT_CODES = ("safe state after an exception", "state record unreadable", "resumed from a checkpoint after an "
+               "unclean reset", "saved prescription outside the limits", "clock uncertain", "change not saved, undone",
+               "flash write failed", "stale state: the newest record was unreadable, an older one restored")
+SESSION_END_REASONS = ("logout", "idle timeout", "replaced by a new login")
+DEMAND_REFUSALS = ("", "no demand bolus prescribed", "lockout", "daily maximum of demand boluses",
+                   "another bolus in progress", "therapy not running")
+
+
+def _named(table, i):
+    return table[i] if isinstance(i, int) and 0 <= i < len(table) and table[i] else "code %s" % i
+
+
+def _kind(k):
+    return BOLUS_KINDS.get(k, "kind %s" % k)
+
+
+def event_details(rec, unit="mg"):
+    """The numbers of one event record in words and clinical units."""
+    _seq, _day, _tod, t, a, b, c, d, text = rec
+    vol = u.fmt_volume
+    if t == events.BOOT:
+        return "reset cause: %s" % _named(RESET_CAUSES, a)
+    if t == events.THERAPY_PROGRAMMED:
+        return "%d step(s), basal %s/day, 24-h maximum %s%s" % (a, vol(b), u.fmt_mass(c, unit),
+                                                                ", bridge %d strokes" % d if d else "")
+    if t == events.BOLUS_REQUESTED:
+        return "%s: %d strokes over %s" % (_kind(a), b, u.fmt_duration(c))
+    if t == events.BOLUS_REFUSED:
+        return "%s: %s%s" % (_kind(a), _named(DEMAND_REFUSALS, b), ", allowed again in %s" % u.fmt_duration(c)
+                             if c else "")
+    if t == events.BOLUS_STARTED:
+        return "%s: %d strokes over %s%s" % (_kind(a), b, u.fmt_duration(c), ", %s" % u.fmt_mass(d, unit) if d else "")
+    if t == events.BOLUS_DELIVERED:
+        return "%s: %d strokes delivered" % (_kind(a), b)
+    if t == events.BOLUS_CANCELLED:
+        return "%s: %d strokes delivered, %d not delivered" % (_kind(a), b, c)
+    if t == events.CLOCK_SET:
+        return "%s -> %s" % (u.fmt_datetime(a, b), u.fmt_datetime(c, d))
+    if t == events.REFILL:
+        return "withdrawn %s, added %s, expected %s, discrepancy %s" % (
+            fmt_ml(a), fmt_ml(b), fmt_ml(c), fmt_ml(d, signed=True))
+    if t in (events.ALARM_RAISED, events.ALARM_CLEARED, events.ALARM_ACKNOWLEDGED):
+        return alarm_slug(a)
+    if t == events.STROKE_FAILED:
+        return "%d failed in a row" % a
+    if t == events.FAULT and not text.startswith(b"link "):
+        return _named(FAULT_CODES, a)
+    if t == events.BRIDGE_DONE:
+        return "%d strokes of the earlier drug" % a
+    if t == events.RESERVOIR_SET:
+        return "reservoir %s" % fmt_ml(a)
+    if t == events.IMPLANT_STEP:
+        return "%s: %s" % (_named(IMPLANT_STEP_NAMES, a), "passed" if b else "FAILED")
+    if t == getattr(events, "OVERRIDE", -1):
+        return "%s confirmed above the usual 24-hour maximum" % u.fmt_mass(a, unit)
+    if t == lc.EV_COMMAND and t != lc.EV_AUTH_OK:
+        return "%s, session %d: %s" % (_named(lc.ROLE_NAMES, a), b, "done" if not d else wire.error_name(d))
+    if t == lc.EV_SESSION_END and text.startswith(b"session"):
+        return "%s, session %d: %s" % (_named(lc.ROLE_NAMES, a), b, _named(SESSION_END_REASONS, c))
+    if t == lc.EV_REJECTED and text.startswith(b"link "):
+        what = lc.COMMANDS[c][0] if c in lc.COMMANDS else "frame"
+        return "%s refused: %s%s" % (what, wire.error_name(a), ", %d more not logged" % b if b else "")
+    if t == lc.EV_AUTH_OK:
+        return _named(lc.ROLE_NAMES, a)
+    if t == lc.EV_AUTH_FAILED:
+        return "%s, %d failure(s) in a row%s" % (_named(lc.ROLE_NAMES, a), b,
+                                                 ", locked out %s" % u.fmt_duration(c) if c else "")
+    if t == events.DIARY:
+        return "pain %d, %s" % (a, _named(lc.ACTIVITIES, b))
+    return ""
+
+
+def fmt_ml(nl, signed=False):
+    """A volume exactly as the pump counts it (0.5 µL strokes): at least 3
+    decimals of mL, more when needed, so that figures shown side by side add
+    up (expected - withdrawn = discrepancy)."""
+    if nl is None:
+        return "-"
+    text = format(Decimal(nl) / 10**6, "f").rstrip("0") if nl % 1000 else "%.3f" % (nl / 10**6)
+    whole, _, frac = text.partition(".")
+    text = "%s.%s" % (whole, frac.ljust(3, "0"))
+    return ("+" if signed and nl > 0 else "") + text + " mL"
+
+
+def log_records(recs):
+    """Labelled records with their event name and details in words; the drug
+    unit follows the therapy programmed in the log."""
+    out = []
+    unit = "mg"
+    for rec in recs:
+        seq, day, tod, etype, a, b, c, d, text = rec
+        if etype == events.THERAPY_PROGRAMMED and text:
+            unit = u.drug_unit(text.decode("utf-8", "replace"))
+        out.append({"seq": seq, "day": day, "tod_s": tod, "time": u.fmt_datetime(day, tod), "type": etype,
+                    "event": event_name(etype, text), "details": event_details(rec, unit),
+                    "a": a, "b": b, "c": c, "d": d, "text": text.decode("utf-8", "replace")})
+    return out
+
+
 def log_rows(recs):
-    rows = []
-    for seq, day, tod, etype, a, b, c, d, text in recs:
-        rows.append([seq, u.fmt_datetime(day, tod), event_name(etype, text), a, b, c, d,
-                     text.decode("utf-8", "replace")])
-    return rows
+    """Rows for the table and CSV: LOG_HEADERS."""
+    return [[r["seq"], r["time"], r["event"], r["details"], r["a"], r["b"], r["c"], r["d"], r["text"]]
+            for r in log_records(recs)]
 
 
-LOG_HEADERS = ["seq", "time", "event", "a", "b", "c", "d", "text"]
+LOG_HEADERS = ["seq", "time", "event", "details", "a", "b", "c", "d", "text"]
+LOG_TABLE_HEADERS = ["seq", "time", "event", "details", "text"]
+
+
+def log_table(recs):
+    return table([[r["seq"], r["time"], r["event"], r["details"],
+                   "" if r["text"] in r["event"] + r["details"] or r["text"].startswith(("link ", "session end"))
+                   else r["text"]]
+                  for r in log_records(recs)], LOG_TABLE_HEADERS)
 
 
 # -- limits, in clinical units ---------------------------------------------------
@@ -186,8 +448,6 @@ _BASAL = re.compile(r"\bbasal (\d+) exceeds")
 NEXT_STEP = {
     "rate": "choose a dose that stays within the pump's rate range at this concentration, or a bolus over a "
             "longer time",
-    "daily_max": "lower a step, a periodic bolus or the demand bolus (dose or number a day) so the 24-hour "
-                 "maximum stays within the drug's limit",
     "bolus_max": "give a smaller bolus dose",
     "bolus_min": "give a larger dose: at least one 0.5 µL stroke",
     "bolus_duration": "give a duration between 1 min and 24 h (a demand bolus no longer than its lockout)",
@@ -198,7 +458,16 @@ NEXT_STEP = {
     "added": "add a volume within the range shown",
     "withdrawn": "give the volume you actually drew out, at most the reservoir's capacity",
     "low_threshold": "choose a threshold within the range shown",
-    "priming_volume": "prime at most 1 mL (the catheter's volume)",
+    "priming_volume": "prime at most what the catheter still needs plus 10 % (the figure above)",
+    "catheter": "record the catheter first (a revision: `pumpctl catheter --segments 500mm:120uL,300mm:80uL`), "
+                "then prime it",
+    "catheter_primed": "the catheter is already primed, so priming would be a hidden dose: for a new or revised "
+                       "catheter record it first (`pumpctl catheter --segments ...`); for drug, give a clinician "
+                       "bolus (`pumpctl bolus`)",
+    "bolus_rounding": "choose one of the two deliverable doses named above (a bolus is whole 0.5 µL strokes)",
+    "flash_fault": "nothing was changed and therapy continues as before: try again; if it fails again the pump's "
+                   "flash is failing (the flash-fault alarm): plan to replace the pump",
+    "clock": "give a date and time from 1970 on",
     "lockout": "give a lockout between 15 min and 24 h",
     "demand_per_day": "allow between 1 and 24 demand boluses a day",
     "bolus_active": "wait until the running bolus ends (`pumpctl status` shows it)",
@@ -212,12 +481,50 @@ NEXT_STEP = {
 }
 
 
+REASON_MAX = 100  # the pump cuts a reason here (firmware/wire.py error_reply)
+
+
+def complete_clauses(reason):
+    """A reason the pump cut at its 100 characters, back to its last whole
+    clause (a half figure such as '21.1 u' would mislead), marked '…'."""
+    if len(reason or "") != REASON_MAX:
+        return reason or ""
+    cut = max(reason.rfind(", "), reason.rfind(": "), reason.rfind("; "))
+    return (reason[:cut] if cut > 0 else reason.rsplit(" ", 1)[0]) + " …"
+
+
 def clinical_reason(reason, drug=None):
     """The pump's reason with every number in nL, ng, ng/mL or s in clinical units."""
     unit = u.drug_unit(drug) if drug in limits.DRUGS else None
-    text = _BASAL.sub(r"basal \1 nL/day exceeds", reason or "")
+    text = _BASAL.sub(r"basal \1 nL/day exceeds", complete_clauses(reason))
     text = _RANGE.sub(lambda m: _range_text(int(m.group(1)), int(m.group(2)), m.group(3), unit), text)
-    return _VALUE.sub(lambda m: u.fmt_pump_value(int(m.group(1)), m.group(2), unit), text)
+    text = _VALUE.sub(lambda m: u.fmt_pump_value(int(m.group(1)), m.group(2), unit), text)
+    text = re.sub(r"(?<=\d) u(g|L)\b", r" µ\1", text)  # the pump writes ASCII micro
+    return re.sub(r"\bconfirm with override\b", "confirm with --override", text)
+
+
+def daily_max_lines(limit, drug, given_ng=None, override_sent=False):
+    """(figures, what to do) for a refusal at a drug's 24-hour maximum."""
+    if drug not in limits.DRUGS:
+        return None, "lower the dose, or wait until earlier doses leave the 24-hour window"
+    unit = u.drug_unit(drug)
+    soft, hard = daily_maxima(drug)
+    figures = "24-hour maximum for %s: %s/day" % (drug, u.fmt_mass(soft, unit))
+    if hard > soft:
+        figures += " usual, %s/day hard (never exceeded)" % u.fmt_mass(hard, unit)
+    if given_ng is not None:
+        figures += "; given in the last 24 h: %s" % u.fmt_mass(given_ng, unit)
+    lower = ("lower the dose (the bolus, a step, a periodic or demand bolus), or wait until earlier doses leave "
+             "the 24-hour window")
+    if limit == "daily_hard_max" or (hard > soft and override_sent):
+        todo = "%s: the hard maximum %s/day is never exceeded, not even with --override" % (
+            lower, u.fmt_mass(hard, unit))
+    elif hard > soft:
+        todo = ("%s; only if the clinical need is confirmed, repeat with --override (above the usual %s/day, up "
+                "to %s/day, never more; the pump logs it)" % (lower, u.fmt_mass(soft, unit), u.fmt_mass(hard, unit)))
+    else:
+        todo = "%s: %s has one maximum, %s/day, and no override above it" % (lower, drug, u.fmt_mass(soft, unit))
+    return figures, todo
 
 
 def _range_text(lo, hi, what, unit=None):
@@ -268,16 +575,29 @@ def clinical_hint(limit, reason, drug=None, conc_ng_ml=None):
     return None
 
 
-def refusal_lines(name, limit, reason, drug=None, conc_ng_ml=None):
+def refusal_lines(name, limit, reason, drug=None, conc_ng_ml=None, given_ng=None, override_sent=False):
     """What a clinician reads for a refusal: the reason in clinical units
     naming the limit, the allowed range, and what to do next."""
-    lines = ["pump refused: %s%s: %s" % (name, " (%s)" % limit if limit else "", clinical_reason(reason, drug))]
+    return ["pump refused: %s%s: %s" % (name, " (%s)" % limit if limit else "", clinical_reason(reason, drug))] + [
+        "  %s: %s" % (k, v) if k == "what to do" else "  " + v
+        for k, v in refusal_parts(limit, reason, drug, conc_ng_ml, given_ng, override_sent)]
+
+
+def refusal_parts(limit, reason, drug=None, conc_ng_ml=None, given_ng=None, override_sent=False):
+    """[("hint", text), ("what to do", text)] for a refusal, those that apply."""
+    out = []
+    if limit in ("daily_max", "daily_hard_max"):
+        figures, todo = daily_max_lines(limit, drug, given_ng, override_sent)
+        if figures:
+            out.append(("hint", figures))
+        out.append(("what to do", todo))
+        return out
     hint = clinical_hint(limit, reason, drug, conc_ng_ml)
     if hint:
-        lines.append("  " + hint)
+        out.append(("hint", hint))
     if limit in NEXT_STEP:
-        lines.append("  what to do: " + NEXT_STEP[limit])
-    return lines
+        out.append(("what to do", NEXT_STEP[limit]))
+    return out
 
 
 def decimal_ml(nl):

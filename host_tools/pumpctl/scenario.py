@@ -133,7 +133,41 @@ def load(path: str | Path) -> dict[str, Any]:
             if not set(st) - {"step"} or set(st) - {"step", "state", "alarms", "no_alarms"}:
                 raise ScenarioError("%s: state, alarms (names that must be active), no_alarms (true, or names "
                                     "that must not be)" % where)
+            _check_names(st, where)
     return sc
+
+
+STATES = ("delivering", "suspended", "stopped", "idle", "priming")
+
+
+def _check_names(st: dict[str, Any], where: str) -> None:
+    # A typo in a check fails here, before the emulator starts.
+    from pumpctl import report
+    if "state" in st and st["state"] not in STATES:
+        raise ScenarioError("%s: state %r: one of %s" % (where, st["state"], ", ".join(STATES)))
+    for key in ("alarms", "no_alarms"):
+        names = st.get(key)
+        if key not in st or key == "no_alarms" and names is True:
+            continue
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ScenarioError("%s: '%s' must be a list of alarm names%s" % (
+                where, key, " or true" if key == "no_alarms" else ""))
+        for n in names:
+            if report.alarm_lookup(n) is None:
+                raise ScenarioError("%s: unknown alarm %r (alarms: %s)" % (where, n, ", ".join(report.ALARM_SLUGS)))
+
+
+def _slugs(names: list[str]) -> list[str]:
+    # The bench names alarms as the pump does (`motor stall`); pumpctl shows one name (motor-stall).
+    from pumpctl import report
+    return [report.alarm_slug(report.alarm_lookup(n)) if report.alarm_lookup(n) is not None else n for n in names]
+
+
+def same_alarm(a: str, b: str) -> bool:
+    """True when two alarm names (`motor stall`, `motor-stall`, an id) name the same alarm."""
+    from pumpctl import report
+    x = report.alarm_lookup(a)
+    return x is not None and x == report.alarm_lookup(b)
 
 
 # -- running -------------------------------------------------------------------------------
@@ -274,7 +308,8 @@ class Runner:
         if "hours" in st:
             self.advance(st["hours"] * 3600)
             s = self.bench("status")
-            self.say("%d hour(s) later: %s, alarms: %s" % (st["hours"], s["state"], ", ".join(s["alarms"]) or "none"))
+            self.say("%d hour(s) later: %s, alarms: %s" % (st["hours"], s["state"],
+                                                           ", ".join(_slugs(s["alarms"])) or "none"))
             return
         n = st["days"]
         presses = st.get("demand", 0)
@@ -320,7 +355,7 @@ class Runner:
         self.say("%d day(s): %d diary entr%s, %d demand press%s (%d given, %d refused); now %s, reservoir %s, "
                  "alarms: %s" % (n, entries, "y" if entries == 1 else "ies", given + refused,
                                  "" if given + refused == 1 else "es", given, refused, s["state"],
-                                 u.fmt_volume(s["remaining_nl"]), ", ".join(s["alarms"]) or "none"))
+                                 u.fmt_volume(s["remaining_nl"]), ", ".join(_slugs(s["alarms"])) or "none"))
 
     def do_fault(self, st: dict[str, Any]) -> None:
         if "motor" in st:
@@ -354,17 +389,18 @@ class Runner:
         problems = []
         if "state" in st and s["state"] != st["state"]:
             problems.append("state is %s, expected %s" % (s["state"], st["state"]))
+        active = s["alarms"]
         for a in st.get("alarms") or []:
-            if a not in s["alarms"]:
-                problems.append("alarm %r not active (active: %s)" % (a, ", ".join(s["alarms"]) or "none"))
+            if not any(same_alarm(a, x) for x in active):
+                problems.append("alarm %r not active (active: %s)" % (a, ", ".join(_slugs(active)) or "none"))
         na = st.get("no_alarms")
-        if na is True and s["alarms"]:
-            problems.append("alarms active: %s" % ", ".join(s["alarms"]))
+        if na is True and active:
+            problems.append("alarms active: %s" % ", ".join(_slugs(active)))
         elif isinstance(na, list):
-            problems += ["alarm %r is active" % a for a in na if a in s["alarms"]]
+            problems += ["alarm %r is active" % a for a in na if any(same_alarm(a, x) for x in active)]
         if problems:
             raise CheckFailed("; ".join(problems))
-        self.say("check passed: state %s, alarms: %s" % (s["state"], ", ".join(s["alarms"]) or "none"))
+        self.say("check passed: state %s, alarms: %s" % (s["state"], ", ".join(_slugs(s["alarms"])) or "none"))
 
 
 NOMINAL_BATTERY_MV = 3200  # the emulated board: a fresh lithium cell

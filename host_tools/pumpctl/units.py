@@ -369,6 +369,8 @@ def fmt_duration(s):
     s = int(s)
     if s < 120:
         return "%d s" % s
+    if s % S_PER_DAY == 0 and s >= 2 * S_PER_DAY:
+        return "%d days" % (s // S_PER_DAY)
     if s % 3600 == 0:
         return "%d h" % (s // 3600)
     if s < 7200:

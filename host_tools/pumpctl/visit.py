@@ -44,6 +44,7 @@ import io
 import math
 import os
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from typing import Any
 from pumpctl import diary
 from pumpctl.fw import alarms as fw_alarms
 from pumpctl.fw import events, limits
+from pumpctl.report import alarm_slug
 import reservoir as fw_reservoir  # noqa: E402  (firmware/, on sys.path through pumpctl.fw)
 import scheduler as fw_scheduler  # noqa: E402
 
@@ -206,6 +208,17 @@ def fmt_ml(nl: Fraction | int | None) -> str:
     if nl is None:
         return "-"
     return "%s mL" % _decimal(Fraction(nl) / NL_PER_ML, 3, strip=False)
+
+
+def fmt_ml_exact(nl: int | None) -> str:
+    """A volume the pump counted (whole nL, 0.5 µL strokes) as it is: at least
+    3 decimals of mL, more when needed, as pumpctl's refill review shows it,
+    so that the figures agree and add up (expected - withdrawn = difference)."""
+    if nl is None:
+        return "-"
+    if nl % 1000 == 0:
+        return fmt_ml(nl)
+    return "%s mL" % format(Decimal(nl) / NL_PER_ML, "f").rstrip("0")
 
 
 def fmt_tod(s: int) -> str:
@@ -463,7 +476,7 @@ def summarize(data: VisitData) -> VisitSummary:
     alarm_rows = []
     for a in sorted(set(counts) | active):
         c = counts.get(a, [0, 0, 0, None])
-        name = fw_alarms.NAMES[a] if 0 <= a < len(fw_alarms.NAMES) else "alarm %d" % a
+        name = alarm_slug(a)  # the one name pumpctl shows for an alarm (pumpctl.report)
         alarm_rows.append(AlarmRow(a, name, 0 <= a < fw_alarms.COUNT and fw_alarms.is_critical(a),
                                    c[0], c[1], c[2], c[3], a in active))
 
@@ -533,7 +546,8 @@ def _attention(s: VisitSummary) -> list[str]:
         else:
             why = "more came out than the pump computed: under-infusion (stall, occlusion)?"
         out.append("REFILL DISCREPANCY: withdrawn %s, expected %s (%s, %s): %s" % (
-            fmt_ml(rf.withdrawn_nl), fmt_ml(rf.expected_nl), fmt_ml(rf.discrepancy_nl), fmt_pct(rf.percent), why))
+            fmt_ml_exact(rf.withdrawn_nl), fmt_ml_exact(rf.expected_nl), fmt_ml_exact(rf.discrepancy_nl),
+            fmt_pct(rf.percent), why))
     for a in s.alarms:
         if a.critical and a.raised:
             first = a.first_raised.strftime("%Y-%m-%d %H:%M") if a.first_raised else "-"
@@ -541,7 +555,7 @@ def _attention(s: VisitSummary) -> list[str]:
                 a.name, a.raised, "s" * (a.raised != 1), first, ", still active" if a.active_now else ""))
     for d, r in s.reservoir.interim_refills:
         out.append("refill between visits on %s: withdrawn %s, expected %s (%s)%s" % (
-            d, fmt_ml(r.withdrawn_nl), fmt_ml(r.expected_nl), fmt_ml(r.discrepancy_nl),
+            d, fmt_ml_exact(r.withdrawn_nl), fmt_ml_exact(r.expected_nl), fmt_ml_exact(r.discrepancy_nl),
             ", DISCREPANCY" if r.warning else ""))
     still = [a.name for a in s.alarms if a.active_now]
     if still:
@@ -594,13 +608,14 @@ def headline(s: VisitSummary) -> dict[str, str]:
         refill = "no refill at this visit"
     else:
         refill = "expected %s, withdrawn %s, difference %s (%s): %s" % (
-            fmt_ml(rf.expected_nl), fmt_ml(rf.withdrawn_nl), fmt_ml(rf.discrepancy_nl), fmt_pct(rf.percent),
+            fmt_ml_exact(rf.expected_nl), fmt_ml_exact(rf.withdrawn_nl), fmt_ml_exact(rf.discrepancy_nl),
+            fmt_pct(rf.percent),
             "WARNING" if rf.warning else "within tolerance")
         if rf.added_nl is not None:
-            refill += "; filled %s" % fmt_ml(rf.added_nl)
+            refill += "; filled %s" % fmt_ml_exact(rf.added_nl)
     delivered = "-"
     if s.mean_daily_dose_ng is not None:
-        delivered = "%s%s over %d day%s, mean %s/day (%s/day)" % (
+        delivered = "%s%s over %d calendar day%s, mean %s/day (%s/day)" % (
             s.drug + " " if s.drug else "", fmt_mass(s.total_dose_ng, u), s.days_with_delivery_data,
             "s" * (s.days_with_delivery_data != 1), fmt_mass(s.mean_daily_dose_ng, u),
             fmt_ml(Fraction(s.total_volume_nl, s.days_with_delivery_data)))

@@ -48,6 +48,12 @@ def save_visits(report_dir: str | os.PathLike[str], data: dict[str, Any]) -> Non
     os.replace(tmp, f)
 
 
+def _stops_therapy(alarm: int) -> bool:
+    # Every critical alarm stops therapy but the flash fault (docs/safety.md).
+    return 0 <= alarm < fw_alarms.COUNT and fw_alarms.is_critical(alarm) and \
+        alarm != getattr(fw_alarms, "FLASH_FAULT", -1)
+
+
 # -- delivered per day ----------------------------------------------------------------------
 class DeliveryState:
     """What the pump was doing at a point of the log, as the log tells it."""
@@ -79,7 +85,7 @@ def delivered_by_day(records: list[tuple], start: tuple[int, int], end: tuple[in
     Basal: the rate of the last THERAPY_PROGRAMMED record (nL/day, the profile
     integrated over a day, spread evenly over the day), accrued while the
     therapy runs: not after THERAPY_SUSPENDED or a critical alarm (every
-    critical alarm stops therapy) until THERAPY_RESUMED or a new
+    critical alarm but the flash fault stops therapy) until THERAPY_RESUMED or a new
     THERAPY_PROGRAMMED, nor while a clinician or priming bolus runs. Boluses:
     the strokes of each BOLUS_DELIVERED / BOLUS_CANCELLED record (delivered
     strokes) on the day it ended, priming excluded (volume, not dose).
@@ -112,7 +118,7 @@ def delivered_by_day(records: list[tuple], start: tuple[int, int], end: tuple[in
             state.running = False
         elif etype == events.THERAPY_RESUMED:
             state.running, state.stopped = True, False
-        elif etype == events.ALARM_RAISED and 0 <= r[4] < fw_alarms.COUNT and fw_alarms.is_critical(r[4]):
+        elif etype == events.ALARM_RAISED and _stops_therapy(r[4]):
             state.stopped = True
             state.exclusive = 0  # stopping clears the bolus
         elif etype == events.BOLUS_STARTED and r[4] in _EXCLUSIVE:

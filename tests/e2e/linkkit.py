@@ -49,6 +49,13 @@ class Pump:
     def therapy(self):
         return self.call(lc.THERAPY)
 
+    def identify(self):
+        c = self.client()
+        try:
+            return c.identify()
+        finally:
+            c.close()
+
     def log(self, first=1):
         c = self.client("clinician")
         try:

@@ -64,10 +64,65 @@ def test_implant_end_to_end(blank, capsys):
     assert steps == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 1)]
     audits = of_type(log, lc.EV_COMMAND, b"implant")
     assert len(audits) == 7 and all(r[4] == wire.ROLE_CLINICIAN and r[7] == 0 for r in audits)
-    # A second implant is refused at the first fill: the pump has been filled.
-    rc, out, err = blank.pumpctl(capsys, "implant", "--catheter", "500mm:120uL", "--fill", "10mL", *RX, "--yes",
-                                 "--bench", str(blank.emu.bench_path))
-    assert rc == 2 and "FAILED at step 'first fill'" in out and "filled before" in out
+    # A second implant on the implanted pump is refused before anything is sent (issue 13, finding 2) ...
+    seq = blank.last_seq()
+    rc, out, err = blank.pumpctl(capsys, "implant", "--serial", "SN-0043", "--catheter", "500mm:150uL", "--fill",
+                                 "10mL", *RX, "--yes", "--bench", str(blank.emu.bench_path))
+    assert rc == cli.EXIT_INPUT and "already implanted" in err and "--reimplant" in err, err
+    assert "pumpctl catheter" in err and "nothing sent" in err
+    assert blank.identify()["serial"] == "SN-0042" and blank.therapy()["catheter_nl"] == 200_000
+    assert not of_type(blank.log(seq + 1), lc.EV_COMMAND, b"implant")
+    # ... and --reimplant shows what would change, side by side.
+    rc, out, err = blank.pumpctl(capsys, "implant", "--serial", "SN-0043", "--catheter", "500mm:150uL", *RX,
+                                 "--reimplant", "--dry-run", "--bench", str(blank.emu.bench_path))
+    assert rc == 0, err
+    rows = {line.split("  ")[0]: line for line in out.splitlines()}
+    assert "serial SN-0042" in rows["identity"] and "serial SN-0043" in rows["identity"]
+    assert rows["identity"].endswith("<< changed") and rows["catheter"].endswith("<< changed")
+    assert "0.2000 mL" in rows["catheter"] and "0.1500 mL" in rows["catheter"]
+    assert "unchanged (filled before)" in rows["reservoir"]
+    assert "dry run: nothing was sent" in out and blank.identify()["serial"] == "SN-0042"
+
+
+def test_implant_is_refused_on_the_demonstration_pump(pump, capsys):
+    rc, _, err = pump.pumpctl(capsys, "implant", "--catheter", "500mm:120uL", "--fill", "10mL", *RX, "--yes")
+    assert rc == cli.EXIT_INPUT and "already implanted (therapy morphine 10 mg/mL, reservoir" in err, err
+
+
+IMPLANT = ["implant", "--serial", "SN-7", "--catheter", "500mm:120uL,300mm:80uL", "--fill", "20mL",
+           "--prime-duration", "30min", *RX, "--yes"]
+
+
+def test_an_interrupted_implant_resumes_from_its_step_with_a_countdown(blank, capsys, monkeypatch):
+    bench = ["--bench", str(blank.emu.bench_path)]
+    # Without --bench a virtual-time emulator's clock stands still: pumpctl says so instead of waiting for ever.
+    monkeypatch.setattr(cli.TimeSource, "STILL_S", 0.3)
+    rc, out, err = blank.pumpctl(capsys, *IMPLANT)
+    assert rc == cli.EXIT_INPUT and "paused at step 'priming'" in err and "--resume --bench" in err, err
+    assert "priming       400 strokes, 0.2000 mL over 30 min" in out
+    blank.serial = "SN-7"
+    # Ctrl-C while priming: the step is named, and how to go on.
+    calls = []
+    real_wait = cli.TimeSource.wait
+
+    def wait_then_interrupt(self, seconds):
+        calls.append(seconds)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real_wait(self, seconds)
+
+    monkeypatch.setattr(cli.TimeSource, "wait", wait_then_interrupt)
+    rc, out, err = blank.pumpctl(capsys, *IMPLANT, "--resume", *bench)
+    assert rc == cli.EXIT_INTERRUPTED and "interrupted at step 'priming'" in err and "--resume" in err, err
+    assert "done before: identity, catheter, first fill, priming" in out and "waits for the priming" in out, out
+    monkeypatch.setattr(cli.TimeSource, "wait", real_wait)
+    rc, out, err = blank.pumpctl(capsys, *IMPLANT, "--resume", *bench)
+    assert rc == 0 and "implant test complete: pump SN-7" in out, err
+    assert "steps: priming -> motor test -> alarm test -> start therapy" in out
+    assert "min left (" in out and "strokes to go)" in out  # the countdown
+    steps = [(r[4], r[5]) for r in of_type(blank.log(), events.IMPLANT_STEP)]
+    assert steps == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 1)]  # each step once
+    assert blank.therapy()["rx"]["steps"] == [[0, 2_000_000]]
 
 
 def test_implant_stalled_motor_stops_at_the_motor_test(blank):

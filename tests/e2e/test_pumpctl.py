@@ -131,7 +131,7 @@ def test_refused_and_malformed_programs_change_nothing(pump, capsys):
 def test_boluses_demand_suspend_resume(pump, capsys):
     assert pump.pumpctl(capsys, "program", *FLEX, "--yes")[0] == 0
     rc, out, err = pump.pumpctl(capsys, "bolus", "--dose", "1mg", "--over", "30min", "--yes")
-    assert rc == 0 and "bolus started: 200 strokes" in out, err
+    assert rc == 0 and "bolus started: 1 mg, 200 strokes" in out, err
     rc, _, err = pump.pumpctl(capsys, "prime", "--volume", "0.1mL", "--over", "10min", "--yes")
     assert rc == 2 and "bolus_active" in err
     pump.bench("advance", ms=1_900_000)
@@ -204,9 +204,9 @@ def test_alarms_clock_thresholds(pump, capsys):
     assert rc == 0
     pump.bench("advance", ms=DAY_MS)
     rc, out, _ = pump.pumpctl(capsys, "alarms")
-    assert rc == 0 and "alarm date reached" in out
+    assert rc == 0 and "alarm-date-reached" in out and "raised      2030-01-03 00:04:05" in out
     rc, out, _ = pump.pumpctl(capsys, "alarms", "--ack", "alarm-date-reached")
-    assert rc == 0 and "acknowledged alarm date reached: yes" in out and "no active alarms" in out
+    assert rc == 0 and "acknowledged alarm-date-reached: yes" in out and "no active alarms" in out
     rc, _, err = pump.pumpctl(capsys, "alarms", "--ack", "fire")
     assert rc == 1
     rc, out, _ = pump.pumpctl(capsys, "alarm-date", "off", "--yes")
@@ -226,11 +226,11 @@ def test_diary_and_log_download(pump, capsys, tmp_path):
     rc, out, _ = pump.pumpctl(capsys, "log")
     assert rc == 0 and "diary entry" in out and "after lunch" in out and "authenticated" in out
     rc, out, _ = pump.pumpctl(capsys, "log", "--json", "--from", "2", "--to", "4")
-    assert [r[0] for r in json.loads(out)["records"]] == [2, 3, 4]
+    assert [r["seq"] for r in json.loads(out)["records"]] == [2, 3, 4]
     csv_path = tmp_path / "log.csv"
     rc, _, err = pump.pumpctl(capsys, "log", "--csv", str(csv_path))
     lines = csv_path.read_text().splitlines()
-    assert rc == 0 and lines[0] == "seq,time,event,a,b,c,d,text" and len(lines) > 5
+    assert rc == 0 and lines[0] == "seq,time,event,details,a,b,c,d,text" and len(lines) > 5
     diary = [r for r in pump.log() if r[3] == events.DIARY]
     assert diary[0][4:6] == (6, lc.ACTIVITIES.index("walking"))
 
@@ -317,3 +317,63 @@ def test_maintenance_is_refused_by_the_emulator_and_therapy_continues(pump, caps
     rc, out, err = pump.pumpctl(capsys, "maintenance", "--yes")
     assert rc == 2 and "no REPL" in out + err
     assert pump.call(lc.STATUS)["state"] == "delivering"
+
+
+# -- issue 13, finding 14: --dry-run, devices, advance ---------------------------------------------
+@pytest.mark.parametrize("argv,command", [
+    (["suspend"], "suspend"),
+    (["resume"], "resume"),
+    (["clock", "--set", "2030-01-02T03:04:05"], "clock"),
+    (["low-threshold", "3mL"], "low"),
+    (["alarm-date", "2030-01-03"], "alarm_date"),
+    (["program", *FLEX], "program"),
+    (["bolus", "--dose", "1mg", "--over", "30min"], "bolus"),
+    (["refill", "--withdrawn", "1mL", "--added", "20mL"], "refill"),  # a discrepancy: reviewed, not asked
+    (["catheter", "--segments", "500mm:120uL"], "implant"),
+])
+def test_dry_run_reviews_says_what_would_be_sent_and_sends_nothing(pump, capsys, argv, command):
+    seq = pump.last_seq()
+    rc, out, err = pump.pumpctl(capsys, *argv, "--dry-run")
+    assert rc == 0 and "dry run: nothing was sent to the pump; confirming would send %s" % command in out, err
+    rc, out, err = pump.pumpctl(capsys, *argv, "--dry-run", "--json")
+    data = json.loads(out)
+    assert rc == 0 and data["dry_run"] and data["command"] == command and "would_send" in data, err
+    log = pump.log(seq + 1)
+    assert not of_type(log, lc.EV_COMMAND)  # nothing audited: nothing was sent but dry runs
+    assert pump.call(lc.STATUS)["state"] == "delivering" and pump.therapy()["rx"]["steps"] == [[0, 10_000_000]]
+
+
+def test_devices_lists_the_emulator_and_advance_moves_its_virtual_time(pump, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the pump's state folder is tmp_path/pump: found from here
+    capsys.readouterr()
+    assert cli.main(["devices", "--keystore", str(pump.keystore), "--state", str(tmp_path / "elsewhere")]) == 0
+    out = capsys.readouterr().out
+    assert pump.port in out and pump.serial in out and "emulator (virtual time)" in out, out
+    assert cli.main(["devices", "--json", "--keystore", str(pump.keystore), "--state", str(tmp_path / "pump")]) == 0
+    dev = json.loads(capsys.readouterr().out)["devices"]
+    assert [(d["port"], d["serial"], d["keys_in_store"]) for d in dev] == [(pump.port, pump.serial, True)]
+    before = pump.bench("status")
+    assert cli.main(["advance", "90min", "--state", str(tmp_path / "pump")]) == 0
+    out = capsys.readouterr().out
+    after = pump.bench("status")
+    assert (after["day"] * 86400 + after["tod_s"]) - (before["day"] * 86400 + before["tod_s"]) == 5400
+    assert out.startswith("advanced 90 min: pump time ") and "delivering" in out
+    assert cli.main(["advance", "1day", "--json", "--bench", str(pump.emu.bench_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["advanced_s"] == 86400
+
+
+def test_advance_refuses_a_real_time_emulator(tmp_path, capsys):
+    from pumpctl.emulator import Emulator
+    with Emulator(tmp_path / "rt"):
+        assert cli.main(["advance", "1h", "--state", str(tmp_path / "rt")]) == cli.EXIT_INPUT
+    assert "real time" in capsys.readouterr().err
+
+
+def test_a_demand_refusal_under_json_carries_the_wait(pump, capsys):
+    assert pump.pumpctl(capsys, "program", *FLEX, "--yes")[0] == 0
+    assert pump.pumpctl(capsys, "demand")[0] == 0
+    pump.bench("advance", ms=400_000)
+    rc, out, err = pump.pumpctl(capsys, "demand", "--json")
+    e = json.loads(out)["error"]
+    assert rc == cli.EXIT_REFUSED and e["limit"] == "demand_lockout" and 0 < e["wait_s"] <= 1800, out
+    assert "lockout" in err

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from linkkit import DAY_MS, of_type
-from pumpctl import scenario, visit
+from pumpctl import report, scenario, visit
 from pumpctl.emulator import Emulator
 from pumpctl.fw import events
 from test_clinical_path import BlankPump
@@ -60,7 +60,8 @@ def test_visit_report_matches_the_log_and_the_strokes(implanted, capsys, tmp_pat
     refused = [r for r in of_type(log, events.BOLUS_REFUSED) if r[4] == DEMAND]
     diary = of_type(log, events.DIARY)
     assert len(diary) == 6 and len(given) + len(refused) == 12 and given
-    headline = "expected %s, withdrawn %s" % (visit.fmt_ml(expected), visit.fmt_ml(withdrawn))
+    # The report shows the volumes as exactly as the refill review does (issue 13, finding 12).
+    headline = "expected %s, withdrawn %s" % (visit.fmt_ml_exact(expected), visit.fmt_ml_exact(withdrawn))
     date = visit.as_date(refill[0][1])
     html = (reports / ("visit-SN-0042-%s.html" % date)).read_text()
     for text in (out, html):
@@ -145,7 +146,7 @@ def test_example_scenarios(path, tmp_path, capsys):
     last = refills[-1]
     lo = refills[-2][0] if len(refills) > 1 else 0
     html = htmls[-1].read_text() if n_visits == 1 else max(htmls, key=lambda h: h.name).read_text()
-    assert "expected %s, withdrawn %s" % (visit.fmt_ml(last[6]), visit.fmt_ml(last[4])) in html
+    assert "expected %s, withdrawn %s" % (visit.fmt_ml_exact(last[6]), visit.fmt_ml_exact(last[4])) in html
     diary = [r for r in of_type(log, events.DIARY) if lo < r[0] < last[0]]
     given = [r for r in of_type(log, events.BOLUS_STARTED) if r[4] == DEMAND and lo < r[0] < last[0]]
     refused = [r for r in of_type(log, events.BOLUS_REFUSED) if r[4] == DEMAND and lo < r[0] < last[0]]
@@ -153,7 +154,7 @@ def test_example_scenarios(path, tmp_path, capsys):
     assert "%d requested, %d given, %d refused" % (len(given) + len(refused), len(given), len(refused)) in html
     for a in of_type(log, events.ALARM_RAISED):
         if lo < a[0] < last[0]:
-            assert visit.fw_alarms.NAMES[a[4]] + ": raised" in html
+            assert report.alarm_slug(a[4]) + ": raised" in html  # one name per alarm (issue 13, finding 11)
 
 
 def visit_serials(reports):

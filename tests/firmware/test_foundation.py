@@ -2,6 +2,7 @@
 import micropython
 
 from fixtures import DAY_MS, HOUR_MS, MORPHINE_10MG_ML, continuous, make_pump, run, strokes
+from lockkit import assert_no_tick_fault
 
 STROKE_NL = 500
 
@@ -48,4 +49,5 @@ def test_ten_thousand_ticks_allocate_nothing():
             pump.tick()
     finally:
         micropython.heap_unlock()
+    assert_no_tick_fault(pump)  # Pump.tick turns a MemoryError into a fault
     assert strokes(pump) > 0

@@ -7,7 +7,8 @@ import time
 import micropython
 
 import checksum
-from fixtures import DAY_MS, HOUR_MS, continuous, expected_basal_strokes, flex, make_pump, run, strokes, within_one_stroke
+from fixtures import (DAY_MS, HOUR_MS, continuous, expected_basal_strokes, flex, make_pump, run, strokes,
+                      within_one_stroke)
 from lockkit import locked_jumps
 from scheduler import DEMAND_DAILY_MAX, DEMAND_OK, KIND_CLINICIAN, KIND_DEMAND, KIND_PERIODIC
 from virtual_clock import VirtualClock

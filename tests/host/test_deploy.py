@@ -133,7 +133,7 @@ def test_mpy_version_and_architecture_are_checked():
 
 def test_reboot_marker_matches_the_board():
     flash, marker = d.reboot_marker("pico")
-    assert flash == "pump" and marker == "pump/reboot"
+    assert flash == "pump-data" and marker == "pump-data/reboot"  # boards/pico/config.py FLASH_DIR
 
 
 def test_pumpctl_has_a_deploy_command():

@@ -173,10 +173,10 @@ def test_boluses(ok):
 
 def test_alarms(ok, bad):
     rows = {a.name: (a.critical, a.raised, a.acknowledged, a.cleared, a.active_now) for a in ok.alarms}
-    assert rows == {"motor stall": (True, 1, 0, 1, False), "low reservoir": (False, 1, 1, 1, False)}
+    assert rows == {"motor-stall": (True, 1, 0, 1, False), "low-reservoir": (False, 1, 1, 1, False)}
     stall = next(a for a in ok.alarms if a.alarm_id == alarms.MOTOR_STALL)
     assert stall.first_raised == dt.datetime(2025, 6, 17, 3, 0)
-    assert {a.name: a.active_now for a in bad.alarms}["refill discrepancy"] is True
+    assert {a.name: a.active_now for a in bad.alarms}["refill-discrepancy"] is True
 
 
 def test_refill_within_tolerance(ok):
@@ -194,7 +194,7 @@ def test_refill_with_discrepancy(bad):
     assert bad.attention[0] == ("REFILL DISCREPANCY: withdrawn 6.170 mL, expected 8.770 mL (-2.600 mL, -29.6 %): "
                                 "less came out than the pump computed: over-infusion, a leak or a pocket fill at "
                                 "the last refill?")
-    assert "active now: refill discrepancy" in bad.attention
+    assert "active now: refill-discrepancy" in bad.attention
 
 
 def test_refill_taken_from_the_log_when_no_result_is_given():
@@ -253,7 +253,7 @@ def test_therapy_side_by_side(ok):
 
 def test_attention_lines(ok):
     assert ok.attention == (
-        "critical alarm motor stall raised 1 time (first 2025-06-17 03:00)",
+        "critical alarm motor-stall raised 1 time (first 2025-06-17 03:00)",
         "5 of 16 demand requests refused (lockout 3, daily maximum 1, bolus in progress 1)",
         "delivery data missing for 1 day",
     )
@@ -343,7 +343,7 @@ def test_text_report(bad):
     assert ("Demand boluses  16 requested, 11 given, 5 refused (lockout 3, daily maximum 1, bolus in progress 1); "
             "1 stopped early; other boluses: clinician 1") in lines
     assert "Pain diary      28 entries on 26 of 29 days; mean 5.1/10 (range 4-8)" in lines
-    assert ("Delivered       morphine 112.3 mg over 28 days, mean 4.011 mg/day (0.401 mL/day)") in lines
+    assert ("Delivered       morphine 112.3 mg over 28 calendar days, mean 4.011 mg/day (0.401 mL/day)") in lines
     assert any(re.fullmatch(r"\s+\* basal per day\s+4 mg/day \(0.400 mL/day\)\s+4.5 mg/day \(0.450 mL/day\)", l)
                for l in lines)
     assert any(re.fullmatch(r"\s+2025-06-13\s+4.8 mg\s+0.480 mL\s+6.5\s+2\s+4\s+1", l) for l in lines)
@@ -376,7 +376,7 @@ def test_html_report_is_self_contained(bad, tmp_path):
             '<td class="n">2</td><td class="n">4</td><td class="n">1</td></tr>') in page
     assert '<td class="n">16</td><td class="n">11</td><td class="n">5</td><td class="n">10</td><td class="n">1</td>' in page
     assert "<td>lockout</td><td class=\"n\">3</td>" in page
-    assert "<td>motor stall</td><td>critical</td><td class=\"n\">1</td><td>2025-06-17 03:00</td>" in page
+    assert "<td>motor-stall</td><td>critical</td><td class=\"n\">1</td><td>2025-06-17 03:00</td>" in page
     assert "bad evening, Übelkeit" in page and "REFILL DISCREPANCY" in page
 
 

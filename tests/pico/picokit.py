@@ -11,7 +11,7 @@ import rp2
 from pico_board import PicoBoard
 
 _STREAM_POLL = 3  # MP_STREAM_POLL
-FLASH_MOUNT = "/flash"  # the Pico's root filesystem, mounted beside the host's
+FLASH_MOUNT = "/pico-flash"  # the Pico's root filesystem, mounted beside the host's (no identifier: see pinmap)
 
 # The bench prototype of docs/wiring.md.
 BENCH = {"STEP_PIN": 2, "DIR_PIN": 3, "ENABLE_PIN": 4, "MOTOR_FEEDBACK": 5, "BUZZER_PIN": 16,
@@ -33,7 +33,7 @@ def make_config(base=None, **overrides):
         for name in table:
             setattr(cfg, name, table[name])
     if "FLASH_DIR" not in overrides:
-        cfg.FLASH_DIR = mount_flash() + "/pump"
+        cfg.FLASH_DIR = mount_flash() + config.FLASH_DIR
     return cfg
 
 

@@ -3,6 +3,7 @@ import json
 import os
 
 import alarms
+import config
 import hal
 import machine
 import micropython
@@ -104,7 +105,7 @@ def test_pin_map_conflicts_are_refused():
 def test_shipped_config_and_bench_prototype_are_valid():
     for base in (None, BENCH):
         board = make_board(base)
-        assert board.flash_dir().endswith("/pump")
+        assert board.flash_dir().endswith(config.FLASH_DIR)
 
 
 def test_flash_dir_is_created_on_the_littlefs_root():

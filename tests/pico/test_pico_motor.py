@@ -118,6 +118,20 @@ def test_index_pulses_without_a_stroke_are_counted_as_stray():
     assert board.info()["stray_index_pulses"] == 2
 
 
+def test_index_pulses_without_a_stroke_stop_therapy_with_a_critical_alarm():
+    # The cam turned with no stroke commanded (a driver fault): the next tick
+    # counts the motion as delivered, stops the pump and sounds the alarm.
+    board = make_board(BENCH)
+    pump = running_pump(board)
+    machine.advance(500)
+    remaining = pump.reservoir.remaining_nl
+    machine.pulse(FEEDBACK, 0)
+    machine.advance(board.TICK_MS)
+    assert pump.alarms.active & (1 << alarms.UNCOMMANDED_MOTION)
+    assert pump.status()["state"] == "stopped"
+    assert pump.reservoir.remaining_nl == remaining - board.STROKE_NL
+
+
 def test_an_encoder_needs_all_its_pulses_per_stroke():
     board = make_board(BENCH, FEEDBACK_PULSES_PER_STROKE=4)
     running_pump(board)

@@ -1,0 +1,60 @@
+"""docs/pumpctl.md works as written: every `pumpctl` command of its sections
+4 to 9 (look, program, boluses and priming, refill, alarms and clock, log and
+diary), in order, on a fresh emulated pump (virtual time, advanced between
+commands as a clinic's day would be), succeeds."""
+import re
+import shlex
+
+import pytest
+
+from linkkit import Pump
+from pumpctl import paths
+
+DOC = paths.ROOT / "docs" / "pumpctl.md"
+REVIEWED = {"program", "bolus", "prime", "catheter", "suspend", "resume", "refill", "clock", "low-threshold",
+            "alarm-date", "alarms", "maintenance", "visit", "implant"}
+# Pump time after a command (a running bolus ends before the next one).
+AFTER_MIN = {"bolus": 31, "prime": 26, "demand": 6}
+
+
+def doc_commands(first="## 4.", last="## 9a."):
+    text = DOC.read_text()
+    text = text[text.index(first):text.index(last)]
+    cmds = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            argv = shlex.split(line, comments=True)
+            if argv and argv[0] == "pumpctl":
+                cmds.append(argv[1:])
+    return cmds
+
+
+def test_the_docs_name_the_commands_this_test_runs():
+    names = [c[0] for c in doc_commands()]
+    for name in ("program", "bolus", "catheter", "prime", "demand", "refill", "alarms", "clock", "log", "diary"):
+        assert name in names, name
+    # Priming follows a catheter revision (the demonstration pump's catheter is primed).
+    assert names.index("catheter") < names.index("prime")
+
+
+@pytest.fixture
+def pump(tmp_path):
+    p = Pump(tmp_path)
+    yield p
+    p.stop()
+
+
+def test_every_command_of_the_guide_works_as_written(pump, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # `log --csv log.csv` and the like write here
+    for argv in doc_commands():
+        extra = []
+        if argv[0] in REVIEWED and "--yes" not in argv and (argv[0] != "clock" or "--set" in argv) \
+                and (argv[0] != "alarms" or "--ack" in argv):
+            extra.append("--yes")
+        if argv[0] == "refill":
+            extra.append("--accept-discrepancy")  # the withdrawn volumes are examples
+        rc, out, err = pump.pumpctl(capsys, *argv, *extra)
+        assert rc == 0, (argv, out, err)
+        assert "Traceback" not in err
+        if argv[0] in AFTER_MIN:
+            pump.bench("advance", ms=AFTER_MIN[argv[0]] * 60_000)

@@ -1,0 +1,220 @@
+"""What pumpctl's screens make of the pump's replies, without a pump: the new
+status keys and alarms (docs/safety.md), one name per alarm everywhere,
+event-log records in words, figures that add up, errors as JSON under
+--json, and --dry-run on every command that changes the pump (issue 13,
+findings 7, 10, 11, 12, 14)."""
+import json
+import re
+
+import pytest
+
+from pumpctl import cli, paths, report
+from pumpctl.fw import alarms, events, link_commands as lc
+
+IDENT = {"serial": "SN-1", "model": "IT-40", "firmware": "0.2.0", "stroke_nl": 500}
+
+
+def status(**kw):
+    st = {"day": 20000, "tod_s": 3600, "state": "delivering", "drug": "morphine", "conc_ng_ml": 10_000_000,
+          "remaining_nl": 19_998_500, "capacity_nl": 20_000_000, "low_nl": 2_000_000, "residual_nl": 1_000_000,
+          "low_in_s": 86400, "empty_in_s": 90000, "alarm_day": 0, "battery_mv": 3200, "bolus": None, "alarms": [],
+          "today_dose_nl": 1_250_000, "today_nl": 1_250_000, "last_24h_dose_nl": 1_250_000, "last_24h_nl": 1_250_000,
+          "delivered_nl": 1_250_000, "drug_delivered_ng": 12_500_000, "ceiling_24h_ng": 12_500_000,
+          "catheter_primed": True, "clock_uncertain": False, "fault": None}
+    st.update(kw)
+    return st
+
+
+def rows(text):
+    return {line.split("  ")[0]: line for line in text.splitlines()}
+
+
+# -- status ------------------------------------------------------------------------------------
+def test_status_shows_the_24_hour_ceiling_in_the_drugs_unit():
+    text = report.status_text(IDENT, status())
+    assert "given in the last 24 h: 12.5 mg of 20 mg/day" in text
+    zico = report.status_text(IDENT, status(drug="ziconotide", conc_ng_ml=100_000, ceiling_24h_ng=11_534))
+    assert "given in the last 24 h: 11.534 µg of 19.2 µg/day (usual maximum; up to 21.6 µg/day with --override" \
+        in zico
+
+
+def test_status_says_what_to_do_about_the_clock_the_catheter_and_a_fault():
+    text = report.status_text(IDENT, status(clock_uncertain=True, catheter_primed=False, alarms=[13],
+                                            fault="RuntimeError: battery ADC read failed", battery_mv=None))
+    r = rows(text)
+    assert "UNCERTAIN after an unclean reset" in r["clock"] and "pumpctl clock --set now" in r["clock"]
+    assert "NO" in r["catheter primed"] and "pumpctl prime" in r["catheter primed"]
+    assert "RuntimeError: battery ADC read failed" in r["fault"]
+    assert "not readable" in r["battery"]
+    assert r["alarms"].endswith("clock-uncertain")
+    assert "catheter primed  yes" in report.status_text(IDENT, status())
+    assert "fault" not in rows(report.status_text(IDENT, status()))
+
+
+# -- alarms ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("a,priority,says", [
+    (alarms.FLASH_FAULT, "critical, therapy continues", "changes cannot be saved"),
+    (alarms.UNCOMMANDED_MOTION, "critical, therapy stopped", "pumpctl resume"),
+    (alarms.CLOCK_UNCERTAIN, "non-critical", "pumpctl clock --set now"),
+    (alarms.RESERVOIR_LOW, "non-critical", "pumpctl refill"),
+    (alarms.MOTOR_STALL, "critical, therapy stopped", "pumpctl alarms --ack motor-stall"),
+])
+def test_every_alarm_has_priority_tone_and_what_to_do(a, priority, says):
+    text = report.alarms_text([[a, alarms.NAMES[a], alarms.is_critical(a), 0]], {a: (20000, 3600)})
+    r = rows(text)
+    assert "%s (id %d)" % (report.alarm_slug(a), a) in r["alarm"]
+    assert r["priority"].endswith(priority)
+    assert "2024-10-04 01:00" in r["raised"]
+    assert "%d Hz" % alarms.TONE_B[a] in r["tone"] and "every" in r["tone"]
+    assert says in text
+
+
+def test_every_alarm_id_has_a_name_and_what_to_do():
+    assert len(report.ALARM_SLUGS) == alarms.COUNT == len(set(report.ALARM_SLUGS))
+    for a in range(alarms.COUNT):
+        slug = report.alarm_slug(a)
+        assert re.fullmatch(r"[a-z0-9-]+", slug), slug  # no shell quoting
+        assert a in report.ALARM_TODO
+        for name in (slug, alarms.NAMES[a], alarms.NAMES[a].upper(), slug.replace("-", "_"), str(a)):
+            assert report.alarm_lookup(name) == a, name
+    assert report.alarm_lookup("battery-replacement-(ERI)") == alarms.BATTERY_ERI  # the old spelling
+    assert report.alarm_lookup("fire") is None and report.alarm_lookup("99") is None
+
+
+def test_the_scenario_check_accepts_either_alarm_name():
+    from pumpctl import scenario
+    assert scenario.same_alarm("motor stall", "motor-stall") and scenario.same_alarm("motor-stall", "motor stall")
+    assert not scenario.same_alarm("motor stall", "occlusion")
+
+
+# -- the event log in words ------------------------------------------------------------------------
+def test_log_records_are_named_not_raw_numbers():
+    recs = [(1, 20000, 0, events.BOOT, 3, 0, 0, 0, b""),
+            (2, 20000, 60, events.THERAPY_PROGRAMMED, 1, 400_000, 4_000_000, 0, b"morphine"),
+            (3, 20000, 120, events.ALARM_RAISED, alarms.MOTOR_STALL, 0, 0, 0, b""),
+            (4, 20000, 180, events.BOLUS_STARTED, 3, 200, 1800, 1_000_000, b""),
+            (5, 20000, 240, events.REFILL, 4_100_000, 20_000_000, 19_998_500, -15_898_500, b""),
+            (6, 20000, 300, events.OVERRIDE, 20_000, 0, 0, 0, b"soft daily maximum"),
+            (7, 20000, 360, events.FAULT, 4, 0, 0, 0, b"clock uncertain: set it"),
+            (8, 20000, 420, lc.EV_COMMAND, 2, 7, lc.PROGRAM, 0, b"program")]
+    got = {r["seq"]: r for r in report.log_records(recs)}
+    assert got[1]["details"] == "reset cause: power loss"
+    assert got[3]["event"] == "alarm raised" and got[3]["details"] == "motor-stall"
+    assert got[4]["details"] == "clinician: 200 strokes over 30 min, 1 mg"
+    assert got[5]["details"] == "withdrawn 4.100 mL, added 20.000 mL, expected 19.9985 mL, discrepancy -15.8985 mL"
+    assert got[6]["event"] == "soft limit overridden" and "20000 ng" not in got[6]["details"]
+    assert got[7]["details"] == "clock uncertain"
+    assert got[8]["details"] == "clinician, session 7: done"
+    table = report.log_table(recs)
+    assert "alarm raised" in table and "motor-stall" in table
+
+
+def test_the_names_of_record_numbers_follow_the_firmware():
+    import hal
+    import implant
+    assert report.RESET_CAUSES[hal.RESET_POWER_LOSS] == "power loss"
+    assert report.RESET_CAUSES[hal.RESET_WATCHDOG] == "watchdog reset"
+    assert report.IMPLANT_STEP_NAMES == implant.STEP_NAMES
+    persist = (paths.ROOT / "firmware" / "persist.py").read_text()
+    for name, code in re.findall(r"^FAULT_(\w+) = (\d+)", persist, re.M):
+        assert name.lower().split("_")[0] in report.FAULT_CODES[int(code)].replace(" ", "_"), (name, code)
+
+
+# -- finding 12: figures side by side add up ------------------------------------------------------
+@pytest.mark.parametrize("expected,withdrawn", [(19_998_500, 4_100_000), (14_198_500, 14_199_000),
+                                                (9_603_000, 9_500_000), (20_000_000, 0)])
+def test_refill_figures_add_up_as_shown(expected, withdrawn):
+    def ml(text):
+        return float(text.split()[0])
+    shown = ml(report.fmt_ml(withdrawn)) - ml(report.fmt_ml(expected))
+    assert abs(shown - ml(report.fmt_ml(withdrawn - expected, signed=True))) < 1e-9
+
+
+def test_a_reason_the_pump_cut_short_keeps_only_whole_clauses():
+    cut = ("clinician bolus: with 0 ug of ziconotide given in the last 24 h, a 24-hour window would reach 21.1 u")
+    assert len(cut) == report.REASON_MAX
+    text = report.clinical_reason(cut, "ziconotide")
+    assert text == "clinician bolus: with 0 µg of ziconotide given in the last 24 h …"
+
+
+# -- finding 10: errors as JSON under --json ------------------------------------------------------
+@pytest.mark.parametrize("argv,code,rc", [
+    (["status", "--json", "--port", "/dev/nonexistent-pump"], "LINK", cli.EXIT_LINK),
+    (["program", "--json", "--drug", "aspirin", "--conc", "1mg/mL", "--dose", "1mg/day"], "INPUT", cli.EXIT_INPUT),
+    (["bolus", "--json", "--dose", "1mg"], "USAGE", cli.EXIT_INPUT),
+])
+def test_errors_under_json_are_a_labelled_object_on_stdout(argv, code, rc, capsys):
+    assert cli.main(argv) == rc
+    out, err = capsys.readouterr()
+    e = json.loads(out)["error"]
+    assert e["code"] == code and e["exit"] == rc and e["message"] and "limit" in e
+    assert err.strip().splitlines()[-1].startswith("pumpctl: ")  # and the line for people on stderr
+
+
+def test_a_pump_refusal_under_json(capsys):
+    from pumpctl.link import PumpError
+    e = PumpError({"code": 8, "name": "LIMIT", "limit": "demand_lockout", "reason": "lockout: too soon",
+                   "wait_s": 600})
+    lines, err = cli._refusal(e, None)
+    assert err["limit"] == "demand_lockout" and err["wait_s"] == 600 and err["exit"] == cli.EXIT_REFUSED
+    assert lines[-1] == "nothing was changed on the pump"
+
+
+# -- finding 14: --dry-run wherever the pump is changed --------------------------------------------
+CHANGING = ("program", "bolus", "prime", "catheter", "suspend", "resume", "maintenance", "refill", "visit", "clock",
+            "low-threshold", "alarm-date", "alarms", "implant")
+READING = ("identify", "status", "interrogate", "log", "demand", "diary", "diary-list")
+
+
+def _options(name):
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return {o for a in sub.choices[name]._actions for o in a.option_strings}
+
+
+@pytest.mark.parametrize("name", CHANGING)
+def test_every_command_that_changes_the_pump_has_dry_run_and_yes(name):
+    assert {"--dry-run", "--yes"} <= _options(name)
+
+
+@pytest.mark.parametrize("name", READING)
+def test_reading_commands_have_no_meaningless_yes(name):
+    assert "--yes" not in _options(name) and "--dry-run" not in _options(name)
+
+
+@pytest.mark.parametrize("name", ["program", "bolus", "refill", "visit"])
+def test_override_where_drug_is_added(name):
+    assert "--override" in _options(name)
+    assert "--override" not in _options("prime")
+
+
+def test_devices_and_advance_without_an_emulator(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["devices", "--state", str(tmp_path / "none")]) == 0
+    assert "no pump found" in capsys.readouterr().out
+    assert cli.main(["advance", "1h", "--state", str(tmp_path / "none")]) == cli.EXIT_LINK
+    assert "no emulator bench port" in capsys.readouterr().err
+    assert cli.main(["advance", "soon", "--state", str(tmp_path / "none")]) == cli.EXIT_INPUT
+
+
+def test_the_visit_report_counts_delivery_on_through_a_flash_fault():
+    # The flash-fault alarm is critical but therapy continues (docs/safety.md): the basal goes on accruing.
+    from pumpctl import visitrun
+    recs = [(1, 100, 0, events.THERAPY_PROGRAMMED, 1, 1_000_000, 10_000_000, 0, b"morphine"),
+            (2, 100, 43200, events.ALARM_RAISED, alarms.FLASH_FAULT, 0, 0, 0, b"")]
+    rows, state = visitrun.delivered_by_day(recs, (100, 0), (101, 0), visitrun.DeliveryState(), 500, 10_000_000)
+    assert rows == [(100, 10_000_000, 1_000_000)] and not state.stopped
+    recs[1] = (2, 100, 43200, events.ALARM_RAISED, alarms.MOTOR_STALL, 0, 0, 0, b"")
+    rows, state = visitrun.delivered_by_day(recs, (100, 0), (101, 0), visitrun.DeliveryState(), 500, 10_000_000)
+    assert rows == [(100, 5_000_000, 500_000)] and state.stopped
+
+
+@pytest.mark.parametrize("nl", [14_198_500, 14_199_000, -15_898_500, 0, 500, 20_000_000, 6_170_000])
+def test_the_visit_report_and_the_refill_review_show_the_same_volumes(nl):
+    from pumpctl import visit
+    assert visit.fmt_ml_exact(nl) == report.fmt_ml(nl)
+
+
+def test_visit_has_the_same_report_folder_default_as_scenario():
+    args = cli.build_parser().parse_args(["visit", "--withdrawn", "1mL", "--added", "20mL"])
+    assert args.report_dir == cli.build_parser().parse_args(["scenario", "x.json"]).report_dir == "reports"
