@@ -324,6 +324,12 @@ class Pump:
             therapy = prescription.validate(rx, self.stroke_nl, override)
             old = self.therapy
             changed = old is not None and (old.drug, old.conc_ng_ml) != (therapy.drug, therapy.conc_ng_ml)
+            if changed and self.bridging:
+                # The catheter still holds an earlier drug: a second change
+                # would run one drug at another's profile. Refill as it is.
+                raise LimitError("bridge_running", "refill: the catheter still holds %s of the earlier drug (bridge"
+                                 " running): refill with the current drug now, change it once the bridge ends"
+                                 % fmt_volume(self.sched.bridge_left * self.stroke_nl))
         elif self.therapy is None:
             raise LimitError("not_programmed", "refill: a first fill needs its prescription")
         if self.therapy is None and self.catheter.unidentified():

@@ -234,10 +234,7 @@ class Emulator:
                 except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired):
                     self._kill_proc()
         finally:
-            self._master = master
-            self._close()
-            self._remove_record()
-            self._unlock()
+            self._release(master)
 
     def kill(self):
         """Power cut from outside: SIGKILL, nothing saved."""
@@ -245,10 +242,14 @@ class Emulator:
         try:
             self._kill_proc()
         finally:
-            self._master = master
-            self._close()
-            self._remove_record()
-            self._unlock()
+            self._release(master)
+
+    def _release(self, master):
+        # The emulator is gone: its pty, port record and lock go with it.
+        self._master = master
+        self._close()
+        self._remove_record()
+        self._unlock()
 
     def _kill_proc(self):
         if self.proc and self.proc.poll() is None:

@@ -219,3 +219,27 @@ def test_an_unreadable_state_does_not_become_the_demonstration_therapy():
              "rx": {"drug": "baclofen", "conc_ng_ml": 500_000, "steps": [{"start_s": 0, "dose_ng_day": 400_000}]}},
             {"op": "advance", "ms": 3_600_000}, {"op": "decay_state", "slots": "both"},
             {"op": "advance", "ms": 3_600_000}])
+
+
+def test_a_second_drug_change_while_a_bridge_runs_is_refused():
+    # (b) Found by `make soak` (seed 2060): bupivacaine, then baclofen, then
+    # hydromorphone at refills within one catheter transit. The bridge kept
+    # the first drug's slow flex step for everything in the line, so strokes
+    # stopped for 5 min at the new therapy's rate, with no alarm. A second
+    # change while a bridge runs is now refused (bridge_running).
+    replay([{"op": "start", "mode": "implant"}, {"op": "catheter", "segments": [[367, 116949]]},
+            {"op": "first_fill", "volume_nl": 13000000, "drug": "bupivacaine", "conc_ng_ml": 7500000},
+            {"op": "prime", "duration_s": 553}, {"op": "advance", "ms": 336500},
+            {"op": "start_therapy", "rx": {"drug": "bupivacaine", "conc_ng_ml": 7500000,
+                                           "steps": [{"start_s": 0, "dose_ng_day": 10600000},
+                                                     {"start_s": 625, "dose_ng_day": 600000}],
+                                           "periodic": [{"dose_ng": 1600000, "duration_s": 1070, "time_s": 39}]}},
+            {"op": "refill", "added_nl": 12000000, "withdrawn_delta_nl": 0,
+             "rx": {"drug": "baclofen", "conc_ng_ml": 500000, "steps": [{"start_s": 0, "dose_ng_day": 680000},
+                                                                        {"start_s": 1763, "dose_ng_day": 750000}]},
+             "override": True},
+            {"op": "refill", "added_nl": 12000000, "withdrawn_delta_nl": -3000000,
+             "rx": {"drug": "hydromorphone", "conc_ng_ml": 15000000,
+                    "steps": [{"start_s": 0, "dose_ng_day": 6750000}, {"start_s": 100, "dose_ng_day": 7249999},
+                              {"start_s": 341, "dose_ng_day": 7750000}]}, "override": False},
+            {"op": "advance", "ms": 740603}])
