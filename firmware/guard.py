@@ -31,6 +31,7 @@ class Window:
         self.n = buckets
         self.used = array.array("i", [0] * buckets)
         # Allowances age out with the window (a lowered limit's old headroom).
+        self.allowances = allowances
         self.extra = array.array("i", [0] * (buckets if allowances else 1))
         self.used_sum = 0
         self.extra_sum = 0
@@ -43,12 +44,11 @@ class Window:
             return
         if k > self.n:
             k = self.n
-        plain = len(self.extra) == 1
         for i in range(1, k + 1):
             j = (self.index + i) % self.n
             self.used_sum -= self.used[j]
             self.used[j] = 0
-            if not plain:
+            if self.allowances:
                 self.extra_sum -= self.extra[j]
                 self.extra[j] = 0
         self.index = b
@@ -61,13 +61,6 @@ class Window:
         if allowance:
             self.extra[j] += allowance
             self.extra_sum += allowance
-
-    def newest(self, count):
-        # Sum of the `count` most recent buckets (the current one included).
-        total = 0
-        for i in range(count):
-            total += self.used[(self.index - i) % self.n]
-        return total
 
 
 class DoseGuard:
