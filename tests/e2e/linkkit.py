@@ -15,8 +15,9 @@ DAY_MS = 86_400_000
 class Pump:
     """A provisioned emulated pump and the key store that holds its keys."""
 
-    def __init__(self, tmp_path):
-        self.emu = Emulator(tmp_path / "pump", virtual=True).start()
+    def __init__(self, tmp_path, **emulator_options):
+        # emulator_options: Emulator's own (blank=True, prescription=...).
+        self.emu = Emulator(tmp_path / "pump", virtual=True, **emulator_options).start()
         self.keystore = tmp_path / "keys.json"
         c = self.client()
         try:

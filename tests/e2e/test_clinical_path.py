@@ -8,10 +8,7 @@ import pytest
 
 from linkkit import Pump, of_type
 from pumpctl import cli
-from pumpctl.emulator import Emulator
 from pumpctl.fw import events, link_commands as lc, wire
-from pumpctl.keystore import KeyStore
-from pumpctl.link import Client, open_port
 
 RX = ["--drug", "morphine", "--conc", "10mg/mL", "--dose", "2mg/day"]
 
@@ -20,26 +17,12 @@ class BlankPump(Pump):
     """A provisioned emulated pump straight from the factory: empty, no therapy."""
 
     def __init__(self, tmp_path):
-        self.emu = Emulator(tmp_path / "pump", virtual=True, blank=True).start()
-        self.keystore = tmp_path / "keys.json"
-        c = Client(open_port(self.emu.port))
-        try:
-            cli.provision_if_new(c, KeyStore(self.keystore))
-            self.serial = c.identify()["serial"]
-        finally:
-            c.close()
+        super().__init__(tmp_path, blank=True)
 
 
 @pytest.fixture
 def blank(tmp_path):
     p = BlankPump(tmp_path)
-    yield p
-    p.stop()
-
-
-@pytest.fixture
-def pump(tmp_path):
-    p = Pump(tmp_path)
     yield p
     p.stop()
 

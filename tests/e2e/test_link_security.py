@@ -8,19 +8,12 @@ from binascii import crc32
 import pytest
 import serial
 
-from linkkit import DAY_MS, Pump, Raw, of_type, rejections
+from linkkit import DAY_MS, Raw, of_type, rejections
 from pumpctl.fw import events, link_commands as lc, wire
 from pumpctl.link import Client, open_port
 
 RX_A = {"drug": "morphine", "conc": 10_000_000, "steps": [[0, 4_000_000]]}
 RX_B = {"drug": "morphine", "conc": 10_000_000, "steps": [[0, 6_000_000]]}
-
-
-@pytest.fixture
-def pump(tmp_path):
-    p = Pump(tmp_path)
-    yield p
-    p.stop()
 
 
 def reframe(frame, mutate, fix_crc=True):

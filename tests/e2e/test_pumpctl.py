@@ -13,20 +13,13 @@ import time
 import pytest
 import serial
 
-from linkkit import DAY_MS, Pump, of_type
+from linkkit import DAY_MS, of_type
 from pumpctl import cli
 from pumpctl.fw import alarms, events, link_commands as lc, wire
 from pumpctl.link import Client, open_port
 
 FLEX = ["--drug", "morphine", "--conc", "10mg/mL", "--step", "00:00=3mg/day", "--step", "08:00=5mg/day",
         "--periodic", "12:00=0.5mg/10min", "--demand", "0.2mg/5min,lockout=30min,max=4"]
-
-
-@pytest.fixture
-def pump(tmp_path):
-    p = Pump(tmp_path)
-    yield p
-    p.stop()
 
 
 def test_serial_port_answers_identify_with_pyserial(tmp_path):

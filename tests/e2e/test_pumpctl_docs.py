@@ -5,9 +5,6 @@ commands as a clinic's day would be), succeeds."""
 import re
 import shlex
 
-import pytest
-
-from linkkit import Pump
 from pumpctl import paths
 
 DOC = paths.ROOT / "docs" / "pumpctl.md"
@@ -35,13 +32,6 @@ def test_the_docs_name_the_commands_this_test_runs():
         assert name in names, name
     # Priming follows a catheter revision (the demonstration pump's catheter is primed).
     assert names.index("catheter") < names.index("prime")
-
-
-@pytest.fixture
-def pump(tmp_path):
-    p = Pump(tmp_path)
-    yield p
-    p.stop()
 
 
 def test_every_command_of_the_guide_works_as_written(pump, capsys, monkeypatch, tmp_path):

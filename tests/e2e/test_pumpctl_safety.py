@@ -8,19 +8,10 @@ import pytest
 
 from linkkit import Pump, of_type
 from pumpctl import cli
-from pumpctl.emulator import Emulator
 from pumpctl.fw import alarms, events, link_commands as lc
-from pumpctl.keystore import KeyStore
-from pumpctl.link import Client, open_port
+from pumpctl.link import Client
 
 MIN_MS = 60_000
-
-
-@pytest.fixture
-def pump(tmp_path):
-    p = Pump(tmp_path)
-    yield p
-    p.stop()
 
 
 class ZiconotidePump(Pump):
@@ -29,14 +20,7 @@ class ZiconotidePump(Pump):
 
     def __init__(self, tmp_path):
         rx = {"drug": "ziconotide", "conc_ng_ml": 100_000, "steps": [{"start_s": 0, "dose_ng_day": 12_000}]}
-        self.emu = Emulator(tmp_path / "pump", virtual=True, prescription=rx).start()
-        self.keystore = tmp_path / "keys.json"
-        c = Client(open_port(self.emu.port))
-        try:
-            cli.provision_if_new(c, KeyStore(self.keystore))
-            self.serial = c.identify()["serial"]
-        finally:
-            c.close()
+        super().__init__(tmp_path, prescription=rx)
 
 
 @pytest.fixture
