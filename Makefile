@@ -29,9 +29,11 @@ MPY_OUT := $(patsubst %.py,build/mpy/%.mpy,$(SOURCES))
 all: test
 
 $(STAMP): requirements.txt host_tools/pyproject.toml
+	@echo "setting up $(VENV) (first run or requirements changed): pinned packages from requirements.txt, about a minute..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet -e host_tools
+	@echo "set up: $(VENV) ready"
 	touch $@
 
 setup: $(STAMP)

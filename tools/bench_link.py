@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "host_tools"))
 
-from pumpctl import cli  # noqa: E402
+from pumpctl import session  # noqa: E402
 from pumpctl.emulator import Emulator  # noqa: E402
 from pumpctl.fw import link_commands as lc  # noqa: E402
 from pumpctl.fw import wire  # noqa: E402
@@ -121,7 +121,7 @@ def main():
         emu = Emulator(Path(tmp) / "pump", virtual=True).start()
         try:
             c = Client(open_port(emu.port))
-            cli.provision_if_new(c, store)
+            session.provision_if_new(c, store)
             c.close()
             c = connect(emu, store, "clinician")
             one, full, overhead = rtt(c)

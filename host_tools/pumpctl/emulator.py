@@ -10,9 +10,12 @@ The state folder (default: run/ in the checkout, paths.default_state()):
     bench.sock     the bench port, while it runs
     port.json      {"port", "pid", "bench"} of the running emulator, for `--port auto`
     emulator.lock  held (flock) by the one launcher running this state
+    emulator.log   everything the emulator printed after it started (a
+                   traceback included), appended across restarts
 One emulator per state folder: a second start is refused with the first's
 pid and port, and touches nothing of it.
 """
+import collections
 import errno
 import fcntl
 import json
@@ -23,6 +26,7 @@ import threading
 import time
 import tty
 from pathlib import Path
+from typing import Callable
 
 from pumpctl import paths
 from pumpctl.bench import BenchClient
@@ -31,6 +35,8 @@ IMAGE_NAME = "flash.img"
 BENCH_NAME = "bench.sock"
 PORT_RECORD = "port.json"
 LOCK_NAME = "emulator.lock"
+LOG_NAME = "emulator.log"
+_TAIL_LINES = 200  # the emulator's last lines kept in memory
 RESET_MARKER = "reset"  # left by the emulator when its board resets itself
 RESET_POWER_ON, RESET_WATCHDOG, RESET_SOFT = 0, 1, 2  # firmware/hal.py reset causes
 
@@ -75,6 +81,8 @@ class Emulator:
         self._lock_fd = None
         self._watcher = None
         self.resets = []  # causes of the resets the board did by itself
+        self.output = collections.deque(maxlen=_TAIL_LINES)  # the emulator's latest lines
+        self.on_output: "Callable[[str], None] | None" = None  # called with each line printed after the start
 
     @property
     def image(self) -> Path:
@@ -187,12 +195,37 @@ class Emulator:
                 proc.wait()
             rest = out.read()  # (the same reader as readline: it may hold the rest already)
             raise EmulatorError("emulator failed to start: %s" % failure_line(line + rest))
+        # From now on its output is read as it comes: kept in emulator.log and
+        # in memory, and never left to fill the pipe (that would stop the pump).
+        threading.Thread(target=self._drain, args=(out,), daemon=True).start()
         deadline = time.monotonic() + timeout
         while not self.bench_path.exists():
             if time.monotonic() > deadline or proc.poll() is not None:
                 self._kill_proc()
                 raise EmulatorError("emulator bench port did not appear")
             time.sleep(0.01)
+
+    def _drain(self, out):
+        try:
+            with open(self.state_dir / LOG_NAME, "a") as log:
+                for line in out:
+                    log.write(line)
+                    log.flush()
+                    self.output.append(line.rstrip("\n"))
+                    if self.on_output is not None:
+                        self.on_output(line.rstrip("\n"))
+        except (OSError, ValueError):
+            pass  # the pipe was closed at shutdown
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / LOG_NAME
+
+    def exit_reason(self):
+        """Why the emulator process stopped, from its last output (None while it runs)."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        return "exit status %d: %s" % (self.proc.returncode, failure_line("\n".join(self.output)))
 
     def _watch(self):
         # The board resetting itself (watchdog, soft reset): the emulator
@@ -207,8 +240,6 @@ class Emulator:
                 return
             cause = int(marker.read_text().split()[0])
             marker.unlink()
-            if proc.stdout:
-                proc.stdout.close()
             self.resets.append(cause)
             try:
                 self._spawn(cause)

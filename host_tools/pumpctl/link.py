@@ -71,9 +71,32 @@ def find_auto(state_dir=None):
                     % paths.shown(state))
 
 
-def open_port(spec):
+BUSY_WAIT_S = 10.0  # how long to wait for a port another program holds (parallel pumpctl commands queue)
+_BUSY_POLL_S = 0.1
+
+
+def open_port(spec, busy_wait_s=None):
     """A pyserial port for a device path or a URL (socket://, rfc2217://, ...).
-    Device paths are opened exclusively: a second programmer gets 'busy'."""
+    Device paths are opened exclusively: while another program holds one,
+    pumpctl waits up to `busy_wait_s`, then says the pump is busy."""
+    busy_wait_s = BUSY_WAIT_S if busy_wait_s is None else busy_wait_s
+    deadline = time.monotonic() + busy_wait_s
+    while True:
+        try:
+            return _open_once(spec)
+        except _PortBusy:
+            if time.monotonic() >= deadline:
+                raise LinkError("pump busy: %s is in use by another program (another pumpctl, mpremote or a serial "
+                                "terminal), still after %g s: wait for it to finish or close it, then retry"
+                                % (spec, busy_wait_s))
+            time.sleep(_BUSY_POLL_S)
+
+
+class _PortBusy(Exception):
+    pass
+
+
+def _open_once(spec):
     try:
         if "://" in spec:
             return serial.serial_for_url(spec, baudrate=BAUD, timeout=0.05)
@@ -83,7 +106,7 @@ def open_port(spec):
     except serial.SerialException as e:
         text = str(e)
         if "lock" in text or "Resource temporarily unavailable" in text or "busy" in text.lower():
-            raise LinkError("pump busy: %s is in use by another program" % spec)
+            raise _PortBusy()
         raise LinkError("cannot open %s: %s" % (spec, text))
     except (ValueError, OSError) as e:
         raise LinkError("cannot open %s: %s" % (spec, e))
@@ -110,6 +133,9 @@ class Client:
         self.session_id = None
         self.identity: dict[str, Any] = {}  # the IDENTIFY reply, once identified
         self.context: dict[str, Any] = {}  # the therapy in use ("drug", "conc"), given to a refusal
+        self.idle_s: int | None = None  # the pump ends a session after this long without a frame
+        self.last_exchange = time.monotonic()
+        self._credentials: tuple[str, bytes] | None = None  # (role, key) of the login, to log in again
         self.sent = self.received = 0  # bytes, for the overhead figure
         self.payload_sent = self.payload_received = 0
         self._write(b"\x00")  # ends any partial frame at the pump
@@ -181,6 +207,7 @@ class Client:
             if t != mtype | wire.REPLY:
                 raise LinkError("pump answered request 0x%02x with message type 0x%02x" % (mtype, t))
             self.payload_received += len(wire.dumps(p))
+            self.last_exchange = time.monotonic()
             return p
         raise _NoReply()
 
@@ -250,7 +277,26 @@ class Client:
         self.session = sealed
         self.role = role_name
         self.session_id = p.get("session")
+        idle = p.get("idle_s") if isinstance(p, dict) else None
+        self.idle_s = idle if isinstance(idle, int) and idle > 0 else None
+        self._credentials = (role_name, key)
         return p
+
+    STALE_MARGIN_S = 15  # log in again this long before the pump would end the session
+
+    def session_stale(self):
+        """True when the pump has (or is about to have) ended this session for
+        idleness, judged by this computer's clock (a review left open)."""
+        return (self.role is not None and self.idle_s is not None
+                and time.monotonic() - self.last_exchange > self.idle_s - self.STALE_MARGIN_S)
+
+    def relogin(self):
+        """A new session with the same role and key (after the pump ended the last one)."""
+        if self._credentials is None:
+            raise AuthError("not logged in")
+        self.role = None
+        self.session = wire.Session()
+        return self.login(*self._credentials)
 
     def logout(self):
         if self.role is not None:

@@ -1,30 +1,15 @@
 """Human-readable views of what the pump reports: plain-text tables, drug and
 volume units side by side. Pure functions of reply payloads (no I/O)."""
 import re
-from decimal import Decimal
 
 from pumpctl import units as u
+from pumpctl.console import table
 from pumpctl.fw import alarms, events, fw_units, limits
 from pumpctl.fw import link_commands as lc
 from pumpctl.fw import wire
 
 BOLUS_KINDS = {0: "none", 1: "basal", 2: "bridge", 3: "clinician", 4: "priming", 5: "demand", 6: "periodic",
                7: "uncommanded"}
-
-
-def table(rows, headers=None):
-    rows = [[str(c) for c in r] for r in rows]
-    if headers:
-        rows = [list(headers)] + rows
-    if not rows:
-        return ""
-    widths = [max(len(r[i]) if i < len(r) else 0 for r in rows) for i in range(max(len(r) for r in rows))]
-    lines = []
-    for n, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip())
-        if headers and n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 # -- prescriptions ----------------------------------------------------------------
@@ -361,7 +346,7 @@ def event_details(rec, unit="mg"):
         return "%s -> %s" % (u.fmt_datetime(a, b), u.fmt_datetime(c, d))
     if t == events.REFILL:
         return "withdrawn %s, added %s, expected %s, discrepancy %s" % (
-            fmt_ml(a), fmt_ml(b), fmt_ml(c), fmt_ml(d, signed=True))
+            u.fmt_ml(a), u.fmt_ml(b), u.fmt_ml(c), u.fmt_ml(d, signed=True))
     if t in (events.ALARM_RAISED, events.ALARM_CLEARED, events.ALARM_ACKNOWLEDGED):
         return alarm_slug(a)
     if t == events.STROKE_FAILED:
@@ -371,7 +356,7 @@ def event_details(rec, unit="mg"):
     if t == events.BRIDGE_DONE:
         return "%d strokes of the earlier drug" % a
     if t == events.RESERVOIR_SET:
-        return "reservoir %s" % fmt_ml(a)
+        return "reservoir %s" % u.fmt_ml(a)
     if t == events.IMPLANT_STEP:
         return "%s: %s" % (_named(IMPLANT_STEP_NAMES, a), "passed" if b else "FAILED")
     if t == getattr(events, "OVERRIDE", -1):
@@ -391,18 +376,6 @@ def event_details(rec, unit="mg"):
     if t == events.DIARY:
         return "pain %d, %s" % (a, _named(lc.ACTIVITIES, b))
     return ""
-
-
-def fmt_ml(nl, signed=False):
-    """A volume exactly as the pump counts it (0.5 µL strokes): at least 3
-    decimals of mL, more when needed, so that figures shown side by side add
-    up (expected - withdrawn = discrepancy)."""
-    if nl is None:
-        return "-"
-    text = format(Decimal(nl) / 10**6, "f").rstrip("0") if nl % 1000 else "%.3f" % (nl / 10**6)
-    whole, _, frac = text.partition(".")
-    text = "%s.%s" % (whole, frac.ljust(3, "0"))
-    return ("+" if signed and nl > 0 else "") + text + " mL"
 
 
 def log_records(recs):
@@ -598,7 +571,3 @@ def refusal_parts(limit, reason, drug=None, conc_ng_ml=None, given_ng=None, over
     if limit in NEXT_STEP:
         out.append(("what to do", NEXT_STEP[limit]))
     return out
-
-
-def decimal_ml(nl):
-    return format((Decimal(nl) / 10**6).normalize(), "f")

@@ -9,9 +9,11 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from pumpctl import paths
+from pumpctl.console import EXIT_INTERRUPTED
+from pumpctl.session import provision_if_new
 from pumpctl import units as u
 
 if TYPE_CHECKING:
@@ -172,8 +174,10 @@ def same_alarm(a: str, b: str) -> bool:
 
 # -- running -------------------------------------------------------------------------------
 class Runner:
-    def __init__(self, sc: dict[str, Any], report_dir: Path, state: Path, out=None) -> None:
+    def __init__(self, sc: dict[str, Any], report_dir: Path, state: Path, run_command: Callable[[list[str]], int],
+                 out=None) -> None:
         self.sc, self.report_dir, self.state = sc, report_dir, state
+        self.run_command = run_command  # pumpctl's own command line (cli.main)
         self.out = out or sys.stdout
         self.emu: Emulator | None = None
         self.keystore = state / "keys.json"
@@ -196,9 +200,8 @@ class Runner:
         return port
 
     def pumpctl(self, *argv: str, ok=(0,)) -> int:
-        from pumpctl import cli
-        rc = cli.main(list(argv) + ["--port", self.port, "--keystore", str(self.keystore), "--timeout", "5"])
-        if rc == cli.EXIT_INTERRUPTED:
+        rc = self.run_command(list(argv) + ["--port", self.port, "--keystore", str(self.keystore), "--timeout", "5"])
+        if rc == EXIT_INTERRUPTED:
             raise KeyboardInterrupt  # Ctrl-C in a pumpctl step stops the scenario
         if rc not in ok:
             raise _StepFailed(rc)
@@ -221,14 +224,13 @@ class Runner:
         return c
 
     def start(self) -> None:
-        from pumpctl import cli
         from pumpctl.emulator import Emulator
         from pumpctl.keystore import KeyStore
         from pumpctl.link import Client, open_port
         self.emu = Emulator(self.state, virtual=True, blank=True).start()
         c = Client(open_port(self.port), timeout=5.0)
         try:
-            self.say(cli.provision_if_new(c, KeyStore(self.keystore)))
+            self.say(provision_if_new(c, KeyStore(self.keystore)))
         finally:
             c.close()
         if "start" in self.sc:
@@ -421,7 +423,9 @@ def _date(day: int):
     return visit.as_date(day)
 
 
-def run(path: str | Path, report_dir: str | Path, state: str | Path | None = None, out=None) -> int:
+def run(path: str | Path, report_dir: str | Path, state: str | Path | None,
+        run_command: Callable[[list[str]], int], out=None) -> int:
+    """Runs the scenario file; `run_command` runs one pumpctl command line (cli.main)."""
     sc = load(path)
     report_dir = Path(report_dir)
     tmp = None
@@ -435,7 +439,7 @@ def run(path: str | Path, report_dir: str | Path, state: str | Path | None = Non
     made = not state.exists()
     done = False
     try:
-        rc = Runner(sc, report_dir, state, out).run()
+        rc = Runner(sc, report_dir, state, run_command, out).run()
         done = True
         return rc
     finally:

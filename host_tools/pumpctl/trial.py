@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pumpctl import paths
+from pumpctl import units as u
 from pumpctl.fw import limits
 
 FORMAT = "pumpctl-trial"
@@ -459,19 +460,12 @@ def meets_criterion(reduction: Fraction | None) -> bool:
     return reduction is not None and reduction >= CRITERION_PERCENT
 
 
-def fmt_percent(p: Fraction | None) -> str:
+def criterion_percent(p: Fraction | None) -> str:
     """One decimal, rounded *down*: a value shown as 50.0 % always meets."""
     if p is None:
         return "undefined"
     tenths = math.floor(p * 10)
     return "%s%d.%d %%" % ("-" if tenths < 0 else "", abs(tenths) // 10, abs(tenths) % 10)
-
-
-def fmt_score(x: Fraction | None) -> str:
-    if x is None:
-        return "-"
-    hundredths = math.floor(x * 100 + Fraction(1, 2))
-    return ("%d.%02d" % divmod(hundredths, 100)).rstrip("0").rstrip(".")
 
 
 def _window(trial: Trial) -> tuple[list[DailyEntry], str]:
@@ -538,16 +532,16 @@ def evaluate(trial: Trial) -> Evaluation:
         if meets and not unacceptable:
             outcome = Outcome.MEETS
             text = ("Trial meets the ≥50 %% criterion (%s reduction%s) with no severe side effects: "
-                    "consider implant" % (fmt_percent(red), based))
+                    "consider implant" % (criterion_percent(red), based))
         elif meets:
             outcome = Outcome.MEETS_WITH_SIDE_EFFECTS
             text = ("Trial meets the ≥50 %% criterion (%s reduction%s) but with possibly unacceptable side "
-                    "effects (%s): weigh them before implant" % (fmt_percent(red), based, flagged))
+                    "effects (%s): weigh them before implant" % (criterion_percent(red), based, flagged))
         else:
             assert red is not None  # baseline > 0 and a mean
             outcome = Outcome.DOES_NOT_MEET
-            change = ("pain increased by %s" % fmt_percent(-red) if red < 0
-                      else "%s reduction" % fmt_percent(red))
+            change = ("pain increased by %s" % criterion_percent(-red) if red < 0
+                      else "%s reduction" % criterion_percent(red))
             text = ("Trial does not meet the ≥50 %% criterion (%s%s): implant not supported by this trial%s"
                     % (change, based, flags))
     text += ". Physician to confirm or override."
@@ -611,12 +605,12 @@ def render_text(trial: Trial, ev: Evaluation | None = None) -> str:
                                                         _ROUTE_ABBR[i.route]) for i in r.injections)
         out.append(("%s %3d  %s  %4s  %-9s  %s %s" % (
             "*" if r.evaluated else " ", r.day, r.date, "-" if r.pain is None else r.pain,
-            fmt_percent(r.reduction_percent) if r.pain is not None else "", given,
+            criterion_percent(r.reduction_percent) if r.pain is not None else "", given,
             ", ".join("%s (%s)" % (s.label, s.severity) for s in r.side_effects))).rstrip())
     out.append("  * evaluated: %s" % ev.rule)
     out.append("")
     out.append("Mean pain %s (all recorded days %s), reduction %s; criterion ≥ %d %%: %s" % (
-        fmt_score(ev.mean_pain), fmt_score(ev.mean_pain_all), fmt_percent(ev.reduction_percent),
+        u.fmt_score(ev.mean_pain), u.fmt_score(ev.mean_pain_all), criterion_percent(ev.reduction_percent),
         CRITERION_PERCENT, "met" if ev.meets_50_percent else "not met"))
     out.append("Days recorded %d of %d%s" % (ev.days_recorded, ev.days_planned, "; missing: %s" % _days_text(
         trial, list(ev.missing_days)) if ev.missing_days else ""))

@@ -17,8 +17,10 @@ duration without a number) is refused too. Nothing here talks to a pump.
 """
 import datetime
 import json
+import math
 import re
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from pumpctl import paths
@@ -310,6 +312,22 @@ def _firmware_form(d, where):
     return rx
 
 
+def catheter_segments(text):
+    """'500mm:120uL,300mm:80uL' (pump end first) -> [[500, 120000], [300, 80000]]."""
+    segs = []
+    for part in (text or "").split(","):
+        length, sep, vol = part.strip().partition(":")
+        if not sep:
+            raise UnitError("catheter segment %r: LENGTH:VOLUME, e.g. 500mm:120uL" % part.strip())
+        length = length.strip().lower()
+        scale = 10 if length.endswith("cm") else 1
+        num = length[:-2] if length.endswith(("mm", "cm")) else None
+        if num is None or not num.strip().isdigit():
+            raise UnitError("catheter length %r: whole mm or cm, e.g. 500mm" % length)
+        segs.append([int(num) * scale, volume_nl(vol.strip(), "catheter segment volume")])
+    return segs
+
+
 def parse_date(text):
     """'2025-06-01' -> day number since 1970-01-01."""
     try:
@@ -332,20 +350,41 @@ def parse_datetime(text):
     return day, t.hour * 3600 + t.minute * 60 + t.second
 
 
-# -- formatting ------------------------------------------------------------------
+# -- formatting: the one home of every figure pumpctl shows ----------------------
 def drug_unit(drug):
     """mg for drugs dosed in milligrams a day, µg for the potent ones."""
-    daily = limits.DRUGS.get(drug, (0, 10**7, 0))[1]
+    daily = limits.DRUGS.get(drug or "", (0, 10**7, 0))[1]
     return "mg" if daily >= 10**7 else "µg"
 
 
+def decimal_text(value, places=None, strip=True):
+    """`value` (int, Fraction or Decimal) as a decimal number. Without
+    `places`: exact when it has at most 6 decimals (every figure the pump
+    counts in ng or nL does), else rounded to 6. With `places`: rounded half
+    away from zero to that many decimals (averages, projections); trailing
+    zeros stripped unless strip=False."""
+    q = Fraction(value)
+    if places is None:
+        places = 6
+        strip = True
+    n = math.floor(abs(q) * 10**places + Fraction(1, 2))
+    whole, frac = divmod(n, 10**places)
+    s = "%d.%0*d" % (whole, places, frac) if places else "%d" % whole
+    if strip and places:
+        s = s.rstrip("0").rstrip(".")
+    return ("-" if q < 0 and n else "") + s
+
+
 def _dec(value, scale):
-    d = (Decimal(value) / scale).normalize()
-    return format(d, "f")
+    return decimal_text(Fraction(value) / scale)
 
 
-def fmt_mass(ng, unit):
-    return "%s %s" % (_dec(ng, MASS_NG[unit]), unit)
+def fmt_mass(ng, unit, places=None):
+    """A mass in the drug's unit: exact (the pump's own figure) unless
+    `places` rounds it."""
+    if ng is None:
+        return "-"
+    return "%s %s" % (decimal_text(Fraction(ng) / MASS_NG[unit], places), unit)
 
 
 def fmt_conc(ng_ml, unit):
@@ -353,9 +392,28 @@ def fmt_conc(ng_ml, unit):
 
 
 def fmt_volume(nl, decimals=3):
+    """A volume rounded to `decimals` of mL (half away from zero), every
+    decimal shown: 0.563 mL."""
     if nl is None:
         return "-"
-    return "%.*f mL" % (decimals, nl / NL_PER_ML)
+    return "%s mL" % decimal_text(Fraction(nl) / NL_PER_ML, decimals, strip=False)
+
+
+def fmt_ml(nl, signed=False):
+    """A volume exactly as the pump counts it (0.5 µL strokes): at least 3
+    decimals of mL, more when needed, so that figures shown side by side add
+    up (expected - withdrawn = discrepancy)."""
+    if nl is None:
+        return "-"
+    text = decimal_text(Fraction(nl) / NL_PER_ML)
+    whole, _, frac = text.partition(".")
+    text = "%s.%s" % (whole, frac.ljust(3, "0"))
+    return ("+" if signed and nl > 0 else "") + text + " mL"
+
+
+def ml_number(nl):
+    """A volume in mL as a bare number for a command line: 0.2 (for `--volume 0.2mL`)."""
+    return decimal_text(Fraction(nl) / NL_PER_ML)
 
 
 def fmt_tod(s):
@@ -376,6 +434,20 @@ def fmt_duration(s):
     if s < 7200:
         return "%d min" % (s // 60) + (" %d s" % (s % 60) if s % 60 else "")
     return "%d h %02d min" % (s // 3600, s // 60 % 60)
+
+
+def fmt_pain(p):
+    """A pain score (0-10) or its mean, to one decimal."""
+    return "-" if p is None else decimal_text(p, 1)
+
+
+def fmt_score(x):
+    """A mean score to two decimals (a trial's pain scores)."""
+    return "-" if x is None else decimal_text(x, 2)
+
+
+def fmt_pct(p):
+    return "-" if p is None else ("+" if p > 0 else "") + decimal_text(p, 1, strip=False) + " %"
 
 
 def fmt_date(day):

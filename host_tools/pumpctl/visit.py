@@ -41,18 +41,19 @@ import dataclasses
 import datetime as dt
 import html
 import io
-import math
 import os
 from dataclasses import dataclass, field
-from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from pumpctl import diary
 from pumpctl.fw import alarms as fw_alarms
-from pumpctl.fw import events, limits
+from pumpctl.fw import events
+from pumpctl.console import table
 from pumpctl.report import alarm_slug
+from pumpctl.units import (drug_unit, fmt_duration, fmt_mass, fmt_ml, fmt_pain, fmt_pct, fmt_tod,
+                           fmt_volume)
 import reservoir as fw_reservoir  # noqa: E402  (firmware/, on sys.path through pumpctl.fw)
 import scheduler as fw_scheduler  # noqa: E402
 
@@ -181,66 +182,6 @@ class Rx:
         return Fraction(ng) * NL_PER_ML / self.conc_ng_ml if self.conc_ng_ml else Fraction(0)
 
 
-# -- formatting ---------------------------------------------------------------------------
-def drug_unit(drug: str | None) -> str:
-    """mg for drugs dosed in milligrams a day, µg for the potent ones (as pumpctl.units)."""
-    daily = limits.DRUGS.get(drug or "", (0, 10**7, 0))[1]
-    return "mg" if daily >= 10**7 else "µg"
-
-
-def _decimal(q: Fraction | int, places: int, strip: bool = True) -> str:
-    q = Fraction(q)
-    n = math.floor(abs(q) * 10**places + Fraction(1, 2))
-    whole, frac = divmod(n, 10**places)
-    s = "%d.%0*d" % (whole, places, frac) if places else "%d" % whole
-    if strip and places:
-        s = s.rstrip("0").rstrip(".")
-    return ("-" if q < 0 and n else "") + s
-
-
-def fmt_mass(ng: Fraction | int | None, unit: str) -> str:
-    if ng is None:
-        return "-"
-    return "%s %s" % (_decimal(Fraction(ng) / (10**6 if unit == "mg" else 10**3), 3), unit)
-
-
-def fmt_ml(nl: Fraction | int | None) -> str:
-    if nl is None:
-        return "-"
-    return "%s mL" % _decimal(Fraction(nl) / NL_PER_ML, 3, strip=False)
-
-
-def fmt_ml_exact(nl: int | None) -> str:
-    """A volume the pump counted (whole nL, 0.5 µL strokes) as it is: at least
-    3 decimals of mL, more when needed, as pumpctl's refill review shows it,
-    so that the figures agree and add up (expected - withdrawn = difference)."""
-    if nl is None:
-        return "-"
-    if nl % 1000 == 0:
-        return fmt_ml(nl)
-    return "%s mL" % format(Decimal(nl) / NL_PER_ML, "f").rstrip("0")
-
-
-def fmt_tod(s: int) -> str:
-    return "%02d:%02d" % (s // 3600, s // 60 % 60)
-
-
-def fmt_duration(s: int) -> str:
-    if s % 3600 == 0:
-        return "%d h" % (s // 3600)
-    if s % 60 == 0:
-        return "%d min" % (s // 60)
-    return "%d s" % s
-
-
-def fmt_pain(p: Fraction | None) -> str:
-    return "-" if p is None else _decimal(p, 1)
-
-
-def fmt_pct(p: Fraction | None) -> str:
-    return "-" if p is None else ("+" if p > 0 else "") + _decimal(p, 1, strip=False) + " %"
-
-
 # -- the summary ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DayRow:
@@ -342,19 +283,19 @@ def _therapy_cells(rx: Rx | None) -> dict[str, str]:
     if rx is None:
         return {}
     u = drug_unit(rx.drug)
-    cells = {"drug": "%s %s/mL" % (rx.drug, fmt_mass(rx.conc_ng_ml, u)),
-             "basal per day": "%s/day (%s/day)" % (fmt_mass(rx.basal_ng_day(), u), fmt_ml(rx.nl(rx.basal_ng_day())))}
+    cells = {"drug": "%s %s/mL" % (rx.drug, fmt_mass(rx.conc_ng_ml, u, 3)),
+             "basal per day": "%s/day (%s/day)" % (fmt_mass(rx.basal_ng_day(), u, 3), fmt_volume(rx.nl(rx.basal_ng_day())))}
     for start, dose in rx.steps:
-        cells["basal from %s" % fmt_tod(start)] = "%s/day (%s/day)" % (fmt_mass(dose, u), fmt_ml(rx.nl(dose)))
+        cells["basal from %s" % fmt_tod(start)] = "%s/day (%s/day)" % (fmt_mass(dose, u, 3), fmt_volume(rx.nl(dose)))
     for t, dose, dur in rx.periodic:
-        cells["periodic %s" % fmt_tod(t)] = "%s over %s (%s)" % (fmt_mass(dose, u), fmt_duration(dur), fmt_ml(rx.nl(dose)))
+        cells["periodic %s" % fmt_tod(t)] = "%s over %s (%s)" % (fmt_mass(dose, u, 3), fmt_duration(dur), fmt_volume(rx.nl(dose)))
     if rx.demand:
         dose, dur, lock, mx = rx.demand
         cells["demand bolus"] = "%s over %s (%s), lockout %s, max %d/24 h" % (
-            fmt_mass(dose, u), fmt_duration(dur), fmt_ml(rx.nl(dose)), fmt_duration(lock), mx)
+            fmt_mass(dose, u, 3), fmt_duration(dur), fmt_volume(rx.nl(dose)), fmt_duration(lock), mx)
     else:
         cells["demand bolus"] = "none"
-    cells["24-h maximum"] = "%s/day (%s/day)" % (fmt_mass(rx.max_ng_day(), u), fmt_ml(rx.nl(rx.max_ng_day())))
+    cells["24-h maximum"] = "%s/day (%s/day)" % (fmt_mass(rx.max_ng_day(), u, 3), fmt_volume(rx.nl(rx.max_ng_day())))
     return cells
 
 
@@ -376,7 +317,7 @@ def therapy_rows(old: Rx | None, new: Rx | None) -> list[TherapyRow]:
         for rx in (old, new):
             r = _rate_at(rx, t) if rx else None
             cells.append("-" if rx is None or r is None else
-                         "%s/day (%s/day)" % (fmt_mass(r, drug_unit(rx.drug)), fmt_ml(rx.nl(r))))
+                         "%s/day (%s/day)" % (fmt_mass(r, drug_unit(rx.drug), 3), fmt_volume(rx.nl(r))))
         rows.append(TherapyRow("basal from %s" % fmt_tod(t), cells[0], cells[1]))
     for key in ["basal per day"] + sorted({k for k in list(o) + list(n) if k.startswith("periodic")}) + \
             ["demand bolus", "24-h maximum"]:
@@ -546,7 +487,7 @@ def _attention(s: VisitSummary) -> list[str]:
         else:
             why = "more came out than the pump computed: under-infusion (stall, occlusion)?"
         out.append("REFILL DISCREPANCY: withdrawn %s, expected %s (%s, %s): %s" % (
-            fmt_ml_exact(rf.withdrawn_nl), fmt_ml_exact(rf.expected_nl), fmt_ml_exact(rf.discrepancy_nl),
+            fmt_ml(rf.withdrawn_nl), fmt_ml(rf.expected_nl), fmt_ml(rf.discrepancy_nl),
             fmt_pct(rf.percent), why))
     for a in s.alarms:
         if a.critical and a.raised:
@@ -555,7 +496,7 @@ def _attention(s: VisitSummary) -> list[str]:
                 a.name, a.raised, "s" * (a.raised != 1), first, ", still active" if a.active_now else ""))
     for d, r in s.reservoir.interim_refills:
         out.append("refill between visits on %s: withdrawn %s, expected %s (%s)%s" % (
-            d, fmt_ml_exact(r.withdrawn_nl), fmt_ml_exact(r.expected_nl), fmt_ml_exact(r.discrepancy_nl),
+            d, fmt_ml(r.withdrawn_nl), fmt_ml(r.expected_nl), fmt_ml(r.discrepancy_nl),
             ", DISCREPANCY" if r.warning else ""))
     still = [a.name for a in s.alarms if a.active_now]
     if still:
@@ -578,17 +519,9 @@ def _attention(s: VisitSummary) -> list[str]:
 
 
 # -- text ----------------------------------------------------------------------------------
-def _table(rows: list[list[str]], headers: list[str] | None = None, indent: str = "  ") -> list[str]:
-    rows = [[str(c) for c in r] for r in ([headers] if headers else []) + rows]
-    if not rows:
-        return []
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for n, r in enumerate(rows):
-        out.append((indent + "  ".join(c.ljust(w) for c, w in zip(r, widths))).rstrip())
-        if headers and n == 0:
-            out.append(indent + "  ".join("-" * w for w in widths))
-    return out
+def _table_lines(rows: list[list[str]], headers: list[str] | None = None) -> list[str]:
+    text = table(rows, headers, indent="  ")
+    return list(text.split("\n")) if text else []
 
 
 def _device_line(dev: dict[str, Any]) -> str:
@@ -608,17 +541,17 @@ def headline(s: VisitSummary) -> dict[str, str]:
         refill = "no refill at this visit"
     else:
         refill = "expected %s, withdrawn %s, difference %s (%s): %s" % (
-            fmt_ml_exact(rf.expected_nl), fmt_ml_exact(rf.withdrawn_nl), fmt_ml_exact(rf.discrepancy_nl),
+            fmt_ml(rf.expected_nl), fmt_ml(rf.withdrawn_nl), fmt_ml(rf.discrepancy_nl),
             fmt_pct(rf.percent),
             "WARNING" if rf.warning else "within tolerance")
         if rf.added_nl is not None:
-            refill += "; filled %s" % fmt_ml_exact(rf.added_nl)
+            refill += "; filled %s" % fmt_ml(rf.added_nl)
     delivered = "-"
     if s.mean_daily_dose_ng is not None:
         delivered = "%s%s over %d calendar day%s, mean %s/day (%s/day)" % (
-            s.drug + " " if s.drug else "", fmt_mass(s.total_dose_ng, u), s.days_with_delivery_data,
-            "s" * (s.days_with_delivery_data != 1), fmt_mass(s.mean_daily_dose_ng, u),
-            fmt_ml(Fraction(s.total_volume_nl, s.days_with_delivery_data)))
+            s.drug + " " if s.drug else "", fmt_mass(s.total_dose_ng, u, 3), s.days_with_delivery_data,
+            "s" * (s.days_with_delivery_data != 1), fmt_mass(s.mean_daily_dose_ng, u, 3),
+            fmt_volume(Fraction(s.total_volume_nl, s.days_with_delivery_data)))
     pain = "no entries"
     if s.diary:
         pain = "%d entries on %d of %d days; mean %s/10 (range %d-%d)" % (
@@ -633,7 +566,7 @@ def headline(s: VisitSummary) -> dict[str, str]:
     alarms = "; ".join("%s: raised %d, acknowledged %d, cleared %d%s" % (
         a.name, a.raised, a.acknowledged, a.cleared, ", ACTIVE" if a.active_now else "") for a in s.alarms) or "none"
     reservoir = "%s of %s; low (%s) projected %s, empty %s (every allowed bolus used)" % (
-        fmt_ml(res.remaining_nl), fmt_ml(res.capacity_nl), fmt_ml(res.low_nl), res.low_date or "never",
+        fmt_volume(res.remaining_nl), fmt_volume(res.capacity_nl), fmt_volume(res.low_nl), res.low_date or "never",
         res.empty_date or "never")
     return {"refill": refill, "reservoir": reservoir, "delivered": delivered, "pain diary": pain,
             "demand boluses": demand, "alarms": alarms}
@@ -641,7 +574,7 @@ def headline(s: VisitSummary) -> dict[str, str]:
 
 def day_table(s: VisitSummary) -> tuple[list[str], list[list[str]]]:
     headers = ["date", "dose", "volume", "pain", "entries", "demand given", "refused"]
-    rows = [[str(d.date), fmt_mass(d.dose_ng, s.unit), fmt_ml(d.volume_nl), fmt_pain(d.pain_mean),
+    rows = [[str(d.date), fmt_mass(d.dose_ng, s.unit, 3), fmt_volume(d.volume_nl), fmt_pain(d.pain_mean),
              str(d.pain_entries), str(d.demand_given), str(d.demand_refused)] for d in s.days]
     return headers, rows
 
@@ -655,15 +588,15 @@ def render_text(s: VisitSummary) -> str:
     for k, v in headline(s).items():
         out.append("%-15s %s" % (k.capitalize(), v))
     out += ["", "Therapy%s:" % (" (changed)" if s.therapy_changed else " (unchanged)")]
-    out += _table([[("* " if r.changed else "  ") + r.label, r.old, r.new] for r in s.therapy],
+    out += _table_lines([[("* " if r.changed else "  ") + r.label, r.old, r.new] for r in s.therapy],
                   ["  (* changed)", "before", "after"])
     noted = [e for e in s.diary if e.note]
     if noted:
         out += ["", "Diary notes:"]
-        out += _table([[str(e.date), fmt_tod(e.tod_s), str(e.pain), e.activity, e.note] for e in noted])
+        out += _table_lines([[str(e.date), fmt_tod(e.tod_s), str(e.pain), e.activity, e.note] for e in noted])
     headers, rows = day_table(s)
     out += ["", "Day by day (%s):" % s.unit]
-    out += _table(rows, headers)
+    out += _table_lines(rows, headers)
     return "\n".join(out) + "\n"
 
 
@@ -817,7 +750,7 @@ def html_document(s: VisitSummary) -> str:
     if s.refill is not None:
         rf = s.refill
         parts.append(_html_table(["expected", "withdrawn", "difference", "difference %", "check"],
-                                 [[fmt_ml(rf.expected_nl), fmt_ml(rf.withdrawn_nl), fmt_ml(rf.discrepancy_nl),
+                                 [[fmt_volume(rf.expected_nl), fmt_volume(rf.withdrawn_nl), fmt_volume(rf.discrepancy_nl),
                                    fmt_pct(rf.percent), "WARNING" if rf.warning else "within tolerance"]],
                                  numeric={0, 1, 2, 3}))
     parts.append("<h2>Demand boluses</h2>" + img("boluses", "demand boluses given and refused by day"))

@@ -3,6 +3,7 @@ virtual-time emulator, pumpctl run in-process, and raw frames on the pty."""
 import time
 
 from pumpctl import cli
+from pumpctl import session
 from pumpctl.emulator import Emulator
 from pumpctl.fw import link_commands as lc
 from pumpctl.fw import wire
@@ -21,7 +22,7 @@ class Pump:
         self.keystore = tmp_path / "keys.json"
         c = self.client()
         try:
-            cli.provision_if_new(c, KeyStore(self.keystore))
+            session.provision_if_new(c, KeyStore(self.keystore))
             self.serial = c.identify()["serial"]
         finally:
             c.close()

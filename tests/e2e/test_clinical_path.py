@@ -8,6 +8,7 @@ import pytest
 
 from linkkit import Pump, of_type
 from pumpctl import cli
+from pumpctl.commands import diary, implant
 from pumpctl.fw import events, link_commands as lc, wire
 
 RX = ["--drug", "morphine", "--conc", "10mg/mL", "--dose", "2mg/day"]
@@ -79,14 +80,14 @@ IMPLANT = ["implant", "--serial", "SN-7", "--catheter", "500mm:120uL,300mm:80uL"
 def test_an_interrupted_implant_resumes_from_its_step_with_a_countdown(blank, capsys, monkeypatch):
     bench = ["--bench", str(blank.emu.bench_path)]
     # Without --bench a virtual-time emulator's clock stands still: pumpctl says so instead of waiting for ever.
-    monkeypatch.setattr(cli.TimeSource, "STILL_S", 0.3)
+    monkeypatch.setattr(implant.TimeSource, "STILL_S", 0.3)
     rc, out, err = blank.pumpctl(capsys, *IMPLANT)
     assert rc == cli.EXIT_INPUT and "paused at step 'priming'" in err and "--resume --bench" in err, err
     assert "priming       400 strokes, 0.2000 mL over 30 min" in out
     blank.serial = "SN-7"
     # Ctrl-C while priming: the step is named, and how to go on.
     calls = []
-    real_wait = cli.TimeSource.wait
+    real_wait = implant.TimeSource.wait
 
     def wait_then_interrupt(self, seconds):
         calls.append(seconds)
@@ -94,11 +95,11 @@ def test_an_interrupted_implant_resumes_from_its_step_with_a_countdown(blank, ca
             raise KeyboardInterrupt
         real_wait(self, seconds)
 
-    monkeypatch.setattr(cli.TimeSource, "wait", wait_then_interrupt)
+    monkeypatch.setattr(implant.TimeSource, "wait", wait_then_interrupt)
     rc, out, err = blank.pumpctl(capsys, *IMPLANT, "--resume", *bench)
     assert rc == cli.EXIT_INTERRUPTED and "interrupted at step 'priming'" in err and "--resume" in err, err
     assert "done before: identity, catheter, first fill, priming" in out and "waits for the priming" in out, out
-    monkeypatch.setattr(cli.TimeSource, "wait", real_wait)
+    monkeypatch.setattr(implant.TimeSource, "wait", real_wait)
     rc, out, err = blank.pumpctl(capsys, *IMPLANT, "--resume", *bench)
     assert rc == 0 and "implant test complete: pump SN-7" in out, err
     assert "steps: priming -> motor test -> alarm test -> start therapy" in out
@@ -111,14 +112,14 @@ def test_an_interrupted_implant_resumes_from_its_step_with_a_countdown(blank, ca
 def test_implant_stalled_motor_stops_at_the_motor_test(blank):
     c = blank.client("clinician")
     try:
-        clock = cli.TimeSource(str(blank.emu.bench_path))
-        steps = cli.implant_steps(blank.serial, "IT-40", [[500, 120_000]], 20_000_000, 1800,
+        clock = implant.TimeSource(str(blank.emu.bench_path))
+        steps = implant.implant_steps(blank.serial, "IT-40", [[500, 120_000]], 20_000_000, 1800,
                                   {"drug": "morphine", "conc": 10_000_000, "steps": [[0, 2_000_000]]})
         lines = []
-        cli.run_implant(c, steps[:4], clock, lines.append)  # identity .. priming pass
+        implant.run_implant(c, steps[:4], clock, lines.append)  # identity .. priming pass
         blank.bench("motor", stall=True)  # the gear shaft breaks before the motor test
-        with pytest.raises(cli.ImplantFailed) as e:
-            cli.run_implant(c, steps[4:], clock, lines.append)
+        with pytest.raises(implant.ImplantFailed) as e:
+            implant.run_implant(c, steps[4:], clock, lines.append)
         assert e.value.step == "motor test" and "not confirmed" in e.value.reason
         assert not any("alarm test" in x or "start therapy" in x for x in lines)
         assert c.request(lc.STATUS)["state"] != "delivering"
@@ -153,7 +154,7 @@ def test_diary_add_and_list(pump, capsys, tmp_path):
     f = tmp_path / "diary.csv"
     rc, _, _ = pump.pumpctl(capsys, "diary", "list", "--csv", str(f))
     rows = list(csv.reader(io.StringIO(f.read_text())))
-    assert rc == 0 and rows[0] == cli.DIARY_HEADERS and len(rows) == 4 and rows[3][3] == "8"
+    assert rc == 0 and rows[0] == diary.DIARY_HEADERS and len(rows) == 4 and rows[3][3] == "8"
 
 
 def test_trial_cli_round_trip(tmp_path, capsys):

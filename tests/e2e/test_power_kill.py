@@ -4,7 +4,7 @@ over-delivers (the gauge never rises, a bolus never grows back, no burst)."""
 import random
 import time
 
-from pumpctl import cli
+from pumpctl.session import provision_if_new
 from pumpctl.emulator import Emulator
 from pumpctl.fw import link_commands as lc
 from pumpctl.keystore import KeyStore
@@ -28,7 +28,7 @@ def test_sigkill_at_random_moments_never_loses_an_acknowledged_change_or_over_de
     keystore = tmp_path / "keys.json"
     emu = Emulator(tmp_path / "pump", prescription=RX).start()
     c = Client(open_port(emu.port), timeout=2.0)
-    cli.provision_if_new(c, KeyStore(keystore))
+    provision_if_new(c, KeyStore(keystore))
     serial = c.identify()["serial"]
     c.close()
     c = session(emu, keystore, serial)

@@ -14,7 +14,7 @@ import pytest
 import serial
 
 from linkkit import DAY_MS, of_type
-from pumpctl import cli
+from pumpctl import cli, link
 from pumpctl.fw import alarms, events, link_commands as lc, wire
 from pumpctl.link import Client, open_port
 
@@ -228,7 +228,8 @@ def test_diary_and_log_download(pump, capsys, tmp_path):
     assert diary[0][4:6] == (6, lc.ACTIVITIES.index("walking"))
 
 
-def test_port_errors(pump, capsys, tmp_path):
+def test_port_errors(pump, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(link, "BUSY_WAIT_S", 0.3)
     rc, _, err = pump.pumpctl(capsys, "identify")
     assert rc == 0
     capsys.readouterr()

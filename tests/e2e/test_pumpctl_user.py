@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pumpctl import cli, paths
+from pumpctl import session
 
 ROOT = paths.ROOT
 BIN = Path(sys.executable).parent
@@ -266,7 +267,7 @@ def test_a_bolus_refusal_on_a_ziconotide_pump_speaks_micrograms(tmp_path, capsys
     with Emulator(tmp_path / "p", virtual=True, prescription=rx) as emu:
         c = Client(open_port(emu.port))
         try:
-            cli.provision_if_new(c, KeyStore(ks))
+            session.provision_if_new(c, KeyStore(ks))
         finally:
             c.close()
         capsys.readouterr()

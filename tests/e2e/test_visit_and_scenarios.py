@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from linkkit import DAY_MS, of_type
-from pumpctl import report, scenario, visit
+from pumpctl import cli, report, scenario, visit
+from pumpctl import units as u
 from pumpctl.emulator import Emulator
 from pumpctl.fw import events
 from test_clinical_path import BlankPump
@@ -61,7 +62,7 @@ def test_visit_report_matches_the_log_and_the_strokes(implanted, capsys, tmp_pat
     diary = of_type(log, events.DIARY)
     assert len(diary) == 6 and len(given) + len(refused) == 12 and given
     # The report shows the volumes as exactly as the refill review does (issue 13, finding 12).
-    headline = "expected %s, withdrawn %s" % (visit.fmt_ml_exact(expected), visit.fmt_ml_exact(withdrawn))
+    headline = "expected %s, withdrawn %s" % (u.fmt_ml(expected), u.fmt_ml(withdrawn))
     date = visit.as_date(refill[0][1])
     html = (reports / ("visit-SN-0042-%s.html" % date)).read_text()
     for text in (out, html):
@@ -125,7 +126,7 @@ def test_visit_input_errors(implanted, capsys, tmp_path):
 def test_example_scenarios(path, tmp_path, capsys):
     sc = scenario.load(path)
     state, reports = tmp_path / "state", tmp_path / "reports"
-    rc = scenario.run(path, reports, state)
+    rc = scenario.run(path, reports, state, cli.main)
     out = capsys.readouterr().out
     assert rc == 0, out[-3000:]
     n_visits = sum(1 for s in sc["steps"] if s["step"] == "visit")
@@ -146,7 +147,7 @@ def test_example_scenarios(path, tmp_path, capsys):
     last = refills[-1]
     lo = refills[-2][0] if len(refills) > 1 else 0
     html = htmls[-1].read_text() if n_visits == 1 else max(htmls, key=lambda h: h.name).read_text()
-    assert "expected %s, withdrawn %s" % (visit.fmt_ml_exact(last[6]), visit.fmt_ml_exact(last[4])) in html
+    assert "expected %s, withdrawn %s" % (u.fmt_ml(last[6]), u.fmt_ml(last[4])) in html
     diary = [r for r in of_type(log, events.DIARY) if lo < r[0] < last[0]]
     given = [r for r in of_type(log, events.BOLUS_STARTED) if r[4] == DEMAND and lo < r[0] < last[0]]
     refused = [r for r in of_type(log, events.BOLUS_REFUSED) if r[4] == DEMAND and lo < r[0] < last[0]]

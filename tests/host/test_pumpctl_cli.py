@@ -11,6 +11,8 @@ import threading
 import pytest
 
 from pumpctl import cli, paths, report
+from pumpctl import session
+from pumpctl.commands import device
 from pumpctl import units as u
 from pumpctl.keystore import KeyStore, KeyStoreError
 
@@ -65,14 +67,14 @@ def test_default_state_is_the_checkouts_run_folder_from_any_directory(where, mon
     monkeypatch.chdir({"root": paths.ROOT, "docs": paths.ROOT / "docs", "outside": tmp_path}[where])
     assert paths.default_state() == paths.ROOT / "run"
     args = cli.build_parser().parse_args(["status"])
-    assert cli.state_dir(args) == paths.ROOT / "run"
+    assert session.state_dir(args) == paths.ROOT / "run"
 
 
 def test_state_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv(paths.STATE_ENV, str(tmp_path / "mine"))
     assert paths.default_state() == tmp_path / "mine"
     args = cli.build_parser().parse_args(["status", "--state", "other"])
-    assert cli.state_dir(args) == "other"  # an explicit --state wins
+    assert session.state_dir(args) == "other"  # an explicit --state wins
 
 
 # -- finding 4: bad input, one clear line ------------------------------------------------------
@@ -149,7 +151,7 @@ def _boom(args):
 
 def test_an_unexpected_exception_is_one_line_and_exit_70(monkeypatch, capsys):
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
-    monkeypatch.setattr(cli, "cmd_identify", _boom)
+    monkeypatch.setattr(device, "cmd_identify", _boom)
     assert cli.main(["identify"]) == cli.EXIT_INTERNAL
     line = one_clear_line(capsys.readouterr().err)
     assert "internal error" in line and "KeyError" in line and "--debug" in line
@@ -157,7 +159,7 @@ def test_an_unexpected_exception_is_one_line_and_exit_70(monkeypatch, capsys):
 
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_debug_shows_the_traceback(how, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "cmd_identify", _boom)
+    monkeypatch.setattr(device, "cmd_identify", _boom)
     if how == "env":
         monkeypatch.setenv(cli.DEBUG_ENV, "1")
     assert cli.main(["identify"] + (["--debug"] if how == "flag" else [])) == cli.EXIT_INTERNAL

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from pumpctl import cli, paths, report
+from pumpctl import units as u
 from pumpctl.fw import alarms, events, link_commands as lc
 
 IDENT = {"serial": "SN-1", "model": "IT-40", "firmware": "0.2.0", "stroke_nl": 500}
@@ -126,8 +127,8 @@ def test_the_names_of_record_numbers_follow_the_firmware():
 def test_refill_figures_add_up_as_shown(expected, withdrawn):
     def ml(text):
         return float(text.split()[0])
-    shown = ml(report.fmt_ml(withdrawn)) - ml(report.fmt_ml(expected))
-    assert abs(shown - ml(report.fmt_ml(withdrawn - expected, signed=True))) < 1e-9
+    shown = ml(u.fmt_ml(withdrawn)) - ml(u.fmt_ml(expected))
+    assert abs(shown - ml(u.fmt_ml(withdrawn - expected, signed=True))) < 1e-9
 
 
 def test_a_reason_the_pump_cut_short_keeps_only_whole_clauses():
@@ -209,12 +210,44 @@ def test_the_visit_report_counts_delivery_on_through_a_flash_fault():
     assert rows == [(100, 5_000_000, 500_000)] and state.stopped
 
 
-@pytest.mark.parametrize("nl", [14_198_500, 14_199_000, -15_898_500, 0, 500, 20_000_000, 6_170_000])
-def test_the_visit_report_and_the_refill_review_show_the_same_volumes(nl):
-    from pumpctl import visit
-    assert visit.fmt_ml_exact(nl) == report.fmt_ml(nl)
+@pytest.mark.parametrize("nl, shown", [(14_198_500, "14.1985 mL"), (14_199_000, "14.199 mL"),
+                                       (-15_898_500, "-15.8985 mL"), (0, "0.000 mL"), (500, "0.0005 mL"),
+                                       (20_000_000, "20.000 mL"), (6_170_000, "6.170 mL")])
+def test_a_counted_volume_is_shown_exactly_with_at_least_three_decimals(nl, shown):
+    assert u.fmt_ml(nl) == shown
+
+
+def test_figures_are_formatted_in_one_place():
+    # units.py is the one home of drug_unit and fmt_*: the visit report, the
+    # reviews and the screens cannot disagree on a format.
+    import re
+    pkg = paths.ROOT / "host_tools" / "pumpctl"
+    homes = {}
+    for f in sorted(pkg.rglob("*.py")):
+        for name in re.findall(r"^def ((?:fmt_\w+|drug_unit|_?table))\(", f.read_text(), re.M):
+            homes.setdefault(name.lstrip("_"), []).append(str(f.relative_to(pkg)))
+    assert {n: fs for n, fs in homes.items() if len(fs) > 1} == {}
+    assert all(fs == ["units.py"] for n, fs in homes.items() if n != "table"), homes
+    assert homes.get("table") == ["console.py"], homes
 
 
 def test_visit_has_the_same_report_folder_default_as_scenario():
     args = cli.build_parser().parse_args(["visit", "--withdrawn", "1mL", "--added", "20mL"])
     assert args.report_dir == cli.build_parser().parse_args(["scenario", "x.json"]).report_dir == "reports"
+
+
+def test_scenario_docs_and_examples_name_alarms_as_pumpctl_does():
+    # One alarm naming scheme everywhere (issue #13): the slugs of `pumpctl alarms`.
+    import json
+    import re
+    doc = (paths.ROOT / "docs" / "scenarios.md").read_text()
+    listed = re.search(r"Alarm names, as everywhere in pumpctl[^\n]*\n([^\n]+)", doc)
+    assert listed and re.findall(r"`([^`]+)`", listed.group(1)) == list(report.ALARM_SLUGS)
+    for block in re.findall(r'"(?:no_)?alarms": \[([^\]]*)\]', doc):
+        assert all(n in report.ALARM_SLUGS for n in json.loads("[%s]" % block)), block
+    for path in sorted((paths.ROOT / "examples").glob("*.json")):
+        for step in json.loads(path.read_text()).get("steps", []):
+            for key in ("alarms", "no_alarms"):
+                names = step.get(key)
+                if isinstance(names, list):
+                    assert all(n in report.ALARM_SLUGS for n in names), (path.name, names)

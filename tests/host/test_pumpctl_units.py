@@ -120,7 +120,7 @@ def test_prescription_file_both_forms(tmp_path):
 @given(st.integers(1, 25_000_000), st.integers(0, 6))
 def test_mass_round_trips_exactly(ng, shift):
     # Any whole ng written in mg (as a decimal) converts back exactly.
-    text = report.decimal_ml(ng) + "mg"  # ng / 10^6 as exact decimal text
+    text = u.ml_number(ng) + "mg"  # ng / 10^6 as exact decimal text
     assert u.mass_ng(text) == ng
 
 

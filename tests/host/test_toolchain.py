@@ -28,3 +28,15 @@ def test_every_firmware_and_board_module_is_cross_compiled_for_armv6m():
         mpy = ROOT / "build" / "mpy" / src.with_suffix(".mpy")
         assert mpy.exists(), "%s was not compiled" % src
         assert mpy.stat().st_mtime >= (ROOT / src).stat().st_mtime, "%s is stale" % mpy
+
+
+def test_the_first_make_says_what_it_is_installing():
+    # Issue #13 finding 15: the set-up is not a silent minute.
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    plan = subprocess.run(["make", "-n", "-W", "requirements.txt", "setup"], cwd=root, capture_output=True,
+                          text=True, timeout=60).stdout.splitlines()
+    said = [line for line in plan if line.startswith("echo")]
+    assert said and "setting up" in said[0] and plan.index(said[0]) < next(
+        i for i, line in enumerate(plan) if "pip install" in line)

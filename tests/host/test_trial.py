@@ -190,7 +190,7 @@ def test_baseline_zero_cannot_be_evaluated():
     assert ev.reduction_percent is None and not ev.meets_50_percent
     assert ev.recommendation.startswith("Cannot evaluate: baseline pain 0")
     assert "100" not in ev.recommendation
-    assert T.fmt_percent(ev.reduction_percent) == "undefined"
+    assert T.criterion_percent(ev.reduction_percent) == "undefined"
     assert all(r.reduction_percent is None for r in ev.days)
     T.render_text(continuous(baseline=0, scores={2: 0}))  # renders, no crash
 
@@ -213,11 +213,11 @@ def test_just_under_fifty_percent_does_not_meet():
     # 49.9 %: baseline 10, mean 5.01
     red = T.reduction_percent(10, Fraction(501, 100))
     assert red == Fraction(499, 10) and not T.meets_criterion(red)
-    assert T.fmt_percent(red) == "49.9 %"
+    assert T.criterion_percent(red) == "49.9 %"
     ev = T.evaluate(continuous(baseline=9, scores={2: 4, 3: 5, 4: 5}))  # mean 14/3: 48.1 %
     assert ev.reduction_percent == Fraction(1300, 27) and not ev.meets_50_percent
     # shown rounded down, so a value that misses is never printed as 50.0 %
-    assert T.fmt_percent(Fraction(49999, 1000)) == "49.9 %"
+    assert T.criterion_percent(Fraction(49999, 1000)) == "49.9 %"
 
 
 def test_injection_trial_evaluates_the_day_of_the_latest_injection():
@@ -291,7 +291,7 @@ def test_reduction_is_exact_and_the_criterion_inclusive(baseline, scores):
     # >= 50 % in integers: 2 (b n - sum) >= b n
     assert ev.meets_50_percent == (2 * (baseline * n - total) >= baseline * n)
     assert (ev.outcome == T.Outcome.MEETS) == ev.meets_50_percent
-    if T.fmt_percent(ev.reduction_percent).startswith("50.0"):
+    if T.criterion_percent(ev.reduction_percent).startswith("50.0"):
         assert ev.meets_50_percent  # what is shown as 50.0 % always meets
 
 

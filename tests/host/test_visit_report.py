@@ -10,6 +10,7 @@ import pytest
 
 import firmware_on_cpython  # noqa: F401  (firmware/ and boards/unix on sys.path)
 from pumpctl import diary, visit
+from pumpctl import units as u
 from pumpctl.fw import alarms, events
 
 PREV = dt.date(2025, 6, 3)
@@ -190,7 +191,7 @@ def test_refill_within_tolerance(ok):
 def test_refill_with_discrepancy(bad):
     r = bad.refill
     assert (r.expected_nl, r.withdrawn_nl, r.discrepancy_nl, r.warning) == (8_770_000, 6_170_000, -2_600_000, True)
-    assert visit.fmt_pct(r.percent) == "-29.6 %"
+    assert u.fmt_pct(r.percent) == "-29.6 %"
     assert bad.attention[0] == ("REFILL DISCREPANCY: withdrawn 6.170 mL, expected 8.770 mL (-2.600 mL, -29.6 %): "
                                 "less came out than the pump computed: over-infusion, a leak or a pocket fill at "
                                 "the last refill?")

@@ -1,0 +1,45 @@
+"""The patient's pain diary: an entry (patient role) and the listing (clinician)."""
+
+from pumpctl import units as u
+from pumpctl.console import EXIT_OK, emit, note, table, write_csv
+from pumpctl.fw import link_commands as lc
+from pumpctl.session import connected, read_log, session_role
+
+
+def cmd_diary(args):
+    if not 0 <= args.pain <= lc.PAIN_MAX:
+        raise u.UnitError("pain score %d: give 0 (none) to %d (worst)" % (args.pain, lc.PAIN_MAX))
+    if args.activity not in lc.ACTIVITIES:
+        raise u.UnitError("activity %r: one of %s" % (args.activity, ", ".join(lc.ACTIVITIES)))
+    if len(args.note.encode()) > lc.NOTE_MAX:
+        raise u.UnitError("note is %d bytes: at most %d" % (len(args.note.encode()), lc.NOTE_MAX))
+    with connected(args, session_role(args, "patient")) as c:
+        r = c.request(lc.DIARY, {"pain": args.pain, "activity": args.activity, "note": args.note})
+    emit(args, r, "diary entry %d recorded" % r["seq"])
+    return EXIT_OK
+
+
+
+DIARY_HEADERS = ["seq", "date", "time", "pain", "activity", "note"]
+
+
+def cmd_diary_list(args):
+    from pumpctl import diary
+    with connected(args, session_role(args, "clinician")) as c:
+        recs, _ = read_log(c, args.first)
+    entries, unreadable = [], []
+    for r in recs:
+        if r[3] != diary.events.DIARY:
+            continue
+        try:
+            entries.append(diary.decode(r))
+        except diary.DiaryError as e:
+            unreadable.append(str(e))
+    rows = [[e.seq, e.date.isoformat(), u.fmt_tod(e.tod_s), e.pain, e.activity, e.note] for e in entries]
+    for msg in unreadable:
+        note("unreadable diary record: %s" % msg)
+    if args.csv:
+        return write_csv(args.csv, DIARY_HEADERS, rows, "diary entries")
+    emit(args, {"entries": [dict(zip(DIARY_HEADERS, r)) for r in rows], "unreadable": unreadable},
+         lambda: table(rows, DIARY_HEADERS) if rows else "no diary entries")
+    return EXIT_OK

@@ -1,0 +1,94 @@
+"""Reading the pump: status, interrogate, alarms (and acknowledging them), log."""
+import sys
+
+from pumpctl import report
+from pumpctl import units as u
+from pumpctl.console import EXIT_OK, DryRun, emit, write_csv
+from pumpctl.fw import alarms, events
+from pumpctl.fw import link_commands as lc
+from pumpctl.session import connected, read_log, session_role
+
+
+def cmd_status(args):
+    with connected(args, session_role(args, "clinician")) as c:
+        st = c.request(lc.STATUS)
+        ident = c.identity
+    emit(args, {"identity": ident, "status": st}, lambda: report.status_text(ident, st))
+    return EXIT_OK
+
+
+def cmd_interrogate(args):
+    with connected(args, session_role(args, "clinician")) as c:
+        ident = c.identity
+        st = c.request(lc.STATUS)
+        th = c.request(lc.THERAPY)
+        al = c.request(lc.ALARMS)["alarms"]
+        raised = alarms_raised_at(c, [a[0] for a in al])
+    data = {"identity": ident, "status": st, "therapy": th, "alarms": report.alarm_rows(al, raised)}
+    emit(args, data, lambda: "\n\n".join([report.status_text(ident, st), "therapy:\n" + report.therapy_text(th),
+                                          "alarms:\n" + report.alarms_text(al, raised)]))
+    return EXIT_OK
+
+
+def cmd_alarms(args):
+    with connected(args, session_role(args, "clinician")) as c:
+        al = c.request(lc.ALARMS)["alarms"]
+        acked = []
+        if args.ack is not None:
+            ids = [a[0] for a in al] if args.ack == "all" else [_alarm_id(args.ack)]
+            if getattr(args, "dry_run", False):
+                raise DryRun("ack", [{"alarm": a} for a in ids], {
+                    "alarms": report.alarm_rows(al), "would_acknowledge": [report.alarm_slug(a) for a in ids]})
+            for a in ids:
+                acked.append({"id": a, "name": report.alarm_slug(a),
+                              "acknowledged": c.request(lc.ACK_ALARM, {"alarm": a})["acknowledged"]})
+            al = c.request(lc.ALARMS)["alarms"]
+        raised = alarms_raised_at(c, [a[0] for a in al]) if al else {}
+    emit(args, {"alarms": report.alarm_rows(al, raised), "acknowledged": acked},
+         lambda: "\n".join(["acknowledged %s: %s" % (a["name"], "yes" if a["acknowledged"] else "was not active")
+                            for a in acked] + [report.alarms_text(al, raised)]))
+    return EXIT_OK
+
+
+def _alarm_id(text):
+    a = report.alarm_lookup(text)
+    if a is None:
+        raise u.UnitError("alarm %r: give an id 0..%d or a name (%s), or 'all'"
+                          % (text, alarms.COUNT - 1, ", ".join(report.ALARM_SLUGS)))
+    return a
+
+
+_RAISED_SCAN = 1024  # log records read back to find when the active alarms were raised
+
+
+def alarms_raised_at(c, ids):
+    """{alarm id: (day, tod_s)} of the latest `alarm raised` record of each
+    active alarm in the last _RAISED_SCAN log records (a clinician session;
+    a patient session cannot read the log and gets {})."""
+    want = set(ids)
+    if not want or c.role != "clinician":
+        return {}
+    found = {}
+    info = c.request(lc.LOG_READ, {"first": 1, "max": 1})
+    last = info["last_seq"]
+    end = last
+    while want - set(found) and end >= info["first_seq"] and last - end < _RAISED_SCAN:
+        start = max(info["first_seq"], end - 127)
+        recs, _ = read_log(c, start, end)
+        for r in recs:
+            if r[3] == events.ALARM_RAISED and r[4] in want:
+                found[r[4]] = (r[1], r[2])
+        end = start - 1
+    return found
+
+
+def cmd_log(args):
+    first = args.first
+    with connected(args, session_role(args, "clinician")) as c:
+        recs, info = read_log(c, first, args.last, show_progress=sys.stderr.isatty() and not args.json)
+    if args.csv:
+        return write_csv(args.csv, report.LOG_HEADERS, report.log_rows(recs), "records")
+    emit(args, {"first_seq": info["first_seq"], "last_seq": info["last_seq"], "dropped": info["dropped"],
+                "records": report.log_records(recs)},
+         lambda: report.log_table(recs) if recs else "no records")
+    return EXIT_OK

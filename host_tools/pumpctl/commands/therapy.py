@@ -1,0 +1,372 @@
+"""Commands that change therapy, each reviewed before it is sent: program,
+bolus, prime, catheter, demand, suspend, resume, maintenance, refill."""
+from typing import Any
+
+from pumpctl import report
+from pumpctl import units as u
+from pumpctl.console import EXIT_OK, Cancelled, ask, emit, interactive, note, send_reviewed, table
+from pumpctl.fw import alarms, wire
+from pumpctl.fw import link_commands as lc
+from pumpctl.link import PumpError
+from pumpctl.session import connected, session_role
+
+
+def rx_option(args) -> "dict[str, Any] | None":
+    """The prescription in the options (or --file), or None if none is given."""
+    given = any((args.drug, args.conc, args.dose, args.step, args.periodic, args.demand))
+    if args.file:
+        if given:
+            raise u.UnitError("give the prescription either in --file or as options, not both")
+        return u.prescription_file(args.file)
+    if not given:
+        return None
+    if not args.drug or not args.conc:
+        raise u.UnitError("a prescription needs --drug and --conc (e.g. --drug morphine --conc 10mg/mL)")
+    return u.prescription(args.drug, args.conc, args.dose, args.step or [], args.periodic or [], args.demand)
+
+
+def rx_from_args(args) -> "dict[str, Any]":
+    rx = rx_option(args)
+    if rx is None:
+        raise u.UnitError("a prescription needs --drug and --conc (e.g. --drug morphine --conc 10mg/mL)")
+    return rx
+
+
+def projection(day, tod, total_ng, total_nl, empty_in_s, unit):
+    return {"total": report.total_text(total_ng, total_nl, unit),
+            "empty": u.fmt_date(u.date_after(day, tod, empty_in_s)) if empty_in_s is not None else "-"}
+
+
+def know_status(c, st):
+    # A refusal at the 24-hour maximum then names what was given in the last 24 h.
+    if st.get("ceiling_24h_ng") is not None:
+        c.context["given_ng"] = st["ceiling_24h_ng"]
+
+
+def checked(args, c, mtype, payload, drug):
+    """The pump's own dry run (`check: true`) of a request that adds drug.
+    With --override, and only when the pump refuses at the drug's usual
+    (soft) 24-hour maximum and the drug has a higher hard one, the dry run is
+    repeated with the override. Returns (the dry run's reply, the soft refusal
+    or None): with a soft refusal the real request needs the override."""
+    try:
+        return c.request(mtype, dict(payload, check=True)), None
+    except PumpError as e:
+        soft, hard = report.daily_maxima(drug) if drug in report.limits.DRUGS else (0, 0)
+        if not (getattr(args, "override", False) and e.limit == "daily_max" and hard > soft):
+            raise
+        first = e
+    c.context["override_sent"] = True
+    return c.request(mtype, dict(payload, check=True, override=True)), first
+
+
+def override_warning(args, soft_refusal, drug):
+    """The plain review line for a dose above the usual maximum, or a note
+    that --override was not needed; [] without --override."""
+    if soft_refusal is None:
+        return ["(--override not needed: within the usual 24-hour maximum; sent without it)"] \
+            if getattr(args, "override", False) else []
+    unit = u.drug_unit(drug)
+    soft, hard = report.daily_maxima(drug)
+    return ["ABOVE THE USUAL MAXIMUM: %s's usual 24-hour maximum is %s/day; this goes above it, up to the hard "
+            "maximum %s/day at most (never more)." % (drug, u.fmt_mass(soft, unit), u.fmt_mass(hard, unit)),
+            "  the pump says: %s" % report.clinical_reason(soft_refusal.reason, drug),
+            "  Confirming sends the override (--override); the pump logs it as `soft limit overridden`."]
+
+
+def _with_override(payload, soft_refusal):
+    return dict(payload, override=True) if soft_refusal is not None else payload
+
+
+def cmd_program(args):
+    rx = rx_from_args(args)
+    unit = u.drug_unit(rx["drug"])
+    with connected(args, session_role(args, "clinician")) as c:
+        st = c.request(lc.STATUS)
+        th = c.request(lc.THERAPY)
+        know_status(c, st)
+        check, soft = checked(args, c, lc.PROGRAM, {"rx": rx}, rx["drug"])
+        day, tod = st["day"], st["tod_s"]
+        cur = projection(day, tod, th.get("daily_ng"), th.get("max_daily_nl"), st.get("empty_in_s"), unit)
+        new = projection(day, tod, check["daily_ng"], check["max_daily_nl"], check["empty_in_s"], unit)
+        review = report.compare(th.get("rx"), rx, cur, new, unit)
+        if not args.json:
+            print("Review: new therapy for pump %s (reservoir %s)\n%s\n" % (
+                c.identity["serial"], u.fmt_volume(st["remaining_nl"]), review))
+            for line in override_warning(args, soft, rx["drug"]):
+                print(line)
+        payload = _with_override({"rx": rx}, soft)
+        done = send_reviewed(args, c, "Program this therapy%s?" % (" ABOVE the usual maximum" if soft else ""),
+                             lc.PROGRAM, payload, {"current": th.get("rx"), "check": check,
+                                                   "above_usual_maximum": soft is not None})
+    emit(args, {"programmed": rx, "result": done, "previous": th.get("rx"), "override": soft is not None},
+         "programmed: 24-hour maximum %s%s" % (report.total_text(done["daily_ng"], done["max_daily_nl"], unit),
+                                               " (above the usual maximum: override logged)" if soft else ""))
+    return EXIT_OK
+
+
+def current_rx(c):
+    th = c.request(lc.THERAPY)
+    if th.get("rx") is None:
+        raise PumpError({"code": wire.LIMIT, "name": "LIMIT", "limit": "not_programmed",
+                         "reason": "no therapy programmed"})
+    know_therapy(c, th["rx"])
+    return th["rx"]
+
+
+def know_therapy(c, rx):
+    # A refusal then speaks the drug's own unit (mg or µg) and concentration.
+    if rx:
+        c.context.update(drug=rx["drug"], conc=rx["conc"])
+
+
+def cmd_bolus(args):
+    dose = u.mass_ng(args.dose, "bolus dose")
+    dur = u.duration_s(args.over, "bolus duration")
+    with connected(args, session_role(args, "clinician")) as c:
+        rx = current_rx(c)
+        st = c.request(lc.STATUS)
+        know_status(c, st)
+        unit = u.drug_unit(rx["drug"])
+        req = {"dose_ng": dose, "duration_s": dur}
+        check, soft = checked(args, c, lc.BOLUS, req, rx["drug"])
+        review = bolus_review(rx, st, dose, dur, check, c.identity.get("stroke_nl", 500))
+        if not args.json:
+            print("Review: clinician bolus on pump %s\n%s\n" % (c.identity["serial"], table(review)))
+            for line in override_warning(args, soft, rx["drug"]):
+                print(line)
+        r = send_reviewed(args, c, "Start this bolus%s?" % (" ABOVE the usual maximum" if soft else ""), lc.BOLUS,
+                          _with_override(req, soft), {"rows": dict(review), "check": check,
+                                                      "above_usual_maximum": soft is not None})
+    given = r.get("dose_ng", check.get("dose_ng", dose))
+    emit(args, dict(r, override=soft is not None), "bolus started: %s, %d strokes, %s over %s%s" % (
+        u.fmt_mass(given, unit), r["strokes"], u.fmt_volume(r["volume_nl"]), u.fmt_duration(dur),
+        " (above the usual maximum: override logged)" if soft else ""))
+    return EXIT_OK
+
+
+def bolus_review(rx, st, dose, dur, check, stroke_nl):
+    """Review rows of a clinician bolus from the pump's dry run: the dose the
+    whole strokes deliver, beside the dose asked when rounding changed it."""
+    unit = u.drug_unit(rx["drug"])
+    given = check.get("dose_ng", report.fw_units.volume_to_dose_ng(check["volume_nl"], rx["conc"]))
+    strokes = "%d strokes of %s (%s)" % (check["strokes"], u.fmt_pump_value(stroke_nl, "nL"),
+                                         u.fmt_volume(check["volume_nl"], 4))
+    rows = [["drug", "%s %s" % (rx["drug"], u.fmt_conc(rx["conc"], unit))]]
+    if given == dose:
+        rows.append(["dose", "%s: %s" % (u.fmt_mass(given, unit), strokes)])
+    else:
+        rows += [["dose asked", u.fmt_mass(dose, unit)],
+                 ["dose delivered", "%s: %s, rounded to whole strokes" % (u.fmt_mass(given, unit), strokes)]]
+    rows.append(["over", "%s (basal delivery pauses meanwhile)" % u.fmt_duration(dur)])
+    if st.get("ceiling_24h_ng") is not None:
+        rows.append(["24-h maximum", report.ceiling_text(rx["drug"], st["ceiling_24h_ng"])])
+    return rows
+
+
+def cmd_prime(args):
+    vol = u.volume_nl(args.volume, "priming volume")
+    dur = u.duration_s(args.over, "priming duration")
+    with connected(args, session_role(args, "clinician")) as c:
+        st = c.request(lc.STATUS)
+        th = c.request(lc.THERAPY)
+        know_therapy(c, th.get("rx"))
+        know_status(c, st)
+        req = {"volume_nl": vol, "duration_s": dur}
+        check = c.request(lc.PRIME, dict(req, check=True))
+        review = prime_review(th, st, vol, dur, check)
+        if not args.json:
+            print("Review: priming bolus on pump %s\n%s\n" % (c.identity["serial"], table(review)))
+        r = send_reviewed(args, c, "Start priming?", lc.PRIME, req, {"rows": dict(review), "check": check})
+    emit(args, r, "priming started: %d strokes, %s over %s" % (r["strokes"], u.fmt_volume(r["volume_nl"], 4),
+                                                               u.fmt_duration(dur)))
+    return EXIT_OK
+
+
+def prime_review(th, st, vol, dur, check):
+    cath = th.get("catheter_nl") or 0
+    rows = [["catheter", "%s, %s" % (u.fmt_volume(cath, 4), "primed" if st.get("catheter_primed") else "not primed")],
+            ["priming", "%s over %s: %d strokes (%s)" % (u.fmt_volume(vol, 4), u.fmt_duration(dur), check["strokes"],
+                                                          u.fmt_volume(check["volume_nl"], 4))]]
+    beyond = check["volume_nl"] - cath
+    rx = th.get("rx")
+    if beyond > 0 and rx:
+        unit = u.drug_unit(rx["drug"])
+        rows.append(["beyond the catheter", "%s = %s of %s: dose to the patient, counted against the 24-hour "
+                     "maximum" % (u.fmt_volume(beyond, 4), u.fmt_mass(report.fw_units.volume_to_dose_ng(
+                         beyond, rx["conc"]), unit), rx["drug"])])
+    else:
+        rows.append(["counted", "volume only: it fills the catheter with drug (what leaves the tip is the "
+                                "catheter's saline, not dose)"])
+    if rx and st.get("ceiling_24h_ng") is not None:
+        rows.append(["24-h maximum", report.ceiling_text(rx["drug"], st["ceiling_24h_ng"])])
+    return rows
+
+
+def cmd_catheter(args):
+    """A catheter revision: the IMPLANT `catheter` step on an implanted pump.
+    The new catheter is not primed until `pumpctl prime`."""
+    segments = u.catheter_segments(args.segments)
+    total = sum(nl for _, nl in segments)
+    with connected(args, session_role(args, "clinician")) as c:
+        st = c.request(lc.STATUS)
+        th = c.request(lc.THERAPY)
+        cur = th.get("catheter_nl") or 0
+        review = [
+            ["current catheter", "%s, %s" % (u.fmt_volume(cur, 4), "primed" if st.get("catheter_primed")
+                                             else "not primed") if cur else "none recorded"],
+            ["new catheter", "%s (total %s), pump end first" % (
+                ", ".join("%d mm %s" % (mm, u.fmt_volume(nl, 4)) for mm, nl in segments), u.fmt_volume(total, 4))],
+            ["after this", "the new catheter is not primed: until it is, strokes fill it and no drug reaches the "
+                           "patient; prime it next: %s" % prime_hint(total)],
+        ]
+        if not args.json:
+            print("Review: catheter revision on pump %s\n%s\n" % (c.identity["serial"], table(review)))
+        r = send_reviewed(args, c, "Record this catheter revision?", lc.IMPLANT,
+                          {"step": "catheter", "segments": segments}, {"rows": dict(review)})
+    emit(args, dict(r, next=prime_hint(r["catheter_nl"])), "catheter revision recorded: %s, not primed; next: %s"
+         % (u.fmt_volume(r["catheter_nl"], 4), prime_hint(r["catheter_nl"])))
+    return EXIT_OK
+
+
+def prime_hint(volume_nl):
+    """`pumpctl prime` for a catheter volume, at a rate well inside the mechanism's (about 12 mL/day)."""
+    minutes = -(-volume_nl * 1440 // 12_000_000)
+    minutes = max(10, -(-minutes // 5) * 5)
+    return "pumpctl prime --volume %smL --over %dmin" % (u.ml_number(volume_nl), minutes)
+
+
+def cmd_demand(args):
+    with connected(args, session_role(args, "patient")) as c:
+        r = c.request(lc.DEMAND)
+    emit(args, r, "demand bolus started: %s over %s" % (u.fmt_volume(r["volume_nl"]), u.fmt_duration(r["duration_s"])))
+    return EXIT_OK
+
+
+def cmd_suspend(args):
+    with connected(args, session_role(args, "clinician")) as c:
+        rx = c.request(lc.THERAPY).get("rx")
+        if not args.json:
+            print("Review: suspend therapy. Delivery stops until a clinician resumes it.")
+            if rx and rx["drug"] == "baclofen":
+                print("WARNING: abrupt withdrawal of intrathecal baclofen can be fatal.")
+        r = send_reviewed(args, c, "Suspend?", lc.SUSPEND, None)
+    emit(args, r, "pump %s" % r["state"])
+    return EXIT_OK
+
+
+def cmd_maintenance(args):
+    with connected(args, session_role(args, "clinician")) as c:
+        if not args.json:
+            print("Review: stop the pump and give its USB port back to the REPL (mpremote, deploy).")
+            print("Delivery stops until the board is powered up again.")
+        r = send_reviewed(args, c, "Enter maintenance?", lc.MAINTENANCE, None)
+    emit(args, r, "pump stopped; its REPL answers on the port until the next power-up")
+    return EXIT_OK
+
+
+def cmd_resume(args):
+    with connected(args, session_role(args, "clinician")) as c:
+        th = c.request(lc.THERAPY)
+        if not args.json:
+            print("Review: resume this therapy (no catch-up of what was missed):\n%s\n" % report.therapy_text(th))
+        r = send_reviewed(args, c, "Resume?", lc.RESUME, None)
+    emit(args, r, "pump %s" % r["state"])
+    return EXIT_OK
+
+
+def cmd_refill(args):
+    withdrawn = u.volume_nl(args.withdrawn, "withdrawn volume")
+    added = u.volume_nl(args.added, "added volume")
+    rx = rx_option(args)
+    with connected(args, session_role(args, "clinician")) as c:
+        done = refill_workflow(args, c, withdrawn, added, rx)
+    emit(args, done, refill_done_text(done, added))
+    return EXIT_OK
+
+
+def refill_done_text(done, added):
+    extra = ""
+    if done.get("drug_changed"):
+        extra += "; drug or concentration changed: the catheter's old drug is pushed out first (bridge bolus)"
+    if done.get("bolus_cancelled"):
+        extra += "; the running bolus was cancelled (it was for the old drug)"
+    if done.get("override"):
+        extra += "; above the usual maximum: override logged"
+    return "refill recorded: %s in the reservoir; discrepancy %s%s%s" % (
+        u.fmt_ml(added), u.fmt_ml(done["discrepancy_nl"], signed=True),
+        " (acknowledged)" if done["warning"] else "", extra)
+
+
+def refill_workflow(args, c, withdrawn, added, rx):
+    """The guided refill on a logged-in clinician client: dry-run check,
+    review, discrepancy acknowledgement, confirm, refill (with the new
+    prescription rx, or None). Returns the pump's refill reply. Raises
+    Cancelled before anything is changed."""
+    st = c.request(lc.STATUS)
+    th = c.request(lc.THERAPY)
+    know_therapy(c, rx or th.get("rx"))
+    know_status(c, st)
+    req = {"withdrawn_nl": withdrawn, "added_nl": added}
+    if rx is not None:
+        req["rx"] = rx
+    new_rx = rx or th.get("rx")
+    check, soft = checked(args, c, lc.REFILL, req, new_rx["drug"] if new_rx else None)
+    unit = u.drug_unit(new_rx["drug"] if new_rx else st.get("drug"))
+    old = th.get("rx")
+    changed = check.get("drug_changed", bool(rx and old and (old["drug"], old["conc"]) != (rx["drug"], rx["conc"])))
+    review = [
+        ["expected in the reservoir", u.fmt_ml(check["expected_nl"])],
+        ["withdrawn", u.fmt_ml(withdrawn)],
+        ["discrepancy", "%s%s" % (u.fmt_ml(check["discrepancy_nl"], signed=True),
+                                  "  WARNING" if check["warning"] else "")],
+        ["added", "%s of %s" % (u.fmt_ml(added), _drug_text(new_rx, unit))],
+    ]
+    if changed and old:
+        what = "DRUG" if old["drug"] != new_rx["drug"] else "CONCENTRATION"
+        was = _drug_text(old, u.drug_unit(old["drug"]))
+        review.append(["%s CHANGE" % what, "was %s; the catheter's old drug is pushed out first at the old rate "
+                                            "(bridge bolus, automatic)" % was])
+    elif old and new_rx:
+        review.append(["drug", "the same as in the pump"])
+    if check.get("bolus_cancelled"):
+        review.append(["running bolus", "CANCELLED by the change (its strokes were for the old drug)"])
+    if not args.json:
+        print("Review: refill of pump %s\n%s\n" % (c.identity["serial"], table(review)))
+        if rx is not None:
+            day, tod = st["day"], st["tod_s"]
+            cur = projection(day, tod, th.get("daily_ng"), th.get("max_daily_nl"), st.get("empty_in_s"), unit)
+            new = projection(day, tod, check["daily_ng"], check["max_daily_nl"], check["empty_in_s"], unit)
+            print("New prescription:\n%s\n" % report.compare(old, rx, cur, new, unit))
+        elif check.get("empty_in_s") is not None:
+            print("projected empty after refill: %s\n" % u.fmt_date(
+                u.date_after(st["day"], st["tod_s"], check["empty_in_s"])))
+        for line in override_warning(args, soft, new_rx["drug"] if new_rx else ""):
+            print(line)
+    if check["warning"] and not getattr(args, "dry_run", False):
+        _acknowledge_discrepancy(args, check)
+    done = send_reviewed(args, c, "Record this refill%s?" % (" ABOVE the usual maximum" if soft else ""), lc.REFILL,
+                         _with_override(req, soft), {"rows": dict(review), "check": check,
+                                                     "above_usual_maximum": soft is not None})
+    if done["warning"]:
+        # The clinician has acknowledged the warning: so does the pump.
+        c.request(lc.ACK_ALARM, {"alarm": alarms.REFILL_DISCREPANCY})
+    return dict(done, override=soft is not None)
+
+
+def _drug_text(rx, unit):
+    return "%s %s" % (rx["drug"], u.fmt_conc(rx["conc"], unit)) if rx else "-"
+
+
+def _acknowledge_discrepancy(args, check):
+    msg = ("WARNING: withdrawn %s but %s expected (%s). Possible over- or under-infusion, or a pocket "
+           "fill at the last refill: check the patient and the pump before going on."
+           % (u.fmt_ml(check["withdrawn_nl"]), u.fmt_ml(check["expected_nl"]),
+              u.fmt_ml(check["discrepancy_nl"], signed=True)))
+    note(msg)
+    if args.accept_discrepancy:
+        return
+    if not interactive():
+        raise Cancelled("discrepancy not acknowledged: nothing changed (add --accept-discrepancy after checking)")
+    if ask("Type 'acknowledge' to go on: ").strip().lower() != "acknowledge":
+        raise Cancelled("discrepancy not acknowledged: nothing changed")

@@ -1,0 +1,103 @@
+"""Reaching a pump: the port (a Pico, an emulator, a URL), identification,
+provisioning of a new pump and the login with a role's key; the event log
+read over the link."""
+import contextlib
+import signal
+
+from pumpctl import paths
+from pumpctl.console import Progress, note
+from pumpctl.emulator import Emulator, StateBusy
+from pumpctl.fw import link_commands as lc
+from pumpctl.keystore import KeyStore, KeyStoreError
+from pumpctl.link import Client, LinkError, find_auto, open_port, unpack_log
+
+
+def provision_if_new(client, keystore):
+    """Provisions a new pump and stores its keys. Returns a line for the user."""
+    ident = client.identify()
+    serial = ident["serial"]
+    if ident["provisioned"]:
+        if keystore.has(serial):
+            return "pump %s: keys in %s" % (serial, keystore.path)
+        return "pump %s was provisioned by another programmer: no keys for it in %s" % (serial, keystore.path)
+    with no_interrupt():  # the pump gives its keys once: never stop between getting and storing them
+        keys = client.provision()
+        try:
+            keystore.put(serial, keys["patient"], keys["clinician"], ident.get("model", ""))
+        except OSError as e:
+            # Show the keys rather than lose them.
+            raise KeyStoreError("could not save the keys of pump %s to %s (%s); keep them: patient %s clinician %s"
+                                % (serial, keystore.path, e, keys["patient"].hex(), keys["clinician"].hex()))
+    return "pump %s provisioned: new keys stored in %s" % (serial, keystore.path)
+
+
+@contextlib.contextmanager
+def no_interrupt():
+    # Ctrl-C and SIGTERM wait until the block is done (then take effect).
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def connected(args, role=None):
+    """A client for --port (path, URL, auto or emulator), identified and,
+    with a role, logged in with that role's key from the key store."""
+    emu = None
+    spec = args.port
+    if spec == "emulator":
+        try:
+            emu = Emulator(state_dir(args)).start()
+        except StateBusy as e:
+            raise LinkError("an emulator is already running with state folder %s (pid %s, serial port %s): "
+                            "use --port auto" % (paths.shown(e.state_dir), e.pid or "?", e.port or "?"))
+        assert emu.port is not None
+        spec = emu.port
+    elif spec == "auto":
+        spec = find_auto(state_dir(args))
+    try:
+        client = Client(open_port(spec), timeout=args.timeout)
+        try:
+            store = KeyStore(args.keystore)
+            if emu is not None:
+                note(provision_if_new(client, store))
+            ident = client.identify()
+            if role is not None:
+                client.login(role, store.get(ident["serial"], role))
+            yield client
+        finally:
+            client.close()
+    finally:
+        if emu is not None:
+            emu.stop()
+
+
+def session_role(args, default):
+    return args.role or default
+
+
+def state_dir(args):
+    """--state, else $PUMPCTL_STATE, else run/ in the checkout (wherever pumpctl is run from)."""
+    return paths.default_state() if getattr(args, "state", None) is None else args.state
+
+
+
+def read_log(c, first=1, last=None, show_progress=False):
+    """Event log records first..last (default: to the end) over the link."""
+    recs = []
+    info = c.request(lc.LOG_READ, {"first": max(first, 1), "max": 1})
+    last = info["last_seq"] if last is None else min(last, info["last_seq"])
+    start = nxt = max(first, info["first_seq"])
+    progress = Progress(last - start + 1, "event log", enabled=show_progress)
+    while nxt <= last:
+        p = c.request(lc.LOG_READ, {"first": nxt, "max": lc.LOG_MAX_PER_READ})
+        recs += [r for r in unpack_log(p["recs"]) if r[0] <= last]
+        if p["next"] <= nxt:
+            break
+        nxt = p["next"]
+        progress.update(min(nxt, last + 1) - start)
+    progress.done()
+    return recs, info
