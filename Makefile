@@ -67,8 +67,10 @@ pico-emu: $(STAMP) rp2emu
 # The emulated pump with its state in run/ (flash.img, bench.sock, port.json,
 # emulator.lock), or in $PUMPCTL_STATE: `pumpctl status` finds it from any
 # directory (tests/e2e/test_pumpctl_user.py runs this very command).
+# `make run EMULATE=--virtual`: virtual time, moved on with `pumpctl advance 2h`
+# (tests/e2e/test_pumpctl_docs.py walks docs/pumpctl.md on it).
 run: $(STAMP)
-	$(BIN)/pumpctl emulate
+	$(BIN)/pumpctl emulate $(EMULATE)
 
 # basedpyright on host_tools/ (pumpctl): 0 errors. `make test` runs it too
 # (tests/host/test_host_typecheck.py).

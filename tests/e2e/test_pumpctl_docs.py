@@ -6,6 +6,7 @@ import re
 import shlex
 
 from pumpctl import paths
+from test_pumpctl_user import MadeRun
 
 DOC = paths.ROOT / "docs" / "pumpctl.md"
 REVIEWED = {"program", "bolus", "prime", "catheter", "suspend", "resume", "refill", "clock", "low-threshold",
@@ -34,17 +35,28 @@ def test_the_docs_name_the_commands_this_test_runs():
     assert names.index("catheter") < names.index("prime")
 
 
-def test_every_command_of_the_guide_works_as_written(pump, capsys, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)  # `log --csv log.csv` and the like write here
-    for argv in doc_commands():
-        extra = []
-        if argv[0] in REVIEWED and "--yes" not in argv and (argv[0] != "clock" or "--set" in argv) \
-                and (argv[0] != "alarms" or "--ack" in argv):
-            extra.append("--yes")
-        if argv[0] == "refill":
-            extra.append("--accept-discrepancy")  # the withdrawn volumes are examples
-        rc, out, err = pump.pumpctl(capsys, *argv, *extra)
-        assert rc == 0, (argv, out, err)
-        assert "Traceback" not in err
-        if argv[0] in AFTER_MIN:
-            pump.bench("advance", ms=AFTER_MIN[argv[0]] * 60_000)
+def _confirmations(argv):
+    # What a clinician types at the review ('y', and "acknowledge" at a discrepancy).
+    extra = []
+    if argv[0] in REVIEWED and "--yes" not in argv and (argv[0] != "clock" or "--set" in argv) \
+            and (argv[0] != "alarms" or "--ack" in argv):
+        extra.append("--yes")
+    if argv[0] == "refill":
+        extra.append("--accept-discrepancy")  # the withdrawn volumes are examples
+    return extra
+
+
+def test_every_command_of_the_guide_works_as_written_on_make_runs_emulator(tmp_path):
+    # `make run EMULATE=--virtual`'s own command; each command of the guide a
+    # process of its own, as typed; pump time moved on with `pumpctl advance`.
+    made = MadeRun(tmp_path, emulate=["--virtual"])
+    try:
+        for argv in doc_commands():
+            done = made.pumpctl(*argv, *_confirmations(argv))
+            assert done.returncode == 0, (argv, done.stdout, done.stderr)
+            assert "Traceback" not in done.stderr
+            if argv[0] in AFTER_MIN:
+                moved = made.pumpctl("advance", "%dmin" % AFTER_MIN[argv[0]])
+                assert moved.returncode == 0, moved.stderr
+    finally:
+        made.stop()

@@ -23,25 +23,27 @@ BIN = Path(sys.executable).parent
 PROGRAM = ["program", "--drug", "morphine", "--conc", "10mg/mL", "--dose", "4mg/day"]
 
 
-def make_run_command():
-    """The recipe of `make run`, read from the Makefile, with $(BIN) resolved."""
+def make_run_command(emulate=()):
+    """The recipe of `make run`, read from the Makefile, with $(BIN) resolved
+    and $(EMULATE) (`make run EMULATE=--virtual`) the options given."""
     lines = (ROOT / "Makefile").read_text().splitlines()
     i = next(n for n, line in enumerate(lines) if line.startswith("run:"))
     recipe = [line.strip() for line in lines[i + 1:] if line.startswith("\t")][:1]
     assert recipe, "no recipe for `make run`"
-    return recipe[0].replace("$(BIN)", str(BIN)).split()
+    words = recipe[0].replace("$(BIN)", str(BIN)).split()
+    return [w for w in words if w != "$(EMULATE)"] + list(emulate)
 
 
 class MadeRun:
     """`make run`'s emulator on a state folder of its own ($PUMPCTL_STATE, so
     a developer's run/ is never touched) and a key store of its own."""
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, emulate=()):
         self.tmp = tmp
         self.state = tmp / "run"
         self.env = dict(os.environ, PUMPCTL_STATE=str(self.state), PUMPCTL_KEYSTORE=str(tmp / "keys.json"))
         self.env.pop(cli.DEBUG_ENV, None)
-        self.command = make_run_command()
+        self.command = make_run_command(emulate)
         self.proc = subprocess.Popen(self.command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=self.env)
         self.lines = []
