@@ -99,7 +99,7 @@ class Emulator:
     def start(self, timeout=10.0):
         """Power on: a new pseudo-terminal and a pump booting from its flash image.
         StateBusy if another emulator runs with this state folder."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock()
         try:
             self._master, self._slave = os.openpty()
@@ -124,7 +124,7 @@ class Emulator:
         if self._lock_fd is not None:
             return
         path = self.state_dir / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -150,8 +150,9 @@ class Emulator:
 
     def _write_record(self):
         tmp = self.record_path.with_name(PORT_RECORD + ".tmp")
-        tmp.write_text(json.dumps({"port": self.port, "pid": os.getpid(), "bench": str(self.bench_path.absolute()),
-                                   "virtual": self.virtual}) + "\n")
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(json.dumps({"port": self.port, "pid": os.getpid(), "bench": str(self.bench_path.absolute()),
+                                "virtual": self.virtual}) + "\n")
         os.replace(tmp, self.record_path)
 
     def _remove_record(self):
@@ -181,8 +182,13 @@ class Emulator:
         # shuts the pump down cleanly, never the pump process directly. The
         # board inherits the state lock: were pumpctl killed, the folder stays
         # locked for as long as its pump runs.
+        if self.image.exists():
+            os.chmod(self.image, 0o600)  # an image made before images were private
+        # umask 077: the flash image (it holds the pump's link keys, as a
+        # board's flash does) and everything else the board writes is the
+        # owner's only.
         proc = subprocess.Popen(cmd, pass_fds=(self._master, self._lock_fd), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True, umask=0o077)
         self.proc = proc
         out = proc.stdout
         assert out is not None
@@ -207,7 +213,8 @@ class Emulator:
 
     def _drain(self, out):
         try:
-            with open(self.state_dir / LOG_NAME, "a") as log:
+            fd = os.open(self.state_dir / LOG_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with open(fd, "a") as log:
                 for line in out:
                     log.write(line)
                     log.flush()

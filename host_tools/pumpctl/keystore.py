@@ -9,9 +9,11 @@ $XDG_CONFIG_HOME/pumpctl/keys.json (default ~/.config/pumpctl/keys.json).
 Keys come from the pump at provisioning (random, per pump); nothing here is
 derived from a serial number.
 """
+import contextlib
 import datetime
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from pumpctl import paths
@@ -82,10 +84,30 @@ class KeyStore:
         # Owner-only, replaced atomically: a crash never leaves half a file.
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            _write_private(tmp, data)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # never leave keys behind in a half-written file
+            raise
+
+    def rescue(self, serial: str, patient: bytes, clinician: bytes, model: str = "") -> Path:
+        """Keys that could not go into this store, saved as a key store of
+        their own (mode 0600, a new file in the temporary folder): usable at
+        once with --keystore, or copied into the usual store."""
+        fd, name = tempfile.mkstemp(prefix="pumpctl-keys-%s-" % serial, suffix=".json")
+        os.close(fd)
+        entry = {"patient": patient.hex(), "clinician": clinician.hex(), "model": model,
+                 "provisioned": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        _write_private(Path(name), {"version": VERSION, "pumps": {serial: entry}})
+        return Path(name)
+
+
+def _write_private(path, data):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())

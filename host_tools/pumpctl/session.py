@@ -25,9 +25,14 @@ def provision_if_new(client, keystore):
         try:
             keystore.put(serial, keys["patient"], keys["clinician"], ident.get("model", ""))
         except OSError as e:
-            # Show the keys rather than lose them.
-            raise KeyStoreError("could not save the keys of pump %s to %s (%s); keep them: patient %s clinician %s"
-                                % (serial, keystore.path, e, keys["patient"].hex(), keys["clinician"].hex()))
+            # The pump gives its keys once: keep them, never on the screen.
+            try:
+                kept = "they are kept in %s (yours only): use it with --keystore, or copy its entry into your " \
+                       "key store" % keystore.rescue(serial, keys["patient"], keys["clinician"], ident.get("model", ""))
+            except OSError as e2:
+                kept = "and could not be kept anywhere (%s): the pump must be provisioned again" % e2
+            raise KeyStoreError("could not save the keys of pump %s to %s (%s); %s"
+                                % (serial, keystore.path, e.strerror or e, kept))
     return "pump %s provisioned: new keys stored in %s" % (serial, keystore.path)
 
 
