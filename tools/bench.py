@@ -53,6 +53,9 @@ def main():
     for section, figures in results.items():
         if not isinstance(figures, dict):
             continue
+        if section == "bench_link":
+            print("programmer link over the emulator's pty, virtual time (pty_echo_*: the same pty path to a bare "
+                  "MicroPython echo loop, the floor the link's times are measured against):")
         if section == "bench_rp2":
             print("on the emulated RP2040 (stock MicroPython rp2 firmware; times emulated, [median, p99, worst]):")
         for key, value in figures.items():

@@ -8,20 +8,28 @@ real pty. The last line of stdout is one JSON object:
                                         wraps: the download then reads it in passes)
   overhead_pct                          frame bytes that are not CBOR payload, STATUS exchanges
   log_overhead_pct                      wire bytes that are not event records, log download
+  pty_echo_rtt_median_ms / _p99_ms      anchor: one frame (a request's size) echoed back through a
+                                        bare pty pair by a trivial MicroPython echo loop: the same
+                                        runtime, pty set-up and host reads as the pump, no firmware
+  interrogate_rtt_ratio_to_echo         interrogate median / echo median (the interrogate is 3
+                                        request/reply exchanges, so 3 is the floor)
 
 The log is filled with patient diary entries sent over the link, pipelined.
 """
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import tty
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "host_tools"))
 
-from pumpctl import session  # noqa: E402
+from pumpctl import paths, session  # noqa: E402
 from pumpctl.emulator import Emulator  # noqa: E402
 from pumpctl.fw import link_commands as lc  # noqa: E402
 from pumpctl.fw import wire  # noqa: E402
@@ -32,6 +40,27 @@ RTT_SAMPLES = 300
 LOG_RECORDS = 10_000
 PIPELINE = 40  # diary requests in flight while filling
 CHECK = 1000  # diary entries between looks at the log's extent
+ECHO_FRAME = bytes(range(1, 34)) + b"\x00"  # 34 bytes, a sealed STATUS request's size, 0x00-delimited
+
+# The far end of the anchor: the emulator's read path (boards/unix/pty_link.py:
+# the pty master passed by fd number, non-blocking, polled) with nothing behind it.
+ECHO_LOOP = """
+import select, sys
+s = open(int(sys.argv[1]), "r+b")
+p = select.poll()
+p.register(s, select.POLLIN)
+buf = bytearray(512)
+while True:
+    ev = p.poll(-1)
+    if ev and ev[0][1] & (select.POLLHUP | select.POLLERR):
+        break
+    try:
+        n = s.readinto(buf) or 0
+    except OSError:
+        n = 0
+    if n:
+        s.write(memoryview(buf)[:n])
+"""
 
 
 def percentile(xs, p):
@@ -62,6 +91,45 @@ def rtt(c):
     wire_bytes = (c.sent - s0) + (c.received - r0)
     payload = (c.payload_sent - p0) + (c.payload_received - q0)
     return one, full, 100.0 * (wire_bytes - payload) / wire_bytes
+
+
+def pty_echo():
+    """Round trips (ms) of ECHO_FRAME through a raw pty pair to a MicroPython
+    echo loop, the pty made as pumpctl.emulator makes the pump's."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    tty.setraw(master)
+    os.set_blocking(master, False)
+    proc = subprocess.Popen([paths.micropython(), "-c", ECHO_LOOP, str(master)], pass_fds=(master,))
+    port = None
+    try:
+        port = open_port(os.ttyname(slave))
+        times = []
+        for i in range(RTT_SAMPLES + 10):  # the first few warm up
+            t = time.perf_counter()
+            port.write(ECHO_FRAME)
+            port.flush()
+            got = bytearray()
+            deadline = time.monotonic() + 5
+            while len(got) < len(ECHO_FRAME):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("pty echo: %d of %d bytes came back" % (len(got), len(ECHO_FRAME)))
+                got += port.read(max(1, port.in_waiting))
+            if i >= 10:
+                times.append((time.perf_counter() - t) * 1000)
+            if bytes(got) != ECHO_FRAME:
+                raise RuntimeError("pty echo: the bytes came back changed")
+        return times
+    finally:
+        if port is not None:
+            port.close()
+        os.close(slave)
+        os.close(master)
+        try:
+            proc.wait(5)  # the hang-up ends the loop
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def fill(emu, store, target):
@@ -116,6 +184,7 @@ def download(c, total):
 
 
 def main():
+    echo = pty_echo()
     with tempfile.TemporaryDirectory() as tmp:
         store = KeyStore(Path(tmp) / "keys.json")
         emu = Emulator(Path(tmp) / "pump", virtual=True).start()
@@ -146,6 +215,9 @@ def main():
         "log_fill_records_per_s": round((info["last_seq"]) / fill_s),
         "overhead_pct": round(overhead, 1),
         "log_overhead_pct": round(log_overhead, 1),
+        "pty_echo_rtt_median_ms": round(statistics.median(echo), 3),
+        "pty_echo_rtt_p99_ms": round(percentile(echo, 99), 3),
+        "interrogate_rtt_ratio_to_echo": round(statistics.median(full) / statistics.median(echo), 1),
     }
     print("programmer link over the emulator's pty (virtual time): %s" % ", ".join(
         "%s %s" % (k, v) for k, v in result.items()), file=sys.stderr)

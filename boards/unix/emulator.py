@@ -5,10 +5,13 @@ import os
 import select
 import time
 
+from micropython import const
+
 import alarms
 import hal
 from flash_fault import FlashFaultDevice
 from image_flash import ImageBlockDevice, mount, unmount
+from motor_model import DAY_RECORD_LEN
 from startup import start_pump
 from link import Link
 from pty_link import PtyLink
@@ -42,6 +45,7 @@ class Emulator:
             self.flash = mount(self.flash_chip)
         self.board = UnixBoard(virtual=opts.get("virtual", False), flash_dir=self.flash,
                                start_ticks=opts.get("start_ticks", 0))
+        self.board.motor.keep(DAY_RECORD_LEN)  # the bench reads a day at the maximum rate
         self.marker = opts["image"].rsplit("/", 1)[0] + "/" + RESET_MARKER if opts.get("image") else None
         if opts.get("wdt_ms") and self.marker:
             self.board.watchdog = WatchdogModel(opts["wdt_ms"], self.marker)
@@ -124,8 +128,8 @@ class Emulator:
                     reply = self.bench_command(req)
                 except PowerLoss:
                     raise
-                except Exception as e:  # a bench mistake must not stop the pump
-                    reply = {"ok": False, "error": "bench: %s: %s" % (type(e).__name__, e)}
+                except Exception as e:  # an emulator bug must not stop the pump
+                    reply = _refused("%s failed: %s: %s" % (_shown(req.get("cmd")), type(e).__name__, e))
                 self.bench.reply(client, reply)
         elif self.link and obj is self.pty.stream:
             if event & (select.POLLHUP | select.POLLERR):
@@ -137,69 +141,79 @@ class Emulator:
             if self.pump.needs_service():
                 self.pump.service()
 
-    # -- bench commands ---------------------------------------------------
+    # -- bench commands (docs/bench-port.md) -------------------------------
     def bench_command(self, req):
         cmd = req.get("cmd")
-        handler = getattr(self, "bench_" + str(cmd), None)
-        if handler is None:
-            return {"ok": False, "error": "bench: unknown command %r" % cmd}
-        reply = handler(req)
+        entry = BENCH_COMMANDS.get(cmd) if isinstance(cmd, str) else None
+        if entry is None:
+            what = "unknown command " + _shown(cmd) if "cmd" in req else "no \"cmd\" in the request"
+            return _refused("%s (commands: %s)" % (what, ", ".join(sorted(BENCH_COMMANDS))))
+        handler, spec = entry
+        try:
+            args = _arguments(spec, req)
+            reply = handler(self, args)
+        except BenchError as e:
+            return _refused("%s: %s" % (cmd, e))
         reply["ok"] = True
         return reply
 
-    def bench_status(self, req):
-        pump, motor = self.pump, self.board.motor
+    def bench_status(self, args):
+        pump, board, motor = self.pump, self.board, self.board.motor
         return {"reset_cause": self.cause, "alarms": [a["name"] for a in pump.alarms.listing(pump.now_s)],
                 "strokes_by_kind": list(pump.reservoir.strokes),
-                "tone_hz": self.board.tone_hz, "state": pump.status()["state"],"board_ms": self.board.clock.elapsed_ms, "virtual": self.board.clock.virtual,
-                "day": pump.clock.day, "tod_s": pump.clock.tod_s, "running": pump.sched.running,
-                "strokes": motor.completed, "failed": motor.failed,
-                "remaining_nl": pump.reservoir.remaining_nl, "stroke_nl": pump.stroke_nl}
+                "tone_hz": board.tone_hz, "state": pump.status()["state"], "board_ms": board.clock.elapsed_ms,
+                "virtual": board.clock.virtual, "day": pump.clock.day, "tod_s": pump.clock.tod_s,
+                "running": pump.sched.running, "strokes": motor.completed, "failed": motor.failed,
+                "remaining_nl": pump.reservoir.remaining_nl, "stroke_nl": pump.stroke_nl,
+                "battery_mv": board.battery, "pressure_mmhg": board.pressure, "stalled": motor.stalled,
+                "intermittent": motor.intermittent,
+                "flash_failing": self.flash_chip.failing if self.flash_chip else False}
 
-    def bench_advance(self, req):
+    def bench_advance(self, args):
         if not self.board.clock.virtual:
-            raise ValueError("advance needs virtual time (start the emulator with --virtual)")
-        ms = req["ms"]
-        if not isinstance(ms, int) or ms < 0:
-            raise ValueError("advance: 'ms' must be a non-negative integer")
-        run_virtual(self.pump, ms)
-        return self.bench_status(req)
+            raise BenchError("needs virtual time (start the emulator with --virtual)")
+        run_virtual(self.pump, args["ms"])
+        return self.bench_status(args)
 
-    def bench_strokes(self, req):
-        times, first = self.board.motor.times(req.get("first", 0), min(req.get("limit", 1000), 4096))
-        return {"count": self.board.motor.completed, "first": first, "times": times}
-
-    def bench_motor(self, req):
+    def bench_strokes(self, args):
         motor = self.board.motor
-        if "stall" in req:
-            motor.stalled = bool(req["stall"])
-        if "intermittent" in req:
-            motor.intermittent = int(req["intermittent"])
+        times, first = motor.times(args["first"], args["limit"])
+        return {"count": motor.completed, "first": first, "times": times}
+
+    def bench_motor(self, args):
+        motor = self.board.motor
+        if "stall" in args:
+            motor.stalled = args["stall"]
+        if "intermittent" in args:
+            motor.intermittent = args["intermittent"]
         return {"stalled": motor.stalled, "intermittent": motor.intermittent}
 
-    def bench_battery(self, req):
-        self.board.battery = int(req["mv"])
+    def bench_battery(self, args):
+        self.board.battery = args["mv"]
         return {"mv": self.board.battery}
 
-    def bench_pressure(self, req):
-        self.board.pressure = int(req["mmhg"])
+    def bench_pressure(self, args):
+        self.board.pressure = args["mmhg"]
         return {"mmhg": self.board.pressure}
 
-    def bench_power_cut(self, req):
+    def bench_power_cut(self, args):
         raise PowerLoss()
 
-    def bench_hang(self, req):
+    def bench_hang(self, args):
         # A hung loop: nothing feeds the watchdog any more.
+        if self.board.watchdog is None:
+            raise BenchError("needs the watchdog (an emulator started with --wdt-ms and --image): "
+                             "without it the emulator would hang for good")
         while True:
             pass
 
-    def bench_soft_reset(self, req):
+    def bench_soft_reset(self, args):
         # machine.soft_reset(): the board restarts without saving anything.
         if not self.marker:
-            raise ValueError("soft_reset needs a flash image")
+            raise BenchError("needs a flash image (start the emulator with --image)")
         reset(self.marker, hal.RESET_SOFT)
 
-    def bench_fault(self, req):
+    def bench_fault(self, args):
         # An internal fault in the loop: the battery reading starts raising.
         def broken():
             raise RuntimeError("bench-injected fault: battery ADC read failed")
@@ -207,31 +221,113 @@ class Emulator:
         self.board.battery_mv = broken
         return {}
 
-    def bench_corrupt(self, req):
+    def bench_corrupt(self, args):
         # A bit flips in the prescription held in RAM.
-        self.pump.sched.step_rate[0] ^= 1 << int(req.get("bit", 12))
+        self.pump.sched.step_rate[0] ^= 1 << args["bit"]
         return {}
 
-    def bench_flash_fault(self, req):
+    def bench_flash_fault(self, args):
         # The flash chip refuses programs and erases while `on` (reads work).
         if self.flash_chip is None:
-            raise ValueError("flash_fault needs a flash image")
-        self.flash_chip.failing = bool(req.get("on", True))
+            raise BenchError("needs a flash image (start the emulator with --image)")
+        self.flash_chip.failing = args["on"]
         return {"failing": self.flash_chip.failing}
 
-    def bench_spin(self, req):
+    def bench_spin(self, args):
         # A motor driver fault: the motor turns `strokes` with no stroke commanded.
-        self.board.motor.uncommanded += int(req.get("strokes", 1))
+        self.board.motor.uncommanded += args["strokes"]
         return {}
 
-    def bench_runaway(self, req):
+    def bench_runaway(self, args):
         # A scheduler fault: it suddenly asks for a burst of strokes.
-        self.pump.sched.owed_basal += int(req.get("strokes", 1000))
+        self.pump.sched.owed_basal += args["strokes"]
         return {}
 
-    def bench_shutdown(self, req):
+    def bench_shutdown(self, args):
         self.alive = False
         return {}
+
+
+class BenchError(Exception):
+    # A bench request refused before it changed anything: the reply says why.
+    pass
+
+
+# Bench command arguments: (type, lowest, highest, default). REQUIRED: the
+# request must give it; KEEP: left as it is when not given.
+REQUIRED = "required"
+KEEP = "unchanged"
+ADVANCE_MAX_MS = 366 * 86400000  # one request stays a bounded wait (a long int on a 31-bit port)
+STROKES_PAGE_MAX = const(4096)  # times in one reply (about 50 KB of JSON)
+
+
+def _int(lo, hi, default=REQUIRED):
+    return (int, lo, hi, default)
+
+
+def _bool(default=REQUIRED):
+    return (bool, False, True, default)
+
+
+# The dispatch table: command -> (handler, {argument: spec}). Only these are
+# answered; docs/bench-port.md documents each (tests/e2e/test_bench_port.py
+# checks that the two agree).
+BENCH_COMMANDS = {
+    "status": (Emulator.bench_status, {}),
+    "advance": (Emulator.bench_advance, {"ms": _int(0, ADVANCE_MAX_MS)}),
+    "strokes": (Emulator.bench_strokes, {"first": _int(0, None, 0), "limit": _int(1, STROKES_PAGE_MAX, 1000)}),
+    "motor": (Emulator.bench_motor, {"stall": _bool(KEEP), "intermittent": _int(0, 1000, KEEP)}),
+    "battery": (Emulator.bench_battery, {"mv": _int(0, 5000)}),
+    "pressure": (Emulator.bench_pressure, {"mmhg": _int(0, 1000)}),
+    "fault": (Emulator.bench_fault, {}),
+    "corrupt": (Emulator.bench_corrupt, {"bit": _int(0, 31, 12)}),
+    "flash_fault": (Emulator.bench_flash_fault, {"on": _bool(True)}),
+    "spin": (Emulator.bench_spin, {"strokes": _int(1, 1000, 1)}),
+    "runaway": (Emulator.bench_runaway, {"strokes": _int(1, 100000, 1000)}),
+    "power_cut": (Emulator.bench_power_cut, {}),
+    "hang": (Emulator.bench_hang, {}),
+    "soft_reset": (Emulator.bench_soft_reset, {}),
+    "shutdown": (Emulator.bench_shutdown, {}),
+}
+
+
+def _arguments(spec, req):
+    # The request's arguments, checked against the command's spec, defaults
+    # filled in; BenchError (nothing done yet) for anything else.
+    for name in req:
+        if name != "cmd" and name not in spec:
+            raise BenchError("unknown argument %s (arguments: %s)" % (_shown(name), ", ".join(sorted(spec)) or "none"))
+    args = {}
+    for name, (typ, lo, hi, default) in spec.items():
+        if name not in req:
+            if default is REQUIRED:
+                raise BenchError("'%s' is required: %s" % (name, _wanted(typ, lo, hi)))
+            if default is not KEEP:
+                args[name] = default
+            continue
+        v = req[name]
+        # JSON true is no integer here, nor 1 a boolean
+        if type(v) is not typ or (typ is int and (v < lo or (hi is not None and v > hi))):
+            raise BenchError("'%s' must be %s, got %s" % (name, _wanted(typ, lo, hi), _shown(v)))
+        args[name] = v
+    return args
+
+
+def _wanted(typ, lo, hi):
+    if typ is bool:
+        return "true or false"
+    if hi is None:
+        return "an integer >= %d" % lo
+    return "an integer from %d to %d" % (lo, hi)
+
+
+def _shown(v):
+    text = json.dumps(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _refused(why):
+    return {"ok": False, "error": "bench: " + why}
 
 
 def parse_args(argv):
