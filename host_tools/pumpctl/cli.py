@@ -332,7 +332,8 @@ def _main(argv) -> int:
         return args.func(args)
     except DryRun as e:
         assert args is not None
-        emit(args, {"dry_run": True, "command": e.command, "would_send": e.payload, "review": e.review},
+        emit(args, {"dry_run": True, "command": e.command, "would_send": u.labelled_payload(e.payload),
+                    "review": e.review},
              "dry run: nothing was sent to the pump; confirming would send %s %s" % (
                  e.command, json.dumps(e.payload, sort_keys=True, default=jsonable)))
         return EXIT_OK
@@ -351,11 +352,13 @@ def _main(argv) -> int:
         lines, err = _refusal(e, args)
         return fail(args or argv, EXIT_REFUSED, err.pop("code"), err.pop("message"), lines=lines, extra=err)
     except (LinkError, EmulatorError) as e:
-        return fail(args or argv, EXIT_LINK, "LINK", str(e))
+        # null: a request was sent and may have been carried out
+        changed = None if getattr(e, "request_sent", False) else False
+        return fail(args or argv, EXIT_LINK, "LINK", str(e), extra={"changed": changed})
     except Cancelled as e:
         return fail(args or argv, EXIT_CANCELLED, "CANCELLED", str(e))
     except Interrupted as e:
-        return fail(args or argv, EXIT_INTERRUPTED, "INTERRUPTED", str(e))
+        return fail(args or argv, EXIT_INTERRUPTED, "INTERRUPTED", str(e), extra={"changed": e.changed})
     except OSError as e:
         if not e.filename:
             raise

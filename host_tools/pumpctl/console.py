@@ -20,7 +20,12 @@ class Cancelled(Exception):
 
 
 class Interrupted(Exception):
-    """Ctrl-C where it is known that nothing was changed (at a prompt)."""
+    """Ctrl-C; `changed` False where it is known that nothing was changed (at a
+    prompt), else None (unknown)."""
+
+    def __init__(self, message, changed=None):
+        super().__init__(message)
+        self.changed = changed
 
 
 class UsageError(Exception):
@@ -64,7 +69,7 @@ def ask(prompt):
         raise Cancelled("no answer (end of input): nothing changed")
     except KeyboardInterrupt:
         print()
-        raise Interrupted("interrupted at the prompt: nothing changed")
+        raise Interrupted("interrupted at the prompt: nothing changed", changed=False)
 
 
 def confirm(args, question):
@@ -242,18 +247,22 @@ def _json_mode(args, argv):
 
 
 JSON_ARGV: "list[str]" = []  # the command line being run, for errors raised before its options are parsed
+UNKNOWN_CHANGE = ("INTERRUPTED", "INTERNAL")  # errors where the pump may or may not have been changed
 
 
 def fail(args_or_argv, rc, code, message, lines=None, extra=None, newline=False):
     """An error: one line `pumpctl: ...` on stderr (or the lines given), and
     with --json the error object on stdout: {"error": {"code", "limit",
-    "message", "exit", ...}}. Returns the exit code."""
+    "message", "exit", "changed", ...}}: "changed" is false unless `extra`
+    says otherwise (null for an interruption or an internal error: unknown).
+    Returns the exit code."""
     for line in lines or ["%spumpctl: %s" % ("\n" if newline else "", message)]:
         note(line)
     args = None if isinstance(args_or_argv, (list, tuple)) else args_or_argv
     argv = args_or_argv if isinstance(args_or_argv, (list, tuple)) else JSON_ARGV
     if _json_mode(args, list(argv)):
-        err = {"code": code, "limit": None, "message": message, "exit": rc}
+        err = {"code": code, "limit": None, "message": message, "exit": rc,
+               "changed": None if code in UNKNOWN_CHANGE else False}
         err.update(extra or {})
         try:
             print(json.dumps({"error": err}, indent=2, sort_keys=True, default=jsonable))

@@ -24,7 +24,11 @@ _LINE_ERRORS = (wire.BAD_CRC, wire.BAD_FRAME)
 
 
 class LinkError(RuntimeError):
-    """The link failed: no port, no reply, garbled frames. Nothing is known to have changed."""
+    """The link failed: no port, no reply, garbled frames. Nothing is known to
+    have changed; `request_sent`: a request had gone out (it may have been
+    carried out)."""
+
+    request_sent = False
 
 
 class AuthError(RuntimeError):
@@ -218,15 +222,19 @@ class Client:
 
     def request(self, mtype, payload=None):
         mid = self._new_id()
-        for _ in range(self.retries + 1):
-            try:
-                return self._exchange(mtype, mid, payload, self.session, self.session)
-            except _NoReply:
-                continue
-            except PumpError as e:
-                e.context = dict(self.context)
-                raise
-        raise LinkError("no reply from the pump after %d tries (%s)" % (self.retries + 1, self._port_name()))
+        try:
+            for _ in range(self.retries + 1):
+                try:
+                    return self._exchange(mtype, mid, payload, self.session, self.session)
+                except _NoReply:
+                    continue
+            raise LinkError("no reply from the pump after %d tries (%s)" % (self.retries + 1, self._port_name()))
+        except PumpError as e:
+            e.context = dict(self.context)
+            raise
+        except LinkError as e:
+            e.request_sent = True  # it may have reached the pump
+            raise
 
     def _port_name(self):
         return getattr(self.port, "portstr", None) or getattr(self.port, "name", "port")

@@ -164,6 +164,13 @@ def _alarm_ids(listing):
     return [a["id"] if isinstance(a, dict) else a for a in listing or []]
 
 
+def status_json(st):
+    """The pump's STATUS as --json gives it: alarms and the bolus kind by name."""
+    b = st.get("bolus")
+    return dict(st, alarms=[alarm_slug(a) for a in _alarm_ids(st.get("alarms"))],
+                bolus=dict(b, kind=BOLUS_KINDS.get(b["kind"], b["kind"])) if b else None)
+
+
 def _dose_and_volume(dose_nl, conc, unit, volume_nl):
     return "%s (%s)" % (u.fmt_mass(fw_units.volume_to_dose_ng(dose_nl, conc), unit), u.fmt_volume(volume_nl))
 

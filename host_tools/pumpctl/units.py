@@ -283,6 +283,31 @@ def firmware_prescription(rx: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def labelled_rx(rx: "dict[str, Any] | None") -> "dict[str, Any] | None":
+    """A prescription as --json gives it: the labelled firmware form (None: none)."""
+    return firmware_prescription(rx) if rx else None
+
+
+def labelled_segments(segments):
+    """Catheter segments [[length_mm, volume_nl], ...] as --json gives them."""
+    return [{"length_mm": mm, "volume_nl": nl} for mm, nl in segments]
+
+
+def labelled_payload(payload: Any) -> Any:
+    """A request's payload (or a list of them) as --json shows it: its
+    prescription and catheter segments labelled; the link's stays compact."""
+    if isinstance(payload, list):
+        return [labelled_payload(p) for p in payload]
+    if not isinstance(payload, dict):
+        return payload
+    out = dict(payload)
+    if "rx" in out:
+        out["rx"] = labelled_rx(out["rx"])
+    if "segments" in out:
+        out["segments"] = labelled_segments(out["segments"])
+    return out
+
+
 _FW_UNITS = {"conc_ng_ml": "ng/mL", "start_s": "s", "dose_ng_day": "ng/day", "time_s": "s", "dose_ng": "ng",
              "duration_s": "s", "lockout_s": "s", "max_per_day": "per day"}
 

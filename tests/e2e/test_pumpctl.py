@@ -61,7 +61,8 @@ def test_interrogate_and_status_by_role(pump, capsys):
         assert word in out, word
     rc, out, _ = pump.pumpctl(capsys, "interrogate", "--json")
     data = json.loads(out)
-    assert data["therapy"]["rx"]["steps"] == [[0, 10_000_000]] and data["status"]["state"] == "delivering"
+    assert data["therapy"]["rx"]["steps"] == [{"start_s": 0, "dose_ng_day": 10_000_000}]
+    assert data["status"]["state"] == "delivering"
     rc, out, _ = pump.pumpctl(capsys, "status", "--role", "patient")
     assert rc == 0 and "delivering" in out
     rc, _, err = pump.pumpctl(capsys, "interrogate", "--role", "patient")

@@ -65,8 +65,7 @@ def cmd_devices(args):
         rec = running(d) if key not in seen else None
         seen.add(key)
         if rec:
-            found.append({"port": rec["port"], "kind": "emulator (%s time)" % ("virtual" if rec.get("virtual")
-                                                                              else "real"),
+            found.append({"port": rec["port"], "kind": "emulator", "virtual": bool(rec.get("virtual")),
                           "state": paths.shown(d), "pid": rec.get("pid"), "bench": rec.get("bench")})
     store = KeyStore(args.keystore)
     for dev in found:
@@ -83,7 +82,7 @@ def cmd_devices(args):
         except KeyStoreError as e:
             dev["keys_in_store"] = None
             dev["error"] = str(e)
-    rows = [[d["port"], d["kind"], d.get("state") or "-", d.get("serial", "-"), d.get("model", "-"),
+    rows = [[d["port"], _kind_text(d), d.get("state") or "-", d.get("serial", "-"), d.get("model", "-"),
              ("yes" if d["keys_in_store"] else "no") if d.get("keys_in_store") is not None else "-",
              d.get("error", "")] for d in found]
     emit(args, {"devices": found}, lambda: table(rows, ["port", "kind", "state", "serial", "model",
@@ -91,6 +90,13 @@ def cmd_devices(args):
          if rows else "no pump found: no Pico on USB and no emulator running with state folder %s (start one with "
                       "`make run` or `pumpctl emulate`)" % paths.shown(state_dir(args)))
     return EXIT_OK
+
+
+def _kind_text(dev):
+    """The devices table's kind: 'pico', 'emulator (virtual time)', 'emulator (real time)'."""
+    if dev["kind"] != "emulator":
+        return dev["kind"]
+    return "emulator (%s time)" % ("virtual" if dev["virtual"] else "real")
 
 
 def cmd_advance(args):

@@ -8,7 +8,7 @@ from typing import Any
 from pumpctl import report
 from pumpctl import units as u
 from pumpctl.commands.therapy import know_therapy, rx_from_args
-from pumpctl.console import EXIT_OK, EXIT_REFUSED, DryRun, Interrupted, UsageError, confirm, emit, note, table
+from pumpctl.console import EXIT_OK, EXIT_REFUSED, DryRun, Interrupted, UsageError, confirm, emit, fail, table
 from pumpctl.fw import events
 from pumpctl.fw import link_commands as lc
 from pumpctl.keystore import KeyStore
@@ -22,9 +22,9 @@ _POLL_CHUNK_S = 60  # virtual seconds advanced between polls (well inside the 5-
 
 
 class ImplantFailed(Exception):
-    def __init__(self, step, reason):
+    def __init__(self, step, reason, limit=None):
         super().__init__("%s: %s" % (step, reason))
-        self.step, self.reason = step, reason
+        self.step, self.reason, self.limit = step, reason, limit
 
 
 class ImplantStalled(Exception):
@@ -96,11 +96,12 @@ def run_implant(c, steps, clock, say, bolus_wait_s=None, current=None):
     """Runs the implant steps [(step, args)] on a logged-in clinician client,
     in order; say(line) reports each. Raises ImplantFailed at the first step
     that fails (the firmware leaves the pump stopped), PumpError-wrapped.
-    `current` (a dict) holds the step under way, for an interruption. Two
+    `current` (a dict) holds the step under way, for an interruption, and
+    the results of the steps done ("results"). Two
     steps only wait, for an implant resumed while the pump runs one:
     `prime_wait` (a priming bolus) and `motor_result` (the motor test)."""
-    results = []
     current = {} if current is None else current
+    results = current.setdefault("results", [])
     for step, extra in steps:
         name = IMPLANT_STEP_NAMES[step]
         current["step"] = name
@@ -136,7 +137,7 @@ def run_implant(c, steps, clock, say, bolus_wait_s=None, current=None):
                     r["daily_ng"], r["max_daily_nl"], u.drug_unit(extra["rx"]["drug"]))))
         except PumpError as e:
             raise ImplantFailed(name, "%s%s: %s" % (e.name, " (%s)" % e.limit if e.limit else "",
-                                                    report.clinical_reason(e.reason, c.context.get("drug"))))
+                                                    report.clinical_reason(e.reason, c.context.get("drug"))), e.limit)
         results.append({"step": step, "reply": r})
     current.pop("step", None)
     return results
@@ -321,13 +322,7 @@ def cmd_implant(args):
         try:
             results = run_implant(c, steps, TimeSource(bench), say, current=current)
         except ImplantFailed as e:
-            st = c.request(lc.STATUS)
-            emit(args, {"failed_step": e.step, "reason": e.reason, "state": st["state"]},
-                 "implant test FAILED at step '%s': %s\npump %s; nothing further was done" % (
-                     e.step, e.reason, st["state"]))
-            if args.json:
-                note("implant test FAILED at step '%s': %s" % (e.step, e.reason))
-            return EXIT_REFUSED
+            return _implant_failed(args, e, c.request(lc.STATUS)["state"], bool(current.get("results")))
         except ImplantStalled:
             raise UsageError("implant test paused at step '%s': the pump's clock stands still, so it is a "
                              "virtual-time emulator: give its bench port, then resume: the same command with "
@@ -341,6 +336,17 @@ def cmd_implant(args):
     emit(args, {"serial": serial, "steps": results},
          "implant test complete: pump %s delivering %s" % (serial, rx["drug"]))
     return EXIT_OK
+
+
+def _implant_failed(args, e, state, changed):
+    """A failed step: the text lines on standard output, or with --json the
+    error object IMPLANT_FAILED (its line on stderr). Exit 2."""
+    message = "implant test FAILED at step '%s': %s" % (e.step, e.reason)
+    if not args.json:
+        print("%s\npump %s; nothing further was done" % (message, state))
+        return EXIT_REFUSED
+    return fail(args, EXIT_REFUSED, "IMPLANT_FAILED", message, lines=[message],
+                extra={"limit": e.limit, "changed": changed, "failed_step": e.step, "state": state})
 
 
 class _Quiet:

@@ -13,7 +13,7 @@ def cmd_status(args):
     with connected(args, session_role(args, "clinician")) as c:
         st = c.request(lc.STATUS)
         ident = c.identity
-    emit(args, {"identity": ident, "status": st}, lambda: report.status_text(ident, st))
+    emit(args, {"identity": ident, "status": report.status_json(st)}, lambda: report.status_text(ident, st))
     return EXIT_OK
 
 
@@ -24,7 +24,8 @@ def cmd_interrogate(args):
         th = c.request(lc.THERAPY)
         al = c.request(lc.ALARMS)["alarms"]
         raised = alarms_raised_at(c, [a[0] for a in al])
-    data = {"identity": ident, "status": st, "therapy": th, "alarms": report.alarm_rows(al, raised)}
+    data = {"identity": ident, "status": report.status_json(st), "therapy": dict(th, rx=u.labelled_rx(th.get("rx"))),
+            "alarms": report.alarm_rows(al, raised)}
     emit(args, data, lambda: "\n\n".join([report.status_text(ident, st), "therapy:\n" + report.therapy_text(th),
                                           "alarms:\n" + report.alarms_text(al, raised)]))
     return EXIT_OK

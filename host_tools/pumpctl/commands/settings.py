@@ -17,7 +17,8 @@ def cmd_clock(args):
         if not args.json:
             print("Review: pump clock %s -> %s (flex steps and periodic boluses follow the new time; "
                   "no catch-up or repeat of delivery)" % (now, u.fmt_datetime(day, tod)))
-        r = send_reviewed(args, c, "Set the clock?", lc.SET_CLOCK, {"day": day, "tod_s": tod})
+        r = send_reviewed(args, c, "Set the clock?", lc.SET_CLOCK, {"day": day, "tod_s": tod},
+                          {"current": {"day": st["day"], "tod_s": st["tod_s"]}})
     emit(args, r, "pump clock set to %s" % u.fmt_datetime(r["day"], r["tod_s"]))
     return EXIT_OK
 
@@ -28,7 +29,7 @@ def cmd_low(args):
         st = c.request(lc.STATUS)
         if not args.json:
             print("Review: low-reservoir alarm at %s (now %s)" % (u.fmt_volume(vol), u.fmt_volume(st["low_nl"])))
-        r = send_reviewed(args, c, "Set it?", lc.SET_LOW, {"low_nl": vol})
+        r = send_reviewed(args, c, "Set it?", lc.SET_LOW, {"low_nl": vol}, {"current": {"low_nl": st["low_nl"]}})
     emit(args, r, "low-reservoir alarm at %s" % u.fmt_volume(r["low_nl"]))
     return EXIT_OK
 
@@ -39,6 +40,7 @@ def cmd_alarm_date(args):
         st = c.request(lc.STATUS)
         if not args.json:
             print("Review: alarm date %s (now %s)" % (u.fmt_date(day) if day else "off", u.fmt_date(st.get("alarm_day"))))
-        r = send_reviewed(args, c, "Set it?", lc.SET_ALARM_DATE, {"day": day})
-    emit(args, r, "alarm date %s" % (u.fmt_date(r["day"]) if r["day"] else "off"))
+        r = send_reviewed(args, c, "Set it?", lc.SET_ALARM_DATE, {"day": day},
+                          {"current": {"alarm_day": st.get("alarm_day") or 0}})
+    emit(args, {"alarm_day": r["day"]}, "alarm date %s" % (u.fmt_date(r["day"]) if r["day"] else "off"))
     return EXIT_OK

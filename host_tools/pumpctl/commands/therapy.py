@@ -97,9 +97,10 @@ def cmd_program(args):
                 print(line)
         payload = _with_override({"rx": rx}, soft)
         done = send_reviewed(args, c, "Program this therapy%s?" % (" ABOVE the usual maximum" if soft else ""),
-                             lc.PROGRAM, payload, {"current": th.get("rx"), "check": check,
+                             lc.PROGRAM, payload, {"current": u.labelled_rx(th.get("rx")), "check": check,
                                                    "above_usual_maximum": soft is not None})
-    emit(args, {"programmed": rx, "result": done, "previous": th.get("rx"), "override": soft is not None},
+    emit(args, {"programmed": u.labelled_rx(rx), "result": done, "previous": u.labelled_rx(th.get("rx")),
+                "override": soft is not None},
          "programmed: 24-hour maximum %s%s" % (report.total_text(done["daily_ng"], done["max_daily_nl"], unit),
                                                " (above the usual maximum: override logged)" if soft else ""))
     return EXIT_OK
@@ -243,14 +244,19 @@ def cmd_demand(args):
     return EXIT_OK
 
 
+BACLOFEN_WARNING = "abrupt withdrawal of intrathecal baclofen can be fatal."
+MAINTENANCE_WARNING = "Delivery stops until the board is powered up again."
+
+
 def cmd_suspend(args):
     with connected(args, session_role(args, "clinician")) as c:
         rx = c.request(lc.THERAPY).get("rx")
+        warning = BACLOFEN_WARNING if rx and rx["drug"] == "baclofen" else None
         if not args.json:
             print("Review: suspend therapy. Delivery stops until a clinician resumes it.")
-            if rx and rx["drug"] == "baclofen":
-                print("WARNING: abrupt withdrawal of intrathecal baclofen can be fatal.")
-        r = send_reviewed(args, c, "Suspend?", lc.SUSPEND, None)
+            if warning:
+                print("WARNING: %s" % warning)
+        r = send_reviewed(args, c, "Suspend?", lc.SUSPEND, None, {"current": u.labelled_rx(rx), "warning": warning})
     emit(args, r, "pump %s" % r["state"])
     return EXIT_OK
 
@@ -259,8 +265,8 @@ def cmd_maintenance(args):
     with connected(args, session_role(args, "clinician")) as c:
         if not args.json:
             print("Review: stop the pump and give its USB port back to the REPL (mpremote, deploy).")
-            print("Delivery stops until the board is powered up again.")
-        r = send_reviewed(args, c, "Enter maintenance?", lc.MAINTENANCE, None)
+            print(MAINTENANCE_WARNING)
+        r = send_reviewed(args, c, "Enter maintenance?", lc.MAINTENANCE, None, {"warning": MAINTENANCE_WARNING})
     emit(args, r, "pump stopped; its REPL answers on the port until the next power-up")
     return EXIT_OK
 
@@ -270,7 +276,7 @@ def cmd_resume(args):
         th = c.request(lc.THERAPY)
         if not args.json:
             print("Review: resume this therapy (no catch-up of what was missed):\n%s\n" % report.therapy_text(th))
-        r = send_reviewed(args, c, "Resume?", lc.RESUME, None)
+        r = send_reviewed(args, c, "Resume?", lc.RESUME, None, {"current": u.labelled_rx(th.get("rx"))})
     emit(args, r, "pump %s" % r["state"])
     return EXIT_OK
 

@@ -76,7 +76,7 @@ def _visit_report(args, report_dir, visits, ident, prev, first, before, done, st
         note("pumpctl: %s" % p)
     emit(args, {"refill": done, "report": str(path), "serial": serial, "visit_date": date.isoformat(),
                 "previous_visit": summary.previous_visit.isoformat(),
-                "delivered": [[d.isoformat(), ng, nl] for d, ng, nl in data.delivered],
+                "delivered": [{"date": d.isoformat(), "dose_ng": ng, "volume_nl": nl} for d, ng, nl in data.delivered],
                 "total_dose_ng": summary.total_dose_ng, "total_volume_nl": summary.total_volume_nl,
                 "diary_entries": len(summary.diary), "demand": dataclasses_dict(summary.boluses),
                 "attention": list(summary.attention)},
