@@ -24,7 +24,7 @@ MPY_ARCH ?= armv6m
 SOURCES := $(shell find firmware boards -name '*.py')
 MPY_OUT := $(patsubst %.py,build/mpy/%.mpy,$(SOURCES))
 
-.PHONY: all setup test run mpy bench soak clean typecheck rp2emu pico-emu
+.PHONY: all setup test run mpy bench soak fuzz clean typecheck rp2emu pico-emu
 
 all: test
 
@@ -84,6 +84,12 @@ bench: $(STAMP) mpy rp2emu
 #   make soak STEPS=100000 SEED=1     (prints the seed; the same seed replays it)
 soak: $(STAMP) mpy
 	$(BIN)/python tools/soak.py --steps $(or $(STEPS),100000) $(if $(SEED),--seed $(SEED))
+
+# Fuzz campaign on the link (issue #15): mutated and random frames through the
+# emulator's pty from a host without keys; liveness, therapy and log checked.
+#   make fuzz FRAMES=1000000 SEED=7    (the same seed replays the same frames)
+fuzz: $(STAMP) mpy
+	$(BIN)/python tools/fuzz.py --frames $(or $(FRAMES),1000000) $(if $(SEED),--seed $(SEED))
 
 clean:
 	rm -rf build .pytest_cache
