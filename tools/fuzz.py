@@ -32,7 +32,7 @@ from pumpctl import session  # noqa: E402
 from pumpctl.emulator import Emulator  # noqa: E402
 from pumpctl.fw import events, link_commands as lc, wire  # noqa: E402
 from pumpctl.keystore import KeyStore  # noqa: E402
-from pumpctl.link import Client, LinkError, PumpError, open_port, unpack_log  # noqa: E402
+from pumpctl.link import Client, open_port, unpack_log  # noqa: E402
 
 LIVENESS_EVERY = 5000  # frames between IDENTIFY checks
 BATCH = 64  # frames written before the replies are drained
