@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import subprocess
+import termios
 import threading
 import time
 import tty
@@ -37,6 +38,7 @@ PORT_RECORD = "port.json"
 LOCK_NAME = "emulator.lock"
 LOG_NAME = "emulator.log"
 _TAIL_LINES = 200  # the emulator's last lines kept in memory
+_ORPHAN_CHECK_S = 1.0  # how often a pty left exclusive by a killed programmer is released
 RESET_MARKER = "reset"  # left by the emulator when its board resets itself
 RESET_POWER_ON, RESET_WATCHDOG, RESET_SOFT = 0, 1, 2  # firmware/hal.py reset causes
 
@@ -80,6 +82,7 @@ class Emulator:
         self._slave = self._master = None
         self._lock_fd = None
         self._watcher = None
+        self._pty_lock = threading.Lock()
         self.resets = []  # causes of the resets the board did by itself
         self.output = collections.deque(maxlen=_TAIL_LINES)  # the emulator's latest lines
         self.on_output: "Callable[[str], None] | None" = None  # called with each line printed after the start
@@ -117,6 +120,7 @@ class Emulator:
             raise
         self._watcher = threading.Thread(target=self._watch, daemon=True)
         self._watcher.start()
+        threading.Thread(target=self._release_orphaned_port, daemon=True).start()
         return self
 
     # -- one emulator per state folder ---------------------------------------------------
@@ -234,6 +238,27 @@ class Emulator:
             return None
         return "exit status %d: %s" % (self.proc.returncode, failure_line("\n".join(self.output)))
 
+    def _release_orphaned_port(self):
+        # A programmer makes the pty exclusive (TIOCEXCL) and clears that at
+        # close; one that was killed cannot, and the pty stays open on this
+        # side, so the flag would shut every later programmer out. Its flock
+        # went with it: a pty nobody has locked is made open to all again.
+        while True:
+            with self._pty_lock:  # the pty is not closed (and its fd reused) meanwhile
+                fd = self._slave
+                if fd is None:
+                    return
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    pass  # a programmer holds it
+                else:
+                    try:
+                        fcntl.ioctl(fd, termios.TIOCNXCL)
+                    finally:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+            time.sleep(_ORPHAN_CHECK_S)
+
     def _watch(self):
         # The board resetting itself (watchdog, soft reset): the emulator
         # writes the cause in a marker and dies; the board boots again.
@@ -295,10 +320,11 @@ class Emulator:
             self.proc.wait()
 
     def _close(self):
-        for fd in (self._slave, self._master):
-            if fd is not None:
-                os.close(fd)
-        self._slave = self._master = None
+        with self._pty_lock:
+            for fd in (self._slave, self._master):
+                if fd is not None:
+                    os.close(fd)
+            self._slave = self._master = None
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
 

@@ -1,9 +1,11 @@
 """Programmer side of the link: a byte stream to the pump (pyserial) and the
 request/reply protocol over it: wire.py frames, sessions, message ids and
 retransmission. docs/protocol.md is the specification."""
+import fcntl
 import os
 import secrets
 import struct
+import termios
 import time
 from pathlib import Path
 from typing import Any
@@ -100,13 +102,38 @@ class _PortBusy(Exception):
     pass
 
 
+class ExclusivePort(serial.Serial):
+    """A serial device no other program can open while pumpctl has it: the
+    kernel's TIOCEXCL (a second open fails with EBUSY, for anyone without
+    CAP_SYS_ADMIN), beside pyserial's flock (advisory: only other pumpctl and
+    pyserial programs honour it). Cleared at close: on the emulator's
+    pseudo-terminal the launcher keeps the other side open, so the flag would
+    outlive us (were pumpctl killed, the launcher clears it: pumpctl.emulator)."""
+
+    def open(self):
+        super().open()
+        try:
+            if self.fd is not None:
+                fcntl.ioctl(self.fd, termios.TIOCEXCL)
+        except OSError:
+            pass  # not a terminal: flock only
+
+    def close(self):
+        if self.is_open and self.fd is not None:
+            try:
+                fcntl.ioctl(self.fd, termios.TIOCNXCL)
+            except OSError:
+                pass
+        super().close()
+
+
 def _open_once(spec):
     try:
         if "://" in spec:
             return serial.serial_for_url(spec, baudrate=BAUD, timeout=0.05)
         if not os.path.exists(spec):
             raise LinkError("no such port: %s" % spec)
-        return serial.Serial(spec, BAUD, timeout=0.05, exclusive=True)
+        return ExclusivePort(spec, BAUD, timeout=0.05, exclusive=True)
     except serial.SerialException as e:
         text = str(e)
         if "lock" in text or "Resource temporarily unavailable" in text or "busy" in text.lower():
