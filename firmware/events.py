@@ -35,6 +35,10 @@ LINK_REJECTED = const(24)  # a = error code, b = frames suppressed, c = command 
 PROVISIONED = const(25)
 IMPLANT_STEP = const(26)  # a = step, b = 1 passed / 0 failed, c, d = step data, text = detail
 OVERRIDE = const(27)  # a = dose ng the clinician confirmed above a soft maximum, text = which limit
+# Repeats folded into one record (docs/persistence.md): a = their type (0: any
+# type, the fold table was full), b = how many, c = their key (fold_key), d =
+# seconds from the first to the last; the record's own time is the last's.
+REPEATED = const(28)
 
 NAMES = {
     BOOT: "boot", THERAPY_PROGRAMMED: "therapy programmed", THERAPY_SUSPENDED: "therapy suspended",
@@ -46,11 +50,55 @@ NAMES = {
     BRIDGE_DONE: "bridge bolus done", RESERVOIR_SET: "reservoir set",
     LINK_COMMAND: "programmer command", SESSION_END: "session ended", LINK_REJECTED: "frame rejected",
     PROVISIONED: "keys provisioned", IMPLANT_STEP: "implant step", OVERRIDE: "soft limit overridden",
+    REPEATED: "repeated",
 }
+
+# Retention and folding (docs/persistence.md). Values of other modules, kept
+# here so that the host can import this file alone (tests check them).
+DEMAND_KIND = const(5)  # scheduler.KIND_DEMAND
+CLINICIAN_ROLE = const(2)  # wire.ROLE_CLINICIAN
+
+
+def clinical(etype, a, d):
+    # True for records kept in the clinical ring; False for those a patient or
+    # an unauthenticated sender can cause at will (activity ring), which must
+    # never push the clinical history out. Unknown types are clinical.
+    if etype == DIARY or etype == LINK_REJECTED or etype == AUTH_FAILED or etype == BOLUS_REFUSED:
+        return False
+    if etype == AUTH_OK or etype == SESSION_END:
+        return a == CLINICIAN_ROLE
+    if etype == LINK_COMMAND:
+        return d == 0 or a == CLINICIAN_ROLE  # done (therapy changed), or the clinician's
+    if etype == BOLUS_REQUESTED:
+        return a != DEMAND_KIND  # a demand press: its bolus, if given, is BOLUS_STARTED
+    return True
+
+
+def fold_key(etype, a, b, c, d):
+    # Records that are folded when repeated, and what makes two the same: the
+    # key fields one byte each (>= 0); -1 for records always kept one by one.
+    # A command that was carried out (LINK_COMMAND d = 0) is never folded.
+    if etype == BOLUS_REQUESTED and a == DEMAND_KIND:
+        return a
+    if etype == BOLUS_REFUSED:
+        return (a & 0xFF) | (b & 0xFF) << 8  # kind, reason
+    if etype == LINK_COMMAND and d:
+        return (a & 0xFF) | (c & 0xFF) << 8 | (d & 0xFF) << 16  # role, command, error code
+    return -1
+
+
+def unfold(etype, key):
+    # The key fields of a REPEATED record's type as (a, b, c, d), the others 0.
+    if etype == BOLUS_REFUSED:
+        return key & 0xFF, key >> 8 & 0xFF, 0, 0
+    if etype == LINK_COMMAND:
+        return key & 0xFF, 0, key >> 8 & 0xFF, key >> 16 & 0xFF
+    return key & 0xFF, 0, 0, 0
 
 
 class MemoryLog:
     # Event log kept in RAM: for tests and until a flash log is attached.
+    # Keeps every record as it comes: no rings, no folding.
     def __init__(self):
         self.records = []
 
@@ -70,6 +118,12 @@ class MemoryLog:
 
     def dropped(self):
         return 0
+
+    def roll(self, day, tod_s):
+        pass  # nothing is folded in RAM
+
+    def flush(self):
+        pass
 
     def of_type(self, etype):
         return [r for r in self.records if r[3] == etype]

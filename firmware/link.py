@@ -268,6 +268,8 @@ class Link:
 
     def expire(self):
         now = self.pump.now_s
+        c = self.pump.clock
+        self.pump.log.roll(c.day, c.tod_s)  # an hour's folded counts are written when it ends
         if self.session is not None and now - self.last_rx_s >= lc.IDLE_TIMEOUT_S:
             self._end(lc.END_IDLE)
         if self.pending is not None and now > self.pending[3]:
@@ -306,12 +308,18 @@ class Link:
             self._refuse(sess, mid, mtype, wire.UNKNOWN_COMMAND, "unknown command 0x%02x" % mtype)
             return
         if not entry[1] & (1 << sess.role):
+            if entry[2]:  # an attempt on therapy by the wrong role: audited, dry run or not
+                self._audit(sess, mtype, wire.FORBIDDEN, entry[0])
             self._refuse(sess, mid, mtype, wire.FORBIDDEN, "%s not allowed for the %s role"
                          % (entry[0], lc.ROLE_NAMES[sess.role]))
             return
         self._session_command(sess, mtype, mid, payload, entry)
 
     def _session_command(self, sess, mtype, mid, payload, entry):
+        name, _, audited = entry
+        if audited and isinstance(payload, dict) and (
+                payload.get("check") is True or (mtype == lc.IMPLANT and payload.get("step") in lc.IMPLANT_POLLS)):
+            audited = False  # a dry run or a test poll changes nothing (a test's result has its own record)
         # Reply cache: a retransmitted request gets its first reply again and
         # is never executed twice; a reused id with another request is refused.
         digest = sha256(wire.dumps(payload)).digest()
@@ -320,12 +328,10 @@ class Link:
             if c[1] == mtype and c[2] == digest:
                 self._send(sess, c[3], mid, c[4])
             else:
+                if audited:
+                    self._audit(sess, mtype, wire.BAD_ARGS, name)
                 self._refuse(sess, mid, mtype, wire.BAD_ARGS, "message id %d reused for another request" % mid)
             return
-        name, _, audited = entry
-        if audited and isinstance(payload, dict) and (
-                payload.get("check") is True or (mtype == lc.IMPLANT and payload.get("step") in lc.IMPLANT_POLLS)):
-            audited = False  # a dry run or a test poll changes nothing (a test's result has its own record)
         rtype = mtype | wire.REPLY
         code = 0
         try:
@@ -334,7 +340,7 @@ class Link:
             code, reply = self._error_payload(e)
             rtype = wire.MSG_ERROR
         if audited:
-            self.pump.record(lc.EV_COMMAND, sess.role, self.sid, mtype, code, name.encode())
+            self._audit(sess, mtype, code, name)
         elif code:
             self._log_rejection(code, mtype)
         if sess is self.session:  # still the session (logout ends it)
@@ -399,11 +405,20 @@ class Link:
             self.dirty = True  # the host retransmits; a reply is never queued
 
     # -- logging -------------------------------------------------------------
+    def _audit(self, sess, mtype, code, name):
+        # One record per audited command, carried out (code 0) or refused:
+        # role, session, command, error code. The flash log folds repeated
+        # refusals of the same (role, command, code) past the first two in a
+        # clock hour into one count (eventlog.py); carried-out ones never.
+        self.pump.record(lc.EV_COMMAND, sess.role, self.sid, mtype, code, name.encode())
+
     def _log_rejection(self, code, mtype, text=None):
         # Every refused frame is logged, but at most _REJECT_BURST records
         # back to back and then one per _REJECT_REFILL_S, so a flood of
-        # garbage cannot push the clinical history out of the event log. The
-        # next record carries the number not logged in between.
+        # garbage costs the flash little (and it goes to the log's activity
+        # ring, never into the clinical history). The next record carries the
+        # number not logged in between. Audited commands are audited apart
+        # from this (_audit), whatever the garbage before them.
         now = self.pump.now_s
         if self.tokens >= _REJECT_BURST:
             self.token_s = now
@@ -560,9 +575,11 @@ class Link:
         n = 0
         nxt = first
         while nxt <= last and want > 0:
+            # The records numbered nxt or later: numbers rolled off or lost
+            # on flash are skipped, however many.
             recs = log.read(nxt, min(want, 16))
             if not recs:
-                nxt = min(nxt + min(want, 16), last + 1)  # records missing on flash
+                nxt = last + 1
                 break
             for r in recs:
                 text = r[8].encode() if isinstance(r[8], str) else bytes(r[8])

@@ -362,6 +362,47 @@ def test_rejection_logging_is_rate_limited():
     assert last[5] == 42, last  # the suppressed ones are counted
 
 
+def audits(pump, role, mtype):
+    return [r for r in records(pump, lc.EV_COMMAND) if r[4] == role and r[6] == mtype]
+
+
+def test_refused_clinical_commands_are_audited_one_by_one_after_a_flood_of_garbage():
+    # Issue 15, finding 3: garbage used up the refusal records' budget, and a
+    # patient's attempts at therapy went unrecorded.
+    pump, link, host = setup()
+    keys = host.provision()
+    host.login(wire.ROLE_PATIENT, keys["patient"])
+    for _ in range(8):
+        host.push(b"\x05hello\x00")
+    host.frames()
+    assert link.tokens == 0  # the refusal records' burst is used up
+    attempts = ((lc.PROGRAM, {"rx": FLEX}), (lc.BOLUS, {"dose_ng": 1000000, "duration_s": 600}),
+                (lc.SUSPEND, None), (lc.SET_CLOCK, {"day": 1, "tod_s": 0}))
+    for mtype, args in attempts:
+        host.err(mtype, args, wire.FORBIDDEN)
+    for mtype, _ in attempts:
+        a = audits(pump, wire.ROLE_PATIENT, mtype)
+        assert len(a) == 1, (mtype, a)
+        assert a[0][4:8] == (wire.ROLE_PATIENT, link.sid, mtype, wire.FORBIDDEN)
+        assert a[0][8] == lc.COMMANDS[mtype][0].encode()
+    # Reading is not audited: its refusal is a plain rejection.
+    host.err(lc.LOG_READ, {"first": 1, "max": 1}, wire.FORBIDDEN)
+    assert not audits(pump, wire.ROLE_PATIENT, lc.LOG_READ)
+    # A dry run by the wrong role is an attempt too.
+    host.err(lc.PROGRAM, {"rx": FLEX, "check": True}, wire.FORBIDDEN)
+    assert len(audits(pump, wire.ROLE_PATIENT, lc.PROGRAM)) == 2
+    assert not pump.suspended and pump.clock.day == 20000
+
+
+def test_a_reused_message_id_on_a_clinical_command_is_audited():
+    pump, link, host, _ = clinician()
+    host.call(lc.SUSPEND, None, mid=70)
+    t, _, p, _ = host.call(lc.BOLUS, {"dose_ng": 500000, "duration_s": 600}, mid=70)
+    assert t == wire.MSG_ERROR and p["code"] == wire.BAD_ARGS
+    assert [r[7] for r in audits(pump, wire.ROLE_CLINICIAN, lc.BOLUS)] == [wire.BAD_ARGS]
+    assert not records(pump, events.BOLUS_STARTED)
+
+
 def test_failed_logins_back_off_and_lock_out_without_touching_therapy():
     pump, link, host = setup()
     keys = host.provision()
