@@ -53,6 +53,15 @@ class Window:
                 self.extra[j] = 0
         self.index = b
 
+    def exempt_used(self, mono_s):
+        # Every stroke now in the window no longer counts against the limit:
+        # an allowance per bucket equal to its strokes ages out with them.
+        self.roll(mono_s)
+        for j in range(self.n):
+            if self.used[j] > self.extra[j]:
+                self.extra_sum += self.used[j] - self.extra[j]
+                self.extra[j] = self.used[j]
+
     def add(self, mono_s, strokes, allowance):
         self.roll(mono_s)
         j = self.index % self.n
@@ -78,18 +87,35 @@ class DoseGuard:
 
     def worst_window(self, mono_s, future):
         # Largest ceiling total of any 24-hour window from now on, if from
-        # now the pump delivers `future(seconds)` units at most in the next
-        # `seconds`: each window is what it keeps of the past plus the future.
+        # now the pump delivers `future(b)` units at most in the next b
+        # buckets, never less for a larger b: the window ending b buckets
+        # ahead keeps the past but for its b - 1 oldest buckets, plus the
+        # future. As b grows the past only falls and the future only grows,
+        # so the largest total is where a non-empty bucket is about to leave,
+        # or at b = n: the future is asked there only (a command's check
+        # holds the ticks while it runs).
         w = self.ceiling
         w.roll(mono_s)
+        used, n = w.used, w.n
+        i = w.index % n  # the current bucket: it leaves last
         past = w.used_sum
         worst = 0
-        for k in range(w.n):
-            total = past + future((k + 1) * CEILING_BUCKET_S)
-            if total > worst:
-                worst = total
-            past -= w.used[(w.index + 1 + k) % w.n]  # the oldest bucket leaves the window
-        return worst
+        for j in range(i + 1, n):  # oldest first: buckets i+1..n-1, then 0..i-1
+            v = used[j]
+            if v:
+                total = past + future(j - i)
+                if total > worst:
+                    worst = total
+                past -= v
+        for j in range(i):
+            v = used[j]
+            if v:
+                total = past + future(j + n - i)
+                if total > worst:
+                    worst = total
+                past -= v
+        total = past + future(n)
+        return total if total > worst else worst
 
     def ceiling_24h(self, mono_s):
         self.ceiling.roll(mono_s)
@@ -97,13 +123,16 @@ class DoseGuard:
 
     def set_limits(self, hour_max, day_max, mono_s):
         # A lower new limit must not count strokes of the old therapy still in
-        # the window: the old headroom is granted as an allowance that ages out.
+        # the windows: each is exempted for as long as it stays in its window
+        # (a new therapy's burst, a demand bolus, would otherwise meet a day
+        # of the old rate). The 24-hour ceiling still counts them all. Boot
+        # (no limits yet) exempts nothing: the strokes before a reset count.
         hour_max += MARGIN_STROKES
         day_max += MARGIN_STROKES
         if self.hour_max > hour_max:
-            self.hour.add(mono_s, 0, self.hour_max - hour_max)
+            self.hour.exempt_used(mono_s)
         if self.day_max > day_max:
-            self.day.add(mono_s, 0, self.day_max - day_max)
+            self.day.exempt_used(mono_s)
         self.hour_max = hour_max
         self.day_max = day_max
 

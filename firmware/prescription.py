@@ -253,12 +253,31 @@ def strokes_within(therapy, stroke_nl, secs):
     # Most strokes the therapy can ask for in any `secs` (secs <= a day and a
     # minute): the highest step for the whole time, every periodic bolus
     # once, every demand activation the lockout and the daily count allow.
-    n = -(-max(therapy.step_rate_nl_day) * secs // (S_PER_DAY * stroke_nl)) + 1
-    n += sum(q[1] for q in therapy.periodic)
-    if therapy.demand is not None:
-        strokes, _, lockout, per_day = therapy.demand
-        n += strokes * min(per_day, secs // lockout + 1)
-    return n
+    return reach(therapy, stroke_nl, 1)(secs)
+
+
+def reach(therapy, stroke_nl, unit_s):
+    # strokes_within as a function of whole units of `unit_s` seconds (a
+    # divisor of a day): reach(t, s, u)(b) == strokes_within(t, s, b * u).
+    # The therapy's constants are worked out here once, so that a call is a
+    # few integer operations: the 24-hour ceiling check makes up to 1441.
+    # They are the function's defaults: locals, the fastest reads, and a
+    # MicroPython closure over more than four names allocates at every call.
+    # The highest step gives top * b / d strokes in b units; as q * b plus
+    # the ceiling of r * b / d (r < d), a one-minute unit keeps every value
+    # a small int for b <= 1441 while stroke_nl <= 517 (the mechanism's: 500).
+    d = S_PER_DAY // unit_s * stroke_nl
+    q, r = divmod(max(therapy.step_rate_nl_day), d)
+    fixed = 1 + sum(p[1] for p in therapy.periodic)
+    if therapy.demand is None:
+        return lambda b, q=q, r=r, d=d, c=fixed: q * b - (-r * b // d) + c
+    dem, _, lockout, most = therapy.demand
+
+    def strokes(b, q=q, r=r, d=d, c=fixed, u=unit_s, lock=lockout, dem=dem, most=most):
+        n = u * b // lock + 1  # activations the lockout allows
+        return q * b - (-r * b // d) + c + dem * (n if n < most else most)
+
+    return strokes
 
 
 def guard_limits(therapy, stroke_nl):

@@ -20,7 +20,7 @@ import limits
 import prescription
 from alarms import Alarms
 from catheter import CEILING_UNITS, Catheter, stroke_weight
-from guard import DoseGuard
+from guard import CEILING_BUCKET_S, DoseGuard
 from limits import LimitError, check_range
 from reservoir import Reservoir
 from scheduler import (DEMAND_OK, KIND_CLINICIAN, KIND_DEMAND, KIND_NONE, KIND_PRIMING, KIND_UNCOMMANDED,
@@ -180,26 +180,29 @@ class Pump:
         return (self.bridge_from, c.old_weight, c.old) if c.old else None
 
     def _future(self, therapy, extra_strokes=0, keep_bolus=True, bridge=None):
-        # Most ceiling units the pump can deliver in the next `secs` from now
-        # with `therapy` running, `extra_strokes` more (a new bolus) and the
-        # running bolus if kept. A bridge (profile, weight, strokes) runs the
-        # earlier profile with the earlier drug first; any stroke meanwhile
-        # pushes earlier drug, counted at the heavier weight.
+        # Most ceiling units the pump can deliver in the next `b` ceiling
+        # buckets (minutes) from now with `therapy` running, `extra_strokes`
+        # more (a new bolus) and the running bolus if kept; never less for a
+        # larger b (guard.worst_window relies on it). A bridge (profile,
+        # weight, strokes) runs the earlier profile with the earlier drug
+        # first; any stroke meanwhile pushes earlier drug, counted at the
+        # heavier weight. Everything but b is worked out once, here.
         w = self._weight(therapy) if therapy is not None else self.catheter.weight
         old_t, old_w, old_n = bridge or (None, 0, 0)
         heavy = max(w, old_w)
         s = self.sched
         running = s.bolus_left + s.owed_bolus if keep_bolus and s.bolus_busy() else 0
-        stroke = self.stroke_nl
+        fixed = (extra_strokes + running) * heavy + old_n * (heavy - w)
+        if therapy is None:
+            return lambda b: fixed
+        new = prescription.reach(therapy, self.stroke_nl, CEILING_BUCKET_S)
+        if old_t is None:
+            return lambda b, f=fixed, new=new, w=w: f + new(b) * w  # defaults: see prescription.reach
+        old = prescription.reach(old_t, self.stroke_nl, CEILING_BUCKET_S)
 
-        def units(secs):
-            total = (extra_strokes + running) * heavy + old_n * (heavy - w)
-            if therapy is None:
-                return total
-            basal = prescription.strokes_within(therapy, stroke, secs) * w
-            if old_t is not None:
-                basal = max(basal, prescription.strokes_within(old_t, stroke, secs) * old_w)
-            return total + basal
+        def units(b, f=fixed, new=new, w=w, old=old, old_w=old_w):
+            a, o = new(b) * w, old(b) * old_w
+            return f + (a if a > o else o)
 
         return units
 
@@ -214,7 +217,7 @@ class Pump:
             return False
         drug = therapy.drug
         hard, soft = limits.hard_daily(drug), limits.drug_limits(drug)[1]
-        slack = future(60) - future(0) + self._heaviest(therapy)
+        slack = future(1) - future(0) + self._heaviest(therapy)  # a minute of the rate, a stroke
         worst = self.guard.worst_window(self.now_s, future)
         soft_units = CEILING_UNITS * soft // hard
         over_soft = worst > soft_units + slack
@@ -229,9 +232,6 @@ class Pump:
                                 fmt_mass(hard if name != "usual" else soft),
                                 " or override" if name == "usual" else ""))
         return over_soft
-
-    def _weight(self, therapy):
-        return stroke_weight(self.stroke_nl, therapy.conc_ng_ml, limits.hard_daily(therapy.drug))
 
     def _heaviest(self, therapy):
         w = self._weight(therapy) if therapy is not None else self.catheter.weight

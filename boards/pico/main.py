@@ -1,7 +1,7 @@
 # Boot of the pump on a Raspberry Pi Pico (the rp2 port runs main.py after
 # boot). Builds the board from config.py and the pump, gives the USB serial
 # port to the programmer link, starts the tick timer and the watchdog, then
-# runs the main loop: link, deferred pump work, idle.
+# runs the main loop: link, deferred pump work, sleep until the next event.
 #
 # Ways back to the REPL (for mpremote and `pumpctl deploy`):
 #   - within BOOT_GRACE_MS of boot: Ctrl-C (mpremote sends one) or the
@@ -19,15 +19,17 @@ def make_link(board, pump, transport):
     return Link(pump, transport, serial=board.serial())
 
 
-def loop_once(board, pump, link):
+def loop_once(board, pump, link, wait):
     # One main-loop pass: the link and the pump's deferred work, with any tick
-    # that falls due meanwhile held until loop_end (board.loop_begin).
+    # that falls due meanwhile held until loop_end (board.loop_begin); then
+    # the core sleeps until the pump's next event or a link byte (board.idle,
+    # `wait` is the transport's).
     board.loop_begin()
     link.poll()
     if pump.needs_service():
         pump.service()
     board.loop_end()
-    board.idle()
+    board.idle(pump, wait)
 
 
 def run(cfg=config, ticks=None, stdin=None, stdout=None):
@@ -43,9 +45,10 @@ def run(cfg=config, ticks=None, stdin=None, stdout=None):
     link = make_link(board, pump, transport)
     board.start(pump)
     transport.open()  # from here Ctrl-C is link data, not an interrupt
+    wait = transport.wait  # bound once
     try:
         while board.running:
-            loop_once(board, pump, link)
+            loop_once(board, pump, link, wait)
     finally:
         transport.close()
         if persist is not None and not board.running:

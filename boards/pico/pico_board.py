@@ -28,6 +28,10 @@ from buzzer import Buzzer
 from stepper import COUNT_MASK, StrokeDrive
 
 WDT_MAX_MS = const(8388)  # RP2040 limit (the RP2350's is 16777): fits both
+# Longest sleep of the main loop (idle): how late deferred work follows what
+# the pump cannot foresee (a stray index pulse's alarm record) and the link's
+# session expiry; a link byte ends a sleep at once, ticks run through it.
+IDLE_MAX_MS = const(1000)
 _CTRL_C = const(3)
 _MAINTENANCE_FLAG = "/maintenance"  # in flash_dir(): boot once into the REPL
 # In flash_dir(): the last reset was deliberate. rp2's machine.reset() is a
@@ -69,6 +73,7 @@ class PicoBoard(hal.Board):
         self._on_timer_cb = self._on_timer  # bound once: a tick never creates one
         self._held = False
         self._pending = False
+        self._loop_tick = False  # a tick run by the main loop (idle), not the timer
         self.running = False
         self.maintenance = False
         self.ticks_run = 0
@@ -113,7 +118,7 @@ class PicoBoard(hal.Board):
             self._led.value(1 if on else 0)
 
     def wdt_feed(self):
-        if self._wdt is not None:
+        if self._wdt is not None and not self._loop_tick:  # the timer's ticks only (see idle)
             self._wdt.feed()
 
     def reset_cause(self):
@@ -162,8 +167,34 @@ class PicoBoard(hal.Board):
             self._run_tick()
         self._held = False
 
-    def idle(self):
-        machine.idle()  # until the next interrupt: timer, USB or pin
+    def idle(self, pump, wait):
+        # The main loop's rest. The core sleeps until the pump's next event,
+        # a link byte or IDLE_MAX_MS: `wait(ms)` (UsbLink.wait) idles it with
+        # WFE, clocks running, and returns True early on a byte; the timer's
+        # ticks run meanwhile, so the watchdog is fed as ever. Not
+        # lightsleep: it stops the step and buzzer PWM, the index sensor's
+        # edge detection and (with no host) USB (docs/energy.md).
+        # The event slept for gets its tick at once, not at the timer's next
+        # tick up to TICK_MS later; an event found due with no sleep before
+        # it is left to the timer, so no loop can spin on one. Such a tick
+        # does not feed the watchdog: a dead timer still resets the board.
+        if pump.needs_service():
+            return  # deferred work first
+        ms = self._ms_to_event(pump)
+        if ms <= 0:
+            wait(self.TICK_MS)  # the timer's next tick handles it
+            return
+        if wait(ms if ms < IDLE_MAX_MS else IDLE_MAX_MS) or self._ms_to_event(pump) > 0:
+            return
+        self._held = True  # as in loop_begin: a timer tick arriving meanwhile waits
+        self._loop_tick = True
+        self._run_tick()
+        self._loop_tick = False
+        self.loop_end()
+
+    def _ms_to_event(self, pump):
+        # ms_to_next_event counts from the pump's last tick.
+        return pump.ms_to_next_event() - time.ticks_diff(self._ticks(), pump.last_ticks)
 
     def stop(self):
         # Ticks stop; the watchdog, if started, cannot be stopped.

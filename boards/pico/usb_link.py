@@ -2,7 +2,8 @@
 # REPL uses: stdin/stdout as bytes, polled so a read never waits. While the
 # link runs Ctrl-C is ordinary data (a binary frame may contain 0x03);
 # close() gives it back to the REPL.
-# The interface the link layer uses: read_into(buf) -> int, write(data).
+# The interface the link layer uses: read_into(buf) -> int, write(data); the
+# main loop sleeps in wait(ms).
 import select
 import sys
 
@@ -44,6 +45,14 @@ class UsbLink:
             buf[n] = self._byte[0]
             n += 1
         return n
+
+    def wait(self, ms):
+        # Returns True as soon as a byte is waiting, False after `ms`. On rp2
+        # the core idles (WFE) meanwhile, a USB interrupt wakes it, and soft
+        # timer callbacks (the pump's ticks) run.
+        for _ in self._poll.ipoll(ms):
+            return True
+        return False
 
     def _ready(self):
         for _ in self._poll.ipoll(0):

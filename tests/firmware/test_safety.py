@@ -263,3 +263,27 @@ def test_ninety_days_with_two_refills_balance_to_the_nanolitre():
     assert r.delivered_nl() == pump.board.motor.completed * 500
     assert r.volume_in_nl == r.delivered_nl() + r.withdrawn_nl + r.remaining_nl
     assert r.strokes[KIND_BASAL] == pump.board.motor.completed
+
+
+def test_dose_guard_does_not_trip_on_a_demand_bolus_after_a_lower_rate_follows_a_full_day():
+    # Found by the JSON-schema campaign (issue #13): a day at 10 mg/day, then
+    # 4 mg/day with a demand bolus pressed at once. The old rate's strokes
+    # must not count against the new therapy's day.
+    pump = make_pump(continuous())
+    run(pump, DAY_MS)
+    rx = continuous(dose_ng_day=4000000)
+    rx["demand"] = {"dose_ng": 200000, "duration_s": 300, "lockout_s": 1800, "max_per_day": 4}
+    pump.program(rx)
+    assert pump.demand_bolus()[0] == 0
+    run(pump, HOUR_MS)
+    assert not active(pump, alarms.DOSE_GUARD) and pump.sched.running
+
+
+def test_dose_guard_still_stops_a_runaway_of_the_new_therapy_after_a_lower_rate():
+    pump = make_pump(continuous())
+    run(pump, DAY_MS)
+    pump.program(continuous(dose_ng_day=4000000))
+    run(pump, HOUR_MS)
+    pump.sched.owed_basal += 1000  # a scheduler fault under the new therapy
+    run(pump, HOUR_MS)
+    assert active(pump, alarms.DOSE_GUARD) and not pump.sched.running

@@ -91,12 +91,14 @@ class FakeSerial(io.IOBase):
 
 
 def run_loop(board, pump, link, ms):
-    # main.py's loop for `ms` of virtual time.
+    # main.py's loop for `ms` of virtual time (the link's transport sleeps,
+    # on the stand-in select).
     import main
 
     end = machine.clock.now + ms
+    wait = link.transport.wait
     while machine.clock.now < end:
-        main.loop_once(board, pump, link)
+        main.loop_once(board, pump, link, wait)
 
 
 def expect(exc_class, fn, *args):

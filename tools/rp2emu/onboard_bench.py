@@ -1,7 +1,9 @@
 # Run on the (emulated) Pico at its REPL by tools/rp2emu/bench_rp2.py, with
-# the pump deployed: memory after the imports and with the pump built, flash
-# used, Pump.tick and one idle main-loop pass in emulated microseconds, and
-# allocations per tick under heap_lock. Prints one line: RP2BENCH {json}.
+# the pump deployed, after onboard_heap.py: flash used, Pump.tick and one idle
+# main-loop pass in emulated microseconds, allocations per tick under
+# heap_lock; then the stroke-start latency of the real main loop (below).
+# Prints one line: RP2BENCH {json}.
+import array
 import gc
 import json
 import os
@@ -9,23 +11,15 @@ import time
 
 import micropython
 
-gc.collect()
-heap = gc.mem_free() + gc.mem_alloc()
-free_boot = gc.mem_free()
-import main  # noqa: E402  everything the pump imports (main.run is not called)
+import config
+import main
+import pico_board
+import startup
+from usb_link import UsbLink
 
-import config  # noqa: E402
-import pico_board  # noqa: E402
-import startup  # noqa: E402
-from usb_link import UsbLink  # noqa: E402
-
-gc.collect()
-free_imported = gc.mem_free()
 board = pico_board.PicoBoard(config)
 pump, persist, _ = startup.start_pump(board, board.reset_cause())
 link = main.make_link(board, pump, UsbLink())
-gc.collect()
-free_built = gc.mem_free()
 
 
 def timed(fn, n, pause_ms):
@@ -62,11 +56,82 @@ for _ in range(100):
     time.sleep_ms(board.TICK_MS)
 board.stop()
 st = os.statvfs("/")
-print("RP2BENCH", json.dumps({
-    "heap_bytes": heap, "free_at_repl": free_boot, "free_after_imports": free_imported,
-    "free_pump_built": free_built,
+figures = {
     "tick_us": [ticks[len(ticks) // 2], ticks[len(ticks) * 99 // 100], ticks[-1]],
     "loop_pass_us": [loops[len(loops) // 2], loops[len(loops) * 99 // 100], loops[-1]],
     "ticks_allocating_of_100": allocating,
     "flash_blocks": [st[2] - st[3], st[2]], "block_size": st[0],
-}))
+}
+del pump, persist, link, board, ticks, loops
+gc.collect()
+
+# -- stroke-start latency ------------------------------------------------------
+# The real main loop (main.loop_once: the board's tick timer and watchdog, its
+# sleep on the USB CDC, the link) runs a fresh pump in a scratch folder, a
+# stroke every 2.4 s. A stroke's due instant is the pump's own: the second
+# boundary where its accrual passed a whole stroke (basal_phase // rate
+# seconds before the tick's latest second). Every other stroke falls due
+# while a PROGRAM (checked, applied, saved to flash) holds the ticks, as a
+# link command does.
+FAST = {"drug": "morphine", "conc_ng_ml": 1000000, "steps": [{"start_s": 0, "dose_ng_day": 18000000}]}
+N = 40
+
+
+class Scratch:
+    pass
+
+
+cfg = Scratch()
+for name in dir(config):
+    if name.isupper():
+        setattr(cfg, name, getattr(config, name))
+cfg.FLASH_DIR = "/bench-latency"
+board = pico_board.PicoBoard(cfg)
+pump, _, _ = startup.start_pump(board, board.reset_cause())
+pump.refill(0, 20000000, rx=FAST)
+rate = pump.therapy.step_rate_nl_day[0]
+due = array.array("i", [0] * N)  # ticks_ms
+begun = array.array("i", [0] * N)  # ticks_us at motor_begin
+during = array.array("b", [0] * N)
+count = array.array("i", [0])
+commanding = array.array("b", [0])
+begin = board.motor_begin
+
+
+def noted():  # on the tick path: no allocation
+    i = count[0]
+    if i < N:
+        begun[i] = time.ticks_us()
+        back = pump.clock.sub_ms + 1000 * (pump.sched.basal_phase // rate)
+        due[i] = time.ticks_add(pump.last_ticks, -back)
+        during[i] = commanding[0]
+        count[0] = i + 1
+    begin()
+
+
+board.motor_begin = noted
+transport = UsbLink()
+link = main.make_link(board, pump, transport)
+wait = transport.wait
+command_us = []
+board.start(pump)
+end = time.ticks_add(time.ticks_ms(), 100000)
+commanded = -1
+while (count[0] < N or pump.stroking) and time.ticks_diff(end, time.ticks_ms()) > 0:
+    ms = pump.ms_to_next_event() - time.ticks_diff(time.ticks_ms(), pump.last_ticks)
+    if count[0] & 1 and commanded != count[0] and not pump.stroking and 30 < ms < 3000:
+        commanded = count[0]
+        wait(ms - 20)  # 20 ms before the stroke falls due
+        board.loop_begin()
+        commanding[0] = 1
+        t = time.ticks_us()
+        pump.program(FAST)
+        command_us.append(time.ticks_diff(time.ticks_us(), t))
+        board.loop_end()  # the held ticks run: the stroke starts
+        commanding[0] = 0
+    else:
+        main.loop_once(board, pump, link, wait)
+board.stop()  # the watchdog runs on: the bench ends the emulator
+figures["latency"] = {"due_ms": list(due[:count[0]]), "begun_us": list(begun[:count[0]]),
+                      "during_program": list(during[:count[0]]), "program_us": command_us}
+print("RP2BENCH", json.dumps(figures))

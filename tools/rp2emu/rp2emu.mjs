@@ -75,6 +75,8 @@ const motor = {
   stray_pulses: 0,
   strokes: [], // {t_ms, steps, pulse}: the last revolutions
   running_since: null,
+  first_step_due: false, // the driver was enabled: its next step pulse starts a stroke
+  step_starts: [], // {t_ms, chip_ms}: the first step pulse after each enable (the motor starts)
 };
 const buzzer = { last_rise: null, period_ns: 0, edges: 0, tones: [] }; // tones: {from_ms, to_ms, hz, edges}
 const led = { on: false, on_ns: 0, since: 0 };
@@ -324,7 +326,7 @@ let watchdogState = null; // REASON and SCRATCH kept across a watchdog reset
 const hostLow = new Array(30).fill(false); // pins the bench pulls low
 const usb = { connected: false, queue: [], pending: -1, rx_bytes: 0, tx_bytes: 0, first_rx_ns: 0, last_tx_ns: 0 };
 const cpu = { busy_ns: 0, idle_ns: 0 };
-const wdt = { last_feed_ns: null };
+const wdt = { last_feed_ns: null, first_feed_chip_ns: null };
 
 function nowNs() {
   return baseNs + (chip ? chip.clock.nanos : 0);
@@ -353,10 +355,14 @@ function buildChip(powerOn) {
   }
   const wdWrite = wd.writeUint32.bind(wd);
   wd.writeUint32 = (offset, value) => {
-    if (offset === 0x04) wdt.last_feed_ns = nowNs(); // LOAD: machine.WDT.feed()
+    if (offset === 0x04) { // LOAD: machine.WDT() and its feed()
+      wdt.last_feed_ns = nowNs();
+      if (wdt.first_feed_chip_ns === null) wdt.first_feed_chip_ns = chip.clock.nanos; // started
+    }
     wdWrite(offset, value);
   };
   wdt.last_feed_ns = null;
+  wdt.first_feed_chip_ns = null;
   wd.onWatchdogTrigger = () => {
     wd.alarm.enable = false;
     wd.timer.enable = false;
@@ -376,6 +382,7 @@ function buildChip(powerOn) {
   faults.hang = false; // a reset ends a hang; the hung flash recovers with it
   faults.flash_hang = false;
   motor.running_since = null; // the cam stays where it stopped: it is mechanical
+  motor.first_step_due = false;
   buzzer.last_rise = null;
   led.on = false;
   boots++;
@@ -444,7 +451,10 @@ function wirePins() {
       if (n === PIN.step && value === GPIOPinState.High && last !== GPIOPinState.High) onStep();
       else if (n === PIN.buzzer && value === GPIOPinState.High && last !== GPIOPinState.High) onBuzzerEdge();
       else if (n === PIN.led) onLed(value === GPIOPinState.High);
-      else if (n === PIN.enable) motor.running_since = driverOn() ? nowNs() : null;
+      else if (n === PIN.enable) {
+        motor.running_since = driverOn() ? nowNs() : null;
+        motor.first_step_due = driverOn();
+      }
     });
     settle(n);
   }
@@ -459,6 +469,11 @@ function onStep() {
   if (!driverOn()) {
     motor.ignored_steps++;
     return;
+  }
+  if (motor.first_step_due) { // step pulses begin: when the stroke started, as the pin shows it
+    motor.first_step_due = false;
+    motor.step_starts.push({ t_ms: nowNs() / 1e6, chip_ms: chip.clock.nanos / 1e6 });
+    if (motor.step_starts.length > 200) motor.step_starts.shift();
   }
   if (chip.gpio[PIN.dir].value !== (DIR_FORWARD ? GPIOPinState.High : GPIOPinState.Low)) {
     motor.ignored_steps++; // the mechanism has a one-way clutch
@@ -627,7 +642,8 @@ function state() {
     resets,
     pace,
     wdt: (() => { const wd = chip.peripherals[0x40058]; return { enabled: !!wd.enable, reason: wd.reason,
-      last_feed_ms: wdt.last_feed_ns === null ? null : wdt.last_feed_ns / 1e6 }; })(),
+      last_feed_ms: wdt.last_feed_ns === null ? null : wdt.last_feed_ns / 1e6,
+      started_chip_ms: wdt.first_feed_chip_ns === null ? null : wdt.first_feed_chip_ns / 1e6 }; })(),
     cpu: { busy_ms: cpu.busy_ns / 1e6, idle_ms: cpu.idle_ns / 1e6 },
     usb: { connected: usb.connected, rx_bytes: usb.rx_bytes, tx_bytes: usb.tx_bytes,
            first_rx_ms: usb.first_rx_ns / 1e6, last_tx_ms: usb.last_tx_ns / 1e6 },
@@ -637,6 +653,7 @@ function state() {
       missed_pulses: motor.missed_pulses, stray_pulses: motor.stray_pulses,
       enabled: driverOn(), dir: chip.gpio[PIN.dir].value === GPIOPinState.High ? 1 : 0,
       strokes: motor.strokes.slice(-50),
+      step_starts: motor.step_starts.slice(-100),
     },
     buzzer: { ...buzzerNow(), tones: buzzer.tones.slice(-100) },
     led: { on: led.on, on_ms: (led.on_ns + (led.on ? t - led.since : 0)) / 1e6 },
@@ -687,6 +704,7 @@ function command(req) {
       return { ok: true, pace };
     case 'clear':
       motor.strokes = [];
+      motor.step_starts = [];
       buzzer.tones = [];
       return { ok: true };
     case 'power_cycle':
