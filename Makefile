@@ -24,7 +24,7 @@ MPY_ARCH ?= armv6m
 SOURCES := $(shell find firmware boards -name '*.py')
 MPY_OUT := $(patsubst %.py,build/mpy/%.mpy,$(SOURCES))
 
-.PHONY: all setup test run mpy bench soak fuzz clean typecheck rp2emu pico-emu
+.PHONY: all setup test run mpy bench soak fuzz clean typecheck rp2emu pico-emu web browser
 
 all: test
 
@@ -48,7 +48,7 @@ mpy: $(MPY_OUT)
 # to a worker: every test makes its own emulators, ptys, images and key store
 # in its own temporary folders. TEST_JOBS=0 runs everything in this process.
 TEST_JOBS ?= 2
-test: $(STAMP) mpy rp2emu
+test: $(STAMP) mpy rp2emu browser
 	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile
 
 # The emulated Raspberry Pi Pico (tools/rp2emu, docs/rp2emu.md): rp2040js
@@ -63,6 +63,22 @@ rp2emu: $(STAMP)
 # flash image stays in run/pico/.
 pico-emu: $(STAMP) rp2emu
 	$(BIN)/python $(RP2EMU)/picoemu.py --deploy
+
+# The browser of the `pumpctl web` tests (tests/web): Debian's chromium and
+# its chromedriver, installed with apt when missing (as root, or with sudo
+# without a password). Without them the browser tests skip; with CI=true they fail.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif ! command -v apt-get >/dev/null; then echo "no apt-get: install chromium and chromedriver yourself (tests/web skips its browser tests)"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get install -y -q chromium chromium-driver >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; } || echo "could not install chromium: the browser tests skip"; \
+	elif sudo -n true 2>/dev/null; then sudo apt-get install -y -q chromium chromium-driver >/dev/null || echo "could not install chromium: the browser tests skip"; \
+	else echo "chromium is not installed and this is not root: sudo apt-get install chromium chromium-driver (tests/web skips its browser tests)"; fi
+
+# The programmer in a browser (docs/web.md): the emulated pump of run/ (started
+# unless `make run` already runs it) and `pumpctl web` on 127.0.0.1; prints the
+# address with this launch's token. Ctrl-C stops both.
+web: $(STAMP)
+	$(BIN)/pumpctl web --port emulator $(EMULATE)
 
 # The emulated pump with its state in run/ (flash.img, bench.sock, port.json,
 # emulator.lock), or in $PUMPCTL_STATE: `pumpctl status` finds it from any

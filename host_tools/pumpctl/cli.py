@@ -24,7 +24,7 @@ import traceback
 
 from pumpctl import console, paths, report
 from pumpctl import units as u
-from pumpctl.commands import device, diary, implant, reading, settings, therapy, trial, visit
+from pumpctl.commands import device, diary, implant, reading, settings, therapy, trial, visit, web
 from pumpctl.console import (DEBUG_ENV, EXIT_AUTH, EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED,
                              EXIT_LINK, EXIT_OK, EXIT_PIPE, EXIT_REFUSED, Cancelled, DryRun, Interrupted, Parser,
                              UsageError, emit, fail, jsonable, quiet_stdout)
@@ -59,7 +59,7 @@ def _json_arg(text):
                                          "\"dose\": \"4mg/day\"}'" % e)
 
 
-def _common():
+def _common(json_output=True):
     p = Parser(add_help=False)
     g = p.add_argument_group("connection and output")
     g.add_argument("--port", default="auto",
@@ -68,7 +68,8 @@ def _common():
     g.add_argument("--state", help=STATE_HELP)
     g.add_argument("--keystore", help="key store file (default: $PUMPCTL_KEYSTORE or ~/.config/pumpctl/keys.json)")
     g.add_argument("--role", choices=("clinician", "patient"), help="log in with this role's key")
-    g.add_argument("--json", action="store_true", help="machine-readable output (errors too: {\"error\": {...}})")
+    if json_output:
+        g.add_argument("--json", action="store_true", help="machine-readable output (errors too: {\"error\": {...}})")
     g.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply (default 2)")
     return p
 
@@ -222,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bench", help="bench socket of a virtual-time emulator: advance its time while polling "
                                    "(found by itself for the emulator of --port auto)")
     _rx_options(s)
+    s = add("web", web.cmd_web, "the programmer and patient handset in a browser: a local server on 127.0.0.1 with "
+                                "a fresh token in the address it prints (docs/web.md)", parents=(_common(False),))
+    s.add_argument("--http-port", type=int, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
+    s.add_argument("--virtual", action="store_true", help="with --port emulator: virtual time")
+    s.add_argument("--report-dir", default="reports", help="folder of the HTML reports shown (default: reports)")
     from pumpctl.deploy import add_deploy_parser  # installs the firmware on a Pico (boards/pico)
 
     add_deploy_parser(sub)

@@ -120,6 +120,12 @@ def _resume_session(c, mtype, payload, review):
     note("pumpctl: the pump ended the session while the review was open (after %s without a command): logging "
          "in again" % ("%d min" % (c.idle_s // 60) if c.idle_s else "a while"))
     c.relogin()
+    still_as_reviewed(c, mtype, payload, review)
+
+
+def still_as_reviewed(c, mtype, payload, review):
+    """For a command the pump can dry-run: its dry run now, compared with the
+    one reviewed; Cancelled (nothing sent) if a figure differs."""
     reviewed = (review or {}).get("check")
     if not isinstance(reviewed, dict) or not isinstance(payload, dict):
         return

@@ -48,10 +48,18 @@ def therapy_rows(rx, unit):
     return col
 
 
+COMPARE_HEADERS = ("", "current", "new", "")
+
+
 def compare(cur, new, cur_extra, new_extra, unit):
-    """Rows for the review screen: current and new side by side. The basal
-    rows are the union of both profiles' step times, each side showing the
-    rate in effect from that time."""
+    """The review screen: current and new side by side (compare_rows) as a table."""
+    return table(compare_rows(cur, new, cur_extra, new_extra, unit), list(COMPARE_HEADERS))
+
+
+def compare_rows(cur, new, cur_extra, new_extra, unit):
+    """Rows for the review screen: current and new side by side, and what
+    changes marked in the fourth cell. The basal rows are the union of both
+    profiles' step times, each side showing the rate in effect from that time."""
     times = sorted({s[0] for rx in (cur, new) if rx for s in rx["steps"]})
     rows = []
     c, n = therapy_rows(cur, unit), therapy_rows(new, unit)
@@ -70,7 +78,7 @@ def compare(cur, new, cur_extra, new_extra, unit):
         rows.append([label, cur_extra.get(key, "-"), new_extra.get(key, "-")])
     for r in rows:  # mark what changes
         r.append(_change_mark(r, cur, new) if r[1] != r[2] else "")
-    return table(rows, ["", "current", "new", ""])
+    return rows
 
 
 def _change_mark(row, cur, new):
@@ -90,6 +98,11 @@ def total_text(daily_ng, daily_nl, unit):
 
 # -- status and the full report ------------------------------------------------
 def status_text(ident, st):
+    return table(status_rows(ident, st))
+
+
+def status_rows(ident, st):
+    """The status screen's rows [label, text]."""
     unit = u.drug_unit(st.get("drug"))
     day, tod = st["day"], st["tod_s"]
     low = u.date_after(day, tod, st.get("low_in_s"))
@@ -130,7 +143,7 @@ def status_text(ident, st):
             rows.append(["24-h maximum", ceiling_text(st["drug"], st["ceiling_24h_ng"])])
         rows.append(["delivered total", "%s, %s drug" % (u.fmt_volume(st["delivered_nl"]),
                                                          u.fmt_mass(st["drug_delivered_ng"], unit))])
-    return table(rows)
+    return rows
 
 
 def daily_maxima(drug):
@@ -183,9 +196,15 @@ def _bolus_state(b, ident):
 
 
 def therapy_text(th):
+    rows = therapy_table_rows(th)
+    return table(rows) if rows else "no therapy programmed"
+
+
+def therapy_table_rows(th):
+    """The therapy screen's rows [label, text]; [] with no therapy programmed."""
     rx = th.get("rx")
     if rx is None:
-        return "no therapy programmed"
+        return []
     unit = u.drug_unit(rx["drug"])
     col = therapy_rows(rx, unit)
     rows = [[k, v] for k, v in col.items()]
@@ -193,7 +212,7 @@ def therapy_text(th):
     rows.append(["catheter volume", u.fmt_volume(th.get("catheter_nl", 0))])
     if th.get("bridging"):
         rows.append(["bridge bolus", "in progress (old drug still in the catheter)"])
-    return table(rows)
+    return rows
 
 
 # -- alarms: one name for each, everywhere ------------------------------------------
@@ -382,7 +401,26 @@ def event_details(rec, unit="mg"):
                                                  ", locked out %s" % u.fmt_duration(c) if c else "")
     if t == events.DIARY:
         return "pain %d, %s" % (a, _named(lc.ACTIVITIES, b))
+    if t == getattr(events, "REPEATED", -1):
+        return _repeated(rec, unit)
     return ""
+
+
+def _repeated(rec, unit):
+    # Repeats the pump counted instead of storing (docs/persistence.md): b of
+    # type a with key c, the last at the record's time, the first d s before.
+    _seq, day, tod, _t, a, b, c, d, _text = rec
+    if a == lc.EV_COMMAND:
+        role, _, cmd, code = events.unfold(a, c)
+        what = "%s from the %s refused: %s" % (lc.COMMANDS[cmd][0] if cmd in lc.COMMANDS else "command %d" % cmd,
+                                              _named(lc.ROLE_NAMES, role), wire.error_name(code))
+    elif a == events.BOLUS_REFUSED:
+        what = "bolus refused (%s)" % event_details((0, day, tod, a) + tuple(events.unfold(a, c)) + (b"",), unit)
+    elif a:
+        what = "%s (%s)" % (events.NAMES.get(a, "type %d" % a), _kind(events.unfold(a, c)[0]))
+    else:
+        what = "records of kinds beyond the pump's count table"
+    return "%d more: %s, from %s" % (b, what, u.fmt_datetime(day, max(0, tod - d)))
 
 
 def log_records(recs):

@@ -412,6 +412,11 @@ def fmt_mass(ng, unit, places=None):
     return "%s %s" % (decimal_text(Fraction(ng) / MASS_NG[unit], places), unit)
 
 
+def mass_value(ng, unit):
+    """A mass in ng as a number of `unit` (mg, µg, ...), for charts."""
+    return ng / MASS_NG[unit]
+
+
 def fmt_conc(ng_ml, unit):
     return "%s %s/mL" % (_dec(ng_ml, MASS_NG[unit]), unit)
 

@@ -46,6 +46,18 @@ def cmd_provision(args):
 
 
 def cmd_devices(args):
+    found = find_devices(args)
+    rows = [[d["port"], kind_text(d), d.get("state") or "-", d.get("serial", "-"), d.get("model", "-"),
+             ("yes" if d["keys_in_store"] else "no") if d.get("keys_in_store") is not None else "-",
+             d.get("error", "")] for d in found]
+    emit(args, {"devices": found}, lambda: table(rows, ["port", "kind", "state", "serial", "model",
+                                                               "keys", "note"])
+         if rows else "no pump found: no Pico on USB and no emulator running with state folder %s (start one with "
+                      "`make run` or `pumpctl emulate`)" % paths.shown(state_dir(args)))
+    return EXIT_OK
+
+
+def find_devices(args):
     """Picos on USB (2E8A:0005) and the emulators running with the state
     folders pumpctl knows (--state or its default, and the folders here),
     each identified (no login)."""
@@ -82,17 +94,10 @@ def cmd_devices(args):
         except KeyStoreError as e:
             dev["keys_in_store"] = None
             dev["error"] = str(e)
-    rows = [[d["port"], _kind_text(d), d.get("state") or "-", d.get("serial", "-"), d.get("model", "-"),
-             ("yes" if d["keys_in_store"] else "no") if d.get("keys_in_store") is not None else "-",
-             d.get("error", "")] for d in found]
-    emit(args, {"devices": found}, lambda: table(rows, ["port", "kind", "state", "serial", "model",
-                                                               "keys", "note"])
-         if rows else "no pump found: no Pico on USB and no emulator running with state folder %s (start one with "
-                      "`make run` or `pumpctl emulate`)" % paths.shown(state_dir(args)))
-    return EXIT_OK
+    return found
 
 
-def _kind_text(dev):
+def kind_text(dev):
     """The devices table's kind: 'pico', 'emulator (virtual time)', 'emulator (real time)'."""
     if dev["kind"] != "emulator":
         return dev["kind"]

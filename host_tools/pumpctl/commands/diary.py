@@ -6,15 +6,21 @@ from pumpctl.fw import link_commands as lc
 from pumpctl.session import connected, read_log, session_role
 
 
+def diary_payload(pain, activity, note_text):
+    """The DIARY request of an entry, checked (UnitError names what is wrong)."""
+    if not 0 <= pain <= lc.PAIN_MAX:
+        raise u.UnitError("pain score %d: give 0 (none) to %d (worst)" % (pain, lc.PAIN_MAX))
+    if activity not in lc.ACTIVITIES:
+        raise u.UnitError("activity %r: one of %s" % (activity, ", ".join(lc.ACTIVITIES)))
+    if len(note_text.encode()) > lc.NOTE_MAX:
+        raise u.UnitError("note is %d bytes: at most %d" % (len(note_text.encode()), lc.NOTE_MAX))
+    return {"pain": pain, "activity": activity, "note": note_text}
+
+
 def cmd_diary(args):
-    if not 0 <= args.pain <= lc.PAIN_MAX:
-        raise u.UnitError("pain score %d: give 0 (none) to %d (worst)" % (args.pain, lc.PAIN_MAX))
-    if args.activity not in lc.ACTIVITIES:
-        raise u.UnitError("activity %r: one of %s" % (args.activity, ", ".join(lc.ACTIVITIES)))
-    if len(args.note.encode()) > lc.NOTE_MAX:
-        raise u.UnitError("note is %d bytes: at most %d" % (len(args.note.encode()), lc.NOTE_MAX))
+    payload = diary_payload(args.pain, args.activity, args.note)
     with connected(args, session_role(args, "patient")) as c:
-        r = c.request(lc.DIARY, {"pain": args.pain, "activity": args.activity, "note": args.note})
+        r = c.request(lc.DIARY, payload)
     emit(args, r, "diary entry %d recorded" % r["seq"])
     return EXIT_OK
 
@@ -24,17 +30,9 @@ DIARY_HEADERS = ["seq", "date", "time", "pain", "activity", "note"]
 
 
 def cmd_diary_list(args):
-    from pumpctl import diary
     with connected(args, session_role(args, "clinician")) as c:
         recs, _ = read_log(c, args.first)
-    entries, unreadable = [], []
-    for r in recs:
-        if r[3] != diary.events.DIARY:
-            continue
-        try:
-            entries.append(diary.decode(r))
-        except diary.DiaryError as e:
-            unreadable.append(str(e))
+    entries, unreadable = diary_entries(recs)
     rows = [[e.seq, e.date.isoformat(), u.fmt_tod(e.tod_s), e.pain, e.activity, e.note] for e in entries]
     for msg in unreadable:
         note("unreadable diary record: %s" % msg)
@@ -43,3 +41,17 @@ def cmd_diary_list(args):
     emit(args, {"entries": [dict(zip(DIARY_HEADERS, r)) for r in rows], "unreadable": unreadable},
          lambda: table(rows, DIARY_HEADERS) if rows else "no diary entries")
     return EXIT_OK
+
+
+def diary_entries(recs):
+    """(diary entries, reasons of unreadable ones) among event log records."""
+    from pumpctl import diary
+    entries, unreadable = [], []
+    for r in recs:
+        if r[3] != diary.events.DIARY:
+            continue
+        try:
+            entries.append(diary.decode(r))
+        except diary.DiaryError as e:
+            unreadable.append(str(e))
+    return entries, unreadable

@@ -17,13 +17,17 @@ def cmd_status(args):
     return EXIT_OK
 
 
+def interrogate(c):
+    """(identity, STATUS, THERAPY, ALARMS listing, {alarm: raised at}) of a logged-in clinician client."""
+    st = c.request(lc.STATUS)
+    th = c.request(lc.THERAPY)
+    al = c.request(lc.ALARMS)["alarms"]
+    return c.identity, st, th, al, alarms_raised_at(c, [a[0] for a in al])
+
+
 def cmd_interrogate(args):
     with connected(args, session_role(args, "clinician")) as c:
-        ident = c.identity
-        st = c.request(lc.STATUS)
-        th = c.request(lc.THERAPY)
-        al = c.request(lc.ALARMS)["alarms"]
-        raised = alarms_raised_at(c, [a[0] for a in al])
+        ident, st, th, al, raised = interrogate(c)
     data = {"identity": ident, "status": report.status_json(st), "therapy": dict(th, rx=u.labelled_rx(th.get("rx"))),
             "alarms": report.alarm_rows(al, raised)}
     emit(args, data, lambda: "\n\n".join([report.status_text(ident, st), "therapy:\n" + report.therapy_text(th),
@@ -40,15 +44,23 @@ def cmd_alarms(args):
             if getattr(args, "dry_run", False):
                 raise DryRun("ack", [{"alarm": a} for a in ids], {
                     "alarms": report.alarm_rows(al), "would_acknowledge": [report.alarm_slug(a) for a in ids]})
-            for a in ids:
-                acked.append({"id": a, "name": report.alarm_slug(a),
-                              "acknowledged": c.request(lc.ACK_ALARM, {"alarm": a})["acknowledged"]})
+            acked = acknowledge(c, ids)
             al = c.request(lc.ALARMS)["alarms"]
         raised = alarms_raised_at(c, [a[0] for a in al]) if al else {}
     emit(args, {"alarms": report.alarm_rows(al, raised), "acknowledged": acked},
          lambda: "\n".join(["acknowledged %s: %s" % (a["name"], "yes" if a["acknowledged"] else "was not active")
                             for a in acked] + [report.alarms_text(al, raised)]))
     return EXIT_OK
+
+
+def acknowledge(c, ids):
+    """Acknowledges the alarms `ids` on a logged-in clinician client: [{id, name, acknowledged}]."""
+    return [{"id": a, "name": report.alarm_slug(a), "acknowledged": c.request(lc.ACK_ALARM, {"alarm": a})["acknowledged"]}
+            for a in ids]
+
+
+def alarm_id(text):
+    return _alarm_id(text)
 
 
 def _alarm_id(text):

@@ -1,5 +1,6 @@
 """Commands that change therapy, each reviewed before it is sent: program,
 bolus, prime, catheter, demand, suspend, resume, maintenance, refill."""
+from dataclasses import dataclass, field
 from typing import Any
 
 from pumpctl import report
@@ -78,31 +79,70 @@ def _with_override(payload, soft_refusal):
     return dict(payload, override=True) if soft_refusal is not None else payload
 
 
+@dataclass
+class Review:
+    """A review before a change, built from the pump's own dry run: what the
+    CLI prints (and --json/--dry-run show) and what `pumpctl web` renders;
+    confirming sends `payload` as `mtype` (console.send_reviewed)."""
+    title: str
+    rows: "list[list[str]]"
+    headers: "list[str] | None"
+    notes: "list[str]"  # lines after the table (the override warning, ...)
+    question: str
+    mtype: int
+    payload: Any
+    review: "dict[str, Any]"  # the --json review, with the dry run ("check") re-checked before sending
+    data: "dict[str, Any]" = field(default_factory=dict)  # what the command needs afterwards
+
+    def text(self):
+        return "%s\n%s\n" % (self.title, table(self.rows, self.headers))
+
+    def show(self, args):
+        if not args.json:
+            print(self.text())
+            for line in self.notes:
+                print(line)
+
+
+def program_review(args, c, rx) -> Review:
+    """The review of a new therapy on a logged-in clinician client: current
+    and new side by side, from the pump's dry run."""
+    unit = u.drug_unit(rx["drug"])
+    st = c.request(lc.STATUS)
+    th = c.request(lc.THERAPY)
+    know_status(c, st)
+    check, soft = checked(args, c, lc.PROGRAM, {"rx": rx}, rx["drug"])
+    day, tod = st["day"], st["tod_s"]
+    cur = projection(day, tod, th.get("daily_ng"), th.get("max_daily_nl"), st.get("empty_in_s"), unit)
+    new = projection(day, tod, check["daily_ng"], check["max_daily_nl"], check["empty_in_s"], unit)
+    return Review("Review: new therapy for pump %s (reservoir %s)" % (c.identity["serial"],
+                                                                       u.fmt_volume(st["remaining_nl"])),
+                  report.compare_rows(th.get("rx"), rx, cur, new, unit), list(report.COMPARE_HEADERS),
+                  override_warning(args, soft, rx["drug"]),
+                  "Program this therapy%s?" % (" ABOVE the usual maximum" if soft else ""),
+                  lc.PROGRAM, _with_override({"rx": rx}, soft),
+                  {"current": u.labelled_rx(th.get("rx")), "check": check, "above_usual_maximum": soft is not None},
+                  {"previous": th.get("rx"), "rx": rx, "unit": unit, "override": soft is not None})
+
+
+def program_done(rv, done):
+    """(the --json result, the line) once a reviewed program was sent."""
+    soft = rv.data["override"]
+    return ({"programmed": u.labelled_rx(rv.data["rx"]), "result": done, "previous": u.labelled_rx(rv.data["previous"]),
+             "override": soft},
+            "programmed: 24-hour maximum %s%s" % (report.total_text(done["daily_ng"], done["max_daily_nl"],
+                                                                   rv.data["unit"]),
+                                                  " (above the usual maximum: override logged)" if soft else ""))
+
+
 def cmd_program(args):
     rx = rx_from_args(args)
-    unit = u.drug_unit(rx["drug"])
     with connected(args, session_role(args, "clinician")) as c:
-        st = c.request(lc.STATUS)
-        th = c.request(lc.THERAPY)
-        know_status(c, st)
-        check, soft = checked(args, c, lc.PROGRAM, {"rx": rx}, rx["drug"])
-        day, tod = st["day"], st["tod_s"]
-        cur = projection(day, tod, th.get("daily_ng"), th.get("max_daily_nl"), st.get("empty_in_s"), unit)
-        new = projection(day, tod, check["daily_ng"], check["max_daily_nl"], check["empty_in_s"], unit)
-        review = report.compare(th.get("rx"), rx, cur, new, unit)
-        if not args.json:
-            print("Review: new therapy for pump %s (reservoir %s)\n%s\n" % (
-                c.identity["serial"], u.fmt_volume(st["remaining_nl"]), review))
-            for line in override_warning(args, soft, rx["drug"]):
-                print(line)
-        payload = _with_override({"rx": rx}, soft)
-        done = send_reviewed(args, c, "Program this therapy%s?" % (" ABOVE the usual maximum" if soft else ""),
-                             lc.PROGRAM, payload, {"current": u.labelled_rx(th.get("rx")), "check": check,
-                                                   "above_usual_maximum": soft is not None})
-    emit(args, {"programmed": u.labelled_rx(rx), "result": done, "previous": u.labelled_rx(th.get("rx")),
-                "override": soft is not None},
-         "programmed: 24-hour maximum %s%s" % (report.total_text(done["daily_ng"], done["max_daily_nl"], unit),
-                                               " (above the usual maximum: override logged)" if soft else ""))
+        rv = program_review(args, c, rx)
+        rv.show(args)
+        done = send_reviewed(args, c, rv.question, rv.mtype, rv.payload, rv.review)
+    data, text = program_done(rv, done)
+    emit(args, data, text)
     return EXIT_OK
 
 
@@ -121,28 +161,41 @@ def know_therapy(c, rx):
         c.context.update(drug=rx["drug"], conc=rx["conc"])
 
 
+def bolus_reviewed(args, c, dose, dur) -> Review:
+    """The review of a clinician bolus on a logged-in clinician client, from the pump's dry run."""
+    rx = current_rx(c)
+    st = c.request(lc.STATUS)
+    know_status(c, st)
+    unit = u.drug_unit(rx["drug"])
+    req = {"dose_ng": dose, "duration_s": dur}
+    check, soft = checked(args, c, lc.BOLUS, req, rx["drug"])
+    review = bolus_review(rx, st, dose, dur, check, c.identity.get("stroke_nl", 500))
+    return Review("Review: clinician bolus on pump %s" % c.identity["serial"], review, None,
+                  override_warning(args, soft, rx["drug"]),
+                  "Start this bolus%s?" % (" ABOVE the usual maximum" if soft else ""), lc.BOLUS,
+                  _with_override(req, soft), {"rows": dict(review), "check": check,
+                                              "above_usual_maximum": soft is not None},
+                  {"dose": dose, "dur": dur, "unit": unit, "check": check, "override": soft is not None})
+
+
+def bolus_done(rv, r):
+    """(the --json result, the line) once a reviewed bolus was sent."""
+    d = rv.data
+    given = r.get("dose_ng", d["check"].get("dose_ng", d["dose"]))
+    return dict(r, override=d["override"]), "bolus started: %s, %d strokes, %s over %s%s" % (
+        u.fmt_mass(given, d["unit"]), r["strokes"], u.fmt_volume(r["volume_nl"]), u.fmt_duration(d["dur"]),
+        " (above the usual maximum: override logged)" if d["override"] else "")
+
+
 def cmd_bolus(args):
     dose = u.mass_ng(args.dose, "bolus dose")
     dur = u.duration_s(args.over, "bolus duration")
     with connected(args, session_role(args, "clinician")) as c:
-        rx = current_rx(c)
-        st = c.request(lc.STATUS)
-        know_status(c, st)
-        unit = u.drug_unit(rx["drug"])
-        req = {"dose_ng": dose, "duration_s": dur}
-        check, soft = checked(args, c, lc.BOLUS, req, rx["drug"])
-        review = bolus_review(rx, st, dose, dur, check, c.identity.get("stroke_nl", 500))
-        if not args.json:
-            print("Review: clinician bolus on pump %s\n%s\n" % (c.identity["serial"], table(review)))
-            for line in override_warning(args, soft, rx["drug"]):
-                print(line)
-        r = send_reviewed(args, c, "Start this bolus%s?" % (" ABOVE the usual maximum" if soft else ""), lc.BOLUS,
-                          _with_override(req, soft), {"rows": dict(review), "check": check,
-                                                      "above_usual_maximum": soft is not None})
-    given = r.get("dose_ng", check.get("dose_ng", dose))
-    emit(args, dict(r, override=soft is not None), "bolus started: %s, %d strokes, %s over %s%s" % (
-        u.fmt_mass(given, unit), r["strokes"], u.fmt_volume(r["volume_nl"]), u.fmt_duration(dur),
-        " (above the usual maximum: override logged)" if soft else ""))
+        rv = bolus_reviewed(args, c, dose, dur)
+        rv.show(args)
+        r = send_reviewed(args, c, rv.question, rv.mtype, rv.payload, rv.review)
+    data, text = bolus_done(rv, r)
+    emit(args, data, text)
     return EXIT_OK
 
 
@@ -240,8 +293,12 @@ def prime_hint(volume_nl):
 def cmd_demand(args):
     with connected(args, session_role(args, "patient")) as c:
         r = c.request(lc.DEMAND)
-    emit(args, r, "demand bolus started: %s over %s" % (u.fmt_volume(r["volume_nl"]), u.fmt_duration(r["duration_s"])))
+    emit(args, r, demand_text(r))
     return EXIT_OK
+
+
+def demand_text(r):
+    return "demand bolus started: %s over %s" % (u.fmt_volume(r["volume_nl"]), u.fmt_duration(r["duration_s"]))
 
 
 BACLOFEN_WARNING = "abrupt withdrawal of intrathecal baclofen can be fatal."
@@ -309,6 +366,14 @@ def refill_workflow(args, c, withdrawn, added, rx):
     review, discrepancy acknowledgement, confirm, refill (with the new
     prescription rx, or None). Returns the pump's refill reply. Raises
     Cancelled before anything is changed."""
+    rv = refill_review(args, c, withdrawn, added, rx)
+    rv.show(args)
+    return refill_send(args, c, rv)
+
+
+def refill_review(args, c, withdrawn, added, rx) -> Review:
+    """The review of a refill (and new prescription rx, or None) on a
+    logged-in clinician client, from the pump's dry run."""
     st = c.request(lc.STATUS)
     th = c.request(lc.THERAPY)
     know_therapy(c, rx or th.get("rx"))
@@ -337,42 +402,59 @@ def refill_workflow(args, c, withdrawn, added, rx):
         review.append(["drug", "the same as in the pump"])
     if check.get("bolus_cancelled"):
         review.append(["running bolus", "CANCELLED by the change (its strokes were for the old drug)"])
-    if not args.json:
-        print("Review: refill of pump %s\n%s\n" % (c.identity["serial"], table(review)))
-        if rx is not None:
-            day, tod = st["day"], st["tod_s"]
-            cur = projection(day, tod, th.get("daily_ng"), th.get("max_daily_nl"), st.get("empty_in_s"), unit)
-            new = projection(day, tod, check["daily_ng"], check["max_daily_nl"], check["empty_in_s"], unit)
-            print("New prescription:\n%s\n" % report.compare(old, rx, cur, new, unit))
-        elif check.get("empty_in_s") is not None:
-            print("projected empty after refill: %s\n" % u.fmt_date(
-                u.date_after(st["day"], st["tod_s"], check["empty_in_s"])))
-        for line in override_warning(args, soft, new_rx["drug"] if new_rx else ""):
-            print(line)
+    notes = []
+    compare_rows = None
+    empty = None
+    if rx is not None:
+        day, tod = st["day"], st["tod_s"]
+        cur = projection(day, tod, th.get("daily_ng"), th.get("max_daily_nl"), st.get("empty_in_s"), unit)
+        new = projection(day, tod, check["daily_ng"], check["max_daily_nl"], check["empty_in_s"], unit)
+        compare_rows = report.compare_rows(old, rx, cur, new, unit)
+        notes.append("New prescription:\n%s\n" % table(compare_rows, list(report.COMPARE_HEADERS)))
+    elif check.get("empty_in_s") is not None:
+        empty = u.fmt_date(u.date_after(st["day"], st["tod_s"], check["empty_in_s"]))
+        notes.append("projected empty after refill: %s\n" % empty)
+    warning = override_warning(args, soft, new_rx["drug"] if new_rx else "")
+    return Review("Review: refill of pump %s" % c.identity["serial"], review, None, notes + warning,
+                  "Record this refill%s?" % (" ABOVE the usual maximum" if soft else ""), lc.REFILL,
+                  _with_override(req, soft), {"rows": dict(review), "check": check,
+                                              "above_usual_maximum": soft is not None},
+                  {"override": soft is not None, "compare_rows": compare_rows, "projected_empty": empty,
+                   "override_warning": warning, "old": old, "rx": new_rx, "drug_changed": bool(changed)})
+
+
+def refill_send(args, c, rv):
+    """The end of a reviewed refill: the discrepancy acknowledged (if the
+    pump warns), confirmed, sent; the pump's discrepancy alarm acknowledged
+    with it. Returns the pump's refill reply."""
+    check = rv.review["check"]
     if check["warning"] and not getattr(args, "dry_run", False):
-        _acknowledge_discrepancy(args, check)
-    done = send_reviewed(args, c, "Record this refill%s?" % (" ABOVE the usual maximum" if soft else ""), lc.REFILL,
-                         _with_override(req, soft), {"rows": dict(review), "check": check,
-                                                     "above_usual_maximum": soft is not None})
+        acknowledge_discrepancy(args, check)
+    done = send_reviewed(args, c, rv.question, rv.mtype, rv.payload, rv.review)
     if done["warning"]:
         # The clinician has acknowledged the warning: so does the pump.
         c.request(lc.ACK_ALARM, {"alarm": alarms.REFILL_DISCREPANCY})
-    return dict(done, override=soft is not None)
+    return dict(done, override=rv.data["override"])
 
 
 def _drug_text(rx, unit):
     return "%s %s" % (rx["drug"], u.fmt_conc(rx["conc"], unit)) if rx else "-"
 
 
-def _acknowledge_discrepancy(args, check):
-    msg = ("WARNING: withdrawn %s but %s expected (%s). Possible over- or under-infusion, or a pocket "
-           "fill at the last refill: check the patient and the pump before going on."
-           % (u.fmt_ml(check["withdrawn_nl"]), u.fmt_ml(check["expected_nl"]),
-              u.fmt_ml(check["discrepancy_nl"], signed=True)))
-    note(msg)
+def discrepancy_warning(check):
+    """The warning a refill discrepancy gives (the pump's dry run says when)."""
+    return ("WARNING: withdrawn %s but %s expected (%s). Possible over- or under-infusion, or a pocket "
+            "fill at the last refill: check the patient and the pump before going on."
+            % (u.fmt_ml(check["withdrawn_nl"]), u.fmt_ml(check["expected_nl"]),
+               u.fmt_ml(check["discrepancy_nl"], signed=True)))
+
+
+def acknowledge_discrepancy(args, check):
+    note(discrepancy_warning(check))
     if args.accept_discrepancy:
         return
     if not interactive():
         raise Cancelled("discrepancy not acknowledged: nothing changed (add --accept-discrepancy after checking)")
     if ask("Type 'acknowledge' to go on: ").strip().lower() != "acknowledge":
         raise Cancelled("discrepancy not acknowledged: nothing changed")
+
