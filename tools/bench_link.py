@@ -4,7 +4,7 @@ real pty. The last line of stdout is one JSON object:
   interrogate_rtt_median_ms / _p99_ms   full report (STATUS + THERAPY + ALARMS), round trip
   request_rtt_median_ms / _p99_ms       one STATUS request, round trip
   log_records_per_s                     event-log download rate over 10,000 records
-  log_records_held                      records the pump's log held (a full flash log
+  log_records_held                      records one full read of the log returned (a full flash log
                                         wraps: the download then reads it in passes)
   overhead_pct                          frame bytes that are not CBOR payload, STATUS exchanges
   log_overhead_pct                      wire bytes that are not event records, log download
@@ -162,7 +162,7 @@ def fill(emu, store, target):
 
 
 def download(c, total):
-    done, passes = 0, 0
+    done, passes, held = 0, 0, None
     s0, r0 = c.sent, c.received
     records_bytes = 0
     t = time.perf_counter()
@@ -170,6 +170,7 @@ def download(c, total):
         info = c.request(lc.LOG_READ, {"first": 1, "max": 1})
         nxt, last = info["first_seq"], info["last_seq"]
         passes += 1
+        start = done
         while nxt <= last and done < total:
             p = c.request(lc.LOG_READ, {"first": nxt, "max": lc.LOG_MAX_PER_READ})
             recs = unpack_log(p["recs"])
@@ -178,9 +179,11 @@ def download(c, total):
             if p["next"] <= nxt:
                 break
             nxt = p["next"]
+        if held is None:
+            held = done - start  # one whole pass: the records the log holds (its two rings number with gaps)
     secs = time.perf_counter() - t
     wire_bytes = (c.sent - s0) + (c.received - r0)
-    return done / secs, passes, 100.0 * (wire_bytes - records_bytes) / wire_bytes
+    return done / secs, passes, 100.0 * (wire_bytes - records_bytes) / wire_bytes, held
 
 
 def main():
@@ -199,11 +202,10 @@ def main():
             info = fill(emu, store, LOG_RECORDS)
             fill_s = time.perf_counter() - t
             c = connect(emu, store, "clinician")
-            rate, passes, log_overhead = download(c, LOG_RECORDS)
+            rate, passes, log_overhead, held = download(c, LOG_RECORDS)
             c.close()
         finally:
             emu.stop()
-    held = info["last_seq"] - info["first_seq"] + 1
     result = {
         "interrogate_rtt_median_ms": round(statistics.median(full), 3),
         "interrogate_rtt_p99_ms": round(percentile(full, 99), 3),

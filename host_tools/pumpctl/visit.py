@@ -384,14 +384,17 @@ def summarize(data: VisitData) -> VisitSummary:
     refused_on: dict[dt.date, int] = {}
     demand = fw_scheduler.KIND_DEMAND
     for r in records:
-        etype, kind, date = r[3], r[4], as_date(r[1])
+        etype, n, fields, date = r[3], 1, r[4:8], as_date(r[1])
+        if etype == events.REPEATED:  # repeats the pump counted instead of storing each (docs/persistence.md)
+            etype, n, fields = r[4], r[5], events.unfold(r[4], r[6])
+        kind = fields[0]
         if etype == events.BOLUS_REQUESTED and kind == demand:
-            requested += 1
+            requested += n
         elif etype == events.BOLUS_REFUSED and kind == demand:
-            refused += 1
-            refused_on[date] = refused_on.get(date, 0) + 1
-            why: str = REFUSAL_REASONS.get(r[5], "reason %d" % r[5])
-            reasons[why] = reasons.get(why, 0) + 1
+            refused += n
+            refused_on[date] = refused_on.get(date, 0) + n
+            why: str = REFUSAL_REASONS.get(fields[1], "reason %d" % fields[1])
+            reasons[why] = reasons.get(why, 0) + n
         elif etype == events.BOLUS_STARTED and kind == demand:
             given += 1
             given_on[date] = given_on.get(date, 0) + 1

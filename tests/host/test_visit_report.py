@@ -434,3 +434,17 @@ def test_summary_of_a_firmware_pump_run():
     assert not s.refill.warning and s.refill.added_nl == 20_000_000
     assert s.reservoir.remaining_nl == 20_000_000 and s.reservoir.low_date is not None
     assert s.therapy_changed and s.problems == ()
+
+
+def test_presses_and_refusals_the_pump_folded_into_repeated_records_are_counted():
+    # A flood of presses is stored as the first two of each hour and one
+    # REPEATED record of the rest (docs/persistence.md): the report counts them all.
+    data = month()
+    day = visit.day_number(PREV + dt.timedelta(days=22))
+    key = events.fold_key(events.BOLUS_REFUSED, DEMAND, LOCKOUT, 0, 0)
+    data.records.append((10_000, day, 13 * 3600, events.REPEATED, events.BOLUS_REQUESTED, 500,
+                         events.fold_key(events.BOLUS_REQUESTED, DEMAND, 0, 0, 0), 3000, b""))
+    data.records.append((10_001, day, 13 * 3600, events.REPEATED, events.BOLUS_REFUSED, 500, key, 3000, b""))
+    b = visit.summarize(data).boluses
+    assert (b.requested, b.refused) == (16 + 500, 5 + 500)
+    assert b.refused_by_reason["lockout"] == 3 + 500

@@ -51,6 +51,12 @@ def _visit_report(args, report_dir, visits, ident, prev, first, before, done, st
     problems = []
     if info["first_seq"] > first:
         problems.append("event log records %d..%d were overwritten before this visit" % (first, info["first_seq"] - 1))
+    lost = info.get("dropped", 0) - int(prev.get("dropped", 0) if prev else 0)
+    if prev is not None and lost > 0 and info["first_seq"] <= first:
+        # The activity ring (diary, demand presses) rolls off on its own: its
+        # losses show only in the count of records dropped.
+        problems.append("%d event log record(s) since the last visit were overwritten (diary entries or demand "
+                        "presses: the pump keeps its clinical records apart)" % lost)
     end = (st["day"], st["tod_s"])
     if prev is None:  # the first visit: the log from the first fill on
         recs = visitrun.first_interval(recs)
@@ -69,7 +75,8 @@ def _visit_report(args, report_dir, visits, ident, prev, first, before, done, st
     date = visit.as_date(st["day"])
     report_dir.mkdir(parents=True, exist_ok=True)
     path = visit.render_html(summary, visitrun.report_path(report_dir, serial, date))
-    visits[serial] = {"seq": max([first - 1] + [r[0] for r in recs]), "date": date.isoformat(), "day": st["day"],
+    visits[serial] = {"seq": max([first - 1] + [r[0] for r in recs]), "dropped": info.get("dropped", 0),
+                      "date": date.isoformat(), "day": st["day"],
                       "tod_s": st["tod_s"], "delivery": state.to_dict()}
     visitrun.save_visits(report_dir, visits)
     for p in problems:
