@@ -22,7 +22,8 @@ from limits import LimitError
 from units import S_PER_DAY, dose_to_volume_nl
 
 _RX_CHUNK = const(128)  # bytes taken from the transport at a time
-_FRAMES_PER_POLL = const(4)  # bounds the time one poll() takes
+_FRAMES_PER_POLL = const(4)  # bounds the time one poll() takes: frames handled...
+_READS_PER_POLL = const(2)  # ...and transport reads (bytes framed) per poll, garbage included
 _INT_MAX = const(0x3FFFFFFF)  # argument integers stay small ints on the RP2040
 _LOG_BYTES = const(380)  # packed log records per reply: with the map around them <= 448
 _KEYS_VERSION = const(1)
@@ -235,11 +236,14 @@ class Link:
     def poll(self):
         # Handles up to _FRAMES_PER_POLL frames; returns how many. Cheap when
         # nothing has arrived: call it every loop iteration.
-        done = 0
+        done = reads = 0
         try:
             self.expire()
             while done < _FRAMES_PER_POLL:
                 if self.ri >= self.rn:
+                    if reads == _READS_PER_POLL:
+                        break  # the rest waits for the next pass: the tick comes first
+                    reads += 1
                     self.rn = self.io.read_into(self.rxbuf) or 0
                     self.ri = 0
                     if not self.rn:

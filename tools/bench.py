@@ -42,7 +42,7 @@ def verdict(key, value):
 def main():
     results = {"firmware": run_firmware_bench()}
     # rp2emu/bench_rp2: the pump on the emulated RP2040 (docs/rp2emu.md).
-    for extra in ("bench_link", "rp2emu/bench_rp2", "bench_aead", "rp2emu/bench_aead_rp2"):
+    for extra in ("bench_link", "bench_jitter", "rp2emu/bench_rp2", "bench_aead", "rp2emu/bench_aead_rp2"):
         path = ROOT / "tools" / (extra + ".py")
         if path.exists():
             out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, check=True)

@@ -29,7 +29,8 @@ def loop_once(board, pump, link, wait):
     if pump.needs_service():
         pump.service()
     board.loop_end()
-    board.idle(pump, wait)
+    if not link.backlog:  # bytes already read wait for no sleep
+        board.idle(pump, wait)
 
 
 def run(cfg=config, ticks=None, stdin=None, stdout=None):

@@ -54,6 +54,7 @@ class Emulator:
         self.link = Link(self.pump, self.pty) if self.pty else None
         self.bench = BenchServer(opts["bench"], self.poller) if opts.get("bench") else None
         self.alive = True
+        self.tick_late_ms = 0  # the latest a real-time tick ran after it was due, since asked
 
     # -- state ---------------------------------------------------------------
     def boot(self, cause):
@@ -91,6 +92,8 @@ class Emulator:
                 else:
                     wait = time.ticks_diff(next_tick, time.ticks_ms())
                     if wait <= 0:
+                        if -wait > self.tick_late_ms:
+                            self.tick_late_ms = -wait  # what held the tick (the link, the bench, the host)
                         self.pump.tick()
                         if self.pump.needs_service():
                             self.pump.service()
@@ -99,6 +102,9 @@ class Emulator:
                             next_tick = time.ticks_add(time.ticks_ms(), period)  # overrun: no burst
                         continue
                     timeout = wait
+                if self.link and self.link.backlog:
+                    self.link.poll()  # a bounded share of what was read, then the tick again
+                    continue
                 self.set_idle(virtual)
                 events = self.poller.poll(timeout)
                 self.set_idle(False)
@@ -135,9 +141,7 @@ class Emulator:
             if event & (select.POLLHUP | select.POLLERR):
                 self.alive = False  # the launcher is gone: shut down cleanly
                 return
-            self.link.poll()
-            while self.link.backlog:  # frames already read from the pty
-                self.link.poll()
+            self.link.poll()  # bounded (firmware/link.py): the loop comes back for the rest
             if self.pump.needs_service():
                 self.pump.service()
 
@@ -168,6 +172,10 @@ class Emulator:
                 "battery_mv": board.battery, "pressure_mmhg": board.pressure, "stalled": motor.stalled,
                 "intermittent": motor.intermittent,
                 "flash_failing": self.flash_chip.failing if self.flash_chip else False}
+
+    def bench_tick_lateness(self, args):
+        late, self.tick_late_ms = self.tick_late_ms, 0
+        return {"late_max_ms": late}
 
     def bench_advance(self, args):
         if not self.board.clock.virtual:
@@ -274,6 +282,7 @@ def _bool(default=REQUIRED):
 # checks that the two agree).
 BENCH_COMMANDS = {
     "status": (Emulator.bench_status, {}),
+    "tick_lateness": (Emulator.bench_tick_lateness, {}),
     "advance": (Emulator.bench_advance, {"ms": _int(0, ADVANCE_MAX_MS)}),
     "strokes": (Emulator.bench_strokes, {"first": _int(0, None, 0), "limit": _int(1, STROKES_PAGE_MAX, 1000)}),
     "motor": (Emulator.bench_motor, {"stall": _bool(KEEP), "intermittent": _int(0, 1000, KEEP)}),

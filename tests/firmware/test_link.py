@@ -586,3 +586,40 @@ def test_maintenance_command_stops_the_board_after_replying_and_only_for_the_cli
 def test_maintenance_is_refused_on_a_board_without_a_repl():
     pump, link, host, keys = clinician()
     assert host.err(lc.MAINTENANCE, None, wire.BAD_ARGS)
+
+
+class Flood:
+    # A transport that always has more: `frame` over and over (or garbage).
+    def __init__(self, frame):
+        self.frame = frame
+        self.reads = 0
+
+    def read_into(self, buf):
+        self.reads += 1
+        n = 0
+        while n + len(self.frame) <= len(buf):
+            buf[n:n + len(self.frame)] = self.frame
+            n += len(self.frame)
+        return n
+
+    def write(self, data):
+        return len(data)
+
+
+def test_one_poll_handles_a_bounded_share_of_a_flood_of_frames():
+    # Issue #15 finding 4: under a flood the main loop must get back to the
+    # tick: a poll stops after a few frames, whatever is waiting.
+    pump, link, host, _ = clinician()
+    flood = Flood(wire.Session().seal(lc.IDENTIFY, 7, {"versions": [1]}))
+    link.io = flood
+    done = link.poll()
+    assert 1 <= done <= 4, done
+    assert flood.reads <= 2, flood.reads  # the rest waits in the transport for the next pass
+
+
+def test_one_poll_reads_a_bounded_amount_of_garbage():
+    # Bytes that never make a frame (no delimiter) must not keep poll reading.
+    pump, link, host, _ = clinician()
+    flood = Flood(b"\x55" * 64)
+    link.io = flood
+    assert link.poll() == 0 and flood.reads <= 2
