@@ -23,7 +23,8 @@ from units import S_PER_DAY, dose_to_volume_nl
 
 _RX_CHUNK = const(128)  # bytes taken from the transport at a time
 _FRAMES_PER_POLL = const(4)  # bounds the time one poll() takes: frames handled...
-_READS_PER_POLL = const(2)  # ...and transport reads (bytes framed) per poll, garbage included
+_READS_PER_POLL = const(2)
+_HANDSHAKES = const(4)  # logins under way at once (each HELLO its own)  # ...and transport reads (bytes framed) per poll, garbage included
 _INT_MAX = const(0x3FFFFFFF)  # argument integers stay small ints on the RP2040
 _LOG_BYTES = const(380)  # packed log records per reply: with the map around them <= 448
 _KEYS_VERSION = const(1)
@@ -199,10 +200,18 @@ class Link:
         self.session = None  # wire.Session once authenticated
         self.sid = 0  # session id: sequence number of its AUTH_OK record
         self.last_rx_s = 0
-        self.pending = None  # (role, nonce_h, nonce_p, expiry) of the last HELLO
+        # Handshakes under way, one per HELLO: [role, nonce_h, nonce_p, expiry]
+        # or None. A PROOF names its own (by the pump's nonce), so a HELLO
+        # from another host cannot make it fail; the oldest gives way.
+        self.pending = [None] * _HANDSHAKES
         self.failures = [0, 0, 0]  # consecutive failed proofs, per role
         self.locked_until = [0, 0, 0]
         self.cache = None  # (id, type, payload digest, reply type, reply)
+        # The last request of each role's last session, its reply and when:
+        # a host that lost the reply, logs in again and retransmits the same
+        # request (same id) within REPLY_KEEP_S gets that reply, never a
+        # second execution.
+        self.last_by_role = [None, None, None]
         self.prov_reply = None  # (id, entropy, reply, expiry)
         self.tokens = _REJECT_BURST
         self.token_s = 0
@@ -276,8 +285,10 @@ class Link:
         self.pump.log.roll(c.day, c.tod_s)  # an hour's folded counts are written when it ends
         if self.session is not None and now - self.last_rx_s >= lc.IDLE_TIMEOUT_S:
             self._end(lc.END_IDLE)
-        if self.pending is not None and now > self.pending[3]:
-            self.pending = None
+        pend = self.pending
+        for i in range(_HANDSHAKES):
+            if pend[i] is not None and now > pend[i][3]:
+                pend[i] = None
         if self.prov_reply is not None and now > self.prov_reply[3]:
             self.prov_reply = None
 
@@ -328,6 +339,8 @@ class Link:
         # is never executed twice; a reused id with another request is refused.
         digest = sha256(wire.dumps(payload)).digest()
         c = self.cache
+        if c is None and sess is self.session:
+            c = self._earlier_reply(sess.role, mid, mtype, digest)
         if c is not None and c[0] == mid:
             if c[1] == mtype and c[2] == digest:
                 self._send(sess, c[3], mid, c[4])
@@ -349,6 +362,7 @@ class Link:
             self._log_rejection(code, mtype)
         if sess is self.session:  # still the session (logout ends it)
             self.cache = (mid, mtype, digest, rtype, reply)
+            self.last_by_role[sess.role] = (mid, mtype, digest, rtype, reply, self.pump.now_s)
         self._send(sess, rtype, mid, reply)
         action, self.after_reply = self.after_reply, None
         if action is not None:
@@ -444,6 +458,15 @@ class Link:
         except Exception:
             pass  # the log itself failed: nothing more to do here
 
+    def _earlier_reply(self, role, mid, mtype, digest):
+        # The same request as the last of this role's previous session, soon
+        # after: its cached reply (else None: a new request).
+        last = self.last_by_role[role]
+        if (last is None or last[0] != mid or last[1] != mtype or last[2] != digest
+                or self.pump.now_s - last[5] > lc.REPLY_KEEP_S):
+            return None
+        return last[:5]
+
     def _end(self, reason):
         self.pump.record(lc.EV_SESSION_END, self.session.role, self.sid, reason, 0, b"session end")
         self.session = None
@@ -497,8 +520,29 @@ class Link:
         self._check_lockout(role)
         nonce_p = self.rng(wire.NONCE_LEN)
         proof = wire.pump_challenge(self.keys.keys, role, p.get("nonce"), nonce_p)
-        self.pending = (role, bytes(p["nonce"]), nonce_p, self.pump.now_s + lc.HANDSHAKE_S)
+        pend = self.pending
+        free = 0
+        for i in range(_HANDSHAKES):  # a free slot, else the oldest gives way
+            if pend[i] is None:
+                free = i
+                break
+            if pend[i][3] < pend[free][3]:
+                free = i
+        pend[free] = [role, bytes(p["nonce"]), nonce_p, self.pump.now_s + lc.HANDSHAKE_S]
         return {"nonce": nonce_p, "proof": proof}
+
+    def _attempt(self, nonce_p):
+        # The handshake a PROOF answers, taken out: the one with the pump's
+        # nonce it names; without a nonce (protocol 1 hosts), the latest.
+        pend, found = self.pending, -1
+        for i in range(_HANDSHAKES):
+            e = pend[i]
+            if e is not None and (e[2] == nonce_p if nonce_p is not None else found < 0 or e[3] > pend[found][3]):
+                found = i
+        if found < 0:
+            return None
+        e, pend[found] = pend[found], None
+        return e
 
     def _check_lockout(self, role):
         wait = self.locked_until[role] - self.pump.now_s
@@ -507,11 +551,12 @@ class Link:
                           % (lc.ROLE_NAMES[role], self.failures[role], wait), {"retry_s": wait})
 
     def _proof(self, p):
-        p = _args(p, ("proof",))
-        pend, self.pending = self.pending, None  # a challenge answers once
+        p = _args(p, ("proof", "nonce"))
+        pend = self._attempt(p.get("nonce"))  # a challenge answers once
         now = self.pump.now_s
         if pend is None or now > pend[3]:
-            raise Refusal(wire.AUTH_FAILED, "no login in progress: send HELLO first")
+            # Not an attempt under way: nobody's key was tried, nothing counts.
+            raise Refusal(wire.AUTH_FAILED, "no such login in progress: send HELLO first")
         role = pend[0]
         self._check_lockout(role)
         try:

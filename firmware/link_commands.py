@@ -82,6 +82,7 @@ ROLE_NAMES = ("none", "patient", "clinician")
 # Timing of sessions and authentication (pump monotonic seconds).
 IDLE_TIMEOUT_S = const(300)  # a session ends after 5 min without a valid frame
 HANDSHAKE_S = const(30)  # a HELLO's challenge is good for 30 s, once
+REPLY_KEEP_S = const(120)  # a role's last reply answers its retransmission after a new login this long
 FREE_FAILURES = const(2)  # failed proofs per role before back-off starts
 BACKOFF_S = const(30)  # first back-off; doubles with each further failure
 LOCKOUT_MAX_S = const(3600)  # longest lockout

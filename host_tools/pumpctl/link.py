@@ -304,7 +304,9 @@ class Client:
                             % (self.identity["serial"] if self.identity else "?", role_name))
         sealed = wire.Session(skey, role=role)
         try:
-            p = self._exchange(lc.PROOF, self._new_id(), {"proof": proof_h}, plain, sealed)
+            # The PROOF names its HELLO (the pump's nonce): another host's HELLO meanwhile cannot fail it.
+            p = self._exchange(lc.PROOF, self._new_id(), {"proof": proof_h, "nonce": hello.get("nonce")}, plain,
+                               sealed)
         except PumpError as e:
             raise AuthError(_auth_reason(e))
         except _NoReply:

@@ -50,8 +50,10 @@ class Host:
         self.next_id = 1
 
     def push(self, data):
+        # As the main loop does: poll after poll (each handles a bounded
+        # share) until everything sent has been read and handled.
         self.io.to_pump += data
-        while self.link.poll():
+        while self.link.poll() or self.link.backlog or self.io.to_pump:
             pass
 
     def frames(self):
@@ -623,3 +625,75 @@ def test_one_poll_reads_a_bounded_amount_of_garbage():
     flood = Flood(b"\x55" * 64)
     link.io = flood
     assert link.poll() == 0 and flood.reads <= 2
+
+
+def test_a_hello_from_another_host_between_hello_and_proof_does_not_fail_the_login():
+    # Issue #15 finding 2: each HELLO is its own attempt; the PROOF names it.
+    pump, link, host = setup()
+    keys = host.provision()
+    nonce_h = os.urandom(16)
+    r = host.ok(lc.HELLO, {"role": wire.ROLE_CLINICIAN, "nonce": nonce_h})
+    stranger = Host(link, host.io)
+    for _ in range(3):
+        stranger.ok(lc.HELLO, {"role": wire.ROLE_CLINICIAN, "nonce": os.urandom(16)})
+    proof_h, skey = wire.host_verify(keys["clinician"], wire.ROLE_CLINICIAN, nonce_h, r["nonce"], r["proof"])
+    host.send(lc.PROOF, {"proof": proof_h, "nonce": r["nonce"]})
+    host.s = wire.Session(skey, role=wire.ROLE_CLINICIAN)
+    t, _, p, sealed = host.receive()
+    assert t == lc.PROOF | wire.REPLY and sealed, p
+    assert not records(pump, lc.EV_AUTH_FAILED)
+
+
+def test_a_proof_for_no_login_under_way_counts_against_nobody():
+    pump, link, host = setup()
+    host.provision()
+    for _ in range(10):
+        host.err(lc.PROOF, {"proof": bytes(32), "nonce": bytes(16)}, wire.AUTH_FAILED)
+    assert not records(pump, lc.EV_AUTH_FAILED) and link.failures[wire.ROLE_CLINICIAN] == 0
+
+
+def test_a_wrong_key_still_counts_and_locks_out():
+    pump, link, host = setup()
+    host.provision()
+    for _ in range(8):
+        nonce_h = os.urandom(16)
+        t, _, r, _ = host.call(lc.HELLO, {"role": wire.ROLE_CLINICIAN, "nonce": nonce_h})
+        if t == wire.MSG_ERROR:
+            assert r["code"] == wire.LOCKED_OUT
+            break
+        host.err(lc.PROOF, {"proof": bytes(32), "nonce": r["nonce"]}, wire.AUTH_FAILED)
+    else:
+        raise AssertionError("never locked out")
+    assert records(pump, lc.EV_AUTH_FAILED)
+
+
+def _relogin(host, keys):
+    t, _, p, sealed = host.login(wire.ROLE_CLINICIAN, keys["clinician"])
+    assert t == lc.PROOF | wire.REPLY and sealed, p
+
+
+def test_a_request_retransmitted_after_a_new_login_is_not_carried_out_twice():
+    # Issue #15 finding 7: the host lost the reply with the connection, logs
+    # in again and sends the same request (same id): the first reply again.
+    pump, link, host, keys = clinician()
+    first = host.call(lc.BOLUS, {"dose_ng": 500000, "duration_s": 600}, mid=4242)
+    _relogin(host, keys)
+    again = host.call(lc.BOLUS, {"dose_ng": 500000, "duration_s": 600}, mid=4242)
+    assert first[0] == again[0] == lc.BOLUS | wire.REPLY and first[2] == again[2]
+    assert len(records(pump, events.BOLUS_STARTED)) == 1
+
+
+def test_after_a_new_login_a_new_request_or_a_late_one_is_carried_out():
+    pump, link, host, keys = clinician()
+    host.call(lc.SUSPEND, None, mid=77)
+    host.ok(lc.RESUME)
+    _relogin(host, keys)
+    t, _, p, _ = host.call(lc.SUSPEND, None, mid=78)  # another id: a new request
+    assert t == lc.SUSPEND | wire.REPLY, p
+    assert len(records(pump, events.THERAPY_SUSPENDED)) == 2
+    host.ok(lc.RESUME)
+    _relogin(host, keys)
+    run(pump, (lc.REPLY_KEEP_S + 1) * 1000)
+    _relogin(host, keys)
+    host.call(lc.RESUME, None, mid=9)
+    assert len(records(pump, events.THERAPY_RESUMED)) == 3
