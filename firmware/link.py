@@ -310,6 +310,9 @@ class Link:
         except wire.WireError as e:
             self._refuse(self._reply_session(), _frame_id(frame), -1, e.code, str(e))
             return
+        if mid == 0:  # id 0 names no request: errors with it answer frames that could not be read
+            self._refuse(sess, 0, mtype, wire.BAD_FRAME, "message id 0 is reserved: use 1..65535")
+            return
         if sess is self.session:
             self.last_rx_s = self.pump.now_s
         entry = lc.COMMANDS.get(mtype)
@@ -476,7 +479,9 @@ class Link:
     def _identify(self, p):
         p = _args(p, ("versions",))
         versions = p.get("versions", [wire.PROTOCOL_VERSION])
-        if not isinstance(versions, list) or wire.PROTOCOL_VERSION not in versions:
+        # Whole numbers only: true is not version 1 (it equals 1 in Python).
+        if (not isinstance(versions, list) or any(type(v) is not int for v in versions)
+                or wire.PROTOCOL_VERSION not in versions):
             raise Refusal(wire.VERSION, "pump speaks protocol version %d only" % wire.PROTOCOL_VERSION)
         d = self.pump.device
         return {"version": wire.PROTOCOL_VERSION, "versions": [wire.PROTOCOL_VERSION],

@@ -697,3 +697,21 @@ def test_after_a_new_login_a_new_request_or_a_late_one_is_carried_out():
     _relogin(host, keys)
     host.call(lc.RESUME, None, mid=9)
     assert len(records(pump, events.THERAPY_RESUMED)) == 3
+
+
+def test_identify_takes_whole_version_numbers_only():
+    # Issue #15 finding 8: true equals 1 in Python; it is not protocol version 1.
+    pump, link, host = setup()
+    host.err(lc.IDENTIFY, {"versions": [True]}, wire.VERSION)
+    host.err(lc.IDENTIFY, {"versions": [1, "2"]}, wire.VERSION)
+    assert host.ok(lc.IDENTIFY, {"versions": [1, 2]})["version"] == 1
+
+
+def test_message_id_0_is_reserved_for_errors_about_unreadable_frames():
+    # An error with id 0 can then always be told from the answer to a request.
+    pump, link, host, _ = clinician()
+    t, mid, p, _ = host.call(lc.SUSPEND, None, mid=0)
+    assert t == wire.MSG_ERROR and mid == 0 and p["code"] == wire.BAD_FRAME
+    assert not records(pump, events.THERAPY_SUSPENDED)
+    t, mid, p, _ = host.call(lc.IDENTIFY, None, mid=0)
+    assert t == wire.MSG_ERROR and p["code"] == wire.BAD_FRAME
