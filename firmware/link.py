@@ -200,10 +200,11 @@ class Link:
         self.session = None  # wire.Session once authenticated
         self.sid = 0  # session id: sequence number of its AUTH_OK record
         self.last_rx_s = 0
-        # Handshakes under way, one per HELLO: [role, nonce_h, nonce_p, expiry]
+        # Handshakes under way, one per HELLO: [role, nonce_h, nonce_p, expiry, number]
         # or None. A PROOF names its own (by the pump's nonce), so a HELLO
         # from another host cannot make it fail; the oldest gives way.
         self.pending = [None] * _HANDSHAKES
+        self.attempts = 0  # HELLOs so far: the latest attempt is the highest
         self.failures = [0, 0, 0]  # consecutive failed proofs, per role
         self.locked_until = [0, 0, 0]
         self.cache = None  # (id, type, payload digest, reply type, reply)
@@ -228,7 +229,7 @@ class Link:
             lc.SUSPEND: self._suspend, lc.RESUME: self._resume, lc.REFILL: self._refill,
             lc.ACK_ALARM: self._ack, lc.SET_CLOCK: self._set_clock, lc.SET_LOW: self._set_low,
             lc.SET_ALARM_DATE: self._set_alarm_date, lc.DIARY: self._diary, lc.IMPLANT: self._implant,
-            lc.MAINTENANCE: self._maintenance,
+            lc.MAINTENANCE: self._maintenance, lc.ROTATE_KEYS: self._rotate_keys,
         }
         self.after_reply = None  # board action run once the reply is on its way
 
@@ -514,6 +515,21 @@ class Link:
         self.prov_reply = (mid, bytes(ent), reply, self.pump.now_s + lc.PROVISION_REPLY_S)
         return reply
 
+    def _rotate_keys(self, p):
+        # Both roles' keys replaced by keys derived from them and the host's
+        # entropy; durable before the reply. This session goes on (its key
+        # came from the old one); the next login needs the new keys.
+        p = _args(p, ("entropy",))
+        ent = p.get("entropy")
+        if not isinstance(ent, (bytes, bytearray)) or len(ent) != wire.KEY_LEN:
+            raise _bad("'entropy' must be %d bytes" % wire.KEY_LEN)
+        old = self.keys.keys
+        keys = {r: wire.rotated_key(old[r], r, ent) for r in (wire.ROLE_PATIENT, wire.ROLE_CLINICIAN)}
+        wire.check_device_keys(keys)
+        self.keys.save(keys, self.keys.serial or self.pump.device["serial"])
+        self.pump.record(lc.EV_PROVISIONED, 1, 0, 0, 0, b"link keys rotated")
+        return {"rotated": True}
+
     def _hello(self, p):
         p = _args(p, ("role", "nonce"))
         if self.keys.broken:
@@ -531,9 +547,10 @@ class Link:
             if pend[i] is None:
                 free = i
                 break
-            if pend[i][3] < pend[free][3]:
+            if pend[i][4] < pend[free][4]:
                 free = i
-        pend[free] = [role, bytes(p["nonce"]), nonce_p, self.pump.now_s + lc.HANDSHAKE_S]
+        self.attempts += 1
+        pend[free] = [role, bytes(p["nonce"]), nonce_p, self.pump.now_s + lc.HANDSHAKE_S, self.attempts]
         return {"nonce": nonce_p, "proof": proof}
 
     def _attempt(self, nonce_p):
@@ -542,7 +559,7 @@ class Link:
         pend, found = self.pending, -1
         for i in range(_HANDSHAKES):
             e = pend[i]
-            if e is not None and (e[2] == nonce_p if nonce_p is not None else found < 0 or e[3] > pend[found][3]):
+            if e is not None and (e[2] == nonce_p if nonce_p is not None else found < 0 or e[4] > pend[found][4]):
                 found = i
         if found < 0:
             return None

@@ -27,6 +27,7 @@ PROOF = const(0x03)
 PROVISION = const(0x04)  # once, while the pump has no keys
 # Session housekeeping.
 LOGOUT = const(0x05)
+ROTATE_KEYS = const(0x06)  # new link keys for both roles, derived on both sides (wire.rotated_key)
 # Reading.
 STATUS = const(0x10)
 THERAPY = const(0x11)
@@ -57,6 +58,7 @@ COMMANDS = {
     PROOF: ("proof", R_NONE, False),
     PROVISION: ("provision", R_NONE, False),
     LOGOUT: ("logout", R_SESSION, False),
+    ROTATE_KEYS: ("rotate_keys", R_CLINICIAN, True),
     STATUS: ("status", R_SESSION, False),
     THERAPY: ("therapy", R_CLINICIAN, False),
     ALARMS: ("alarms", R_SESSION, False),

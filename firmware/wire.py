@@ -323,6 +323,13 @@ def session_key(key, nonce_h, nonce_p, role):
     return _handshake_mac(key, b"session", nonce_h, nonce_p, role)
 
 
+def rotated_key(key, role, entropy):
+    # A role's next key after ROTATE_KEYS: derived by pump and host alike
+    # from the key they share and the host's fresh entropy, so no key
+    # crosses the link.
+    return hmac_sha256(key, b"rotate" + bytes(entropy) + bytes((role,)))
+
+
 def role_key(keys, role):
     # keys: {ROLE_PATIENT: key, ROLE_CLINICIAN: key}. Deny by default.
     _check_role(role)

@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     reviewed = (common, _reviewed())
     add("identify", device.cmd_identify, "who is there (no login)")
     add("provision", device.cmd_provision, "give a new pump its keys and store them")
+    add("rotate-keys", device.cmd_rotate_keys, "new link keys for both roles (clinician; no key is sent)", reviewed)
     s = add("devices", device.cmd_devices, "the pumps pumpctl can reach: Picos on USB and running emulators", parents=())
     s.add_argument("--state", help=STATE_HELP)
     s.add_argument("--keystore", help="key store (to say whether it holds each pump's keys)")

@@ -80,6 +80,35 @@ class KeyStore:
         }
         self._write(data)
 
+    # Key rotation (pumpctl rotate-keys): the next keys are stored before the
+    # pump is asked, so a reply lost with the connection cannot lose them;
+    # the first login they open makes them the keys.
+    def put_next(self, serial: str, patient: bytes, clinician: bytes):
+        data = self._load()
+        data["pumps"][serial]["next"] = {"patient": patient.hex(), "clinician": clinician.hex()}
+        self._write(data)
+
+    def next_key(self, serial: str, role: str) -> "bytes | None":
+        entry = self._load()["pumps"].get(serial) or {}
+        nxt = entry.get("next")
+        try:
+            return bytes.fromhex(nxt[role]) if isinstance(nxt, dict) else None
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def promote(self, serial: str):
+        data = self._load()
+        entry = data["pumps"][serial]
+        nxt = entry.pop("next", None)
+        if nxt:
+            entry.update(nxt, rotated=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        self._write(data)
+
+    def drop_next(self, serial: str):
+        data = self._load()
+        if data["pumps"].get(serial, {}).pop("next", None) is not None:
+            self._write(data)
+
     def _write(self, data: dict):
         # Owner-only, replaced atomically: a crash never leaves half a file.
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -9,7 +9,7 @@ from pumpctl.console import Progress, note
 from pumpctl.emulator import Emulator, StateBusy
 from pumpctl.fw import link_commands as lc
 from pumpctl.keystore import KeyStore, KeyStoreError
-from pumpctl.link import Client, LinkError, find_auto, open_port, unpack_log
+from pumpctl.link import AuthError, Client, LinkError, find_auto, open_port, unpack_log
 
 
 def provision_if_new(client, keystore):
@@ -71,13 +71,28 @@ def connected(args, role=None):
                 note(provision_if_new(client, store))
             ident = client.identify()
             if role is not None:
-                client.login(role, store.get(ident["serial"], role))
+                login(client, store, ident["serial"], role)
             yield client
         finally:
             client.close()
     finally:
         if emu is not None:
             emu.stop()
+
+
+def login(client, store, serial, role):
+    """Login with the key store's key; after a key rotation whose reply was
+    lost, with the next keys (the pump proves its key first, so trying the
+    old one costs no failed proof), which then become the keys."""
+    try:
+        return client.login(role, store.get(serial, role))
+    except AuthError:
+        nxt = store.next_key(serial, role)
+        if nxt is None:
+            raise
+    reply = client.login(role, nxt)
+    store.promote(serial)
+    return reply
 
 
 def session_role(args, default):

@@ -232,6 +232,7 @@ CASES = [
     # reading
     Case("identify-names-the-pump-and-says-its-keys-are-stored", "identify", ["identify"],
          check=lambda d, p: d["serial"] == p.serial and d["keys_in_store"] is True),
+    Case("rotate-keys-dry-run-shows-the-entropy-and-no-key", "rotate-keys", ["rotate-keys", "--dry-run"]),
     Case("provision-of-a-provisioned-pump-names-its-key-store", "provision", ["provision"],
          check=lambda d, p: d["serial"] == p.serial),
     Case("devices-lists-the-running-emulator", "devices",

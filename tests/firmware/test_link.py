@@ -715,3 +715,33 @@ def test_message_id_0_is_reserved_for_errors_about_unreadable_frames():
     assert not records(pump, events.THERAPY_SUSPENDED)
     t, mid, p, _ = host.call(lc.IDENTIFY, None, mid=0)
     assert t == wire.MSG_ERROR and p["code"] == wire.BAD_FRAME
+
+
+def test_rotated_keys_are_derived_on_both_sides_and_the_old_ones_stop_working():
+    # Issue #15 finding 5: a clinician can rotate the keys; nothing secret on the wire.
+    pump, link, host, keys = clinician()
+    ent = bytes(range(32))
+    t, _, p, _ = host.call(lc.ROTATE_KEYS, {"entropy": ent})
+    assert t == lc.ROTATE_KEYS | wire.REPLY and p == {"rotated": True}
+    frames_text = bytes(host.io.from_pump)
+    new = {r: wire.rotated_key(keys[n], r, ent) for r, n in ((wire.ROLE_PATIENT, "patient"),
+                                                               (wire.ROLE_CLINICIAN, "clinician"))}
+    assert new[wire.ROLE_CLINICIAN] not in frames_text
+    assert host.ok(lc.STATUS)["state"]  # this session goes on
+    try:
+        host.login(wire.ROLE_CLINICIAN, keys["clinician"])
+        raise AssertionError("the old key still logs in")
+    except wire.AuthFailed:
+        pass  # the pump proves a key the host no longer holds
+    t, _, p, sealed = host.login(wire.ROLE_CLINICIAN, new[wire.ROLE_CLINICIAN])
+    assert t == lc.PROOF | wire.REPLY and sealed
+    t, _, p, sealed = host.login(wire.ROLE_PATIENT, new[wire.ROLE_PATIENT])
+    assert t == lc.PROOF | wire.REPLY and sealed
+    assert records(pump, lc.EV_PROVISIONED, b"link keys rotated")
+
+
+def test_the_patient_cannot_rotate_the_keys():
+    pump, link, host, keys = clinician()
+    host.login(wire.ROLE_PATIENT, keys["patient"])
+    host.err(lc.ROTATE_KEYS, {"entropy": bytes(32)}, wire.FORBIDDEN)
+    assert link.keys.keys[wire.ROLE_CLINICIAN] == keys["clinician"]

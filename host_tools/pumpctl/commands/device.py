@@ -2,6 +2,7 @@
 devices, advance (virtual time) and emulate."""
 import contextlib
 import os
+import secrets
 import signal
 import sys
 import time
@@ -10,8 +11,9 @@ from pathlib import Path
 from pumpctl import paths, report
 from pumpctl import units as u
 from pumpctl.bench import BenchError
-from pumpctl.console import EXIT_LINK, EXIT_OK, UsageError, emit, table
+from pumpctl.console import EXIT_LINK, EXIT_OK, Cancelled, DryRun, UsageError, emit, send_reviewed, table
 from pumpctl.emulator import Emulator, EmulatorError, StateBusy
+from pumpctl.fw import link_commands as lc
 from pumpctl.fw import wire
 from pumpctl.keystore import KeyStore, KeyStoreError
 from pumpctl.link import Client, LinkError, PumpError, open_port
@@ -220,3 +222,30 @@ def _watch_emulator(emu, live):
             sys.stdout.flush()
         time.sleep(1.0)
 
+
+
+def cmd_rotate_keys(args):
+    """New link keys for both roles (issue #15): derived by pump and pumpctl
+    from the current keys and fresh entropy, so no key crosses the link."""
+    store = KeyStore(args.keystore)
+    with connected(args, "clinician") as c:
+        serial = c.identity["serial"]
+        ent = secrets.token_bytes(wire.KEY_LEN)
+        new = {name: wire.rotated_key(store.get(serial, name), role, ent)
+               for name, role in (("patient", wire.ROLE_PATIENT), ("clinician", wire.ROLE_CLINICIAN))}
+        if not args.json:
+            print("Review: new link keys for pump %s (patient and clinician), derived on both sides from the "
+                  "current keys: no key is sent. Afterwards only the new keys log in: the patient's handset needs "
+                  "the new patient key from %s." % (serial, store.path))
+        store.put_next(serial, new["patient"], new["clinician"])
+        try:
+            send_reviewed(args, c, "Rotate the keys?", lc.ROTATE_KEYS, {"entropy": ent},
+                          {"serial": serial, "keystore": str(store.path)})
+        except BaseException as e:
+            if isinstance(e, (DryRun, Cancelled)):
+                store.drop_next(serial)  # nothing was sent
+            raise  # any other end: the next keys stay, the next login finds out which ones work
+        store.promote(serial)
+    emit(args, {"serial": serial, "rotated": True, "keystore": str(store.path)},
+         "pump %s: new link keys in %s (the old ones no longer log in)" % (serial, store.path))
+    return EXIT_OK
