@@ -11,6 +11,8 @@ _LF = const(10)
 
 
 class IdentifyLink:
+    backlog = False  # it handles all it reads (firmware/link.py's Link may keep some for the next pass)
+
     def __init__(self, board, pump, transport):
         self.board = board
         self.pump = pump
