@@ -29,6 +29,11 @@ _INT_MAX = const(0x3FFFFFFF)  # argument integers stay small ints on the RP2040
 _LOG_BYTES = const(380)  # packed log records per reply: with the map around them <= 448
 _KEYS_VERSION = const(1)
 _KEYS_NAME = "keys"
+# The back-off survives a reset: (failures, lockout s) per role, written only
+# when a lockout begins and when a login ends one (docs/protocol.md §14).
+_LOCKOUT_NAME = "lockout"
+_LOCKOUT_VERSION = const(1)
+_LOCKOUT_FORMAT = "<HHHH"  # patient failures, lockout s; clinician failures, lockout s
 _KEYS_LEN = const(65)  # provisioned flag, patient key, clinician key
 _REJECT_BURST = const(8)  # rejection records logged back to back ...
 _REJECT_REFILL_S = const(300)  # ... then one per 5 min; the rest are counted
@@ -207,6 +212,7 @@ class Link:
         self.attempts = 0  # HELLOs so far: the latest attempt is the highest
         self.failures = [0, 0, 0]  # consecutive failed proofs, per role
         self.locked_until = [0, 0, 0]
+        self._restore_lockout()
         self.cache = None  # (id, type, payload digest, reply type, reply)
         # The last request of each role's last session, its reply and when:
         # a host that lost the reply, logs in again and retransmits the same
@@ -586,6 +592,10 @@ class Link:
         except wire.AuthFailed:
             self._failed(role)
             raise
+        if self.failures[role] > lc.FREE_FAILURES:
+            self.failures[role] = self.lock_s[role] = 0
+            self.locked_until[role] = 0
+            self._save_lockout()  # the back-off this login ends is over on flash too
         self.failures[role] = 0
         self.locked_until[role] = 0
         if self.session is not None:
@@ -605,7 +615,37 @@ class Link:
         if f > lc.FREE_FAILURES:
             lock = min(lc.BACKOFF_S << min(f - lc.FREE_FAILURES - 1, 7), lc.LOCKOUT_MAX_S)
             self.locked_until[role] = self.pump.now_s + lock
+            self.lock_s[role] = lock
+            self._save_lockout()  # once per lockout: at most ~30 writes a day per role under attack
         self.pump.record(lc.EV_AUTH_FAILED, role, f, lock, 0, lc.ROLE_NAMES[role].encode())
+
+    def _save_lockout(self):
+        store = self.keys.store
+        if store is None:
+            return
+        body = struct.pack(_LOCKOUT_FORMAT, self.failures[1], self.lock_s[1], self.failures[2], self.lock_s[2])
+        try:
+            store.save(_LOCKOUT_NAME, _LOCKOUT_VERSION, body)
+        except OSError:
+            pass  # the back-off still holds in RAM
+
+    def _restore_lockout(self):
+        # A lockout under way at a reset starts again in full: the pump's
+        # clock after a reset cannot say how much of it had passed.
+        self.lock_s = [0, 0, 0]
+        store = self.keys.store
+        try:
+            rec = store.load(_LOCKOUT_NAME) if store is not None else None
+            if rec is None or rec[0] != _LOCKOUT_VERSION:
+                return
+            f1, l1, f2, l2 = struct.unpack(_LOCKOUT_FORMAT, rec[1])
+        except Exception:
+            return  # unreadable: no back-off carried over (the keys still guard the link)
+        now = self.pump.now_s
+        for role, f, lock in ((1, f1, l1), (2, f2, l2)):
+            self.failures[role], self.lock_s[role] = f, lock
+            if lock:
+                self.locked_until[role] = now + lock
 
     # -- session commands: each takes the decoded payload, returns the reply --
     def _logout(self, p):

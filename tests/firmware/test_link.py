@@ -745,3 +745,55 @@ def test_the_patient_cannot_rotate_the_keys():
     host.login(wire.ROLE_PATIENT, keys["patient"])
     host.err(lc.ROTATE_KEYS, {"entropy": bytes(32)}, wire.FORBIDDEN)
     assert link.keys.keys[wire.ROLE_CLINICIAN] == keys["clinician"]
+
+
+def _flash_pump(d):
+    return Pump(UnixBoard(virtual=True, flash_dir=d))
+
+
+def _wrong_proofs(host, role, n):
+    codes = []
+    for _ in range(n):
+        t, _, r, _ = host.call(lc.HELLO, {"role": role, "nonce": os.urandom(16)})
+        if t == wire.MSG_ERROR:
+            codes.append(r["code"])
+            continue
+        codes.append(host.err(lc.PROOF, {"proof": bytes(32), "nonce": r["nonce"]})["code"])
+    return codes
+
+
+def test_a_lockout_survives_a_reset_and_costs_one_write_per_lockout():
+    # Issue #15 finding 5: a reset does not clear the back-off.
+    d = "/tmp/test_lockout_%d" % int.from_bytes(os.urandom(4), "big")
+    os.mkdir(d)
+    pump = _flash_pump(d)
+    io = Loop()
+    link = Link(pump, io, serial="EMU-LOCK0001")
+    host = Host(link, io)
+    keys = host.provision()
+    saves = [0]
+    real_save = link.keys.store.save
+
+    def counted(name, version, body):
+        if name == "lockout":
+            saves[0] += 1
+        return real_save(name, version, body)
+
+    link.keys.store.save = counted
+    codes = _wrong_proofs(host, wire.ROLE_CLINICIAN, 40)
+    assert wire.LOCKED_OUT in codes
+    assert saves[0] == 1  # one lockout began (and the attempts during it were refused, unwritten)
+    # Reset: a new pump and link on the same flash.
+    io2 = Loop()
+    link2 = Link(_flash_pump(d), io2)
+    host2 = Host(link2, io2)
+    host2.err(lc.HELLO, {"role": wire.ROLE_CLINICIAN, "nonce": os.urandom(16)}, wire.LOCKED_OUT)
+    t, _, p, sealed = host2.login(wire.ROLE_PATIENT, keys["patient"])  # the other role is not locked
+    assert sealed
+    run(link2.pump, (lc.BACKOFF_S + 1) * 1000)
+    t, _, p, sealed = host2.login(wire.ROLE_CLINICIAN, keys["clinician"])
+    assert sealed and link2.failures[wire.ROLE_CLINICIAN] == 0
+    # ...and the login that ended it is on flash too: the next reset has no lockout.
+    io3 = Loop()
+    link3 = Link(_flash_pump(d), io3)
+    assert Host(link3, io3).login(wire.ROLE_CLINICIAN, keys["clinician"])[3]
