@@ -2,13 +2,14 @@
 the exceptions that end a command with a known exit code, and progress.
 Exit codes: see pumpctl.cli."""
 import argparse
+import contextlib
 import json
 import os
 import sys
 
 from pumpctl.fw import link_commands as lc
 from pumpctl.fw import wire
-from pumpctl.link import PumpError
+from pumpctl.link import LinkError, PumpError
 
 EXIT_OK, EXIT_INPUT, EXIT_REFUSED, EXIT_LINK, EXIT_AUTH, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5
 EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE = 70, 130, 141
@@ -103,13 +104,46 @@ def send_reviewed(args, c, question, mtype, payload, review=None):
     confirm(args, question)
     if c.session_stale():
         _resume_session(c, mtype, payload, review)
+    for retry in (False, True):
+        try:
+            seq = _log_position(c, mtype)
+            with _in_flight(args, c, mtype, seq):
+                return c.request(mtype, payload)
+        except PumpError as e:
+            if retry or e.code != wire.NOT_AUTHENTICATED or c.role is None:
+                raise
+        _resume_session(c, mtype, payload, review)  # the pump's clock ended it (nothing was done)
+    raise AssertionError("unreachable")
+
+
+def _log_position(c, mtype):
+    # The pump's last log record before a therapy-changing command (clinician).
+    if not lc.COMMANDS[mtype][2] or c.role != "clinician":
+        return None
+    return c.request(lc.LOG_READ, {"first": 1, "max": 1})["last_seq"]
+
+
+@contextlib.contextmanager
+def _in_flight(args, c, mtype, log_seq):
+    # A therapy-changing command is noted before it is sent and the note
+    # removed once the pump answered (a reply or a refusal); with no answer
+    # (the link failed, pumpctl was killed) it stays for the next command to
+    # that pump to report (pumpctl.inflight).
+    if log_seq is None:
+        yield
+        return
+    from pumpctl.inflight import Journal
+    from pumpctl.keystore import default_path
+    journal, serial = Journal(default_path(getattr(args, "keystore", None))), c.identity["serial"]
+    journal.begin(serial, mtype, log_seq)
     try:
-        return c.request(mtype, payload)
-    except PumpError as e:
-        if e.code != wire.NOT_AUTHENTICATED or c.role is None:
-            raise
-    _resume_session(c, mtype, payload, review)  # the pump's clock ended it (nothing was done)
-    return c.request(mtype, payload)
+        yield
+    except LinkError:
+        raise  # no answer: the note stays (so does it when pumpctl is interrupted or killed)
+    except Exception:
+        journal.end(serial)  # answered (a refusal), or not sent (the figures changed meanwhile)
+        raise
+    journal.end(serial)
 
 
 # Figures of a dry run that change by themselves as the pump delivers.

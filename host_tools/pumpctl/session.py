@@ -7,6 +7,7 @@ import signal
 from pumpctl import paths
 from pumpctl.console import Progress, note
 from pumpctl.emulator import Emulator, StateBusy
+from pumpctl.inflight import Journal, outcome
 from pumpctl.fw import link_commands as lc
 from pumpctl.keystore import KeyStore, KeyStoreError
 from pumpctl.link import AuthError, Client, LinkError, find_auto, open_port, unpack_log
@@ -72,12 +73,24 @@ def connected(args, role=None):
             ident = client.identify()
             if role is not None:
                 login(client, store, ident["serial"], role)
+            if role == "clinician":
+                _report_in_flight(client, store, ident["serial"])
             yield client
         finally:
             client.close()
     finally:
         if emu is not None:
             emu.stop()
+
+
+def _report_in_flight(client, store, serial):
+    # A command an earlier pumpctl sent and never heard back about.
+    journal = Journal(store.path)
+    entry = journal.pending(serial)
+    if entry is not None:
+        note("pumpctl: the %s command sent to pump %s at %s got no answer then (pumpctl stopped or the link "
+             "failed); it %s" % (entry.get("command", "?"), serial, entry.get("sent", "?"), outcome(client, entry)))
+        journal.end(serial)
 
 
 def login(client, store, serial, role):
