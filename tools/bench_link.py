@@ -13,6 +13,8 @@ real pty. The last line of stdout is one JSON object:
                                         runtime, pty set-up and host reads as the pump, no firmware
   interrogate_rtt_ratio_to_echo         interrogate median / echo median (the interrogate is 3
                                         request/reply exchanges, so 3 is the floor)
+  request_rtt_ratio_to_echo             one sealed STATUS / echo median (issue #18 goal: <= 10)
+  login_ms_median                       HELLO + PROOF on an open port (issue #18 goal: <= 3 ms)
 
 The log is filled with patient diary entries sent over the link, pipelined.
 """
@@ -73,6 +75,19 @@ def connect(emu, store, role):
     serial = c.identify()["serial"]
     c.login(role, store.get(serial, role))
     return c
+
+
+LOGIN_SAMPLES = 30
+
+
+def login_times(c):
+    # A new login on the logged-in client's open port: HELLO and PROOF, both proofs checked.
+    out = []
+    for _ in range(LOGIN_SAMPLES):
+        t = time.perf_counter()
+        c.relogin()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
 
 
 def rtt(c):
@@ -197,6 +212,7 @@ def main():
             c.close()
             c = connect(emu, store, "clinician")
             one, full, overhead = rtt(c)
+            logins = login_times(c)
             c.close()
             t = time.perf_counter()
             info = fill(emu, store, LOG_RECORDS)
@@ -220,6 +236,8 @@ def main():
         "pty_echo_rtt_median_ms": round(statistics.median(echo), 3),
         "pty_echo_rtt_p99_ms": round(percentile(echo, 99), 3),
         "interrogate_rtt_ratio_to_echo": round(statistics.median(full) / statistics.median(echo), 1),
+        "request_rtt_ratio_to_echo": round(statistics.median(one) / statistics.median(echo), 1),
+        "login_ms_median": round(statistics.median(logins), 3),
     }
     print("programmer link over the emulator's pty (virtual time): %s" % ", ".join(
         "%s %s" % (k, v) for k, v in result.items()), file=sys.stderr)
