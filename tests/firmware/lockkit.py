@@ -75,3 +75,22 @@ def locked_jumps(pump, ms):
         locked_tick(pump)
         _service(pump)
     assert_no_tick_fault(pump)
+
+
+def locked_polls(link, n=100):
+    # n link polls under heap_lock. poll() turns any exception, MemoryError
+    # included, into a logged rejection: what it would log is kept in a slot
+    # that needs no allocation and returned (None: nothing went wrong).
+    seen = [None]
+
+    def internal(e):
+        seen[0] = e
+
+    link._internal = internal
+    micropython.heap_lock()
+    try:
+        for _ in range(n):
+            link.poll()
+    finally:
+        micropython.heap_unlock()
+    return seen[0]
