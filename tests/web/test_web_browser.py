@@ -82,12 +82,23 @@ def body(d):
 
 def submit(d, i):
     """Clicks the button `i` and waits for the page it loads."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
     page = d.find_element(By.TAG_NAME, "html")
     by_id(d, i).click()
-    WebDriverWait(d, 20).until(ec.staleness_of(page))
+
+    def replaced(_):
+        # The old page is gone. While it is being replaced chromedriver may
+        # say so with an inspector error ("node does not belong to the
+        # document") rather than a stale-element one: both mean gone.
+        try:
+            page.is_enabled()
+            return False
+        except WebDriverException:
+            return True
+
+    WebDriverWait(d, 20).until(replaced)
 
 
 def fill(d, i, value):
