@@ -104,16 +104,18 @@ def send_reviewed(args, c, question, mtype, payload, review=None):
     confirm(args, question)
     if c.session_stale():
         _resume_session(c, mtype, payload, review)
-    for retry in (False, True):
-        try:
-            seq = _log_position(c, mtype)
-            with _in_flight(args, c, mtype, seq):
-                return c.request(mtype, payload)
-        except PumpError as e:
-            if retry or e.code != wire.NOT_AUTHENTICATED or c.role is None:
-                raise
-        _resume_session(c, mtype, payload, review)  # the pump's clock ended it (nothing was done)
-    raise AssertionError("unreachable")
+    try:
+        return _send_noted(args, c, mtype, payload)
+    except PumpError as e:
+        if e.code != wire.NOT_AUTHENTICATED or c.role is None:
+            raise
+    _resume_session(c, mtype, payload, review)  # the pump's clock ended it (nothing was done)
+    return _send_noted(args, c, mtype, payload)
+
+
+def _send_noted(args, c, mtype, payload):
+    with _in_flight(args, c, mtype, _log_position(c, mtype)):
+        return c.request(mtype, payload)
 
 
 def _log_position(c, mtype):

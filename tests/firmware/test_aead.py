@@ -11,6 +11,7 @@ from binascii import hexlify, unhexlify
 import micropython
 
 import aead
+from test_wire import raises
 
 ROOT = sys.path[0] + "/../.."
 
@@ -18,13 +19,6 @@ ROOT = sys.path[0] + "/../.."
 def h(s):
     return unhexlify(s.replace(" ", "").replace(":", "").replace("\n", ""))
 
-
-def raises(exc, fn, *args):
-    try:
-        fn(*args)
-    except exc as e:
-        return e
-    raise AssertionError("expected %s" % exc.__name__)
 
 
 def backends():
