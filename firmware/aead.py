@@ -19,6 +19,7 @@
 #     for a runtime without a native emitter (and CPython).
 # Not reentrant (module-level work buffers): call it from one context only
 # (the link's frame handler), never from an interrupt or timer callback.
+import gc
 import struct
 import sys
 
@@ -194,6 +195,14 @@ def _viper_sources(w64):
                  "    for i in range(n):",
                  "        b[i] = 0"])
     return ["\n".join(s) + "\n" for s in srcs]
+
+
+def viper_module(w64=False):
+    # The viper back end as one module's source: `pumpctl deploy` compiles it
+    # ahead of time for the board's arch (lib/aead_viper.mpy), so a Pico
+    # neither spends 0.5 s nor needs the compiler's ~100 KB of transient heap
+    # at boot (with the pump's buffers placed, that compile fails there).
+    return "import micropython\n\n\n" + "\n\n".join(_viper_sources(w64))
 
 
 # --- pure-Python back end ---------------------------------------------------------
@@ -434,6 +443,22 @@ def _self_test():
     return ok and poly1305(bytes(range(32, 64)), bytes(range(17))) == _KAT_POLY
 
 
+def _viper_functions():
+    # Compiled ahead of time when the board has it (aead_viper.mpy, native
+    # code for its arch), else compiled here by the runtime's native emitter.
+    try:
+        import aead_viper
+
+        return tuple(getattr(aead_viper, n) for n in _NAMES)
+    except ImportError:  # not deployed (the unix ports), or another arch's: compile here
+        pass
+    g = {"micropython": micropython}
+    for src in _viper_sources(sys.maxsize > _MASK32):
+        gc.collect()  # each compile needs kilobyte blocks
+        exec(src, g)
+    return tuple(g[n] for n in _NAMES)
+
+
 def _select():
     global _VIPER, _VIPER_BUILT, VIPER_ERROR
     use("python")
@@ -441,10 +466,7 @@ def _select():
         VIPER_ERROR = "not MicroPython"
         return
     try:
-        g = {"micropython": micropython}
-        for src in _viper_sources(sys.maxsize > _MASK32):
-            exec(src, g)
-        _VIPER = _VIPER_BUILT = (_viper_state,) + tuple(g[n] for n in _NAMES)
+        _VIPER = _VIPER_BUILT = (_viper_state,) + _viper_functions()
         use("viper")
         if _self_test():
             return

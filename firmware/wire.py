@@ -5,10 +5,21 @@
 # docs/protocol.md is the specification; keep the two in step.
 #
 # Only struct, binascii.crc32 and hashlib.sha256 are used (present in both
-# runtimes); randomness (nonces) is the caller's, passed in as bytes.
+# runtimes), plus ChaCha20-Poly1305 for sealed session frames: `cryptography`
+# on the host, firmware/aead.py on the pump (byte for byte the same; see
+# docs/crypto.md). Randomness (nonces) is the caller's, passed in as bytes.
 import struct
 from binascii import crc32
 from hashlib import sha256
+
+try:  # CPython host: a well-kept library
+    from cryptography.exceptions import InvalidTag as _InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305 as _HostAead
+except ImportError:  # MicroPython: the firmware's own (viper on every port we run)
+    import aead as _aead
+
+    _HostAead = None
+    _InvalidTag = _aead.InvalidTag
 
 try:
     from micropython import const
@@ -20,10 +31,12 @@ except ImportError:  # CPython
 
 # --- Sizes -------------------------------------------------------------------
 
-PROTOCOL_VERSION = const(1)
+# Version 2: session frames are sealed (encrypted and authenticated) with
+# ChaCha20-Poly1305; version 1 tagged them with HMAC-SHA256 in the clear.
+PROTOCOL_VERSION = const(2)
 DELIM = const(0)  # COBS frame delimiter: ends every frame on the wire
 HEADER_LEN = const(11)  # version, type, flags, msg id, counter, payload length
-TAG_LEN = const(16)  # HMAC-SHA256 truncated to 128 bits
+TAG_LEN = const(16)  # Poly1305 tag of a sealed frame
 CRC_LEN = const(4)
 # Whole encoded frame, delimiter included: fits the Pico's USB CDC buffering.
 MAX_ENCODED = const(512)
@@ -40,7 +53,7 @@ _CRC = ">I"
 
 # Flags byte. The flags only describe the layout: whether a frame is trusted
 # is decided by the receiver's session state, never by the sender's flags.
-FLAG_TAG = const(0x01)  # a 16-byte tag follows the payload
+FLAG_TAG = const(0x01)  # sealed: the payload is ciphertext and a 16-byte tag follows
 FLAG_FROM_PUMP = const(0x02)  # direction; authenticated, stops reflection
 _FLAGS_KNOWN = const(FLAG_TAG | FLAG_FROM_PUMP)
 
@@ -651,6 +664,8 @@ def loads(data):
 # Decoded frame (big-endian), before COBS:
 #   0 version  1 type  2 flags  3 msg id (u16)  5 counter (u32)  9 length (u16)
 #   11 payload  [tag, 16 bytes, if FLAG_TAG]  CRC-32 of everything before it.
+# In a session (FLAG_TAG) the payload is ChaCha20-Poly1305 ciphertext of the
+# CBOR payload, the header its associated data, and the tag its Poly1305 tag.
 
 
 def _check_header(msg_type, msg_id, counter):
@@ -660,13 +675,13 @@ def _check_header(msg_type, msg_id, counter):
         raise FrameError("counter out of range")
 
 
-def _finish(buf, msg_type, msg_id, counter, flags, length, pads):
-    # The payload is already at HEADER_LEN: add header, tag and CRC, encode.
+def _finish(buf, msg_type, msg_id, counter, flags, length, sealer):
+    # The payload is already at HEADER_LEN: add header, seal, CRC, encode.
     mv = memoryview(buf)
     end = HEADER_LEN + length
     struct.pack_into(_HEADER, buf, 0, PROTOCOL_VERSION, msg_type, flags, msg_id, counter, length)
-    if pads is not None:
-        buf[end : end + TAG_LEN] = _hmac(pads, (mv[:end],))[:TAG_LEN]
+    if sealer is not None:
+        sealer.seal(buf, end, counter)
         end += TAG_LEN
     struct.pack_into(_CRC, buf, end, crc32(mv[:end]))
     return cobs_encode(mv[: end + CRC_LEN])
@@ -703,10 +718,70 @@ def peek(frame):
     return msg_type, flags, msg_id, counter, loads(memoryview(buf)[HEADER_LEN : HEADER_LEN + length])
 
 
+# --- Sealing: ChaCha20-Poly1305 (RFC 8439 2.8) ------------------------------------
+# Key: the session key from the handshake (fresh per login, used for nothing
+# else). Nonce (12 bytes): the sender, b"pump" or b"host", 4 zero bytes and
+# the frame's counter (u32, big-endian). Each side's counter rises strictly
+# within a session and the sender is in the nonce, so no nonce repeats under
+# a key. Associated data: the 11-byte header, so type, flags, id, counter and
+# length are authenticated though not secret.
+
+AEAD_NONCE_LEN = const(12)
+_SENDER_PUMP = b"pump"
+_SENDER_HOST = b"host"
+_NONCE_COUNTER_AT = const(8)
+
+
+def seal_nonce(from_pump, counter):
+    # The nonce of a sealed frame (docs/protocol.md 4), for a second
+    # programmer and the tests.
+    nonce = bytearray(AEAD_NONCE_LEN)
+    nonce[0:4] = _SENDER_PUMP if from_pump else _SENDER_HOST
+    struct.pack_into(">I", nonce, _NONCE_COUNTER_AT, counter)
+    return bytes(nonce)
+
+
+class _Sealer:
+    # Seals and opens frames in place in the session's frame buffer. On the
+    # pump the nonces are preallocated and aead works in place: a frame costs
+    # no allocation here.
+
+    def __init__(self, key, pump):
+        if not _is_bytes(key, KEY_LEN):
+            raise ValueError("session key must be %d bytes" % KEY_LEN)
+        self._key = bytes(key)
+        self._tx = bytearray(seal_nonce(pump, 0))
+        self._rx = bytearray(seal_nonce(not pump, 0))
+        self._host = _HostAead(self._key) if _HostAead is not None else None
+
+    def seal(self, buf, end, counter):
+        # buf[HEADER_LEN:end] plaintext -> ciphertext, tag at buf[end:end + TAG_LEN].
+        struct.pack_into(">I", self._tx, _NONCE_COUNTER_AT, counter)
+        mv = memoryview(buf)
+        if self._host is not None:
+            buf[HEADER_LEN : end + TAG_LEN] = self._host.encrypt(
+                bytes(self._tx), bytes(mv[HEADER_LEN:end]), bytes(mv[:HEADER_LEN]))
+        else:
+            _aead.seal_into(mv[HEADER_LEN:], self._key, self._tx, mv[:HEADER_LEN], mv[HEADER_LEN:end])
+
+    def open(self, buf, end, counter):
+        # Tag checked first; on success buf[HEADER_LEN:end] holds the plaintext.
+        struct.pack_into(">I", self._rx, _NONCE_COUNTER_AT, counter)
+        mv = memoryview(buf)
+        try:
+            if self._host is not None:
+                buf[HEADER_LEN:end] = self._host.decrypt(
+                    bytes(self._rx), bytes(mv[HEADER_LEN : end + TAG_LEN]), bytes(mv[:HEADER_LEN]))
+            else:
+                _aead.open_into(mv[HEADER_LEN:], self._key, self._rx, mv[:HEADER_LEN], mv[HEADER_LEN : end + TAG_LEN])
+        except _InvalidTag:
+            raise TagError("authentication tag did not verify")
+
+
 class Session:
     # One side of a link. Without a key: the unauthenticated state (identify
-    # and handshake only; untagged frames, counter 0). With the session key
-    # from the handshake: every frame is tagged and counted, per direction.
+    # and handshake only; plain frames, counter 0). With the session key from
+    # the handshake: every frame is sealed and counted, per direction.
     # seal() and open() share one preallocated frame buffer; neither returns a
     # view into it.
 
@@ -715,7 +790,7 @@ class Session:
         self.authenticated = key is not None
         self.tx = 0  # last counter sent
         self.rx = 0  # last counter accepted
-        self._pads = _pads(key) if key is not None else None
+        self._sealer = _Sealer(key, pump) if key is not None else None
         self._flags = FLAG_FROM_PUMP if pump else 0
         self._buf = bytearray(MAX_FRAME)
 
@@ -723,7 +798,7 @@ class Session:
         # Returns the encoded frame, delimiter included. A refused frame
         # (oversize, bad payload, bad header) consumes no counter.
         counter = 0
-        if self._pads is not None:
+        if self._sealer is not None:
             if self.tx >= COUNTER_MAX:
                 raise NotAuthenticated("send counter exhausted: authenticate again")
             counter = self.tx + 1
@@ -731,33 +806,32 @@ class Session:
         enc = _Encoder(self._buf, HEADER_LEN)  # payload straight into the frame
         enc.value(payload, 0)
         flags = self._flags
-        if self._pads is not None:
+        if self._sealer is not None:
             flags |= FLAG_TAG
             self.tx = counter
         length = enc.pos - HEADER_LEN
-        return _finish(self._buf, msg_type, msg_id, counter, flags, length, self._pads)
+        return _finish(self._buf, msg_type, msg_id, counter, flags, length, self._sealer)
 
     def open(self, frame):
         buf = self._buf
         msg_type, flags, msg_id, counter, length = _unframe(frame, buf)
         end = HEADER_LEN + length
-        if self._pads is None:
+        if self._sealer is None:
             if flags & FLAG_TAG:
-                raise NotAuthenticated("tagged frame but no session")
+                raise NotAuthenticated("sealed frame but no session")
             if counter:
                 raise FrameError("counter must be 0 outside a session")
         else:
             if not flags & FLAG_TAG:
-                raise NotAuthenticated("untagged frame in a session")
-            mv = memoryview(buf)
-            mac = _hmac(self._pads, (mv[:end],))
-            if not ct_equal(mv[end : end + TAG_LEN], mac[:TAG_LEN]):
-                raise TagError("authentication tag did not verify")
+                raise NotAuthenticated("unsealed frame in a session")
+            if (flags & FLAG_FROM_PUMP) == self._flags:
+                raise ReplayError("frame came from this side (reflected)")
+            self._sealer.open(buf, end, counter)
             if counter <= self.rx:
                 raise ReplayError("counter %d not above %d" % (counter, self.rx))
         if (flags & FLAG_FROM_PUMP) == self._flags:
             raise ReplayError("frame came from this side (reflected)")
-        if self._pads is not None:
+        if self._sealer is not None:
             self.rx = counter  # authentic and fresh: consumed even if payload is bad
         return msg_type, msg_id, counter, loads(memoryview(buf)[HEADER_LEN:end])
 

@@ -66,7 +66,7 @@ def window(emu, secs):
 
 
 def flood(port, stop, counter):
-    seeds = [wire.Session().seal(lc.IDENTIFY, n, {"versions": [1]}) for n in range(1, 4)]
+    seeds = [wire.Session().seal(lc.IDENTIFY, n, {"versions": [wire.PROTOCOL_VERSION]}) for n in range(1, 4)]
     seeds += [wire.Session().seal(lc.HELLO, 9, {"role": wire.ROLE_CLINICIAN, "nonce": bytes(wire.NONCE_LEN)})]
     mut = fuzz.Mutator(random.Random(1), seeds)
     while not stop.is_set():

@@ -8,14 +8,22 @@
 #     maintenance button (config.MAINTENANCE_BUTTON);
 #   - a GPIO maintenance button held while powering up;
 #   - the link's clinician maintenance command (board.enter_maintenance()).
+import gc
+
 import config
 import startup
-from link import Link
 from pico_board import PicoBoard
 from usb_link import UsbLink
 
 
 def make_link(board, pump, transport):
+    # The link is imported once the pump's buffers are placed: its cipher
+    # (aead) compiles viper code at import, which leaves 28 KB resident and
+    # needs kilobyte blocks while it runs; before the pump, the pump's own
+    # arrays then found no room (docs/crypto.md).
+    gc.collect()
+    from link import Link
+
     return Link(pump, transport, serial=board.serial())
 
 

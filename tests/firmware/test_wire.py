@@ -2,6 +2,7 @@
 import struct
 from binascii import crc32, unhexlify
 
+import aead
 import wire
 
 KEY = bytes(range(32))
@@ -183,9 +184,22 @@ def test_frame_layout_offsets():
     assert raw[0] == wire.PROTOCOL_VERSION and raw[1] == 0x21
     assert raw[2] == wire.FLAG_TAG
     assert raw[3:5] == b"\x12\x34" and raw[5:9] == b"\x00\x00\x00\x01"
-    assert raw[9:11] == b"\x00\x01" and raw[11] == 7
+    assert raw[9:11] == b"\x00\x01"
     assert len(raw) == wire.HEADER_LEN + 1 + wire.TAG_LEN + wire.CRC_LEN
     assert struct.unpack(">I", raw[-4:])[0] == crc32(raw[:-4])
+    # The payload is sealed: ChaCha20-Poly1305 under the session key, nonce
+    # "host" 0^4 counter, the header as associated data (docs/protocol.md 4).
+    nonce = b"host" + bytes(4) + raw[5:9]
+    assert wire.seal_nonce(False, 1) == nonce
+    assert aead.open(KEY, nonce, raw[:11], raw[11:-4]) == b"\x07"
+
+
+def test_sealed_payload_does_not_show_its_plaintext():
+    host, _ = pair()
+    secret = "patient diary: pain 7/10 after the bolus"
+    raw = wire.cobs_decode(host.seal(0x21, 1, secret))
+    assert secret.encode() not in raw and b"pain" not in raw
+    assert wire.cobs_decode(wire.Session().seal(0x21, 1, secret)).find(secret.encode()) > 0  # the plain state shows it
 
 
 def test_crc_flip_is_detected():
@@ -363,11 +377,13 @@ def test_garbage_is_rejected():
 def test_other_protocol_version_is_reported():
     host, pump = pair()
 
-    def bump(raw):
-        raw[0] = 2
+    for version in (1, wire.PROTOCOL_VERSION + 1):  # 1: a programmer from before sealed sessions
 
-    e = raises(wire.VersionError, pump.open, reframe(host.seal(0x10, 1, None), bump))
-    assert e.code == wire.VERSION
+        def bump(raw):
+            raw[0] = version
+
+        e = raises(wire.VersionError, pump.open, reframe(host.seal(0x10, 1, None), bump))
+        assert e.code == wire.VERSION
 
 
 def test_unknown_flags_are_rejected():
@@ -602,10 +618,10 @@ def test_payload_refuses_unsupported_types():
 
 
 def test_malformed_payload_in_an_authentic_frame_is_bad_payload():
-    # Built by hand from the documented layout: header, payload, tag, CRC.
+    # Built by hand from the documented layout: header, sealed payload, CRC.
     _, pump = pair()
-    raw = struct.pack(">BBBHIH", wire.PROTOCOL_VERSION, 0x10, wire.FLAG_TAG, 1, 1, 1) + b"\xff"
-    raw += wire.hmac_sha256(KEY, raw)[: wire.TAG_LEN]
+    raw = struct.pack(">BBBHIH", wire.PROTOCOL_VERSION, 0x10, wire.FLAG_TAG, 1, 1, 1)
+    raw += aead.seal(KEY, b"host" + bytes(7) + b"\x01", raw, b"\xff")
     raw += struct.pack(">I", crc32(raw))
     e = raises(wire.PayloadError, pump.open, wire.cobs_encode(raw))
     assert e.code == wire.BAD_PAYLOAD

@@ -54,7 +54,7 @@ def quiet(*_):
 
 def test_deploy_copies_verifies_and_resets(board, tmp_path):
     report = d.deploy(board.port, reset="soft", build_dir=tmp_path / "build", log=quiet)
-    expected = d.sources("pico")
+    expected = d.sources("pico") + [(None, "lib/aead_viper.mpy")]  # the cipher, compiled ahead of time
     assert len(report.files) == len(expected)
     for staged in report.files:
         on_board = board.fs / staged.remote
@@ -74,6 +74,14 @@ def test_deployed_modules_load_on_the_board(board, tmp_path):
     out = d.mpremote(board.port, "exec", "import sys\nsys.path.insert(0, 'lib')\nimport pump, wire\n"
                      "print('LOADED', pump.__file__, pump.FIRMWARE_VERSION)").stdout
     assert "LOADED lib/pump.mpy" in out, out
+
+
+def test_the_link_cipher_is_deployed_compiled_ahead_of_time(board, tmp_path):
+    # Its viper code as native code for the board: nothing to compile at boot.
+    d.deploy(board.port, reset="none", build_dir=tmp_path / "build", log=quiet)
+    out = d.mpremote(board.port, "exec", "import sys\nsys.path.insert(0, 'lib')\nimport aead\n"
+                     "print('CIPHER', aead.IMPL, aead.VIPER_ERROR, 'aead_viper' in sys.modules)").stdout
+    assert "CIPHER viper None True" in out, out
 
 
 def test_armv6m_code_for_a_pico_also_verifies(board, tmp_path):

@@ -482,3 +482,15 @@ def test_both_runtimes_agree_on_the_handshake(mp, patient, clinician, role, nonc
     proof_h, session = wire.host_verify(device[role], role, nonce_h, nonce_p, proof_p)
     expected = ["OK", proof_p.hex(), proof_h.hex(), session.hex()]
     assert mp.ask("hs", patient.hex(), clinician.hex(), role, nonce_h.hex(), nonce_p.hex()) == expected
+
+
+def test_host_seals_session_frames_with_the_cryptography_library():
+    # Issue #15: the host side of the link's encryption is a well-kept
+    # library, not the firmware's own primitive.
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    assert wire._HostAead is ChaCha20Poly1305
+    host = wire.Session(bytes(range(32)))
+    raw = wire.cobs_decode(host.seal(0x21, 1, "pain 7/10"))
+    nonce = wire.seal_nonce(False, 1)
+    assert ChaCha20Poly1305(bytes(range(32))).decrypt(nonce, raw[11:-4], raw[:11]) == wire.dumps("pain 7/10")

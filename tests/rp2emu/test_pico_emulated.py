@@ -151,7 +151,7 @@ def pico(tmp_path_factory):
 def step_deploy_onto_a_blank_pico_then_the_pump_boots_from_main(pico):
     report = pico.deploy_report
     assert report.arch == "armv6m" and report.board_mpy >> 10 == 4  # the RP2040's own architecture
-    assert len(report.files) == len(d.sources("pico"))  # every module, verified by sha256 on the board
+    assert len(report.files) == len(d.sources("pico")) + 1  # every module and the cipher's native code, verified by sha256
     st = pico.emu.state()
     assert st["boots"] == 2 and "machine.reset" in st["resets"][0]["cause"]  # deploy's reset
     assert st["wdt"]["enabled"]  # main.py started the pump (the REPL never starts a watchdog)
@@ -262,6 +262,10 @@ def step_stall_sounds_the_motor_stall_alarm_then_maintenance_opens_the_repl(pico
     out = d.mpremote(pico.port, "exec", "import os; print('REPL', sorted(os.listdir('/')))", timeout=60).stdout
     assert "REPL" in out and "'lib'" in out and "'main.py'" in out and "'pump-data'" in out, out
     assert not pico.emu.state()["wdt"]["enabled"]
+    # The link's cipher is the compiled (viper) one, not the pure-Python
+    # fallback a fragmented heap would leave (main.py imports aead first).
+    out = d.mpremote(pico.port, "exec", "import aead; print('AEAD', aead.IMPL, aead.VIPER_ERROR)", timeout=60).stdout
+    assert "AEAD viper None" in out, out
     # The harness itself: BOOTSEL reads as pressed, UART0 transmits (its TX
     # interrupt clears), and with pacing a sleep at the REPL takes its time on
     # the wall clock too.

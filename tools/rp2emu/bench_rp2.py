@@ -175,6 +175,8 @@ def run(state):
         blocks = re.search(r"max free sz: (\d+)", out)
         fig["largest_free_block_bytes"] = int(blocks.group(1)) * 16 if blocks else None
         fig["imports_heap_bytes"] = heap["imports_heap_bytes"]
+        fig["aead_impl"] = heap["aead"]["impl"]  # the link's cipher back end on the Pico (viper expected)
+        fig["aead_viper_error"] = heap["aead"]["viper_error"]
         fig["imported_modules"] = len(heap["modules"])
         fig["mpy_bytes_imported"] = mpy_bytes(report.arch, heap["modules"])
         out = d.mpremote(emu.port, "run", str(HERE / "onboard_bench.py"), timeout=600).stdout

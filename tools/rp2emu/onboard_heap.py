@@ -25,6 +25,8 @@ pump, persist, _ = startup.start_pump(board, board.reset_cause())
 link = main.make_link(board, pump, UsbLink())
 gc.collect()
 free_built = gc.mem_free()
+import aead  # noqa: E402  (imported by wire: which back end seals the link here, and why)
+cipher = {"impl": aead.IMPL, "viper_error": aead.VIPER_ERROR}
 micropython.mem_info()  # its "max free sz": the largest free block, in 16-byte blocks
 del board, pump, persist, link, main, config, pico_board, startup, UsbLink
 g = globals()
@@ -39,4 +41,10 @@ for n in names:
     __import__(n)
 gc.collect()
 print("RP2HEAP", json.dumps({"heap_bytes": heap, "free_after_imports": free_imported, "free_pump_built": free_built,
-                             "imports_heap_bytes": free_bare - gc.mem_free(), "modules": names}))
+                             "imports_heap_bytes": free_bare - gc.mem_free(), "modules": names,
+                             "aead": cipher}))
+# Unloaded again: onboard_bench.py, next in this REPL, builds the pump in the
+# order main.py does (pump first, then the link and its cipher).
+for n in names:
+    del sys.modules[n]
+gc.collect()
