@@ -24,7 +24,7 @@ MPY_ARCH ?= armv6m
 SOURCES := $(shell find firmware boards -name '*.py')
 MPY_OUT := $(patsubst %.py,build/mpy/%.mpy,$(SOURCES))
 
-.PHONY: all setup test run mpy bench soak fuzz clean typecheck rp2emu pico-emu web browser
+.PHONY: all setup test run mpy bench soak fuzz clean typecheck rp2emu pico-emu web browser accuracy
 
 all: test
 
@@ -107,6 +107,15 @@ soak: $(STAMP) mpy
 fuzz: $(STAMP) mpy
 	$(BIN)/python tools/fuzz.py --frames $(or $(FRAMES),1000000) $(if $(SEED),--seed $(SEED))
 
+# Flow-rate accuracy as IEC 60601-2-24 measures it (issue 16, docs/accuracy.md):
+# overall error and trumpet curve at 1 mL/day and 0.048 mL/day, each on a fresh
+# virtual-time emulator, for the nominal pump and for one whose strokes are
+# 10 % short (the fluid model's stroke bias). Prints the tables; writes the
+# HTML report, the PNG plots and accuracy.json to build/accuracy/{nominal,bias-10}/.
+accuracy: $(STAMP)
+	$(BIN)/pumpctl accuracy --stroke-bias 0% --seed 1 --out build/accuracy/nominal
+	$(BIN)/pumpctl accuracy --stroke-bias -10% --seed 1 --out build/accuracy/bias-10
+
 clean:
 	rm -rf build .pytest_cache
 
@@ -124,3 +133,15 @@ hil: $(STAMP) mpy
 	PICO_PORT=$(PORT) $(BIN)/pytest -q -p no:cacheprovider tests/hil
 
 .PHONY: deploy hil
+
+# A verification campaign (docs/campaign.md): virtual patients, each on its own
+# emulator in virtual time, on a local Dask cluster (2 workers x 1 thread), or
+# on an existing one with SCHEDULER=tcp://HOST:PORT. Writes build/campaign/
+# (report.html, results.parquet, faults.parquet, campaign.json) and prints the
+# detection table and the throughput.
+#   make campaign PATIENTS=100 YEARS=2 SEED=1 SCHEDULER=tcp://127.0.0.1:8786
+campaign: $(STAMP)
+	$(BIN)/pumpctl campaign --patients $(or $(PATIENTS),100) --years $(or $(YEARS),2) --seed $(or $(SEED),1) \
+		--out build/campaign $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+
+.PHONY: campaign

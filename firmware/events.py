@@ -39,6 +39,15 @@ OVERRIDE = const(27)  # a = dose ng the clinician confirmed above a soft maximum
 # type, the fold table was full), b = how many, c = their key (fold_key), d =
 # seconds from the first to the last; the record's own time is the last's.
 REPEATED = const(28)
+# Strokes delivered in a pump day (docs/dosing.md, "Daily totals"), one record
+# per kind of stroke with strokes (kind 0 with no stroke: nothing delivered):
+# a = pump day counted, b = kind | (days covered - 1) << 8 | end reason << 16
+# (0 midnight, 1 clock set to another day) | unclean resets << 20 (each may
+# hide up to 32 strokes) | 1 << 28 when counting began during the day,
+# c = strokes the motor completed, d = dose ng they delivered (saturated at
+# 2^31 - 1), text = kind name. A day may have several records of a kind
+# (the clock set back into it): they add up.
+DAILY_TOTAL = const(29)
 
 NAMES = {
     BOOT: "boot", THERAPY_PROGRAMMED: "therapy programmed", THERAPY_SUSPENDED: "therapy suspended",
@@ -50,7 +59,7 @@ NAMES = {
     BRIDGE_DONE: "bridge bolus done", RESERVOIR_SET: "reservoir set",
     LINK_COMMAND: "programmer command", SESSION_END: "session ended", LINK_REJECTED: "frame rejected",
     PROVISIONED: "keys provisioned", IMPLANT_STEP: "implant step", OVERRIDE: "soft limit overridden",
-    REPEATED: "repeated",
+    REPEATED: "repeated", DAILY_TOTAL: "daily total",
 }
 
 # Retention and folding (docs/persistence.md). Values of other modules, kept

@@ -92,6 +92,8 @@ class Persist:
             "guard": [_window(g.hour), _window(g.day), max(0, g.budget - reserve),
                       _ceiling(g.ceiling, reserve * p._heaviest(p.therapy))],
             "alarms": [a.active & _KEPT, list(a.silenced_until)],
+            # Counted exactly, no reserve: an unclean reset marks the part instead.
+            "days": p.totals.snapshot(),
         }
 
     # -- restore -------------------------------------------------------------
@@ -129,7 +131,11 @@ class Persist:
             # therapy by programming it (docs/safety.md, invariant 5).
             p._stop_for(alarms.INTEGRITY)
             p.record(events.FAULT, FAULT_STALE, self.store.corrupt_found, 0, 0, b"newest state unreadable: older")
+        t = p.totals
+        if t.pending:
+            t.found_in_log(p.log, events.DAILY_TOTAL)  # written before the cut: not again
         if not d["clean"]:
+            t.resets = min(t.resets + 1, 255)  # up to RESERVE_STROKES of the part's strokes were not counted
             p.record(events.FAULT, FAULT_RESUMED, RESERVE_STROKES, 0, 0, b"resumed from checkpoint")
             p.record(events.FAULT, FAULT_CLOCK, 0, 0, 0, b"clock uncertain: set it")
             p.clock_uncertain()
@@ -199,6 +205,10 @@ class Persist:
         p.active_bolus_strokes = s.bolus_inc
         p.next_housekeeping = s.mono_s
         p._check_level()
+        if d.get("days") is not None:
+            p.totals.load(d["days"])
+        else:
+            p.totals.start(p.clock.day)  # saved by firmware without daily totals
 
     def _load_therapy(self, d):
         p = self.pump

@@ -20,6 +20,7 @@ import limits
 import prescription
 from alarms import Alarms
 from catheter import CEILING_UNITS, Catheter, stroke_weight
+from daytotals import END_CLOCK, END_MIDNIGHT, NAMES as DAY_KIND_NAMES, DayTotals
 from guard import CEILING_BUCKET_S, DoseGuard
 from limits import LimitError, check_range
 from reservoir import Reservoir
@@ -30,6 +31,7 @@ from walltime import WallClock
 
 _FAR_MS = const(1 << 28)  # below ticks_add's 2^29 limit, with room
 _FAR_S = const(1 << 19)
+_I32_MAX = 0x7FFFFFFF  # not const: beyond the RP2040's small ints (used off the tick)
 FIRMWARE_VERSION = "0.2.0"
 HOUSEKEEPING_S = const(300)  # battery, integrity and alarm-date checks
 # Delivery progress is saved every CHECKPOINT_STROKES strokes or CHECKPOINT_S
@@ -77,6 +79,7 @@ class Pump:
         self.catheter = Catheter(self.stroke_nl)
         self.alarms = Alarms()
         self.guard = DoseGuard()
+        self.totals = DayTotals()  # strokes per pump day and kind (DAILY_TOTAL records)
         self.log = log if log is not None else events.MemoryLog()
         self.stroking = KIND_NONE  # kind of the stroke the motor is running
         self.stroke_weight = 0  # ceiling weight of that stroke
@@ -297,7 +300,10 @@ class Pump:
         self.catheter.set_drug(self._weight(therapy))
         self._set_ceiling_limit(therapy)
         self.alarms.set(alarms.INTEGRITY, False, self.now_s)
-        self.reservoir.set_drug(therapy.conc_ng_ml)
+        r = self.reservoir
+        if therapy.conc_ng_ml != r.conc_ng_ml:
+            self.totals.fold(r.conc_ng_ml, r.bridge_conc_ng_ml)  # today's dose so far at the old concentration
+        r.set_drug(therapy.conc_ng_ml)
         if self.suspended or self.alarms.active & _STOPPING:
             self.sched.stop()
             if not self.suspended and self.alarms.active & _STOPPING & _SELF_CLEARING:
@@ -552,6 +558,8 @@ class Pump:
         old_day, old_tod = self.clock.day, self.clock.tod_s
 
         def apply():
+            if day != self.totals.day:
+                self._end_part(day, END_CLOCK)  # the day's strokes so far are that day's
             self.clock.set(day, tod_s)
             self.record(events.CLOCK_SET, old_day, old_tod, day, tod_s)
             self.alarms.set(alarms.CLOCK_UNCERTAIN, False, self.now_s)
@@ -616,6 +624,10 @@ class Pump:
                 secs = self.clock.elapse(dt)
                 if secs:
                     self.sched.advance(secs, tod)
+            day = self.clock.day
+            if day != self.totals.day:
+                # Midnight of the pump's clock (or a clock moved without set_clock: a restore, a test).
+                self._end_part(day, END_MIDNIGHT if day == self.totals.day + 1 else END_CLOCK)
             self._run_motor()
             if self.now_s >= self.next_housekeeping:
                 self._housekeeping()
@@ -674,9 +686,15 @@ class Pump:
             board.motor_begin()
             self.stroking = kind
 
+    def _end_part(self, day, reason):
+        # Tick path too: the counts move to the closed part for service() to log.
+        r = self.reservoir
+        self.totals.close(day, reason, r.conc_ng_ml, r.bridge_conc_ng_ml, self.log.last_seq())
+
     def _debit(self, kind):
         weight = self.catheter.push()
         self.reservoir.debit_stroke(kind, self.now_s, self.clock.day, weight != 0)
+        self.totals.count(kind, weight != 0)
         self.guard.count_stroke(self.now_s, is_exclusive(kind), weight)
         self.since_checkpoint += 1
 
@@ -757,6 +775,9 @@ class Pump:
         t = a.secs_to_next_sound(self.now_s)
         if t < s:
             s = t
+        t = S_PER_DAY - self.clock.tod_s  # midnight: the day's totals close then
+        if t < s:
+            s = t
         if s >= _FAR_S:
             return _FAR_MS
         ms = s * 1000 - self.clock.sub_ms
@@ -767,7 +788,7 @@ class Pump:
         s, a = self.sched, self.alarms
         return (self.active_bolus != s.bolus_kind or (self.bridging and not s.bridge_left)
                 or self.failed_strokes != self.failed_logged or a.raised or a.cleared
-                or self._checkpoint_due())
+                or self._checkpoint_due() or (self.totals.pending and self.now_s >= self.flash_retry_s))
 
     def _checkpoint_due(self):
         now = self.now_s
@@ -813,6 +834,31 @@ class Pump:
                 self.record(events.ALARM_CLEARED, i)
         if (raised or cleared or self._checkpoint_due()) and self.now_s >= self.flash_retry_s:
             self.commit()
+        if self.totals.pending and self.now_s >= self.flash_retry_s:
+            self._log_day()
+
+    def _log_day(self):
+        # One DAILY_TOTAL record per kind of stroke of the closed part, each
+        # exactly once: the state on flash holds the part before any of its
+        # records is written, and a restore that finds some of them on the log
+        # writes only the others (Persist.restore).
+        t = self.totals
+        if t.empty() and not (t.c_reason == END_MIDNIGHT and t.c_last == t.c_day and self.therapy is not None):
+            t.pending = False  # no stroke: logged only for a whole day of a programmed pump
+            return
+        if not t.c_saved:
+            self.commit()
+            t.c_saved = True
+        for k in t.closed_kinds():
+            if t.c_written & (1 << k):
+                continue
+            dose = min(t.closed_dose_ng(k, self.stroke_nl), _I32_MAX)
+            if not self.record(events.DAILY_TOTAL, t.c_day, t.closed_b(k), t.c_strokes[k], dose,
+                               DAY_KIND_NAMES[k].encode()):
+                return  # the log's flash failed: the alarm sounds, tried again after FLASH_RETRY_S
+            t.c_written |= 1 << k
+        t.pending = False
+        self.commit()
 
     # -- reports ---------------------------------------------------------
     def status(self):

@@ -457,15 +457,21 @@ def _is_key(k):
     return k is not True and k is not False and isinstance(k, (int, str))
 
 
+_KEYS = {}  # text map key -> its CBOR encoding, for the frames this side seals
+_KEYS_KEPT = const(128)  # bounds: about 4 KB at most
+_KEY_KEPT_LEN = const(24)  # characters: a key with a one-byte head
+
+
 class _Encoder:
     # Writes into a preallocated buffer from `start`; running past
     # MAX_PAYLOAD bytes raises TooLarge at once, so oversized or cyclic input
     # costs no more than the buffer.
 
-    def __init__(self, buf, start):
+    def __init__(self, buf, start, keep_keys=False):
         self.buf = buf
         self.pos = start
         self.end = start + MAX_PAYLOAD
+        self.keep_keys = keep_keys  # only for this side's own frames: a peer's keys are never kept
 
     def put(self, byte):
         if self.pos >= self.end:
@@ -537,18 +543,27 @@ class _Encoder:
         if 2 * len(d) > MAX_PAYLOAD:  # refuse before sorting a huge map
             raise TooLarge("payload over %d bytes" % MAX_PAYLOAD)
         self.head(_MT_MAP, len(d))
-        start = self.pos
-        items = []
-        for k, v in d.items():
-            if not _is_key(k):
-                raise PayloadError("map keys must be int or str")
-            self.value(k, depth + 1)
-            items.append((bytes(self.buf[start : self.pos]), v))
-            self.pos = start
+        items = [(self.key(k), v) for k, v in d.items()]
         items.sort(key=_first)
         for kb, v in items:
             self.write(kb)
             self.value(v, depth + 1)
+
+    def key(self, k):
+        # A key's encoding: the same few keys recur in every reply, so each is
+        # encoded once (in place, then copied out) and kept, up to the bounds.
+        kb = _KEYS.get(k) if self.keep_keys and type(k) is str else None
+        if kb is None:
+            if not _is_key(k):
+                raise PayloadError("map keys must be int or str")
+            start = self.pos
+            self.value(k, MAX_DEPTH - 1)
+            kb = bytes(memoryview(self.buf)[start : self.pos])
+            self.pos = start
+            if self.keep_keys and type(k) is str and len(k) <= _KEY_KEPT_LEN and len(_KEYS) < _KEYS_KEPT:
+                _KEYS[k] = kb
+        return kb
+
 
 
 def _first(item):
@@ -803,7 +818,7 @@ class Session:
                 raise NotAuthenticated("send counter exhausted: authenticate again")
             counter = self.tx + 1
         _check_header(msg_type, msg_id, counter)
-        enc = _Encoder(self._buf, HEADER_LEN)  # payload straight into the frame
+        enc = _Encoder(self._buf, HEADER_LEN, True)  # payload straight into the frame
         enc.value(payload, 0)
         flags = self._flags
         if self._sealer is not None:

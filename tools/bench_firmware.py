@@ -126,6 +126,10 @@ def flash_wear():
 
 def main():
     gc.collect()
+    if "--sim-only" in sys.argv:  # tools/bench_emulator.py's anchor, in its own run
+        wall_ms, worst_err, n = simulate_180_days()
+        print(json.dumps({"sim_180_days_s": wall_ms / 1000, "worst_error_strokes": worst_err}))
+        return
     ref = reference_loop_us()
     median, p99, worst_tick = tick_costs()
     alloc = allocations_per_tick()

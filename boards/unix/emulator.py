@@ -10,6 +10,7 @@ from micropython import const
 import alarms
 import hal
 from flash_fault import FlashFaultDevice
+from fluid_model import FluidModel
 from image_flash import ImageBlockDevice, mount, unmount
 from motor_model import DAY_RECORD_LEN
 from startup import start_pump
@@ -20,6 +21,8 @@ from unix_board import UnixBoard, run_virtual
 from watchdog_model import WatchdogModel, reset
 
 RESET_MARKER = "reset"  # host_tools/pumpctl/emulator.py boots the board again on it
+FLUID_STATE = "fluid.json"  # the fluid model's truth, beside the flash image: it outlives resets
+FLUID_SAVE_TICKS = const(600)  # real time: the truth is also saved every minute (a SIGKILL loses less)
 
 
 # Built-in therapy until a programmer sets one: morphine 10 mg/mL, 10 mg/day
@@ -46,9 +49,12 @@ class Emulator:
         self.board = UnixBoard(virtual=opts.get("virtual", False), flash_dir=self.flash,
                                start_ticks=opts.get("start_ticks", 0))
         self.board.motor.keep(DAY_RECORD_LEN)  # the bench reads a day at the maximum rate
-        self.marker = opts["image"].rsplit("/", 1)[0] + "/" + RESET_MARKER if opts.get("image") else None
+        state_dir = opts["image"].rsplit("/", 1)[0] + "/" if opts.get("image") else None
+        self.marker = state_dir + RESET_MARKER if state_dir else None
+        self.fluid_path = state_dir + FLUID_STATE if state_dir else None
         if opts.get("wdt_ms") and self.marker:
             self.board.watchdog = WatchdogModel(opts["wdt_ms"], self.marker)
+            self.board.watchdog.before_reset = self.save_fluid
         self.boot(opts.get("reset_cause", hal.RESET_POWER_ON))
         self.pty = PtyLink(opts["link_fd"], self.poller) if "link_fd" in opts else None
         self.link = Link(self.pump, self.pty) if self.pty else None
@@ -65,6 +71,7 @@ class Emulator:
             pump.clock.set(now // 86400, now % 86400)
             pump.alarms.set(alarms.CLOCK_UNCERTAIN, False, pump.now_s)  # it has a clock to trust
         fresh = self.persist is None or self.persist.fresh
+        self.start_fluid(fresh)
         if fresh and not pump.device["serial"]:
             pump.device["serial"] = "EMU-" + "".join("%02X" % b for b in os.urandom(4))
         if fresh and not self.opts.get("blank"):
@@ -79,12 +86,64 @@ class Emulator:
     def save(self):
         if self.persist:
             self.persist.save(clean=True)
+        self.save_fluid()
+
+    # -- the fluid model: physics beside the pump (docs/fluid-model.md) -------
+    def start_fluid(self, fresh):
+        # The truth as it was before this boot; a new pump gets a new one.
+        pump, board = self.pump, self.board
+        fluid = None if fresh or not self.fluid_path else FluidModel.load(self.fluid_path)
+        if fluid is None and fresh:
+            fluid = FluidModel(pump.reservoir.capacity_nl, pump.stroke_nl, primed=not self.opts.get("blank"))
+        elif fluid is None:
+            t = pump.therapy
+            fluid = FluidModel.adopt(pump.reservoir.capacity_nl, pump.stroke_nl, pump.reservoir.remaining_nl,
+                                     t.drug if t else None, t.conc_ng_ml if t else 0)
+        self.fluid = board.fluid = fluid
+        fluid.sync(board)
+        self.watch_refills()
+
+    def watch_refills(self):
+        # The syringe injects what the clinician injects: the model learns of
+        # fills and refills from the ones the pump carries out (bench
+        # equipment around the pump object; firmware/ knows nothing of it).
+        pump, fluid = self.pump, self.fluid
+        refill, fill, program = pump.refill, pump.reservoir.fill, pump.program
+
+        def drug():
+            t = pump.therapy
+            return (t.drug, t.conc_ng_ml) if t else (None, 0)
+
+        def refill_seen(withdrawn_nl, added_nl, rx=None, override=False, check=False):
+            fluid.learn(*drug())
+            result = refill(withdrawn_nl, added_nl, rx, override, check)
+            if not check:
+                fluid.refill(withdrawn_nl, added_nl, *drug())
+            return result
+
+        def fill_seen(volume_nl):
+            fill(volume_nl)
+            fluid.fill(volume_nl, *drug())
+
+        def program_seen(rx, override=False, check=False):
+            result = program(rx, override, check)
+            fluid.learn(*drug())  # a first fill's drug is named by its first prescription
+            return result
+
+        pump.refill = refill_seen
+        pump.reservoir.fill = fill_seen
+        pump.program = program_seen
+
+    def save_fluid(self):
+        if self.fluid_path:
+            self.fluid.save(self.fluid_path)
 
     # -- loop ----------------------------------------------------------------
     def run(self):
         virtual = self.board.clock.virtual
         period = self.board.TICK_MS
         next_tick = time.ticks_ms()
+        ticks = 0
         try:
             while self.alive:
                 if virtual:
@@ -95,6 +154,10 @@ class Emulator:
                         if -wait > self.tick_late_ms:
                             self.tick_late_ms = -wait  # what held the tick (the link, the bench, the host)
                         self.pump.tick()
+                        self.fluid.settle(self.board)
+                        ticks += 1
+                        if ticks % FLUID_SAVE_TICKS == 0:
+                            self.save_fluid()
                         if self.pump.needs_service():
                             self.pump.service()
                         next_tick = time.ticks_add(next_tick, period)
@@ -111,7 +174,8 @@ class Emulator:
                 for obj, event in events:
                     self.dispatch(obj, event)
         except PowerLoss:
-            return  # nothing is saved: the power is gone
+            self.save_fluid()  # the pump saves nothing, but the fluid went where it went
+            return
         self.shutdown()
 
     def set_idle(self, idle):
@@ -137,6 +201,7 @@ class Emulator:
                 except Exception as e:  # an emulator bug must not stop the pump
                     reply = _refused("%s failed: %s: %s" % (_shown(req.get("cmd")), type(e).__name__, e))
                 self.bench.reply(client, reply)
+                self.save_fluid()  # the truth survives even a SIGKILL from outside, as of now
         elif self.link and obj is self.pty.stream:
             if event & (select.POLLHUP | select.POLLERR):
                 self.alive = False  # the launcher is gone: shut down cleanly
@@ -219,6 +284,7 @@ class Emulator:
         # machine.soft_reset(): the board restarts without saving anything.
         if not self.marker:
             raise BenchError("needs a flash image (start the emulator with --image)")
+        self.save_fluid()
         reset(self.marker, hal.RESET_SOFT)
 
     def bench_fault(self, args):
@@ -255,6 +321,42 @@ class Emulator:
         self.alive = False
         return {}
 
+    # -- the physical path (boards/unix/fluid_model.py, docs/fluid-model.md) --
+    def bench_fluid(self, args):
+        return self.fluid.reading()
+
+    def bench_stroke_error(self, args):
+        fluid = self.fluid
+        for name in ("bias_ppm", "noise_ppm", "drift_ppm_per_day", "temp_dc"):
+            if name in args:
+                setattr(fluid, name, args[name])
+        if "seed" in args:
+            fluid.reseed(args["seed"])
+        return fluid.params()
+
+    def bench_occlusion(self, args):
+        fluid = self.fluid
+        fluid.set_occluded(args["on"])
+        fluid.sync(self.board)  # the sensor reads the new pressure from the next tick
+        return {"occluded": fluid.occluded, "pressure_mmhg": fluid.pressure_mmhg(), "held_nl": fluid.held_nl,
+                "release_last_nl": fluid.release_last_nl}
+
+    def bench_disconnect(self, args):
+        self.fluid.leak_pct = args["leak_pct"] if args["on"] else 0
+        return {"leak_pct": self.fluid.leak_pct}
+
+    def bench_pocket_fill(self, args):
+        self.fluid.pocket_fill_pct = args["pct"]
+        return {"pocket_fill_pct": self.fluid.pocket_fill_pct}
+
+    def bench_septum_leak(self, args):
+        self.fluid.septum_nl_per_day = args["nl_per_day"]
+        return {"septum_nl_per_day": self.fluid.septum_nl_per_day}
+
+    def bench_wear(self, args):
+        self.fluid.wear_ppm_per_day = args["ppm_per_day"]
+        return {"wear_ppm_per_day": self.fluid.wear_ppm_per_day, "wear_ppm": self.fluid.wear_ppm}
+
 
 class BenchError(Exception):
     # A bench request refused before it changed anything: the reply says why.
@@ -267,6 +369,7 @@ REQUIRED = "required"
 KEEP = "unchanged"
 ADVANCE_MAX_MS = 366 * 86400000  # one request stays a bounded wait (a long int on a 31-bit port)
 STROKES_PAGE_MAX = const(4096)  # times in one reply (about 50 KB of JSON)
+SEPTUM_LEAK_MAX_NL_DAY = const(20000000)  # a whole reservoir a day
 
 
 def _int(lo, hi, default=REQUIRED):
@@ -297,6 +400,15 @@ BENCH_COMMANDS = {
     "hang": (Emulator.bench_hang, {}),
     "soft_reset": (Emulator.bench_soft_reset, {}),
     "shutdown": (Emulator.bench_shutdown, {}),
+    "fluid": (Emulator.bench_fluid, {}),
+    "stroke_error": (Emulator.bench_stroke_error, {
+        "bias_ppm": _int(-500000, 500000, KEEP), "noise_ppm": _int(0, 200000, KEEP),
+        "drift_ppm_per_day": _int(-20000, 20000, KEEP), "seed": _int(0, None, KEEP), "temp_dc": _int(340, 420, KEEP)}),
+    "occlusion": (Emulator.bench_occlusion, {"on": _bool(True)}),
+    "disconnect": (Emulator.bench_disconnect, {"on": _bool(True), "leak_pct": _int(0, 100, 100)}),
+    "pocket_fill": (Emulator.bench_pocket_fill, {"pct": _int(0, 100)}),
+    "septum_leak": (Emulator.bench_septum_leak, {"nl_per_day": _int(0, SEPTUM_LEAK_MAX_NL_DAY)}),
+    "wear": (Emulator.bench_wear, {"ppm_per_day": _int(0, 20000)}),
 }
 
 

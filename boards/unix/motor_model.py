@@ -35,6 +35,9 @@ class MotorModel:
         self.stalled = False
         self.intermittent = 0  # fail every Nth stroke (0: never)
         self.uncommanded = 0  # strokes of motion with no stroke commanded (a driver fault), not yet seen
+        # Set by the fluid model between ticks (boards/unix/fluid_model.py):
+        self.blocked = False  # the occluded line's pressure is more than the rollers can push
+        self.worn = False  # a worn gear train does not complete this attempt
         self.running = False
         self.started = 0  # clock ticks when the running stroke began
         self.completed = 0
@@ -69,7 +72,7 @@ class MotorModel:
         if ticks_diff(self.clock.ticks_ms(), self.started) < self.stroke_ms:
             return hal.STROKE_BUSY
         self.running = False
-        if self.stalled or (self.intermittent and self.attempts % self.intermittent == 0):
+        if self.stalled or self.blocked or self.worn or (self.intermittent and self.attempts % self.intermittent == 0):
             self.failed += 1
             return hal.STROKE_FAILED
         self._record_stroke()

@@ -21,7 +21,12 @@ class UnixBoard(hal.Board):
         self.clock = VirtualClock(start_ticks) if virtual else RealClock(start_ticks)
         self.motor = MotorModel(self.clock, stroke_ms)
         self.battery = 3200  # mV, fresh lithium cell
-        self.pressure = 0  # mmHg above baseline
+        self.pressure = 0  # mmHg above baseline, as the bench sets it
+        # The fluid model (boards/unix/fluid_model.py), when the emulator has
+        # one, settles after each tick and leaves here what the sensor reads:
+        self.fluid = None
+        self.occlusion_mmhg = 0  # the occluded line's pressure
+        self.occlusion_rise = 0  # what a completed stroke adds to it until the next settle
         self.tone_hz = 0
         self.tones = array.array("q", [0] * (2 * TONE_RECORD_LEN))  # (time, hz) pairs
         self.tone_changes = 0
@@ -38,7 +43,10 @@ class UnixBoard(hal.Board):
         self.motor.begin()
 
     def motor_poll(self):
-        return self.motor.poll()
+        r = self.motor.poll()
+        if r == hal.STROKE_DONE:
+            self.occlusion_mmhg += self.occlusion_rise  # the sensor sees this stroke before the next settle
+        return r
 
     def motor_ms_left(self):
         return self.motor.ms_left()
@@ -50,7 +58,8 @@ class UnixBoard(hal.Board):
         return self.motor.take_uncommanded()
 
     def pressure_mmhg(self):
-        return self.pressure
+        p = self.occlusion_mmhg
+        return self.pressure if self.pressure > p else p
 
     def battery_mv(self):
         return self.battery
@@ -85,10 +94,13 @@ def run_virtual(pump, ms):
     # nothing sleeps, and no stroke, boundary or motor result is skipped.
     # `left` counts down on its own: no arithmetic on the clock's elapsed_ms,
     # a long int after 12.4 days on a 31-bit port.
-    clock = pump.board.clock
+    board = pump.board
+    clock = board.clock
     left = ms
     while True:
         pump.tick()
+        if board.fluid is not None:
+            board.fluid.settle(board)
         if pump.needs_service():
             pump.service()
         if left <= 0:

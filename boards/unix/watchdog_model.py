@@ -17,6 +17,7 @@ class WatchdogModel:
         self.marker_path = marker_path
         self.fed = time.ticks_ms()
         self.idle = False
+        self.before_reset = None  # bench equipment that must outlive the reset (the fluid model's save)
         _thread.start_new_thread(self._watch, ())
 
     def feed(self):
@@ -26,6 +27,11 @@ class WatchdogModel:
         while True:
             time.sleep_ms(_POLL_MS)
             if not self.idle and time.ticks_diff(time.ticks_ms(), self.fed) > self.timeout_ms:
+                if self.before_reset is not None:
+                    try:
+                        self.before_reset()
+                    except Exception as e:  # the reset happens whatever the bench's save does
+                        print("watchdog: before the reset: %s: %s" % (type(e).__name__, e))
                 reset(self.marker_path, hal.RESET_WATCHDOG)
 
 

@@ -24,7 +24,7 @@ import traceback
 
 from pumpctl import console, paths, report
 from pumpctl import units as u
-from pumpctl.commands import device, diary, implant, reading, settings, therapy, trial, visit, web
+from pumpctl.commands import accuracy, campaign, device, diary, implant, reading, settings, therapy, trial, visit, web
 from pumpctl.console import (DEBUG_ENV, EXIT_AUTH, EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED,
                              EXIT_LINK, EXIT_OK, EXIT_PIPE, EXIT_REFUSED, Cancelled, DryRun, Interrupted, Parser,
                              UsageError, emit, fail, jsonable, quiet_stdout)
@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from", dest="first", type=int, default=1, help="first log sequence number")
     s.add_argument("--csv", help="write CSV to FILE ('-' for standard output)")
     trial.add_parser(sub)
+    accuracy.add_parser(sub)  # the IEC 60601-2-24 accuracy test (docs/accuracy.md)
+    campaign.add_parser(sub)  # virtual patients on Dask (docs/campaign.md)
     s = add("implant", implant.cmd_implant, "implant test: identity, catheter, first fill, priming, motor and alarm "
                                     "tests, start of therapy (stops at the first failed step)", reviewed)
     s.add_argument("--serial", help="pump serial (default: the pump's own)")

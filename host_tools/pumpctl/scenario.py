@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from fractions import Fraction
 import sys
 import tempfile
 from pathlib import Path
@@ -119,7 +120,7 @@ def load(path: str | Path) -> dict[str, Any]:
                 raise ScenarioError("%s: 'demand' is the number of presses a day" % where)
         elif kind == "visit":
             w = _need(st, "withdrawn", where)
-            if w != "expected":
+            if w not in ("expected", "true"):
                 u.volume_nl(w, "%s withdrawn" % where)
             u.volume_nl(_need(st, "added", where), "%s added" % where)
             if "prescription" in st:
@@ -128,9 +129,10 @@ def load(path: str | Path) -> dict[str, Any]:
             _rx(_need(st, "prescription", where, dict), where)
         elif kind == "fault":
             keys = set(st) - {"step"}
-            if not keys or keys - {"motor", "battery_mv", "pressure_mmhg"}:
+            if not keys or keys - BOARD_FAULTS - set(PHYSICAL_FAULTS):
                 raise ScenarioError("%s: one or more of motor (\"stall\" or \"intermittent:N\"), battery_mv, "
-                                    "pressure_mmhg" % where)
+                                    "pressure_mmhg, %s" % (where, ", ".join(PHYSICAL_FAULTS)))
+            physical_faults(st, where)
         elif kind == "check":
             if not set(st) - {"step"} or set(st) - {"step", "state", "alarms", "no_alarms"}:
                 raise ScenarioError("%s: state, alarms (names that must be active), no_alarms (true, or names "
@@ -140,6 +142,89 @@ def load(path: str | Path) -> dict[str, Any]:
 
 
 STATES = ("delivering", "suspended", "stopped", "idle", "priming")
+BOARD_FAULTS = {"motor", "battery_mv", "pressure_mmhg"}
+
+
+# -- faults of the physical path: the emulator's fluid model (docs/fluid-model.md) ----------
+def _ppm(v: Any, what: str, lo: int, hi: int, per: bool = False) -> int:
+    # "-10%" (or "-1%/month" with per=True: a rate a day) or whole ppm; exact, never a float.
+    if type(v) is int:
+        n = v
+    elif isinstance(v, str) and v.strip():
+        text, days = v.strip(), 1
+        if per:
+            text, _, unit = text.partition("/")
+            days = {"day": 1, "week": 7, "month": 30, "year": 365}.get(unit.strip())
+            if days is None:
+                raise ScenarioError("%s: %r: a percentage per day, week, month or year, e.g. \"-1%%/month\""
+                                    % (what, v))
+        try:
+            if not text.endswith("%"):
+                raise ValueError
+            q = Fraction(text[:-1].strip()) * 10_000 / days
+        except (ValueError, ZeroDivisionError):
+            raise ScenarioError("%s: %r: a percentage (e.g. \"-10%%\") or whole ppm" % (what, v)) from None
+        n = round(q)
+    else:
+        raise ScenarioError("%s: %r: a percentage (e.g. \"-10%%\") or whole ppm" % (what, v))
+    if not lo <= n <= hi:
+        raise ScenarioError("%s: %r is %d ppm%s, outside %d to %d" % (what, v, n, "/day" if per else "", lo, hi))
+    return n
+
+
+def _pct(v: Any, what: str) -> int:
+    n = 100 if v is True else 0 if v is False else v
+    if isinstance(n, str) and n.strip().endswith("%") and n.strip()[:-1].strip().isdigit():
+        n = int(n.strip()[:-1])
+    if type(n) is not int or not 0 <= n <= 100:
+        raise ScenarioError("%s: %r: a whole percentage 0-100 (true: 100, false: 0)" % (what, v))
+    return n
+
+
+def _per_day_nl(v: Any, what: str) -> int:
+    if type(v) is int and v >= 0:
+        return v
+    text = v.strip() if isinstance(v, str) else ""
+    if not text.endswith("/day"):
+        raise ScenarioError("%s: %r: a volume a day (\"0.1mL/day\") or whole nL a day" % (what, v))
+    try:
+        return u.volume_nl(text[:-4], what)
+    except u.UnitError as e:
+        raise ScenarioError(str(e)) from None
+
+
+def _occluded(v: Any, what: str) -> bool:
+    if type(v) is not bool:
+        raise ScenarioError("%s: true or false" % what)
+    return v
+
+
+# key -> (bench command, its argument, the value parsed, the value `resolve` sets back)
+PHYSICAL_FAULTS = {
+    "occlusion": ("occlusion", "on", _occluded, False),
+    "disconnect": ("disconnect", "leak_pct", _pct, 0),
+    "pocket_fill": ("pocket_fill", "pct", _pct, 0),
+    "septum_leak": ("septum_leak", "nl_per_day", _per_day_nl, 0),
+    "stroke_bias": ("stroke_error", "bias_ppm", lambda v, w: _ppm(v, w, -500_000, 500_000), 0),
+    "noise": ("stroke_error", "noise_ppm", lambda v, w: _ppm(v, w, 0, 200_000), None),
+    "seed": ("stroke_error", "seed", lambda v, w: v if type(v) is int and v >= 0 else _bad_seed(w), None),
+    "drift": ("stroke_error", "drift_ppm_per_day", lambda v, w: _ppm(v, w, -20_000, 20_000, per=True), 0),
+    "wear": ("wear", "ppm_per_day", lambda v, w: _ppm(v, w, 0, 20_000, per=True), 0),
+}
+
+
+def _bad_seed(what: str) -> int:
+    raise ScenarioError("%s: a whole number >= 0" % what)
+
+
+def physical_faults(st: dict[str, Any], where: str) -> list[tuple[str, dict[str, Any]]]:
+    """The bench requests of a fault step's physical faults, in a fixed order."""
+    calls = []
+    for key, (cmd, arg, parse, _) in PHYSICAL_FAULTS.items():
+        if key in st:
+            value = parse(st[key], "%s %s" % (where, key))
+            calls.append((cmd, {arg: value}))
+    return calls
 
 
 def _check_names(st: dict[str, Any], where: str) -> None:
@@ -182,6 +267,7 @@ class Runner:
         self.emu: Emulator | None = None
         self.keystore = state / "keys.json"
         self.nominal: dict[str, int] = {}
+        self.physical: set[str] = set()  # physical faults a fault step set, until a resolve
         self.visits: list[str] = []
 
     def say(self, line: str) -> None:
@@ -277,7 +363,10 @@ class Runner:
     def do_visit(self, st: dict[str, Any]) -> None:
         from pumpctl.fw import link_commands as lc
         added = u.volume_nl(st["added"])
-        if st["withdrawn"] == "expected":
+        if st["withdrawn"] == "true":
+            withdrawn = self.bench("fluid")["reservoir_nl"]  # what the syringe really aspirates
+            self.say("withdrawn: what is truly in the reservoir, %s" % u.fmt_volume(withdrawn, 4))
+        elif st["withdrawn"] == "expected":
             c = self.client("clinician")
             try:
                 withdrawn = c.request(lc.REFILL, {"withdrawn_nl": 0, "added_nl": added, "check": True})["expected_nl"]
@@ -374,6 +463,9 @@ class Runner:
         if "pressure_mmhg" in st:
             self.nominal.setdefault("pressure_mmhg", NOMINAL_PRESSURE_MMHG)
             self.bench("pressure", mmhg=int(st["pressure_mmhg"]))
+        for cmd, args in physical_faults(st, "fault"):
+            self.bench(cmd, **args)
+        self.physical |= {k for k in PHYSICAL_FAULTS if k in st}
         self.say("bench fault: %s" % ", ".join("%s %s" % (k, st[k]) for k in st if k != "step"))
 
     def do_resolve(self, st: dict[str, Any]) -> None:
@@ -382,6 +474,11 @@ class Runner:
             if key in self.nominal:
                 self.bench(cmd, **{arg: self.nominal[key]})
         self.nominal.clear()
+        for key in sorted(self.physical):
+            cmd, arg, _, back = PHYSICAL_FAULTS[key]
+            if back is not None:
+                self.bench(cmd, **{arg: back})
+        self.physical.clear()
         self.say("bench: fault removed")
         self.pumpctl("alarms", "--ack", "all")
         self.pumpctl("resume", "--yes")

@@ -145,6 +145,35 @@ def rate_ng_day(text, what="dose"):
     return _whole(mass * mf * S_PER_DAY / (t * tf), what, text, "ng/day")
 
 
+def volume_rate_nl_day(text, what="flow rate"):
+    """'1mL/day', '0.048mL/day', '40uL/h' -> nL/day (a flow rate by volume:
+    the mechanism's own figure, whatever the drug)."""
+    num, den = _fraction(text, what, "1mL/day")
+    vol, vf = _quantity(num, VOLUME_NL, what, "1mL/day")
+    t, tf = _quantity(den, TIME_S, what, "1mL/day", need_number=False)
+    if t == 0:
+        raise UnitError("%s: %r: zero duration" % (what, text))
+    return _whole(vol * vf * S_PER_DAY / (t * tf), what, text, "nL/day")
+
+
+_PERCENT = re.compile(r"\s*([+-])?\s*(\d+(?:\.\d+)?|\.\d+)\s*%\s*")
+
+
+def percent_ppm(text, what="percentage", signed=False):
+    """'-10%', '+2.5%', '0%' -> parts per million (-100000, 25000, 0), exact:
+    finer than 0.0001 % is refused. A sign only where `signed`."""
+    example = "-10%" if signed else "2%"
+    m = _PERCENT.fullmatch(text) if isinstance(text, str) else None
+    if not m:
+        raise UnitError("%s: %r is not a percentage, e.g. %s" % (what, text, example))
+    if m.group(1) == "-" and not signed:
+        raise UnitError("%s: %r is negative: give a positive value, e.g. %s" % (what, text, example))
+    value = Decimal(m.group(2)) * 10_000
+    if value != value.to_integral_value():
+        raise UnitError("%s: %r is finer than 0.0001 %% (1 ppm)" % (what, text))
+    return -int(value) if m.group(1) == "-" else int(value)
+
+
 def bolus(text, what="bolus"):
     """'0.5mg/10min' -> (dose ng, duration s). The duration needs its number:
     '0.5mg/h' would read as a rate, so it is refused as ambiguous."""
@@ -476,8 +505,16 @@ def fmt_score(x):
     return "-" if x is None else decimal_text(x, 2)
 
 
-def fmt_pct(p):
-    return "-" if p is None else ("+" if p > 0 else "") + decimal_text(p, 1, strip=False) + " %"
+def fmt_pct(p, places=1):
+    """A signed percentage, rounded to `places` decimals (half away from zero): +8.0 %, -10.00 %."""
+    if p is None:
+        return "-"
+    return ("+" if p > 0 else "") + decimal_text(p, places, strip=False) + " %"
+
+
+def fmt_rate_volume(nl_day):
+    """A flow rate by volume: 1.000 mL/day, 0.048 mL/day (exact when it needs more decimals)."""
+    return "-" if nl_day is None else fmt_ml(nl_day) + "/day"
 
 
 def fmt_date(day):

@@ -30,6 +30,11 @@ Input, VisitData (plain data as the link returns it; dates may be
                     (the link's compact form {"conc", "steps": [[s, d]], ...} too);
                     old_rx None = first fill, new_rx None = unchanged
     delivered       per day: (date, dose_ng, volume_nl) delivered that day
+    delivery_detail per day (date or day number): DayDelivery, where the row came
+                    from: "pump" (the pump's DAILY_TOTAL records, per kind of
+                    stroke) or "estimated" (computed on the host from the
+                    therapy and bolus records); a day without one is "pump" if
+                    the row is, else unknown (shown as "-")
 
 Diary entries are events.DIARY records (layout in pumpctl.diary).
 Demand refusal reasons are firmware/scheduler.py's DEMAND_* codes.
@@ -75,10 +80,21 @@ BOLUS_KINDS: dict[int, str] = {
     fw_scheduler.KIND_CLINICIAN: "clinician", fw_scheduler.KIND_PRIMING: "priming",
     fw_scheduler.KIND_DEMAND: "demand", fw_scheduler.KIND_PERIODIC: "periodic",
 }
+STROKE_KINDS: dict[int, str] = {**BOLUS_KINDS, fw_scheduler.KIND_UNCOMMANDED: "uncommanded"}  # DAILY_TOTAL kinds
 
 
 class VisitError(ValueError):
     """Visit data that cannot be summarized; the message names the field."""
+
+
+@dataclass(frozen=True)
+class DayDelivery:
+    """Where a day's delivered figures come from (pumpctl.visitrun.delivered)."""
+    source: str  # "pump": DAILY_TOTAL records; "estimated": computed on the host from the log
+    kinds: tuple[tuple[int, int, int, int], ...] = ()  # (kind, strokes, dose_ng, volume_nl), pump only
+    resets: int = 0  # unclean resets that day: each may have hidden up to 32 strokes from the count
+    partial: bool = False  # the pump began counting during the day (strokes before it are missing)
+    days: int = 1  # pump days the record covers (> 1: later days merged in, the log could not be written)
 
 
 # -- input ---------------------------------------------------------------------------------
@@ -108,8 +124,10 @@ class VisitData:
     old_rx: dict[str, Any] | None = None
     new_rx: dict[str, Any] | None = None
     delivered: list[tuple[dt.date, int, int]] = field(default_factory=list)
+    delivery_detail: dict[Any, DayDelivery] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.delivery_detail = {as_date(d, "delivery_detail date"): v for d, v in self.delivery_detail.items()}
         self.visit_date = as_date(self.visit_date, "visit_date")
         self.previous_visit = as_date(self.previous_visit, "previous_visit")
         if self.previous_visit > self.visit_date:
@@ -192,6 +210,7 @@ class DayRow:
     pain_entries: int
     demand_given: int
     demand_refused: int
+    delivery: DayDelivery | None = None  # where dose and volume come from (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -460,7 +479,8 @@ def summarize(data: VisitData) -> VisitSummary:
     d = first
     while d <= last:
         ng, nl = dmap.get(d, (None, None))
-        days.append(DayRow(d, ng, nl, day_means.get(d), len(by_day.get(d, ())), given_on.get(d, 0), refused_on.get(d, 0)))
+        days.append(DayRow(d, ng, nl, day_means.get(d), len(by_day.get(d, ())), given_on.get(d, 0), refused_on.get(d, 0),
+                           data.delivery_detail.get(d) if d in dmap else None))
         d += dt.timedelta(days=1)
     total_ng = sum(v[0] for v in dmap.values())
     total_nl = sum(v[1] for v in dmap.values())
@@ -514,11 +534,49 @@ def _attention(s: VisitSummary) -> list[str]:
         out.append("low reservoir projected %s, before a %d-day return (%s)" % (res.low_date, s.interval_days, due))
     if not s.diary:
         out.append("no pain diary entries since the last visit")
+    estimated = [d.date for d in s.days if d.delivery is not None and d.delivery.source == "estimated"]
+    if estimated and estimated != [s.visit_date]:
+        out.append("delivery on %s estimated from the therapy records (no daily total from the pump)"
+                   % _dates(estimated))
+    for d in s.days:
+        v = d.delivery
+        if v is not None and v.source == "pump":
+            if v.resets:
+                out.append("%s: the pump reset %d time%s without saving: up to %s delivered that day may be uncounted"
+                           % (d.date, v.resets, "s" * (v.resets != 1), fmt_volume(v.resets * 32 * _stroke_nl(v))))
+            if v.partial:
+                out.append("%s: the pump began counting during the day: the day's total is incomplete" % d.date)
+            if v.days > 1:
+                out.append("%s: the pump's total also holds the next %d day%s (its log could not be written)"
+                           % (d.date, v.days - 1, "s" * (v.days != 2)))
     missing = len(s.days) - s.days_with_delivery_data
     if missing > 0:
         out.append("delivery data missing for %d day%s" % (missing, "s" * (missing != 1)))
     out += s.problems
     return out
+
+
+def _dates(dates: list[dt.date]) -> str:
+    return ", ".join(str(d) for d in dates[:5]) + (" and %d more" % (len(dates) - 5) if len(dates) > 5 else "")
+
+
+def _stroke_nl(v: DayDelivery) -> int:
+    for _, n, _, nl in v.kinds:
+        if n:
+            return nl // n
+    return 500  # the emulated mechanism's stroke
+
+
+def by_kind(v: DayDelivery | None, unit: str) -> str:
+    """The pump's per-kind figures of a day, in the drug's unit and mL."""
+    if v is None:
+        return "-"
+    if v.source != "pump":
+        return "estimated (no daily total from the pump)"
+    if not v.kinds:
+        return "nothing delivered"
+    return ", ".join("%s %s (%s)" % (STROKE_KINDS.get(k, "kind %d" % k), fmt_mass(ng, unit, 3), fmt_volume(nl))
+                     for k, n, ng, nl in v.kinds)
 
 
 # -- text ----------------------------------------------------------------------------------
@@ -555,6 +613,12 @@ def headline(s: VisitSummary) -> dict[str, str]:
             s.drug + " " if s.drug else "", fmt_mass(s.total_dose_ng, u, 3), s.days_with_delivery_data,
             "s" * (s.days_with_delivery_data != 1), fmt_mass(s.mean_daily_dose_ng, u, 3),
             fmt_volume(Fraction(s.total_volume_nl, s.days_with_delivery_data)))
+        src = [d.delivery.source for d in s.days if d.delivery is not None]
+        est = src.count("estimated")
+        if src.count("pump"):
+            delivered += "; the pump's daily totals" + (", %d day%s estimated" % (est, "s" * (est != 1)) if est else "")
+        elif est:
+            delivered += "; estimated from the therapy records"
     pain = "no entries"
     if s.diary:
         pain = "%d entries on %d of %d days; mean %s/10 (range %d-%d)" % (
@@ -576,8 +640,11 @@ def headline(s: VisitSummary) -> dict[str, str]:
 
 
 def day_table(s: VisitSummary) -> tuple[list[str], list[list[str]]]:
-    headers = ["date", "dose", "volume", "pain", "entries", "demand given", "refused"]
-    rows = [[str(d.date), fmt_mass(d.dose_ng, s.unit, 3), fmt_volume(d.volume_nl), fmt_pain(d.pain_mean),
+    headers = ["date", "dose", "volume", "delivered by kind (pump's daily total)", "pain", "entries",
+               "demand given", "refused"]
+    rows = [[str(d.date), fmt_mass(d.dose_ng, s.unit, 3), fmt_volume(d.volume_nl),
+             by_kind(d.delivery, s.unit) if d.date != s.visit_date or d.delivery is None or d.delivery.source == "pump"
+             else "estimated (day in progress)", fmt_pain(d.pain_mean),
              str(d.pain_entries), str(d.demand_given), str(d.demand_refused)] for d in s.days]
     return headers, rows
 
@@ -773,7 +840,7 @@ def html_document(s: VisitSummary) -> str:
     else:
         parts.append("<p>No alarms.</p>")
     headers, rows = day_table(s)
-    parts.append("<h2>Day by day</h2>" + _html_table(headers, rows, numeric={1, 2, 3, 4, 5, 6}))
+    parts.append("<h2>Day by day</h2>" + _html_table(headers, rows, numeric={1, 2, 4, 5, 6, 7}))
     parts.append("<h2>Pain diary</h2>")
     if s.diary:
         parts.append(_html_table(["date", "time", "pain", "activity", "note"],

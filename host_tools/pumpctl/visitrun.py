@@ -2,9 +2,11 @@
 
 The report itself is pumpctl.visit (pure). This module reads the pump, keeps
 `visits.json` in the report folder (serial -> the last visit's log sequence
-number, date and the delivery state at its end), and derives the per-day
-delivered dose from the event log (docs/clinical-path.md, "Delivered per
-day").
+number, date and the delivery state at its end), and takes the per-day
+delivered dose from the pump's DAILY_TOTAL records (docs/clinical-path.md,
+"Delivered per day"); a day without one (the day of the visit, not over yet,
+or days logged by firmware without daily totals) is estimated from the
+therapy and bolus records, and marked so.
 """
 from __future__ import annotations
 
@@ -134,6 +136,59 @@ def delivered_by_day(records: list[tuple], start: tuple[int, int], end: tuple[in
         nl = vol[day]
         rows.append((day, round(nl * conc_ng_ml / 1_000_000), round(nl)))
     return rows, state
+
+
+# -- the pump's daily totals ----------------------------------------------------------------
+DAY_KIND_MASK = 0xFF
+PARTIAL_BIT = 1 << 28
+
+
+def daily_totals(records: list[tuple], stroke_nl: int) -> dict[int, visit.DayDelivery]:
+    """The pump's DAILY_TOTAL records by pump day: per kind (kind, strokes,
+    dose_ng, volume_nl), records of the same day and kind added up (the clock
+    set back into a day gives it two). docs/protocol.md section 15 has the layout."""
+    acc: dict[int, dict[str, Any]] = {}
+    for r in sorted(records, key=lambda r: r[0]):
+        if r[3] != events.DAILY_TOTAL:
+            continue
+        day, b, strokes, dose = r[4], r[5], r[6], r[7]
+        d = acc.setdefault(day, {"kinds": {}, "resets": 0, "partial": False, "days": 1})
+        kind = b & DAY_KIND_MASK
+        if kind:
+            k = d["kinds"].setdefault(kind, [0, 0])
+            k[0] += strokes
+            k[1] += dose
+        d["days"] = max(d["days"], (b >> 8 & 0xFF) + 1)
+        d["resets"] = max(d["resets"], b >> 20 & 0xFF)  # repeated in each kind's record of a part
+        d["partial"] = d["partial"] or bool(b & PARTIAL_BIT)
+    out = {}
+    for day, d in acc.items():
+        kinds = tuple((k, n, ng, n * stroke_nl) for k, (n, ng) in sorted(d["kinds"].items()))
+        out[day] = visit.DayDelivery("pump", kinds, d["resets"], d["partial"], d["days"])
+    return out
+
+
+def delivered(records: list[tuple], start: tuple[int, int], end: tuple[int, int], state: DeliveryState,
+              stroke_nl: int, conc_ng_ml: int
+              ) -> tuple[list[tuple[int, int, int]], dict[int, visit.DayDelivery], DeliveryState]:
+    """Delivered per day of start..end (pump times): [(day, dose_ng, volume_nl)],
+    where each came from {day: DayDelivery}, and the delivery state at the end.
+    A day with DAILY_TOTAL records is the pump's count of completed strokes
+    (the whole pump day, also the first day of the interval); a day without
+    one is estimated by delivered_by_day (priming excluded there)."""
+    totals = daily_totals(records, stroke_nl)
+    estimate, state = delivered_by_day(records, start, end, state, stroke_nl, conc_ng_ml)
+    rows, detail = [], {}
+    for day, d in totals.items():
+        if start[0] <= day <= end[0]:
+            rows.append((day, sum(k[2] for k in d.kinds), sum(k[3] for k in d.kinds)))
+            detail[day] = d
+    covered = {day + i for day, d in totals.items() for i in range(1, d.days)}  # merged into an earlier day's
+    for day, ng, nl in estimate:
+        if day not in detail and day not in covered:
+            rows.append((day, ng, nl))
+            detail[day] = visit.DayDelivery("estimated")
+    return sorted(rows), detail, state
 
 
 # -- the visit ----------------------------------------------------------------------------

@@ -130,3 +130,13 @@ class Raw:
         rs = self.replies(timeout)
         assert rs and rs[0][0] == wire.MSG_ERROR, rs
         return rs[0][2]
+
+
+def wait_for(predicate, timeout=15.0):
+    # Polls predicate until it holds (True) or the timeout passes (False).
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,20 +1,11 @@
 """Interlocks provoked through the emulator's bench port, the emulator running
 as its own process (the firmware tests provoke each one in-process too)."""
 import socket
-import time
 
+from linkkit import wait_for
 from pumpctl.emulator import Emulator
 
 HOUR_MS = 3_600_000
-
-
-def wait_for(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_hung_loop_is_reset_by_the_watchdog_and_therapy_resumes(tmp_path):

@@ -86,9 +86,9 @@ def run(pump, capsys, argv):
     """pumpctl ARGV --json in this process: (exit code, stdout, stderr). The
     pump's port and key store are added unless the case names its own."""
     extra = ["--json"]
-    if "--port" not in argv and argv[0] not in ("devices", "advance", "trial"):
+    if "--port" not in argv and argv[0] not in ("devices", "advance", "trial", "accuracy"):
         extra += ["--port", pump.port]
-    if "--keystore" not in argv and argv[0] not in ("advance", "trial"):
+    if "--keystore" not in argv and argv[0] not in ("advance", "trial", "accuracy"):
         extra += ["--keystore", str(pump.keystore)]
     capsys.readouterr()
     rc = cli.main(list(argv) + extra)
@@ -344,6 +344,11 @@ CASES = [
     Case("trial-decide-records-the-physicians-decision", "trial decide",
          lambda p: ["trial", "decide", "--file", str(trial_path(p)), "--name", "Dr A", "--decision", "implant",
                     "--date", "2025-03-06"], before=trial_made),
+    # the accuracy test (its own fresh emulator, no pump of this file)
+    Case("accuracy-measures-a-rate-and-gives-a-and-the-trumpet-figures", "accuracy",
+         ["accuracy", "--rate", "1mL/day", "--hours", "1", "--stabilise", "30min", "--stroke-bias", "-10%",
+          "--out", "accuracy"],
+         check=lambda d, p: d["rates"][0]["source"] == "fluid" and d["rates"][0]["overall_error_pct"] < -8),
     # refusals and errors: error.schema.json, with the exit code
     Case("a-dose-above-the-drugs-24-hour-maximum-is-refused-by-the-pump", "program",
          ["program", "--drug", "morphine", "--conc", "10mg/mL", "--dose", "25mg/day", "--yes"], rc=2,

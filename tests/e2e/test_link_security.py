@@ -8,7 +8,7 @@ from binascii import crc32
 import pytest
 import serial
 
-from linkkit import DAY_MS, Raw, of_type, rejections
+from linkkit import Raw, of_type, rejections
 from pumpctl.fw import events, link_commands as lc, wire
 from pumpctl.link import Client, open_port
 

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import serial
@@ -16,7 +15,6 @@ import serial
 from linkkit import DAY_MS, of_type
 from pumpctl import cli, link
 from pumpctl.fw import alarms, events, link_commands as lc, wire
-from pumpctl.link import Client, open_port
 
 FLEX = ["--drug", "morphine", "--conc", "10mg/mL", "--step", "00:00=3mg/day", "--step", "08:00=5mg/day",
         "--periodic", "12:00=0.5mg/10min", "--demand", "0.2mg/5min,lockout=30min,max=4"]

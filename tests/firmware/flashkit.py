@@ -102,3 +102,13 @@ def first_fill(pump, rx=None, fill_nl=20000000):
     pump.clock.set(20000, 8 * 3600)
     pump.reservoir.fill(fill_nl)
     pump.program(rx or continuous())
+
+
+def with_pump(check):
+    # check(fp) on a fresh flash pump, powered off and removed afterwards.
+    fp = FlashPump(new_image())
+    try:
+        check(fp)
+    finally:
+        fp.power_off()
+        fp.remove()

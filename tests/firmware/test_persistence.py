@@ -4,17 +4,8 @@ import alarms
 import events
 import hal
 from fixtures import DAY_MS, HOUR_MS, MORPHINE_10MG_ML, continuous, flex, run
-from flashkit import FlashPump, first_fill, new_image
+from flashkit import FlashPump, first_fill, new_image, with_pump
 from scheduler import KIND_CLINICIAN
-
-
-def with_pump(check):
-    fp = FlashPump(new_image())
-    try:
-        check(fp)
-    finally:
-        fp.power_off()
-        fp.remove()
 
 
 def test_programmed_therapy_and_ledger_survive_a_clean_restart():

@@ -93,3 +93,35 @@ def test_an_allocating_board_fails_the_locked_jump_helper():
     board = pump.board
     board.ticks_ms = lambda: board.clock.ticks_ms() + 0.0  # a float on the tick path
     expect_tick_fault(locked_jumps, pump)
+
+
+def test_midnight_ticks_without_allocating_and_the_day_is_logged_after():
+    # The day's totals close inside the tick (counts move to the closed part);
+    # service(), unlocked, writes the DAILY_TOTAL records.
+    import events
+    pump = make_pump(full_rx(), tod_s=86400 - 1200)
+    run(pump, 1000)
+    pump.demand_bolus()
+    locked_ticks(pump, 1800 * 1000)  # a real-time loop across midnight, a bolus running
+    locked_jumps(pump, 2 * 24 * HOUR_MS)  # virtual jumps across two more
+    days = [(r[4], r[5] & 0xFF) for r in pump.log.of_type(events.DAILY_TOTAL)]
+    assert days == [(20000, KIND_BASAL), (20000, KIND_DEMAND), (20001, KIND_BASAL), (20001, KIND_PERIODIC),
+                    (20002, KIND_BASAL), (20002, KIND_PERIODIC)], days
+    assert pump.totals.day == 20003
+
+
+def test_midnight_merges_a_day_not_yet_logged_without_allocating():
+    # With the log failing the closed day stays; the next midnight merges
+    # the open day into it, inside the tick.
+    import events
+    pump = make_pump(full_rx(), tod_s=86400 - 600)
+    run(pump, 1000)
+
+    def failing(*a, **k):
+        raise OSError(5)
+    real, pump.log.append = pump.log.append, failing
+    locked_jumps(pump, 25 * HOUR_MS)
+    assert pump.totals.pending and pump.totals.c_last == 20001 and pump.totals.c_day == 20000
+    pump.log.append = real
+    run(pump, 120 * 1000)
+    assert not pump.totals.pending and pump.log.of_type(events.DAILY_TOTAL)

@@ -653,3 +653,21 @@ def test_wire_errors_reply_with_their_code():
     e = raises(wire.WireError, wire.cobs_decode, b"\x05\x00")
     assert e.reply()["code"] == wire.BAD_FRAME and e.reply()["name"] == "BAD_FRAME"
     assert isinstance(e, ValueError)
+
+
+def test_map_keys_kept_for_sealing_come_only_from_this_sides_frames_and_are_bounded():
+    # Issue #18: each map key of a sealed frame is encoded once and kept; a
+    # peer's keys (encoded for the reply cache's digest) never are, and the
+    # table has a bound whatever is sealed.
+    before = dict(wire._KEYS)
+    wire.dumps({"peer-key-%d" % i: i for i in range(20)})
+    assert wire._KEYS == before
+    host, pump = pair()
+    for i in range(300):
+        assert pump.open(host.seal(0x10, i + 1, {"key-%d" % i: i, "x" * 30: 1}))[3] == {"key-%d" % i: i, "x" * 30: 1}
+    assert len(wire._KEYS) <= 128 and "x" * 30 not in wire._KEYS
+    # Kept or not, a map encodes to the same canonical bytes.
+    p = {"b": 1, "a": [1, {"c": None}], "aa": "x", 10: 2}
+    assert wire.cobs_decode(pair()[0].seal(0x10, 1, p)) == wire.cobs_decode(pair()[0].seal(0x10, 1, p))
+    h2, p2 = pair()
+    assert p2.open(h2.seal(0x10, 1, p))[3] == p

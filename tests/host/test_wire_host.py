@@ -6,7 +6,6 @@ unix-port process (MICROPYTHON or .venv/bin/micropython) through a tiny
 line protocol on stdin/stdout.
 """
 import hmac
-import os
 import subprocess
 import sys
 from hashlib import sha256

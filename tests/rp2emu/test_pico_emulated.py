@@ -11,7 +11,6 @@ the report, leaves the pump delivering for the next, except the last, which
 ends at the REPL. (One test item also keeps pytest-xdist from spreading the
 steps over workers: with pytest 9, xdist_group markers are not honoured.)"""
 import json
-import os
 import subprocess
 import sys
 import time

@@ -179,6 +179,7 @@ def run(state):
         fig["aead_viper_error"] = heap["aead"]["viper_error"]
         fig["imported_modules"] = len(heap["modules"])
         fig["mpy_bytes_imported"] = mpy_bytes(report.arch, heap["modules"])
+        d.mpremote(emu.port, "fs", "cp", str(HERE.parent / "link_stages.py"), ":link_stages.py", timeout=120)
         out = d.mpremote(emu.port, "run", str(HERE / "onboard_bench.py"), timeout=600).stdout
         line = [x for x in out.splitlines() if x.startswith("RP2BENCH ")]
         if not line:
@@ -190,6 +191,7 @@ def run(state):
         fig["stroke_start_samples"] = [len(idle_lat), len(busy_lat)]
         fig["program_onboard_ms"] = spread([u / 1000 for u in on["latency"]["program_us"]])
         fig["tick_us"] = on["tick_us"]
+        fig["link_stages_us"] = on["link_stages_us"]  # a sealed STATUS on this chip, stage by stage (issue #18)
         fig["idle_loop_pass_us"] = on["loop_pass_us"]
         fig["ticks_allocating_of_100"] = on["ticks_allocating_of_100"]
         fig["flash_blocks_used"] = on["flash_blocks"]

@@ -55,12 +55,16 @@ for _ in range(100):
         micropython.heap_unlock()
     time.sleep_ms(board.TICK_MS)
 board.stop()
+import link_stages  # noqa: E402  (copied beside this script by bench_rp2.py)
+
+stages, reply_bytes = link_stages.stages(link, 31)  # where a sealed STATUS's pump time goes
 st = os.statvfs("/")
 figures = {
     "tick_us": [ticks[len(ticks) // 2], ticks[len(ticks) * 99 // 100], ticks[-1]],
     "loop_pass_us": [loops[len(loops) // 2], loops[len(loops) * 99 // 100], loops[-1]],
     "ticks_allocating_of_100": allocating,
     "flash_blocks": [st[2] - st[3], st[2]], "block_size": st[0],
+    "link_stages_us": stages, "status_reply_bytes": reply_bytes,
 }
 del pump, persist, link, board, ticks, loops
 gc.collect()

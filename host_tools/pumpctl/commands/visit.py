@@ -63,14 +63,14 @@ def _visit_report(args, report_dir, visits, ident, prev, first, before, done, st
     start = (int(prev["day"]), int(prev["tod_s"])) if prev else ((recs[0][1], recs[0][2]) if recs else (st["day"], 0))
     old_rx = before.get("rx")
     conc = old_rx["conc"] if old_rx else st.get("conc_ng_ml", 0)
-    rows, state = visitrun.delivered_by_day(recs, start, end, visitrun.DeliveryState.of(prev and prev.get("delivery")),
-                                            ident["stroke_nl"], conc)
+    rows, detail, state = visitrun.delivered(recs, start, end, visitrun.DeliveryState.of(prev and prev.get("delivery")),
+                                             ident["stroke_nl"], conc)
     new_rx = after.get("rx")
     data = visit.VisitData(
         device=ident, visit_date=visit.as_date(st["day"]), previous_visit=visit.as_date(start[0]),
         records=[r for r in recs if start[0] <= r[1] <= st["day"]], status=st, refill=done,
         old_rx=old_rx, new_rx=new_rx if new_rx != old_rx else None,
-        delivered=[(visit.as_date(day), ng, nl) for day, ng, nl in rows])
+        delivered=[(visit.as_date(day), ng, nl) for day, ng, nl in rows], delivery_detail=detail)
     summary = visit.summarize(data)
     date = visit.as_date(st["day"])
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -83,15 +83,27 @@ def _visit_report(args, report_dir, visits, ident, prev, first, before, done, st
         note("pumpctl: %s" % p)
     emit(args, {"refill": done, "report": str(path), "serial": serial, "visit_date": date.isoformat(),
                 "previous_visit": summary.previous_visit.isoformat(),
-                "delivered": [{"date": d.isoformat(), "dose_ng": ng, "volume_nl": nl} for d, ng, nl in data.delivered],
+                "delivered": [_delivered_json(d, ng, nl, data.delivery_detail.get(d)) for d, ng, nl in data.delivered],
                 "total_dose_ng": summary.total_dose_ng, "total_volume_nl": summary.total_volume_nl,
                 "diary_entries": len(summary.diary), "demand": dataclasses_dict(summary.boluses),
                 "attention": list(summary.attention)},
          lambda: "%s\n%s\n%s\nreport: %s" % (
              refill_done_text(done, added), visit.render_text(summary).rstrip("\n"),
-             "(delivered: computed from the programmed therapy and the boluses in the event log, as the "
-             "pump's own ledger counts it; not measured)", path))
+             "(delivered: the pump's daily totals of the strokes its motor completed, per kind; a day without "
+             "one (the visit day, not over yet) is estimated from the therapy and bolus records; not measured)",
+             path))
     return EXIT_OK
+
+
+def _delivered_json(date, ng, nl, detail):
+    row = {"date": date.isoformat(), "dose_ng": ng, "volume_nl": nl,
+           "source": detail.source if detail is not None else None}
+    if detail is not None and detail.source == "pump":
+        from pumpctl import visit
+        row["by_kind"] = [{"kind": visit.STROKE_KINDS.get(k, "kind %d" % k), "strokes": n, "dose_ng": d, "volume_nl": v}
+                          for k, n, d, v in detail.kinds]
+        row["unclean_resets"] = detail.resets
+    return row
 
 
 def dataclasses_dict(obj):
