@@ -166,6 +166,11 @@ def at_terminal(made, argv, prompt, answer):
 
 
 def ctrl_c(proc, master):
+    # A pause first: the prompt is written just before input() starts
+    # reading, and a SIGINT landing in between is only seen by CPython's
+    # readline once a key arrives (the flag is set, its select() never
+    # interrupted). A person cannot hit that microsecond; a test can.
+    time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
 
 
