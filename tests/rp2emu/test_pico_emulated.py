@@ -75,17 +75,18 @@ class Pico:
         return (FILL_NL - status["remaining_nl"]) // STROKE_NL
 
     def status_between_strokes(self):
-        """The pump's status with no stroke confirmed while it was asked:
-        paced (an idle core lets unpaced time run far ahead of the wall
-        clock, strokes and all, during one pumpctl run), and taken again when
-        an index pulse fell between the bench readings around it."""
+        """The pump's status with no stroke confirmed while it was asked, and
+        the confirmed strokes at that moment: paced (an idle core lets
+        unpaced time run far ahead of the wall clock, strokes and all, during
+        one pumpctl run), and taken again when an index pulse fell between
+        the bench readings around it."""
         self.emu.bench("pace", on=True)
         try:
             for _ in range(10):
                 before = self.wait(lambda s: not s["motor"]["enabled"], "a pause between strokes")
                 st = self.status()
                 if self.pulses(self.emu.state()) == self.pulses(before):
-                    return st
+                    return st, self.pulses(before)
         finally:
             self.emu.bench("pace", on=False)
         raise AssertionError("a stroke was confirmed during every status request")
@@ -171,9 +172,9 @@ def step_flex_therapy_and_bolus_over_usb_each_stroke_confirmed_by_the_index_sens
     bolus = pico.pumpctl("bolus", "--dose", "0.15mg", "--over", "1min", "--yes")
     assert bolus["strokes"] == 30  # 0.15 mg at 10 mg/mL, the first stroke at once
     bench = pico.wait(lambda s: pico.pulses(s) >= before + 4 and not s["motor"]["enabled"], "4 bolus strokes")
-    st = pico.status_between_strokes()
+    st, confirmed = pico.status_between_strokes()  # unpaced, strokes go on after it: compare with then
     m = bench["motor"]
-    assert pico.consumed(st) == pico.pulses()  # every confirmed stroke counted, nothing else
+    assert pico.consumed(st) == confirmed  # every confirmed stroke counted, nothing else
     assert m["steps"] == 200 * m["revolutions"] and m["position"] == 0  # steps stop at the index: no overrun
     assert m["ignored_steps"] == 0 and m["dir"] == 1  # the driver is on only while it steps, forward
     assert st["bolus"]["kind"] == "clinician" and st["bolus"]["strokes_left"] <= 30 - 4
