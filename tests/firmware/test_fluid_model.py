@@ -199,6 +199,14 @@ def test_the_model_saved_and_loaded_is_the_same_model():
     assert FluidModel.load("/tmp/no-such-fluid-model.json") is None
 
 
+def pump_beside(fluid):
+    # A pump at 1 mL/day of morphine 10 mg/mL, the model (reservoir full) on its board.
+    pump = make_pump(continuous())
+    fluid.fill(CAP, "morphine", MORPHINE_10MG_ML)
+    pump.board.fluid = fluid
+    return pump
+
+
 def run_beside(pump, fluid, ms):
     # A virtual-time loop with the tick under heap_lock and the model settled
     # after each tick, unlocked (as boards/unix/unix_board.run_virtual does).
@@ -221,11 +229,9 @@ def run_beside(pump, fluid, ms):
 
 
 def test_the_pump_ticks_beside_the_model_without_allocating_and_sees_the_occlusion():
-    pump = make_pump(continuous())
-    board = pump.board
     fluid = quiet(primed=True)
-    fluid.fill(CAP, "morphine", MORPHINE_10MG_ML)
-    board.fluid = fluid
+    pump = pump_beside(fluid)
+    board = pump.board
     run_beside(pump, fluid, 3600000)
     assert fluid.strokes == board.motor.completed > 80
     fluid.set_occluded(True)
@@ -236,11 +242,9 @@ def test_the_pump_ticks_beside_the_model_without_allocating_and_sees_the_occlusi
 
 
 def test_past_the_mechanisms_limit_strokes_fail_and_the_pump_calls_it_a_stall():
-    pump = make_pump(continuous())
-    board = pump.board
     fluid = FluidModel(CAP, STROKE, primed=True)
-    fluid.fill(CAP, "morphine", MORPHINE_10MG_ML)
-    board.fluid = fluid
+    pump = pump_beside(fluid)
+    board = pump.board
     fluid.set_occluded(True)
     fluid.sync(board)
     for _ in range(3):  # resumed without clearing the occlusion, twice
@@ -252,11 +256,9 @@ def test_past_the_mechanisms_limit_strokes_fail_and_the_pump_calls_it_a_stall():
 
 
 def test_a_worn_gear_train_fails_strokes_until_the_pump_stops_for_a_stall():
-    pump = make_pump(continuous())
-    board = pump.board
     fluid = FluidModel(CAP, STROKE, primed=True)
-    fluid.fill(CAP, "morphine", MORPHINE_10MG_ML)
-    board.fluid = fluid
+    pump = pump_beside(fluid)
+    board = pump.board
     fluid.wear_acc = 300000 * 86400000  # 30 % worn: 30 % of attempts fail
     for _ in range(48):
         run_beside(pump, fluid, 3600000)
