@@ -45,14 +45,17 @@ def of_value(value, acc):
 
 def of_array(arr, acc):
     # Adds every element of `arr`, used or not: a fixed-length stream.
-    # of_value written out in the loop: housekeeping runs this over every
-    # array of the prescription every 5 minutes, and a call per element was
-    # most of the emulator's cost at low flows (issue #18). Same arithmetic.
+    # of_value written out in the loop, the two lanes kept apart: housekeeping
+    # runs this over every array of the prescription every 5 minutes, and it
+    # was most of the emulator's cost at low flows (issue #18). Same arithmetic.
+    if acc < 0:
+        return INVALID
+    lo = acc & _LANE_MASK
+    hi = acc >> _LANE_BITS
     for i in range(len(arr)):
         value = arr[i]
-        if acc < 0 or value >> _VALUE_BITS:
+        if value >> _VALUE_BITS:  # negative too: -1
             return INVALID
-        lo = (acc & _LANE_MASK) * K + (value & _LIMB_MASK)
-        hi = (acc >> _LANE_BITS) * K + (value >> _LIMB_BITS)
-        acc = lo % P | (hi % P) << _LANE_BITS
-    return acc
+        lo = (lo * K + (value & _LIMB_MASK)) % P
+        hi = (hi * K + (value >> _LIMB_BITS)) % P
+    return lo | hi << _LANE_BITS

@@ -526,9 +526,9 @@ class EventLog:
         try:
             f.write(rec)
             f.flush()  # littlefs sync: the record is committed to flash
-        except Exception:
+        except Exception as e:
             ring.abandon(f)
-            raise
+            raise e  # (not a bare raise: the emulator's native build cannot compile one)
         return seq
 
     # Folding.

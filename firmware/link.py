@@ -589,9 +589,9 @@ class Link:
         self._check_lockout(role)
         try:
             key = wire.pump_verify(self.keys.keys, role, pend[1], pend[2], p.get("proof"))
-        except wire.AuthFailed:
+        except wire.AuthFailed as e:
             self._failed(role)
-            raise
+            raise e  # (not a bare raise: the emulator's native build cannot compile one)
         if self.failures[role] > lc.FREE_FAILURES:
             self.failures[role] = self.lock_s[role] = 0
             self.locked_until[role] = 0

@@ -256,13 +256,17 @@ def _load_window(w, saved):
 
 def _ceiling(w, reserve_units):
     # The 24-hour ceiling in quarter hours, oldest first (the last one holds
-    # the current minute); strokes a reset may hide count as reserve.
-    groups = []
-    for age in range(w.n - 1, -1, -1):
-        minute = w.index - age
-        if not groups or minute % _CEILING_GROUP == 0:
-            groups.append(0)
-        groups[-1] += w.used[minute % w.n]
+    # the current minute); strokes a reset may hide count as reserve. Sums of
+    # slices of the ring, oldest minute first: a checkpoint runs this every
+    # hour at least, and a loop per minute was most of a save's time.
+    n = w.n
+    cut = (w.index + 1) % n
+    ring = memoryview(w.used[cut:] + w.used[:cut])  # slices of it copy nothing
+    b = (n - 1 - w.index) % _CEILING_GROUP or _CEILING_GROUP  # minutes before the first quarter hour begins
+    groups = [sum(ring[:b])]
+    while b < n:
+        groups.append(sum(ring[b:b + _CEILING_GROUP]))
+        b += _CEILING_GROUP
     groups[-1] += reserve_units
     return [w.index, groups]
 

@@ -144,7 +144,7 @@ class Pump:
                 self.saver()
             except OSError as e:
                 self._flash_failed(e)
-                raise
+                raise e  # (not a bare raise: the emulator's native build cannot compile one)
             if self.alarms.active & (1 << alarms.FLASH_FAULT):
                 self.alarms.set(alarms.FLASH_FAULT, False, self.now_s)
                 self.flash_error = None

@@ -23,6 +23,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("src", "mpy", "src31", "mpy31")
+# The emulator's native build (host_tools/pumpctl/nativecode.py), for the
+# modules that ask for it with a line "# mprun: native" (the tick's
+# allocation and small-int proofs, the dosing arithmetic).
+NATIVE_VARIANTS = ("nat", "nat31")
+NATIVE_MARK = "\n# mprun: native"
 RUNTIME31 = ROOT.parent / "shared" / "runtimes" / "micropython-1.28.0-unix-i386"
 
 
@@ -56,6 +61,20 @@ def interpreter(variant):
     return exe
 
 
+def native_variant(exe):
+    """The runner's "nat:DIR" for this interpreter: the emulator's own native build of today's sources."""
+    sys.path.insert(0, str(ROOT / "host_tools"))
+    from pumpctl import nativecode
+
+    code = nativecode.code_dir(exe, "native")
+    if code is None:
+        why = "no native build for %s: %s" % (exe, nativecode.why_source(exe))
+        if os.environ.get("CI") == "true":
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
+    return "nat:%s" % code
+
+
 def test_names(path):
     tree = ast.parse(Path(path).read_text(), str(path))
     return [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
@@ -71,8 +90,9 @@ class MicroPythonModule(pytest.File):
         self.runner = Path(runner)
 
     def collect(self):
+        native = NATIVE_MARK in self.path.read_text()
         for name in test_names(self.path):
-            for variant in VARIANTS:
+            for variant in VARIANTS + (NATIVE_VARIANTS if native else ()):
                 yield MicroPythonTest.from_parent(self, name="%s[%s]" % (name, variant), test_name=name,
                                                   variant=variant, runner=self.runner)
 
@@ -85,8 +105,10 @@ class MicroPythonTest(pytest.Item):
         self.runner = runner
 
     def runtest(self):
-        # The runner knows "src" and "mpy"; "31" only picks the interpreter.
-        cmd = [interpreter(self.variant), str(self.runner), self.variant[:3], self.path.stem, self.test_name]
+        # The runner knows "src", "mpy" and "nat:DIR"; "31" only picks the interpreter.
+        exe = interpreter(self.variant)
+        kind = native_variant(exe) if self.variant.startswith("nat") else self.variant[:3]
+        cmd = [exe, str(self.runner), kind, self.path.stem, self.test_name]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(self.path.parent), timeout=600)
         self.output = proc.stdout + proc.stderr
         if proc.returncode != 0 or ("PASS " + self.test_name) not in proc.stdout:

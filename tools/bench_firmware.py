@@ -7,6 +7,8 @@ import time
 
 root = sys.path[0] + "/.."
 sys.path[1:1] = [root + "/firmware", root + "/boards/unix", root + "/tests/firmware"]
+if "--code" in sys.argv:  # the emulator's native build first (host_tools/pumpctl/nativecode.py)
+    sys.path.insert(1, sys.argv[sys.argv.index("--code") + 1])
 
 from fixtures import DAY_MS, expected_basal_strokes, flex, make_pump, run, strokes  # noqa: E402
 

@@ -136,6 +136,7 @@ class Emulator:
 
     def save_fluid(self):
         if self.fluid_path:
+            self.fluid.settle(self.board, True)  # the time since the last stroke too
             self.fluid.save(self.fluid_path)
 
     # -- loop ----------------------------------------------------------------
@@ -194,10 +195,11 @@ class Emulator:
     def dispatch(self, obj, event):
         if self.bench and self.bench.owns(obj):
             for client, req in self.bench.requests(obj, event):
+                self.fluid.settle(self.board, True)  # a reading, or new rates, from now on
                 try:
                     reply = self.bench_command(req)
-                except PowerLoss:
-                    raise
+                except PowerLoss as e:
+                    raise e  # (not a bare raise: the native build cannot compile one)
                 except Exception as e:  # an emulator bug must not stop the pump
                     reply = _refused("%s failed: %s: %s" % (_shown(req.get("cmd")), type(e).__name__, e))
                 self.bench.reply(client, reply)
@@ -236,7 +238,8 @@ class Emulator:
                 "remaining_nl": pump.reservoir.remaining_nl, "stroke_nl": pump.stroke_nl,
                 "battery_mv": board.battery, "pressure_mmhg": board.pressure, "stalled": motor.stalled,
                 "intermittent": motor.intermittent,
-                "flash_failing": self.flash_chip.failing if self.flash_chip else False}
+                "flash_failing": self.flash_chip.failing if self.flash_chip else False,
+                "code": self.opts.get("code", "source")}
 
     def bench_tick_lateness(self, args):
         late, self.tick_late_ms = self.tick_late_ms, 0
@@ -475,7 +478,9 @@ def parse_args(argv):
     return opts
 
 
-def main(argv):
-    emu = Emulator(parse_args(argv))
-    print("emulator: ready")
+def main(argv, code="source"):
+    opts = parse_args(argv)
+    opts["code"] = code
+    emu = Emulator(opts)
+    print("emulator: ready (%s code)" % code)
     emu.run()

@@ -140,9 +140,16 @@ class FluidModel:
         return self.bias_ppm + self.drift_ppm - self.wear_ppm + fill + temp
 
     # -- after each tick -----------------------------------------------------
-    def settle(self, board):
-        # Moves the fluid for what the board did since the last settle.
+    def settle(self, board, force=False):
+        # Moves the fluid for what the board did since the last settle. With
+        # no stroke begun or completed since, and no septum leak, it waits
+        # (unless forced): the time-driven figures (drift, wear, age) grow
+        # linearly, so one later catch-up equals many small steps, and the
+        # emulator's loop settles after every tick (most ticks move nothing).
         motor = board.motor
+        if not (force or self.septum_nl_per_day or motor.attempts != self.seen_attempts
+                or motor.completed != self.seen_strokes):
+            return
         now = board.clock.elapsed_ms
         if now > self.board_ms:
             self._elapse(now - self.board_ms)

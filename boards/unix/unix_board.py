@@ -100,7 +100,7 @@ def run_virtual(pump, ms):
     while True:
         pump.tick()
         if board.fluid is not None:
-            board.fluid.settle(board)
+            board.fluid.settle(board, left <= 0)  # and up to date when the bench reads it
         if pump.needs_service():
             pump.service()
         if left <= 0:

@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--prescription", type=_json_arg, help="therapy (JSON, either form of `--file` in "
                                                           "docs/pumpctl.md) when the flash holds none")
     e.add_argument("--blank", action="store_true", help="a new pump stays empty and unprogrammed (for `implant`)")
+    e.add_argument("--code", choices=("native", "source"), help="what the emulator runs: the firmware compiled to "
+                   "native code (default, faster) or its plain sources (tracebacks with line numbers); "
+                   "docs/emulator-speed.md")
     e.add_argument("--no-status", dest="status", action="store_false", help="no live status line")
     e.add_argument("--keystore", help="key store for the new pump's keys")
     e.add_argument("--timeout", type=float, default=2.0, help=argparse.SUPPRESS)

@@ -29,7 +29,7 @@ import tty
 from pathlib import Path
 from typing import Callable
 
-from pumpctl import paths
+from pumpctl import nativecode, paths
 from pumpctl.bench import BenchClient
 
 IMAGE_NAME = "flash.img"
@@ -70,14 +70,18 @@ def running(state_dir):
 
 
 class Emulator:
-    def __init__(self, state_dir, virtual=False, prescription=None, start_ticks=None, wdt_ms=8000, blank=False):
+    def __init__(self, state_dir, virtual=False, prescription=None, start_ticks=None, wdt_ms=8000, blank=False,
+                 code=None):
         self.state_dir = Path(state_dir)
+        self.code = code  # "native" or "source"; None: $PUMPCTL_EMULATOR_CODE, else native (nativecode.py)
         self.virtual = virtual
         self.blank = blank  # a new pump stays empty and unprogrammed (for the implant test)
         self.prescription = prescription
         self.start_ticks = start_ticks
         self.wdt_ms = wdt_ms
         self.proc = None
+        self.code_dir: Path | None = None  # the native build the board runs (None: the sources)
+        self._interpreter: str | None = None
         self.port = None
         self._slave = self._master = None
         self._lock_fd = None
@@ -86,6 +90,12 @@ class Emulator:
         self.resets = []  # causes of the resets the board did by itself
         self.output = collections.deque(maxlen=_TAIL_LINES)  # the emulator's latest lines
         self.on_output: "Callable[[str], None] | None" = None  # called with each line printed after the start
+
+    def code_shown(self) -> str:
+        """What the board runs, for people: native code, or the sources and why."""
+        if self.code_dir is not None:
+            return "native (%s)" % paths.shown(self.code_dir)
+        return "source (%s)" % (nativecode.why_source(self._interpreter or "") or "asked for")
 
     @property
     def image(self) -> Path:
@@ -168,7 +178,12 @@ class Emulator:
                 pass
 
     def _spawn(self, cause, timeout=10.0):
-        cmd = [paths.micropython(), str(paths.EMULATOR_MAIN), "--link-fd", str(self._master),
+        exe = paths.micropython()
+        code = nativecode.code_dir(exe, self.code)  # the same modules as native code: faster in virtual time
+        self.code_dir = code
+        self._interpreter = exe
+        cmd = [exe, str(paths.EMULATOR_MAIN)] + (["--code", str(code)] if code else []) + [
+               "--link-fd", str(self._master),
                "--image", str(self.image), "--bench", str(self.bench_path),
                "--reset-cause", str(cause), "--wdt-ms", str(self.wdt_ms)]
         if self.virtual:

@@ -2,6 +2,7 @@
 # kind, and their dose, checked against the bench's stroke record (board
 # times of completed strokes) with the test's own arithmetic: a stroke at
 # board time t belongs to the pump day the clock showed then.
+# mprun: native (also run on the emulator's native build: tests/mprun.py)
 import gc
 
 import events

@@ -1,5 +1,6 @@
 # Dosing engine: every infusion mode delivers what it should, read from the
 # emulated board's stroke record.
+# mprun: native (also run on the emulator's native build: tests/mprun.py)
 import events
 from fixtures import (DAY_MS, HOUR_MS, MORPHINE_10MG_ML, continuous, expected_basal_strokes, flex,
                       make_pump, run, strokes, within_one_stroke)

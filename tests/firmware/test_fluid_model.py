@@ -3,6 +3,7 @@
 # arithmetic, conservation of every nanolitre and nanogram over random fault
 # sequences, first-in-first-out catheter contents, reproducible noise, and a
 # pump ticking beside it under heap_lock (the model stays off the tick path).
+# mprun: native (also run on the emulator's native build: tests/mprun.py)
 import micropython
 
 import alarms

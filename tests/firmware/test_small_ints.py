@@ -2,6 +2,7 @@
 # 2^30 an int is a heap long int), for every prescription the hard limits
 # allow. Run by the 31-bit unix port too (the src31/mpy31 variants), where an
 # out-of-range intermediate allocates and, under the locked heap, faults.
+# mprun: native (also run on the emulator's native build: tests/mprun.py)
 import time
 
 import micropython

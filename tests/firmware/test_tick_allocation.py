@@ -2,6 +2,7 @@
 # An allocation under the locked heap raises MemoryError inside Pump.tick,
 # which turns it into a fault: the lockkit helpers assert there was none, and
 # the last tests here show that they do see one.
+# mprun: native (also run on the emulator's native build: tests/mprun.py)
 from fixtures import (HOUR_MS, MORPHINE_10MG_ML, continuous, expected_basal_strokes, flex, make_pump, run,
                       within_one_stroke)
 from lockkit import locked_jumps, locked_ticks, tick_fault

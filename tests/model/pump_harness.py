@@ -33,7 +33,7 @@ import emulator  # noqa: E402
 import hal  # noqa: E402
 import implant  # noqa: E402
 from flash_fault import FlashFaultDevice  # noqa: E402
-from image_flash import ImageBlockDevice, mount  # noqa: E402
+from image_flash import ImageBlockDevice, filesystem, mount  # noqa: E402
 from power_cut import PowerCutDevice  # noqa: E402
 from unix_board import TONE_RECORD_LEN, UnixBoard  # noqa: E402
 
@@ -416,7 +416,7 @@ class World:
         self.power_off()
         dev = ImageBlockDevice(self.image)
         try:
-            vfs.mount(vfs.VfsLfs2(dev), POINT)
+            vfs.mount(filesystem(dev), POINT)
             try:
                 decay(POINT + "/state", q.get("slots") == "both")
             finally:

@@ -145,7 +145,7 @@ def cmd_emulate(args) -> int:
     rx = None
     if args.prescription is not None:
         rx = u.firmware_prescription(u.prescription_data(args.prescription, "--prescription"))
-    emu = Emulator(state_dir(args), virtual=args.virtual, prescription=rx, blank=args.blank)
+    emu = Emulator(state_dir(args), virtual=args.virtual, prescription=rx, blank=args.blank, code=args.code)
     try:
         emu.start()
     except StateBusy:
@@ -165,6 +165,7 @@ def cmd_emulate(args) -> int:
         print("  serial port: %s" % emu.port)
         print("  bench port:  %s" % paths.shown(emu.bench_path))
         print("  flash image: %s" % paths.shown(emu.image))
+        print("  code:        %s" % emu.code_shown())
         print("  state:       %s (pid %d; `pumpctl status` finds it from any directory)"
               % (paths.shown(emu.state_dir), os.getpid()), flush=True)
         try:
