@@ -147,9 +147,12 @@ class FluidModel:
         # linearly, so one later catch-up equals many small steps, and the
         # emulator's loop settles after every tick (most ticks move nothing).
         motor = board.motor
-        if not (force or self.septum_nl_per_day or motor.attempts != self.seen_attempts
-                or motor.completed != self.seen_strokes):
-            return
+        if not (force or self.septum_nl_per_day or motor.completed != self.seen_strokes):
+            if motor.attempts == self.seen_attempts:
+                return
+            if not (self.wear_acc or self.wear_ppm_per_day):
+                self.seen_attempts = motor.attempts  # an unworn gear train completes every attempt
+                return
         now = board.clock.elapsed_ms
         if now > self.board_ms:
             self._elapse(now - self.board_ms)
