@@ -257,18 +257,26 @@ def _load_window(w, saved):
 def _ceiling(w, reserve_units):
     # The 24-hour ceiling in quarter hours, oldest first (the last one holds
     # the current minute); strokes a reset may hide count as reserve. Sums of
-    # slices of the ring, oldest minute first: a checkpoint runs this every
-    # hour at least, and a loop per minute was most of a save's time.
+    # slices of the ring, not a loop per minute (a checkpoint runs this every
+    # hour at least); views, not copies: a Pico has no 17 KB to spare for them.
     n = w.n
-    cut = (w.index + 1) % n
-    ring = memoryview(w.used[cut:] + w.used[:cut])  # slices of it copy nothing
+    ring = memoryview(w.used)
+    oldest = (w.index + 1) % n
     b = (n - 1 - w.index) % _CEILING_GROUP or _CEILING_GROUP  # minutes before the first quarter hour begins
-    groups = [sum(ring[:b])]
+    groups = [_ring_sum(ring, oldest, b)]
     while b < n:
-        groups.append(sum(ring[b:b + _CEILING_GROUP]))
+        groups.append(_ring_sum(ring, (oldest + b) % n, min(_CEILING_GROUP, n - b)))
         b += _CEILING_GROUP
     groups[-1] += reserve_units
     return [w.index, groups]
+
+
+def _ring_sum(ring, start, count):
+    # Sum of `count` buckets of the ring from `start`, wrapping at its end.
+    end = start + count
+    if end <= len(ring):
+        return sum(ring[start:end])
+    return sum(ring[start:]) + sum(ring[:end - len(ring)])
 
 
 def _load_ceiling(w, saved):
