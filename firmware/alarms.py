@@ -24,21 +24,22 @@ REFILL_DISCREPANCY = const(10)
 FLASH_FAULT = const(11)  # critical: state cannot be saved; therapy continues
 UNCOMMANDED_MOTION = const(12)  # critical: the motor moved with no stroke commanded
 CLOCK_UNCERTAIN = const(13)  # the wall clock may be wrong after an unclean reset
-COUNT = const(14)
+STROKE_FAILURES = const(14)  # strokes failing now and then (retried): the gear wear before a stall
+COUNT = const(15)
 CRITICAL_MASK = const(0x7F | (1 << FLASH_FAULT) | (1 << UNCOMMANDED_MOTION))
 
 NAMES = ("reservoir empty", "motor stall", "occlusion", "battery end of service", "internal fault",
          "integrity error", "dose limit guard", "low reservoir", "battery replacement (ERI)",
          "alarm date reached", "refill discrepancy", "flash fault", "uncommanded motor motion",
-         "clock uncertain")
+         "clock uncertain", "stroke failures")
 
 # Tone patterns: two tones alternating every SEGMENT_MS for the duration
 # (critical: a 3-s two-tone, as on SynchroMed) or one tone (non-critical 1 s).
 SEGMENT_MS = const(250)
-TONE_A = (880, 988, 932, 831, 1047, 1175, 1109, 660, 698, 740, 784, 1245, 1319, 831)
-TONE_B = (440, 494, 466, 415, 523, 587, 554, 660, 698, 740, 784, 622, 659, 831)
-DURATION_MS = (3000, 3000, 3000, 3000, 3000, 3000, 3000, 1000, 1000, 1000, 1000, 3000, 3000, 1000)
-REPEAT_S = (600, 600, 600, 900, 300, 300, 300, 3600, 14400, 7200, 3600, 600, 300, 3600)
+TONE_A = (880, 988, 932, 831, 1047, 1175, 1109, 660, 698, 740, 784, 1245, 1319, 831, 622)
+TONE_B = (440, 494, 466, 415, 523, 587, 554, 660, 698, 740, 784, 622, 659, 831, 622)
+DURATION_MS = (3000, 3000, 3000, 3000, 3000, 3000, 3000, 1000, 1000, 1000, 1000, 3000, 3000, 1000, 1000)
+REPEAT_S = (600, 600, 600, 900, 300, 300, 300, 3600, 14400, 7200, 3600, 600, 300, 3600, 3600)
 SILENCE_CRITICAL_S = const(3600)  # a persisting critical alarm comes back after an hour
 SILENCE_NON_CRITICAL_S = const(86400)
 

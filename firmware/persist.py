@@ -25,7 +25,8 @@ IDENTITY = "identity"
 # read from sensors (battery, reservoir level) are re-evaluated at boot.
 _KEPT = ((1 << alarms.MOTOR_STALL) | (1 << alarms.OCCLUSION) | (1 << alarms.INTERNAL_FAULT)
          | (1 << alarms.DOSE_GUARD) | (1 << alarms.INTEGRITY) | (1 << alarms.REFILL_DISCREPANCY)
-         | (1 << alarms.ALARM_DATE) | (1 << alarms.UNCOMMANDED_MOTION) | (1 << alarms.CLOCK_UNCERTAIN))
+         | (1 << alarms.ALARM_DATE) | (1 << alarms.UNCOMMANDED_MOTION) | (1 << alarms.CLOCK_UNCERTAIN)
+         | (1 << alarms.STROKE_FAILURES))
 _CEILING_GROUP = 15  # the 24-hour ceiling is saved in quarter hours (aging out late: conservative)
 # Fault record codes (events.FAULT a).
 FAULT_STATE_UNREADABLE = 1

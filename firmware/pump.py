@@ -51,6 +51,14 @@ BATTERY_HYSTERESIS_MV = const(100)
 # Most strokes of uncommanded motion counted per tick: more than the motor
 # can turn in one (a glitching sensor reports more; it stops the pump anyway).
 UNCOMMANDED_MAX = const(8)
+# Strokes the motor fails now and then are retried, and a stall is only
+# STALL_STROKES failures in a row: a gear train failing one attempt in five
+# would never stop therapy, nor be reported. FAILURE_WARN motor failures
+# among the last FAILURE_WINDOW attempts raise the `stroke failures` warning
+# (docs/safety.md). The window is a bit per attempt in one small int.
+FAILURE_WINDOW = const(29)
+FAILURE_WARN = const(3)
+_FAILURE_MASK = const((1 << FAILURE_WINDOW) - 1)
 
 # Why the last stroke failed.
 _FAIL_MOTOR = const(1)
@@ -65,7 +73,7 @@ _CLEARED_BY_RESUME = ((1 << alarms.MOTOR_STALL) | (1 << alarms.OCCLUSION) | (1 <
 # Stops that end by themselves when their condition does (a refill, a
 # battery reading back in range): therapy then restarts, logged.
 _SELF_CLEARING = (1 << alarms.RESERVOIR_EMPTY) | (1 << alarms.BATTERY_EOS)
-_CLEARED_BY_ACK = (1 << alarms.REFILL_DISCREPANCY) | (1 << alarms.ALARM_DATE)
+_CLEARED_BY_ACK = (1 << alarms.REFILL_DISCREPANCY) | (1 << alarms.ALARM_DATE) | (1 << alarms.STROKE_FAILURES)
 _LEVEL_ALARMS = (1 << alarms.RESERVOIR_LOW) | (1 << alarms.RESERVOIR_EMPTY)
 
 
@@ -85,6 +93,8 @@ class Pump:
         self.stroke_weight = 0  # ceiling weight of that stroke
         self.failed_strokes = 0  # consecutive unconfirmed strokes
         self.failed_total = 0  # strokes not confirmed since boot (occluded ones too)
+        self.attempts_failed = 0  # bit i: the attempt i before the last one failed in the motor
+        self.window_failures = 0  # motor failures among the last FAILURE_WINDOW attempts
         self.motor_test_from = 0
         self.fail_cause = 0
         self.failed_logged = 0
@@ -606,6 +616,8 @@ class Pump:
             if _CLEARED_BY_ACK & (1 << alarm):
                 if alarm == alarms.ALARM_DATE:
                     self.alarm_day = 0
+                if alarm == alarms.STROKE_FAILURES:
+                    self.attempts_failed = self.window_failures = 0  # only failures after this raise it again
                 self.alarms.set(alarm, False, self.now_s)
             self.board.buzzer(0)
             return True
@@ -652,7 +664,9 @@ class Pump:
                 return
             kind = self.stroking
             self.stroking = KIND_NONE
-            if r == hal.STROKE_DONE and board.pressure_mmhg() < board.OCCLUSION_MMHG:
+            motor_failed = r != hal.STROKE_DONE
+            self._count_attempt(motor_failed)
+            if not motor_failed and board.pressure_mmhg() < board.OCCLUSION_MMHG:
                 self.failed_strokes = 0
                 self.sched.stroke_delivered(kind)
                 self._debit(kind)
@@ -660,11 +674,13 @@ class Pump:
             else:
                 self.failed_strokes += 1
                 self.failed_total += 1
-                self.fail_cause = _FAIL_MOTOR if r != hal.STROKE_DONE else _FAIL_PRESSURE
+                self.fail_cause = _FAIL_MOTOR if motor_failed else _FAIL_PRESSURE
                 if self.failed_strokes >= board.STALL_STROKES:
                     # Stall or occlusion: stop, never retry blindly.
                     self._stop_for(alarms.MOTOR_STALL if self.fail_cause == _FAIL_MOTOR else alarms.OCCLUSION)
                     return
+                if motor_failed and self.window_failures >= FAILURE_WARN:
+                    self.alarms.set(alarms.STROKE_FAILURES, True, self.now_s)  # retried: therapy goes on
         else:
             moved = board.motor_uncommanded()
             if moved:
@@ -685,6 +701,12 @@ class Pump:
                 return
             board.motor_begin()
             self.stroking = kind
+
+    def _count_attempt(self, failed):
+        # Slides the window of attempts on by one (tick path: small ints only).
+        h = self.attempts_failed
+        self.window_failures += failed - (h >> (FAILURE_WINDOW - 1))
+        self.attempts_failed = (h << 1 | failed) & _FAILURE_MASK
 
     def _end_part(self, day, reason):
         # Tick path too: the counts move to the closed part for service() to log.

@@ -242,6 +242,9 @@ ALARM_TODO = {
                                "acknowledge and resume (`pumpctl resume`); replace the pump if it recurs",
     alarms.CLOCK_UNCERTAIN: "set the pump clock (`pumpctl clock --set now`): until then flex steps and periodic "
                             "boluses follow the clock restored after an unclean reset",
+    alarms.STROKE_FAILURES: "the motor failed some strokes (retried: therapy continues); gear wear comes before a "
+                            "stall: check the pump (`pumpctl log`), plan its replacement if it recurs, then "
+                            "acknowledge (`pumpctl alarms --ack stroke-failures`)",
 }
 # Critical alarms stop therapy, except these.
 ALARM_KEEPS_THERAPY = {alarms.FLASH_FAULT}

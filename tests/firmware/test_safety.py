@@ -40,6 +40,69 @@ def test_stall_does_not_restart_by_itself_and_no_bolus_follows_the_clinicians_re
     assert not active(pump, alarms.MOTOR_STALL)
 
 
+STROKE_MS = 43200  # continuous(): 1 mL/day, a 500 nL stroke every 43.2 s
+
+
+def run_until_failed(pump, n):
+    # Runs stroke by stroke until the motor has failed n attempts.
+    while pump.board.motor.failed < n:
+        run(pump, STROKE_MS)
+
+
+def test_intermittent_motor_failures_raise_the_stroke_failures_warning_and_therapy_continues():
+    pump = make_pump(continuous())
+    pump.board.motor.intermittent = 5  # every 5th attempt fails: never 3 in a row, so never a stall
+    run_until_failed(pump, 2)
+    assert not active(pump, alarms.STROKE_FAILURES)
+    run_until_failed(pump, 3)
+    assert active(pump, alarms.STROKE_FAILURES) and not alarms.is_critical(alarms.STROKE_FAILURES)
+    run(pump, DAY_MS)
+    assert pump.sched.running and not active(pump, alarms.MOTOR_STALL)
+    assert strokes(pump) >= 2000  # retried: the day's dose is delivered
+    assert len([r for r in pump.log.of_type(events.ALARM_RAISED) if r[4] == alarms.STROKE_FAILURES]) == 1
+
+
+def test_three_motor_failures_within_29_attempts_warn_and_further_apart_do_not():
+    warned = make_pump(continuous())
+    warned.board.motor.intermittent = 14  # attempts 14, 28 and 42: 29 attempts from first to third
+    run(warned, DAY_MS)
+    assert active(warned, alarms.STROKE_FAILURES)
+    quiet = make_pump(continuous())
+    quiet.board.motor.intermittent = 15  # 15, 30, 45: never three among 29
+    run(quiet, DAY_MS)
+    assert quiet.board.motor.failed > 100 and not active(quiet, alarms.STROKE_FAILURES)
+
+
+def test_acknowledging_stroke_failures_clears_it_and_only_new_failures_raise_it_again():
+    pump = make_pump(continuous())
+    pump.board.motor.intermittent = 5
+    run_until_failed(pump, 3)
+    pump.board.motor.intermittent = 0
+    assert pump.acknowledge(alarms.STROKE_FAILURES)
+    assert not active(pump, alarms.STROKE_FAILURES)
+    pump.board.motor.intermittent = 5
+    failed = pump.board.motor.failed
+    run_until_failed(pump, failed + 2)
+    assert not active(pump, alarms.STROKE_FAILURES)  # the failures before the acknowledgement do not count
+    run_until_failed(pump, failed + 3)
+    assert active(pump, alarms.STROKE_FAILURES)
+
+
+def test_a_stall_raises_the_stall_not_the_stroke_failures_warning():
+    pump = make_pump(continuous())
+    run(pump, HOUR_MS)
+    pump.board.motor.stalled = True
+    run(pump, HOUR_MS)
+    assert active(pump, alarms.MOTOR_STALL) and not active(pump, alarms.STROKE_FAILURES)
+
+
+def test_strokes_refused_for_catheter_pressure_are_not_motor_failures():
+    pump = make_pump(continuous())
+    pump.board.pressure = 250
+    run(pump, HOUR_MS)
+    assert active(pump, alarms.OCCLUSION) and not active(pump, alarms.STROKE_FAILURES)
+
+
 def test_occlusion_pressure_over_threshold_stops_delivery_without_counting_strokes():
     pump = make_pump(continuous())
     run(pump, HOUR_MS)

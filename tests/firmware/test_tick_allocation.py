@@ -3,6 +3,7 @@
 # which turns it into a fault: the lockkit helpers assert there was none, and
 # the last tests here show that they do see one.
 # mprun: native (also run on the emulator's native build: tests/mprun.py)
+import alarms
 from fixtures import (HOUR_MS, MORPHINE_10MG_ML, continuous, expected_basal_strokes, flex, make_pump, run,
                       within_one_stroke)
 from lockkit import locked_jumps, locked_ticks, tick_fault
@@ -58,6 +59,14 @@ def test_stall_stop_ticks_without_allocating():
     pump.board.motor.stalled = True
     locked_jumps(pump, HOUR_MS)
     assert not pump.sched.running
+
+
+def test_intermittent_motor_failures_and_their_warning_tick_without_allocating():
+    pump = make_pump(continuous())
+    run(pump, 1000)
+    pump.board.motor.intermittent = 4  # the window of attempts slides and the warning is raised
+    locked_jumps(pump, 2 * HOUR_MS)
+    assert pump.alarms.active & (1 << alarms.STROKE_FAILURES) and pump.sched.running
 
 
 def test_virtual_jumps_across_a_day_allocate_nothing():

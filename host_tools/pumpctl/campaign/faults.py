@@ -22,7 +22,7 @@ from typing import Any
 # routine ones (low reservoir, the refill date) are not.
 CONCERN_ALARMS = ("reservoir-empty", "motor-stall", "occlusion", "battery-end-of-service", "internal-fault",
                   "integrity-error", "dose-limit-guard", "refill-discrepancy", "flash-fault",
-                  "uncommanded-motor-motion", "battery-replacement-eri")
+                  "uncommanded-motor-motion", "battery-replacement-eri", "stroke-failures")
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,8 @@ def _add(fc: FaultClass) -> None:
 _add(FaultClass("motor-stall", "motor stall (a broken gear shaft)", (("motor", {"stall": True}),),
                 ("motor-stall",), "critical alarm within minutes; therapy stopped"))
 _add(FaultClass("motor-intermittent", "intermittent motor (every Nth stroke fails)",
-                (("motor", {"intermittent": "{every}"}),), ("motor-stall",),
-                "isolated failed strokes are retried: no alarm unless failures run together",
+                (("motor", {"intermittent": "{every}"}),), ("stroke-failures", "motor-stall"),
+                "failed strokes are retried; the stroke-failures warning at the third in 29 attempts",
                 params={"every": (2, 6)}))
 _add(FaultClass("battery-depletion", "battery at end of service", (("battery", {"mv": "{mv}"}),),
                 ("battery-end-of-service",), "critical alarm at the next battery check (5 min)",
@@ -91,8 +91,9 @@ _add(FaultClass("stroke-drift", "stroke volume drifting down (under-infusion)",
                 "the reservoir holds more than counted at a refill: warning once the drift passes 2 mL or 20 %",
                 params={"drift": (-3000, -800)}, needs=("fluid", "stroke_error")))
 _add(FaultClass("motor-wear", "motor wear (stroke volume falls with use)",
-                (("wear", {"ppm_per_day": "{ppm}"}),), ("refill-discrepancy", "motor-stall"),
-                "like a drift: found at a refill, if at all", params={"ppm": (1000, 4000)},
+                (("wear", {"ppm_per_day": "{ppm}"}),), ("refill-discrepancy", "stroke-failures", "motor-stall"),
+                "like a drift, found at a refill; the worn gear train's failed strokes warn before it stalls",
+                params={"ppm": (1000, 4000)},
                 needs=("fluid", "wear")))
 
 NONE = "none"
