@@ -286,7 +286,7 @@ def test_pumpctl_emulate_provisions_and_auto_finds_it(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "pumpctl", "emulate", "--state", str(tmp_path / "run"),
                              "--virtual", "--no-status"], stdout=subprocess.PIPE, text=True, env=env)
     try:
-        lines = [proc.stdout.readline() for _ in range(6)]
+        lines = [proc.stdout.readline() for _ in range(7)]
         assert any("provisioned: new keys stored" in l for l in lines), lines
         out = subprocess.run([sys.executable, "-m", "pumpctl", "status", "--port", "auto", "--state",
                               str(tmp_path / "run")], capture_output=True, text=True, env=env)
