@@ -22,7 +22,7 @@ REFILL = const(11)  # a = withdrawn nL, b = added nL, c = expected nL, d = discr
 ALARM_RAISED = const(12)  # a = alarm id
 ALARM_CLEARED = const(13)  # a = alarm id
 ALARM_ACKNOWLEDGED = const(14)  # a = alarm id
-STROKE_FAILED = const(15)  # a = consecutive failures
+STROKE_FAILED = const(15)  # a = consecutive failures, b = cause (1 motor, 2 catheter pressure)
 FAULT = const(16)  # a = fault code, text = cause
 AUTH_OK = const(17)
 AUTH_FAILED = const(18)
@@ -70,9 +70,12 @@ CLINICIAN_ROLE = const(2)  # wire.ROLE_CLINICIAN
 
 def clinical(etype, a, d):
     # True for records kept in the clinical ring; False for those a patient or
-    # an unauthenticated sender can cause at will (activity ring), which must
-    # never push the clinical history out. Unknown types are clinical.
-    if etype == DIARY or etype == LINK_REJECTED or etype == AUTH_FAILED or etype == BOLUS_REFUSED:
+    # an unauthenticated sender can cause at will, and a failing motor's
+    # single stroke failures (its alarms are clinical: stall, occlusion, stroke
+    # failures), in the activity ring: none of them may push the clinical
+    # history out. Unknown types are clinical.
+    if (etype == DIARY or etype == LINK_REJECTED or etype == AUTH_FAILED or etype == BOLUS_REFUSED
+            or etype == STROKE_FAILED):
         return False
     if etype == AUTH_OK or etype == SESSION_END:
         return a == CLINICIAN_ROLE
@@ -91,6 +94,8 @@ def fold_key(etype, a, b, c, d):
         return a
     if etype == BOLUS_REFUSED:
         return (a & 0xFF) | (b & 0xFF) << 8  # kind, reason
+    if etype == STROKE_FAILED:
+        return (a & 0xFF) | (b & 0xFF) << 8  # failures in a row, cause
     if etype == LINK_COMMAND and d:
         return (a & 0xFF) | (c & 0xFF) << 8 | (d & 0xFF) << 16  # role, command, error code
     return -1
@@ -98,7 +103,7 @@ def fold_key(etype, a, b, c, d):
 
 def unfold(etype, key):
     # The key fields of a REPEATED record's type as (a, b, c, d), the others 0.
-    if etype == BOLUS_REFUSED:
+    if etype == BOLUS_REFUSED or etype == STROKE_FAILED:
         return key & 0xFF, key >> 8 & 0xFF, 0, 0
     if etype == LINK_COMMAND:
         return key & 0xFF, 0, key >> 8 & 0xFF, key >> 16 & 0xFF

@@ -379,7 +379,7 @@ def event_details(rec, unit="mg"):
     if t in (events.ALARM_RAISED, events.ALARM_CLEARED, events.ALARM_ACKNOWLEDGED):
         return alarm_slug(a)
     if t == events.STROKE_FAILED:
-        return "%d failed in a row" % a
+        return "%d failed in a row%s" % (a, {1: " (motor)", 2: " (catheter pressure)"}.get(b, ""))
     if t == events.FAULT and not text.startswith(b"link "):
         return _named(FAULT_CODES, a)
     if t == events.BRIDGE_DONE:
@@ -417,8 +417,9 @@ def _repeated(rec, unit):
         role, _, cmd, code = events.unfold(a, c)
         what = "%s from the %s refused: %s" % (lc.COMMANDS[cmd][0] if cmd in lc.COMMANDS else "command %d" % cmd,
                                               _named(lc.ROLE_NAMES, role), wire.error_name(code))
-    elif a == events.BOLUS_REFUSED:
-        what = "bolus refused (%s)" % event_details((0, day, tod, a) + tuple(events.unfold(a, c)) + (b"",), unit)
+    elif a in (events.BOLUS_REFUSED, events.STROKE_FAILED):
+        what = "%s (%s)" % (events.NAMES[a], event_details((0, day, tod, a) + tuple(events.unfold(a, c)) + (b"",),
+                                                          unit))
     elif a:
         what = "%s (%s)" % (events.NAMES.get(a, "type %d" % a), _kind(events.unfold(a, c)[0]))
     else:

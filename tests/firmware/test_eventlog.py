@@ -22,7 +22,7 @@ SEGMENTS = 3
 # Types kept in the clinical ring and never folded (events.clinical,
 # events.fold_key), including unknown ones and the largest: the ring
 # mechanics below run on them alone.
-CLINICAL = (1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 20, 21, 25, 26, 27, 200, 255)
+CLINICAL = (1, 2, 3, 4, 7, 8, 9, 10, 11, 12, 13, 14, 16, 20, 21, 25, 26, 27, 200, 255)  # (15, stroke failed: activity)
 
 
 def on_fresh_flash(check):

@@ -8,6 +8,7 @@ import os
 import struct
 
 
+import alarms
 import events
 import hal
 import link_commands as lc
@@ -241,5 +242,36 @@ def test_the_idle_poll_allocates_nothing_with_the_flash_log_across_an_hour():
             pump.clock.set(20000, tod)
             fault = locked_polls(link)
             assert fault is None, fault
+
+    with_pump(check)
+
+
+def test_an_intermittent_motor_keeps_the_clinical_history_and_folds_its_failures():
+    # A motor failing every 3rd attempt for two weeks at 1 mL/day: 4,500
+    # single failures. Before, each was a clinical record, and they pushed
+    # the refill and the prescription out of the log within a week.
+    def check(fp):
+        pump = fp.pump
+        fp.clinical_history()
+        history = [r for r in pump.log.read(1, 1000) if events.clinical(r[3], r[4], r[7])]
+        pump.board.motor.intermittent = 3
+        for _ in range(14 * 24):
+            fp.end_hour()
+        failed = pump.board.motor.failed
+        assert failed > 4000 and pump.sched.running
+        folded = [0, 0]  # failures stored one by one, and counted in `repeated` records
+
+        def visit(r):
+            if r[3] == events.STROKE_FAILED:
+                folded[0] += 1
+            elif r[3] == events.REPEATED and r[4] == events.STROKE_FAILED:
+                folded[1] += r[5]
+            return events.clinical(r[3], r[4], r[7])
+
+        clinical, info, count = fp.log_over_link(visit)
+        assert clinical[:len(history)] == history  # nothing of the history pushed out
+        assert any(r[3] == events.ALARM_RAISED and r[4] == alarms.STROKE_FAILURES for r in clinical)
+        assert folded[0] + folded[1] == failed  # every failure accounted for, stored or counted
+        assert count < 1500  # 2 stored and 1 count a clock hour, not a record a failure
 
     with_pump(check)
