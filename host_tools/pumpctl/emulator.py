@@ -81,7 +81,7 @@ class Emulator:
         self.wdt_ms = wdt_ms
         self.proc = None
         self.code_dir: Path | None = None  # the native build the board runs (None: the sources)
-        self._interpreter: str | None = None
+        self.code_why: str | None = None  # why it runs the sources
         self.port = None
         self._slave = self._master = None
         self._lock_fd = None
@@ -95,7 +95,7 @@ class Emulator:
         """What the board runs, for people: native code, or the sources and why."""
         if self.code_dir is not None:
             return "native (%s)" % paths.shown(self.code_dir)
-        return "source (%s)" % (nativecode.why_source(self._interpreter or "") or "asked for")
+        return "source (%s)" % (self.code_why or "asked for")
 
     @property
     def image(self) -> Path:
@@ -180,8 +180,7 @@ class Emulator:
     def _spawn(self, cause, timeout=10.0):
         exe = paths.micropython()
         code = nativecode.code_dir(exe, self.code)  # the same modules as native code: faster in virtual time
-        self.code_dir = code
-        self._interpreter = exe
+        self.code_dir, self.code_why = code, None if code else nativecode.why_source(exe)
         cmd = [exe, str(paths.EMULATOR_MAIN)] + (["--code", str(code)] if code else []) + [
                "--link-fd", str(self._master),
                "--image", str(self.image), "--bench", str(self.bench_path),

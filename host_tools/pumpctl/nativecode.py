@@ -56,7 +56,7 @@ def code_dir(interpreter: str, choice: str | None = None) -> Path | None:
     """The native build for this interpreter (made if needed), or None: run
     the sources. `choice` "native" or "source" overrides $PUMPCTL_EMULATOR_CODE."""
     if (choice or os.environ.get(ENV, "native")) == "source":
-        _why[interpreter] = "%s=source" % ENV
+        _why[interpreter] = "asked for" if choice else "%s=source" % ENV
         return None
     try:
         arch, version = _target(interpreter)
