@@ -82,6 +82,7 @@ class Emulator:
         self.proc = None
         self.code_dir: Path | None = None  # the native build the board runs (None: the sources)
         self.code_why: str | None = None  # why it runs the sources
+        self._drainer: threading.Thread | None = None  # reads the board's output
         self.port = None
         self._slave = self._master = None
         self._lock_fd = None
@@ -221,7 +222,8 @@ class Emulator:
             raise EmulatorError("emulator failed to start: %s" % failure_line(line + rest))
         # From now on its output is read as it comes: kept in emulator.log and
         # in memory, and never left to fill the pipe (that would stop the pump).
-        threading.Thread(target=self._drain, args=(out,), daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, args=(out,), daemon=True)
+        self._drainer.start()
         deadline = time.monotonic() + timeout
         while not self.bench_path.exists():
             if time.monotonic() > deadline or proc.poll() is not None:
@@ -241,6 +243,11 @@ class Emulator:
                         self.on_output(line.rstrip("\n"))
         except (OSError, ValueError):
             pass  # the pipe was closed at shutdown
+
+    def wait_output(self, timeout):
+        """Until all a stopped board printed is read and shown (its pipe closed), at most `timeout` s."""
+        if self._drainer is not None:
+            self._drainer.join(timeout)
 
     @property
     def log_path(self) -> Path:
