@@ -88,7 +88,7 @@ class Emulator:
         self._lock_fd = None
         self._watcher = None
         self._pty_lock = threading.Lock()
-        self.resets = []  # causes of the resets the board did by itself
+        self.resets = []  # causes of the resets the board did by itself (each once it runs again)
         self.output = collections.deque(maxlen=_TAIL_LINES)  # the emulator's latest lines
         self.on_output: "Callable[[str], None] | None" = None  # called with each line printed after the start
 
@@ -196,7 +196,8 @@ class Emulator:
             cmd += ["--start-ticks", str(self.start_ticks)]
         if self.bench_path.exists():
             self.bench_path.unlink()
-        assert self._master is not None and self._lock_fd is not None
+        if self._master is None or self._lock_fd is None:
+            raise EmulatorError("the emulator was stopped")  # while its board was resetting
         # Own session: a Ctrl-C at the terminal reaches pumpctl, which then
         # shuts the pump down cleanly, never the pump process directly. The
         # board inherits the state lock: were pumpctl killed, the folder stays
@@ -293,11 +294,14 @@ class Emulator:
                 return
             cause = int(marker.read_text().split()[0])
             marker.unlink()
-            self.resets.append(cause)
             try:
                 self._spawn(cause)
             except EmulatorError:
+                self.resets.append(cause)
                 return
+            # Counted once the board runs again: whoever waits for the reset
+            # then finds its new bench port, not the dead board's socket file.
+            self.resets.append(cause)
 
     @property
     def watchdog_resets(self):
