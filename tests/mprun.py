@@ -63,7 +63,8 @@ def interpreter(variant):
 
 def native_variant(exe):
     """The runner's "nat:DIR" for this interpreter: the emulator's own native build of today's sources."""
-    sys.path.insert(0, str(ROOT / "host_tools"))
+    if str(ROOT / "host_tools") not in sys.path:
+        sys.path.insert(0, str(ROOT / "host_tools"))
     from pumpctl import nativecode
 
     code = nativecode.code_dir(exe, "native")

