@@ -23,10 +23,11 @@ _DAY_BUCKETS = const(96)
 MARGIN_STROKES = const(2)  # for strokes falling at a bucket edge
 CEILING_BUCKET_S = const(60)
 CEILING_BUCKETS = const(1441)  # 1440 whole minutes and the current one: never under 24 h
+CEILING_GROUP = const(15)  # the ceiling is saved in quarter hours (firmware/persist.py)
 
 
 class Window:
-    def __init__(self, bucket_s, buckets, allowances=True):
+    def __init__(self, bucket_s, buckets, allowances=True, group=0):
         self.bucket_s = bucket_s
         self.n = buckets
         self.used = array.array("i", [0] * buckets)
@@ -36,6 +37,14 @@ class Window:
         self.used_sum = 0
         self.extra_sum = 0
         self.index = 0  # bucket number (monotonic) of the current bucket
+        # With `group`: the sums of the buckets numbered group * g .. group * g
+        # + group - 1 still in the window, slot g % len(groups), kept as
+        # buckets fill and age out. The checkpoint saves the 24-hour ceiling
+        # in these quarter hours (firmware/persist.py) instead of summing
+        # 1441 minutes each time. Enough slots that a group's slot is reused
+        # only once all of its buckets have left.
+        self.group = group
+        self.groups = array.array("i", [0] * ((buckets - 1) // group + 2 if group else 1))
 
     def roll(self, mono_s):
         b = mono_s // self.bucket_s
@@ -44,10 +53,15 @@ class Window:
             return
         if k > self.n:
             k = self.n
+        n, used, group = self.n, self.used, self.group
         for i in range(1, k + 1):
-            j = (self.index + i) % self.n
-            self.used_sum -= self.used[j]
-            self.used[j] = 0
+            j = (self.index + i) % n
+            u = used[j]
+            if u:  # bucket number index + i - n leaves the window
+                self.used_sum -= u
+                used[j] = 0
+                if group:
+                    self.groups[(self.index + i - n) // group % len(self.groups)] -= u
             if self.allowances:
                 self.extra_sum -= self.extra[j]
                 self.extra[j] = 0
@@ -67,9 +81,21 @@ class Window:
         j = self.index % self.n
         self.used[j] += strokes
         self.used_sum += strokes
+        if self.group:
+            self.groups[self.index // self.group % len(self.groups)] += strokes
         if allowance:
             self.extra[j] += allowance
             self.extra_sum += allowance
+
+    def regroup(self):
+        # The group sums from the buckets, after these were written directly
+        # (a restored checkpoint).
+        groups = self.groups
+        for g in range(len(groups)):
+            groups[g] = 0
+        if self.group:
+            for b in range(self.index - self.n + 1, self.index + 1):
+                groups[b // self.group % len(groups)] += self.used[b % self.n]
 
 
 class DoseGuard:
@@ -80,7 +106,7 @@ class DoseGuard:
         self.day_max = 0
         self.budget = 0  # strokes the running clinician/priming bolus may still give
         self.tripped = False
-        self.ceiling = Window(CEILING_BUCKET_S, CEILING_BUCKETS, False)
+        self.ceiling = Window(CEILING_BUCKET_S, CEILING_BUCKETS, False, CEILING_GROUP)
         # The hard maximum plus a minute at the therapy's top rate: the
         # window may hold up to a minute more than 24 h (set by the pump).
         self.ceiling_limit = CEILING_UNITS

@@ -10,6 +10,7 @@ import alarms
 import events
 import hal
 import prescription
+from guard import CEILING_GROUP  # the 24-hour ceiling is saved in these quarter hours (aging out late: conservative)
 from limits import LimitError
 from pump import RESERVE_STROKES
 from records import RecordStore
@@ -27,7 +28,6 @@ _KEPT = ((1 << alarms.MOTOR_STALL) | (1 << alarms.OCCLUSION) | (1 << alarms.INTE
          | (1 << alarms.DOSE_GUARD) | (1 << alarms.INTEGRITY) | (1 << alarms.REFILL_DISCREPANCY)
          | (1 << alarms.ALARM_DATE) | (1 << alarms.UNCOMMANDED_MOTION) | (1 << alarms.CLOCK_UNCERTAIN)
          | (1 << alarms.STROKE_FAILURES))
-_CEILING_GROUP = 15  # the 24-hour ceiling is saved in quarter hours (aging out late: conservative)
 # Fault record codes (events.FAULT a).
 FAULT_STATE_UNREADABLE = 1
 FAULT_RESUMED = 2
@@ -233,9 +233,13 @@ class Persist:
 
 def _window(w):
     # Flat lists, oldest bucket first: a smaller record wears flash less.
-    order = [(w.index + 1 + i) % w.n for i in range(w.n)]
-    extra = [w.extra[j] for j in order] if w.extra_sum else []  # usually none
-    return [w.index, [w.used[j] for j in order], extra]
+    oldest = (w.index + 1) % w.n
+    extra = _oldest_first(w.extra, oldest) if w.extra_sum else []  # usually none
+    return [w.index, _oldest_first(w.used, oldest), extra]
+
+
+def _oldest_first(ring, oldest):
+    return list(ring[oldest:]) + list(ring[:oldest])
 
 
 def _load_window(w, saved):
@@ -257,27 +261,15 @@ def _load_window(w, saved):
 
 def _ceiling(w, reserve_units):
     # The 24-hour ceiling in quarter hours, oldest first (the last one holds
-    # the current minute); strokes a reset may hide count as reserve. Sums of
-    # slices of the ring, not a loop per minute (a checkpoint runs this every
-    # hour at least); views, not copies: a Pico has no 17 KB to spare for them.
-    n = w.n
-    ring = memoryview(w.used)
-    oldest = (w.index + 1) % n
-    b = (n - 1 - w.index) % _CEILING_GROUP or _CEILING_GROUP  # minutes before the first quarter hour begins
-    groups = [_ring_sum(ring, oldest, b)]
-    while b < n:
-        groups.append(_ring_sum(ring, (oldest + b) % n, min(_CEILING_GROUP, n - b)))
-        b += _CEILING_GROUP
+    # the current minute; the first only its minutes still in the window);
+    # strokes a reset may hide count as reserve. The window keeps these sums
+    # as minutes fill and age out (firmware/guard.py): a checkpoint runs this
+    # every hour at least, and summing 1441 minutes was most of its cost.
+    g, slots = w.group, w.groups
+    first = (w.index - w.n + 1) // g
+    groups = _oldest_first(slots, first % len(slots))[:w.index // g - first + 1]
     groups[-1] += reserve_units
     return [w.index, groups]
-
-
-def _ring_sum(ring, start, count):
-    # Sum of `count` buckets of the ring from `start`, wrapping at its end.
-    end = start + count
-    if end <= len(ring):
-        return sum(ring[start:end])
-    return sum(ring[start:]) + sum(ring[:end - len(ring)])
 
 
 def _load_ceiling(w, saved):
@@ -288,10 +280,10 @@ def _load_ceiling(w, saved):
     w.index, groups = saved
     first = w.index - (w.n - 1)
     starts = [first]
-    m = first - first % _CEILING_GROUP + _CEILING_GROUP
+    m = first - first % CEILING_GROUP + CEILING_GROUP
     while m <= w.index:
         starts.append(m)
-        m += _CEILING_GROUP
+        m += CEILING_GROUP
     for g in range(min(len(groups), len(starts))):
         lo = starts[g]
         hi = starts[g + 1] if g + 1 < len(starts) else w.index + 1
@@ -301,6 +293,7 @@ def _load_ceiling(w, saved):
             w.used[minute % w.n] = each
         w.used[(hi - 1) % w.n] += groups[g] - each * n
     w.used_sum = sum(w.used)
+    w.regroup()
 
 
 def _load_ledger(r, L):

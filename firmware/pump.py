@@ -625,23 +625,26 @@ class Pump:
         return self._durably("acknowledge", apply)
 
     # -- the tick path -----------------------------------------------------
+    # It reads the time as self.sched.mono_s, not through the now_s property:
+    # a property costs a method call, and the tick path reads it often.
     def tick(self):
         board = self.board
         try:
             now = board.ticks_ms()
             dt = ticks_diff(now, self.last_ticks)
             self.last_ticks = now
+            clock = self.clock
             if dt > 0:
-                tod = self.clock.tod_s
-                secs = self.clock.elapse(dt)
+                tod = clock.tod_s
+                secs = clock.elapse(dt)
                 if secs:
                     self.sched.advance(secs, tod)
-            day = self.clock.day
-            if day != self.totals.day:
+            day, done = clock.day, self.totals.day
+            if day != done:
                 # Midnight of the pump's clock (or a clock moved without set_clock: a restore, a test).
-                self._end_part(day, END_MIDNIGHT if day == self.totals.day + 1 else END_CLOCK)
+                self._end_part(day, END_MIDNIGHT if day == done + 1 else END_CLOCK)
             self._run_motor()
-            if self.now_s >= self.next_housekeeping:
+            if self.sched.mono_s >= self.next_housekeeping:
                 self._housekeeping()
             self._sound(now)
         except Exception as e:  # any internal fault: safe state, cause kept for the log
@@ -680,7 +683,7 @@ class Pump:
                     self._stop_for(alarms.MOTOR_STALL if self.fail_cause == _FAIL_MOTOR else alarms.OCCLUSION)
                     return
                 if motor_failed and self.window_failures >= FAILURE_WARN:
-                    self.alarms.set(alarms.STROKE_FAILURES, True, self.now_s)  # retried: therapy goes on
+                    self.alarms.set(alarms.STROKE_FAILURES, True, self.sched.mono_s)  # retried: therapy goes on
         else:
             moved = board.motor_uncommanded()
             if moved:
@@ -696,7 +699,7 @@ class Pump:
         kind = s.next_stroke_kind()
         if s.running and kind:
             weight = self.catheter.next_weight()
-            if not self.guard.allows_stroke(self.now_s, is_exclusive(kind), weight):
+            if not self.guard.allows_stroke(s.mono_s, is_exclusive(kind), weight):
                 self._stop_for(alarms.DOSE_GUARD)
                 return
             board.motor_begin()
@@ -714,10 +717,11 @@ class Pump:
         self.totals.close(day, reason, r.conc_ng_ml, r.bridge_conc_ng_ml, self.log.last_seq())
 
     def _debit(self, kind):
+        now = self.sched.mono_s
         weight = self.catheter.push()
-        self.reservoir.debit_stroke(kind, self.now_s, self.clock.day, weight != 0)
+        self.reservoir.debit_stroke(kind, now, self.clock.day, weight != 0)
         self.totals.count(kind, weight != 0)
-        self.guard.count_stroke(self.now_s, is_exclusive(kind), weight)
+        self.guard.count_stroke(now, is_exclusive(kind), weight)
         self.since_checkpoint += 1
 
     def _stop_for(self, alarm):
@@ -733,7 +737,7 @@ class Pump:
         level = self.reservoir.level()
         if level == 0 and not self.alarms.active & _LEVEL_ALARMS:
             return  # the common case, once per stroke: nothing to do
-        now = self.now_s
+        now = self.sched.mono_s
         self.alarms.set(alarms.RESERVOIR_LOW, level == 1, now)
         if level == 2:
             if not self.alarms.active & (1 << alarms.RESERVOIR_EMPTY):
@@ -742,7 +746,7 @@ class Pump:
             self.alarms.set(alarms.RESERVOIR_EMPTY, False, now)
 
     def _housekeeping(self):
-        board, now = self.board, self.now_s
+        board, now = self.board, self.sched.mono_s
         self.next_housekeeping = now + HOUSEKEEPING_S
         self._check_battery(board.battery_mv(), now)
         if self.therapy is not None and (not self.sched.intact() or not self.reservoir.intact()):
@@ -776,33 +780,36 @@ class Pump:
 
     def _sound(self, now):
         a = self.alarms
-        self.board.buzzer(a.tone(self.now_s, now, ticks_diff(now, a.sound_ms)))
+        self.board.buzzer(a.tone(self.sched.mono_s, now, ticks_diff(now, a.sound_ms)))
 
     def ms_to_next_event(self):
         # For virtual time: how far the clock may jump before the next thing
         # the pump must do. Never skips a stroke, boundary, check or tone.
         if self.stroking:
             return self.board.motor_ms_left()
-        if self.sched.running and self.sched.next_stroke_kind():
+        sched = self.sched
+        if sched.running and sched.next_stroke_kind():
             return 0
         a = self.alarms
         if a.testing >= 0 and a.sounding < 0:
             return 0
         if a.sounding >= 0:
             return alarms.SEGMENT_MS - ticks_diff(self.last_ticks, a.sound_ms) % alarms.SEGMENT_MS
-        s = self.sched.secs_to_event(self.clock.tod_s)
-        h = self.next_housekeeping - self.now_s
+        clock, now = self.clock, sched.mono_s
+        tod = clock.tod_s
+        s = sched.secs_to_event(tod)
+        h = self.next_housekeeping - now
         if h < s:
             s = h
-        t = a.secs_to_next_sound(self.now_s)
+        t = a.secs_to_next_sound(now)
         if t < s:
             s = t
-        t = S_PER_DAY - self.clock.tod_s  # midnight: the day's totals close then
+        t = S_PER_DAY - tod  # midnight: the day's totals close then
         if t < s:
             s = t
         if s >= _FAR_S:
             return _FAR_MS
-        ms = s * 1000 - self.clock.sub_ms
+        ms = s * 1000 - clock.sub_ms
         return ms if ms > 0 else 0
 
     # -- deferred work, after the tick ------------------------------------
@@ -810,10 +817,10 @@ class Pump:
         s, a = self.sched, self.alarms
         return (self.active_bolus != s.bolus_kind or (self.bridging and not s.bridge_left)
                 or self.failed_strokes != self.failed_logged or a.raised or a.cleared
-                or self._checkpoint_due() or (self.totals.pending and self.now_s >= self.flash_retry_s))
+                or self._checkpoint_due() or (self.totals.pending and s.mono_s >= self.flash_retry_s))
 
     def _checkpoint_due(self):
-        now = self.now_s
+        now = self.sched.mono_s
         if now < self.flash_retry_s:
             return False
         return self.since_checkpoint >= CHECKPOINT_STROKES or (self.since_checkpoint and now >= self.next_checkpoint)

@@ -218,17 +218,24 @@ class Scheduler:
         return i if i > 0 else 0
 
     def basal_rate(self, tod):
-        if not self.basal_on or self.exclusive_bolus():
+        return self._step_rate(self.step_index(tod))
+
+    def _step_rate(self, i):
+        # Step i's rate, or none while an exclusive bolus replaces the basal.
+        if not self.basal_on or is_exclusive(self.bolus_kind):
             return 0
-        return self.step_rate[self.step_index(tod)]
+        return self.step_rate[i]
 
     def secs_to_event(self, tod):
         # Seconds until the next stroke accrues, step boundary or periodic time.
         if not self.running:
             return _FAR
         i = self.step_index(tod)
+        return self._secs_to_event(tod, i, self._step_rate(i))
+
+    def _secs_to_event(self, tod, i, rate):
+        # secs_to_event, given the step and its rate (advance has them too).
         nxt = (self.step_start[i + 1] if i + 1 < self.n_steps else S_PER_DAY) - tod
-        rate = self.basal_rate(tod)
         if rate:
             s = (self.basal_period - self.basal_phase + rate - 1) // rate
             if s < nxt:
@@ -253,10 +260,11 @@ class Scheduler:
     def advance(self, secs, tod):
         # Accrue `secs` seconds of therapy starting at time of day `tod`.
         while secs > 0 and self.running:
-            n = self.secs_to_event(tod)
+            i = self.step_index(tod)
+            rate = self._step_rate(i)
+            n = self._secs_to_event(tod, i, rate)
             if n > secs:
                 n = secs
-            rate = self.basal_rate(tod)
             if rate:
                 p = self.basal_phase + rate * n
                 while p >= self.basal_period:

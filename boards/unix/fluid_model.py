@@ -226,7 +226,8 @@ class FluidModel:
             m = _take(p, k)
             pocket = k * self.leak_pct // 100
             pm = m * pocket // k
-            self._sink("pocket", pocket, pm, p[3])
+            if pocket:  # a catheter leak (usually none)
+                self._sink("pocket", pocket, pm, p[3])
             self._sink("delivered", k - pocket, m - pm, p[3])
             nl -= k
             if not p[0]:
