@@ -42,6 +42,12 @@ class Catheter:
         # Drug pushed in before any drug was named (priming after a first fill).
         return self.weight == 0 and self.strokes() > self.saline
 
+    def assume_primed(self, volume_nl):
+        # A catheter of this volume, already full of the reservoir's drug
+        # (restored from flash, or set up by a test).
+        self.volume_nl = volume_nl
+        self.saline = self.old = 0
+
     def revise(self, volume_nl):
         # New or revised catheter: it holds no drug until primed.
         self.volume_nl = volume_nl

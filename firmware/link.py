@@ -192,7 +192,7 @@ class Link:
         flash = _flash_dir(pump.board)
         self.keys = KeyStore(flash + "/link" if flash else None)
         dev = pump.device
-        if self.keys.serial and (self.provisioned or not dev["serial"]):
+        if self.keys.serial and (self.provisioned() or not dev["serial"]):
             dev["serial"] = self.keys.serial  # the identity the keys were issued to
         elif not dev["serial"]:
             dev["serial"] = serial
@@ -239,12 +239,12 @@ class Link:
         }
         self.after_reply = None  # board action run once the reply is on its way
 
-    @property
+    # Methods, not properties: a class with a property makes every attribute
+    # store look for a setter first (MicroPython), and poll() stores many.
     def backlog(self):
         # Bytes read from the transport and not yet framed: poll() again.
         return self.ri < self.rn
 
-    @property
     def provisioned(self):
         return self.keys.keys is not None
 
@@ -287,7 +287,7 @@ class Link:
         return None
 
     def expire(self):
-        now = self.pump.now_s
+        now = self.pump.now_s()
         c = self.pump.clock
         self.pump.log.roll(c.day, c.tod_s)  # an hour's folded counts are written when it ends
         if self.session is not None and now - self.last_rx_s >= lc.IDLE_TIMEOUT_S:
@@ -321,7 +321,7 @@ class Link:
             self._refuse(sess, 0, mtype, wire.BAD_FRAME, "message id 0 is reserved: use 1..65535")
             return
         if sess is self.session:
-            self.last_rx_s = self.pump.now_s
+            self.last_rx_s = self.pump.now_s()
         entry = lc.COMMANDS.get(mtype)
         if sess is self.plain:
             if entry is None or not entry[1] & lc.R_NONE:
@@ -372,7 +372,7 @@ class Link:
             self._log_rejection(code, mtype)
         if sess is self.session:  # still the session (logout ends it)
             self.cache = (mid, mtype, digest, rtype, reply)
-            self.last_by_role[sess.role] = (mid, mtype, digest, rtype, reply, self.pump.now_s)
+            self.last_by_role[sess.role] = (mid, mtype, digest, rtype, reply, self.pump.now_s())
         self._send(sess, rtype, mid, reply)
         action, self.after_reply = self.after_reply, None
         if action is not None:
@@ -447,7 +447,7 @@ class Link:
         # ring, never into the clinical history). The next record carries the
         # number not logged in between. Audited commands are audited apart
         # from this (_audit), whatever the garbage before them.
-        now = self.pump.now_s
+        now = self.pump.now_s()
         if self.tokens >= _REJECT_BURST:
             self.token_s = now
         elif now - self.token_s >= _REJECT_REFILL_S:
@@ -473,7 +473,7 @@ class Link:
         # after: its cached reply (else None: a new request).
         last = self.last_by_role[role]
         if (last is None or last[0] != mid or last[1] != mtype or last[2] != digest
-                or self.pump.now_s - last[5] > lc.REPLY_KEEP_S):
+                or self.pump.now_s() - last[5] > lc.REPLY_KEEP_S):
             return None
         return last[:5]
 
@@ -494,7 +494,7 @@ class Link:
         return {"version": wire.PROTOCOL_VERSION, "versions": [wire.PROTOCOL_VERSION],
                 "serial": d["serial"], "model": d["model"], "firmware": d["firmware"],
                 "reservoir_nl": d["reservoir_nl"], "stroke_nl": d["stroke_nl"],
-                "provisioned": self.provisioned}
+                "provisioned": self.provisioned()}
 
     def _provision(self, p, mid):
         # Keys are set once, while the pump is new: the pump's random seed and
@@ -508,7 +508,7 @@ class Link:
             return c[2]  # the reply was lost: the same host asks again
         if self.keys.broken:
             raise Refusal(wire.INTERNAL, "key record unreadable: the pump needs service")
-        if self.provisioned:
+        if self.provisioned():
             raise Refusal(wire.FORBIDDEN, "already provisioned: keys are set once")
         seed = self.rng(wire.KEY_LEN)
         keys = {wire.ROLE_PATIENT: wire.hmac_sha256(seed, b"patient" + ent),
@@ -518,7 +518,7 @@ class Link:
         self.keys.save(keys, serial)  # durable before anyone learns the keys
         self.pump.record(lc.EV_PROVISIONED, 0, 0, 0, 0, b"link keys provisioned")
         reply = {"serial": serial, "patient": keys[wire.ROLE_PATIENT], "clinician": keys[wire.ROLE_CLINICIAN]}
-        self.prov_reply = (mid, bytes(ent), reply, self.pump.now_s + lc.PROVISION_REPLY_S)
+        self.prov_reply = (mid, bytes(ent), reply, self.pump.now_s() + lc.PROVISION_REPLY_S)
         return reply
 
     def _rotate_keys(self, p):
@@ -556,7 +556,7 @@ class Link:
             if pend[i][4] < pend[free][4]:
                 free = i
         self.attempts += 1
-        pend[free] = [role, bytes(p["nonce"]), nonce_p, self.pump.now_s + lc.HANDSHAKE_S, self.attempts]
+        pend[free] = [role, bytes(p["nonce"]), nonce_p, self.pump.now_s() + lc.HANDSHAKE_S, self.attempts]
         return {"nonce": nonce_p, "proof": proof}
 
     def _attempt(self, nonce_p):
@@ -573,7 +573,7 @@ class Link:
         return e
 
     def _check_lockout(self, role):
-        wait = self.locked_until[role] - self.pump.now_s
+        wait = self.locked_until[role] - self.pump.now_s()
         if wait > 0:
             raise Refusal(wire.LOCKED_OUT, "%s login locked after %d failures: retry in %d s"
                           % (lc.ROLE_NAMES[role], self.failures[role], wait), {"retry_s": wait})
@@ -581,7 +581,7 @@ class Link:
     def _proof(self, p):
         p = _args(p, ("proof", "nonce"))
         pend = self._attempt(p.get("nonce"))  # a challenge answers once
-        now = self.pump.now_s
+        now = self.pump.now_s()
         if pend is None or now > pend[3]:
             # Not an attempt under way: nobody's key was tried, nothing counts.
             raise Refusal(wire.AUTH_FAILED, "no such login in progress: send HELLO first")
@@ -614,7 +614,7 @@ class Link:
         lock = 0
         if f > lc.FREE_FAILURES:
             lock = min(lc.BACKOFF_S << min(f - lc.FREE_FAILURES - 1, 7), lc.LOCKOUT_MAX_S)
-            self.locked_until[role] = self.pump.now_s + lock
+            self.locked_until[role] = self.pump.now_s() + lock
             self.lock_s[role] = lock
             self._save_lockout()  # once per lockout: at most ~30 writes a day per role under attack
         self.pump.record(lc.EV_AUTH_FAILED, role, f, lock, 0, lc.ROLE_NAMES[role].encode())
@@ -641,7 +641,7 @@ class Link:
             f1, l1, f2, l2 = struct.unpack(_LOCKOUT_FORMAT, rec[1])
         except Exception:
             return  # unreadable: no back-off carried over (the keys still guard the link)
-        now = self.pump.now_s
+        now = self.pump.now_s()
         for role, f, lock in ((1, f1, l1), (2, f2, l2)):
             self.failures[role], self.lock_s[role] = f, lock
             if lock:
@@ -664,7 +664,7 @@ class Link:
         _args(p, ())
         pump = self.pump
         t = pump.therapy
-        reply = {"rx": rx_to_wire(pump.rx), "catheter_nl": pump.catheter_nl, "bridging": pump.bridging}
+        reply = {"rx": rx_to_wire(pump.rx), "catheter_nl": pump.catheter.volume_nl, "bridging": pump.bridging}
         if t is not None:
             reply["daily_ng"] = t.daily_ng
             reply["max_daily_nl"] = dose_to_volume_nl(t.daily_ng, t.conc_ng_ml)
@@ -673,7 +673,7 @@ class Link:
     def _alarms(self, p):
         _args(p, ())
         return {"alarms": [[a["id"], a["name"], a["critical"], a["silenced_s"]]
-                           for a in self.pump.alarms.listing(self.pump.now_s)]}
+                           for a in self.pump.alarms.listing(self.pump.now_s())]}
 
     def _log_read(self, p):
         p = _args(p, ("first", "max"))
@@ -817,7 +817,7 @@ class Link:
             if not isinstance(serial, str) or not isinstance(model, str):
                 raise _bad("'serial' and 'model' must be text")
             implant.set_identity(pump, serial, model)
-            if self.provisioned and serial != self.keys.serial:
+            if self.provisioned() and serial != self.keys.serial:
                 self.keys.save(self.keys.keys, serial)  # the keys follow the pump's identity
             return {"step": step, "done": True, "passed": True, "serial": serial, "model": model}
         if step == "catheter":

@@ -67,7 +67,7 @@ class Persist:
         c = p.catheter
         return {
             "clean": clean,
-            "device": p.device, "catheter_nl": p.catheter_nl, "alarm_day": p.alarm_day,
+            "device": p.device, "catheter_nl": p.catheter.volume_nl, "alarm_day": p.alarm_day,
             "clock": [p.clock.day, p.clock.tod_s], "mono_s": s.mono_s,
             "rx": prescription.compact(p.rx), "old_rx": prescription.compact(p.old_rx), "bridge_left": s.bridge_left, "suspended": p.suspended,
             "empty_stop": p.restart_when_clear,
@@ -115,7 +115,7 @@ class Persist:
                 # State existed but cannot be read: no therapy is invented;
                 # the pump stays stopped with the integrity alarm sounding
                 # until a clinician refills and programs it (docs/safety.md).
-                p.alarms.set(alarms.INTEGRITY, True, p.now_s)
+                p.alarms.set(alarms.INTEGRITY, True, p.now_s())
                 p.record(events.FAULT, FAULT_STATE_UNREADABLE, self.store.corrupt_found, 0, 0,
                          b"state record unreadable")
             else:
@@ -151,7 +151,7 @@ class Persist:
         except ValueError:
             return
         self.pump.device = ident["device"]
-        self.pump.catheter_nl = ident["catheter_nl"]
+        self.pump.catheter.assume_primed(ident["catheter_nl"])
         self.identity_saved = json.dumps(ident)
 
     def revert(self, d):
@@ -164,7 +164,7 @@ class Persist:
         raised, cleared = p.alarms.raised, p.alarms.cleared
         for i in range(alarms.COUNT):
             if _KEPT & (1 << i) and not d["alarms"][0] & (1 << i):
-                p.alarms.set(i, False, p.now_s)
+                p.alarms.set(i, False, p.now_s())
         p.bridging = False
         if d["rx"] is None:
             p.therapy = p.rx = p.old_rx = p.bridge_from = None
@@ -176,7 +176,7 @@ class Persist:
     def _load(self, d):
         p = self.pump
         p.device = d["device"]
-        p.catheter_nl = d["catheter_nl"]
+        p.catheter.assume_primed(d["catheter_nl"])
         p.alarm_day = d["alarm_day"]
         p.clock.set(d["clock"][0], d["clock"][1])
         p.suspended = d["suspended"]
@@ -219,7 +219,7 @@ class Persist:
             old = prescription.validate(d["old_rx"], p.stroke_nl, True) if d["old_rx"] else None
         except LimitError as e:
             # Saved under other limits (a firmware update): never run it unchecked.
-            p.alarms.set(alarms.INTEGRITY, True, p.now_s)
+            p.alarms.set(alarms.INTEGRITY, True, p.now_s())
             p.record(events.FAULT, FAULT_LIMITS, 0, 0, 0, e.message[:60].encode())
             return
         bridge = d["bridge_left"] if old is not None else 0

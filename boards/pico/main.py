@@ -37,7 +37,7 @@ def loop_once(board, pump, link, wait):
     if pump.needs_service():
         pump.service()
     board.loop_end()
-    if not link.backlog:  # bytes already read wait for no sleep
+    if not link.backlog():  # bytes already read wait for no sleep
         board.idle(pump, wait)
 
 

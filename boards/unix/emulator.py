@@ -69,7 +69,7 @@ class Emulator:
         if not self.board.clock.virtual or pump.rx is None:
             now = int(time.time())  # the host clock stands in for the pump's RTC
             pump.clock.set(now // 86400, now % 86400)
-            pump.alarms.set(alarms.CLOCK_UNCERTAIN, False, pump.now_s)  # it has a clock to trust
+            pump.alarms.set(alarms.CLOCK_UNCERTAIN, False, pump.now_s())  # it has a clock to trust
         fresh = self.persist is None or self.persist.fresh
         self.start_fluid(fresh)
         if fresh and not pump.device["serial"]:
@@ -166,7 +166,7 @@ class Emulator:
                             next_tick = time.ticks_add(time.ticks_ms(), period)  # overrun: no burst
                         continue
                     timeout = wait
-                if self.link and self.link.backlog:
+                if self.link and self.link.backlog():
                     self.link.poll()  # a bounded share of what was read, then the tick again
                     continue
                 self.set_idle(virtual)
@@ -230,7 +230,7 @@ class Emulator:
 
     def bench_status(self, args):
         pump, board, motor = self.pump, self.board, self.board.motor
-        return {"reset_cause": self.cause, "alarms": [a["name"] for a in pump.alarms.listing(pump.now_s)],
+        return {"reset_cause": self.cause, "alarms": [a["name"] for a in pump.alarms.listing(pump.now_s())],
                 "strokes_by_kind": list(pump.reservoir.strokes),
                 "tone_hz": board.tone_hz, "state": pump.status()["state"], "board_ms": board.clock.elapsed_ms,
                 "virtual": board.clock.virtual, "day": pump.clock.day, "tod_s": pump.clock.tod_s,
@@ -358,7 +358,7 @@ class Emulator:
 
     def bench_wear(self, args):
         self.fluid.wear_ppm_per_day = args["ppm_per_day"]
-        return {"wear_ppm_per_day": self.fluid.wear_ppm_per_day, "wear_ppm": self.fluid.wear_ppm}
+        return {"wear_ppm_per_day": self.fluid.wear_ppm_per_day, "wear_ppm": self.fluid.wear_ppm()}
 
 
 class BenchError(Exception):

@@ -118,11 +118,11 @@ class FluidModel:
         return self.noise_ppm * (s - _NOISE_MEAN) // _NOISE_SD
 
     # -- derived figures ---------------------------------------------------
-    @property
+    # Methods, not properties: a class with a property makes every attribute
+    # store look for a setter first (MicroPython), and settle stores many.
     def drift_ppm(self):
         return self.drift_acc // DAY_MS
 
-    @property
     def wear_ppm(self):
         return self.wear_acc // DAY_MS
 
@@ -137,7 +137,7 @@ class FluidModel:
         half = self.capacity_nl // 2
         fill = self.fill_ppm * (self.res[0] - half) // half
         temp = (self.temp_dc - BODY_TEMP_DC) * TEMP_PPM_PER_DC
-        return self.bias_ppm + self.drift_ppm - self.wear_ppm + fill + temp
+        return self.bias_ppm + self.drift_ppm() - self.wear_ppm() + fill + temp
 
     # -- after each tick -----------------------------------------------------
     def settle(self, board, force=False):
@@ -164,7 +164,7 @@ class FluidModel:
         if motor.attempts != self.seen_attempts:
             # A new stroke attempt: a worn gear train may not complete it.
             self.seen_attempts = motor.attempts
-            wear = self.wear_ppm
+            wear = self.wear_ppm()
             motor.worn = wear > 0 and self._next() % PPM < wear
         self.sync(board)
 
@@ -311,7 +311,7 @@ class FluidModel:
                 "strokes": self.strokes, "stroke_nl_last": self.stroke_nl_last, "error_ppm": self.error_ppm(),
                 "pressure_mmhg": self.pressure_mmhg(), "released_nl": self.released_nl,
                 "release_last_nl": self.release_last_nl, "pocket_fill_last_nl": self.pocket_fill_last_nl,
-                "age_ms": self.age_ms, "drift_ppm": self.drift_ppm, "wear_ppm": self.wear_ppm,
+                "age_ms": self.age_ms, "drift_ppm": self.drift_ppm(), "wear_ppm": self.wear_ppm(),
                 "params": self.params(), "faults": self.faults()}
 
     def params(self):

@@ -120,7 +120,7 @@ def test_a_clock_set_to_another_day_ends_the_day_and_a_day_set_back_into_adds_up
 
 def test_a_concentration_change_at_a_refill_keeps_each_strokes_own_concentration():
     pump = make_pump(continuous())
-    pump.catheter_nl = 20000  # 40 strokes of the old drug to push out at the new rate
+    pump.catheter.assume_primed(20000)  # 40 strokes of the old drug to push out at the new rate
     run(pump, 9 * HOUR_MS)
     t1 = pump.board.clock.elapsed_ms
     pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(conc=2 * MORPHINE_10MG_ML))

@@ -90,7 +90,7 @@ def test_priming_bolus_fills_the_catheter_as_volume_not_dose():
 
 def test_bridge_bolus_delivers_catheter_volume_at_old_profile_then_new_therapy():
     pump = make_pump(continuous(dose_ng_day=10000000))  # 1 mL/day
-    pump.catheter_nl = 100000  # 100 uL = 200 strokes at the old 2000 strokes/day
+    pump.catheter.assume_primed(100000)  # 100 uL = 200 strokes at the old 2000 strokes/day
     run(pump, HOUR_MS)
     pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(dose_ng_day=10000000, conc=2 * MORPHINE_10MG_ML))
     assert pump.sched.bridge_left == 200

@@ -47,7 +47,7 @@ def test_drift_and_wear_accumulate_per_day_of_model_time():
     m.drift_ppm_per_day = -1000
     m.wear_ppm_per_day = 500
     m._elapse(10 * 86400000)
-    assert m.drift_ppm == -10000 and m.wear_ppm == 5000
+    assert m.drift_ppm() == -10000 and m.wear_ppm() == 5000
     strokes(m, 100)
     assert CAP - m.res[0] == 100 * STROKE * (PPM - 15000) // PPM
 

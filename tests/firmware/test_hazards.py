@@ -45,7 +45,7 @@ def sounded(pump):
 def sample_battery_now(pump, mv):
     # The next housekeeping pass reads `mv` once.
     pump.board.battery = mv
-    pump.next_housekeeping = pump.now_s
+    pump.next_housekeeping = pump.now_s()
     run(pump, 1000)
 
 
@@ -84,7 +84,7 @@ def test_the_guard_alone_holds_the_24_hour_ceiling_when_the_scheduler_runs_away(
 def test_priming_into_an_already_primed_catheter_is_refused():
     # Hazard 2: 1 mL of 25 mg/mL morphine "primed" into a primed catheter.
     pump = make_pump(continuous(10000000, conc=MORPHINE_25))
-    pump.catheter_nl = 200000  # implanted and primed
+    pump.catheter.assume_primed(200000)  # implanted and primed
     run(pump, HOUR_MS)
     before = strokes(pump)
     raises_limit("catheter_primed", pump.priming_bolus, 1000000, 3600)
@@ -106,7 +106,7 @@ def test_priming_a_revised_catheter_is_capped_at_its_volume_and_the_excess_is_do
 def test_refill_with_another_concentration_cancels_a_running_clinician_bolus():
     # Hazard 3: a 5 mg bolus at 10 mg/mL carried on at 25 mg/mL (12.5 mg).
     pump = make_pump(continuous(4000000))
-    pump.catheter_nl = 100000
+    pump.catheter.assume_primed(100000)
     run(pump, HOUR_MS)
     pump.clinician_bolus(5000000, 12 * 3600)  # 500 uL over 12 h
     run(pump, HOUR_MS)
@@ -137,7 +137,7 @@ def test_concentration_change_while_suspended_is_bridged_on_resume():
     # Hazard 4: 20 -> 5 mg/mL at 10 mg/day: without a bridge the catheter's
     # 20 mg/mL went in at the new volume rate (5 mg in 3 h).
     pump = make_pump(continuous(10000000, conc=20000000))  # 0.5 mL/day
-    pump.catheter_nl = 200000  # 400 strokes of 20 mg/mL in the line
+    pump.catheter.assume_primed(200000)  # 400 strokes of 20 mg/mL in the line
     run(pump, DAY_MS)
     pump.suspend()
     pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(10000000, conc=5000000))  # 2 mL/day
@@ -151,7 +151,7 @@ def test_concentration_change_while_suspended_is_bridged_on_resume():
 
 def test_concentration_change_after_an_empty_stop_is_bridged():
     pump = make_pump(continuous(10000000, conc=20000000), fill_nl=1100000)
-    pump.catheter_nl = 200000
+    pump.catheter.assume_primed(200000)
     run(pump, 2 * DAY_MS)
     assert active(pump, alarms.RESERVOIR_EMPTY)
     pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(10000000, conc=5000000))

@@ -72,7 +72,7 @@ def test_catheter_out_of_range_is_refused_naming_the_segment():
     pump = new_pump()
     e = raises_limit("catheter", implant.set_catheter, pump, [[500, 100000], [2000, 1000]])
     assert "segment 2 length" in e.message
-    assert pump.catheter_nl == 0
+    assert pump.catheter.volume_nl == 0
 
 
 def test_first_fill_over_capacity_is_refused():

@@ -53,7 +53,7 @@ class Host:
         # As the main loop does: poll after poll (each handles a bounded
         # share) until everything sent has been read and handled.
         self.io.to_pump += data
-        while self.link.poll() or self.link.backlog or self.io.to_pump:
+        while self.link.poll() or self.link.backlog() or self.io.to_pump:
             pass
 
     def frames(self):
@@ -191,7 +191,7 @@ def test_keys_persist_on_flash_and_a_broken_record_locks_the_link():
     pump3 = Pump(UnixBoard(virtual=True, flash_dir=d))
     io3 = Loop()
     link3 = Link(pump3, io3)
-    assert link3.keys.broken and not link3.provisioned
+    assert link3.keys.broken and not link3.provisioned()
     host3 = Host(link3, io3)
     host3.err(lc.PROVISION, {"entropy": ENTROPY}, wire.INTERNAL)
     host3.err(lc.HELLO, {"role": wire.ROLE_CLINICIAN, "nonce": bytes(16)}, wire.FORBIDDEN)
@@ -428,7 +428,7 @@ def test_failed_logins_back_off_and_lock_out_without_touching_therapy():
     # Doubling back-off, capped.
     link.failures[2] = 20
     link._failed(2)
-    assert link.locked_until[2] - pump.now_s == lc.LOCKOUT_MAX_S
+    assert link.locked_until[2] - pump.now_s() == lc.LOCKOUT_MAX_S
     # A PROOF without a HELLO is refused and not counted.
     host.s = wire.Session()
     host.err(lc.PROOF, {"proof": bytes(32)}, wire.AUTH_FAILED)
@@ -486,7 +486,7 @@ def test_every_clinician_command():
 
 def test_refill_check_then_refill_with_new_concentration_bridges():
     pump, link, host, keys = clinician()
-    pump.catheter_nl = 200000
+    pump.catheter.assume_primed(200000)
     run(pump, DAY_MS)
     host.login(wire.ROLE_CLINICIAN, keys["clinician"])
     remaining = pump.reservoir.remaining_nl

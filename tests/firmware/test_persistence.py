@@ -114,7 +114,7 @@ def test_bridge_in_progress_survives_a_reset():
     def check(fp):
         pump = fp.power_on()
         first_fill(pump)
-        pump.catheter_nl = 100000
+        pump.catheter.assume_primed(100000)
         pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(conc=2 * MORPHINE_10MG_ML))
         run(pump, HOUR_MS)
         left = pump.sched.bridge_left
@@ -136,7 +136,7 @@ def test_the_largest_state_fits_one_record():
     fp = FlashPump(new_image())
     pump = fp.power_on()
     pump.reservoir.fill(20000000)
-    pump.catheter_nl = 300000
+    pump.catheter.assume_primed(300000)
 
     def rx(conc):
         r = flex([(i * 8000, 1000000 + i * 11111) for i in range(10)], conc=conc)

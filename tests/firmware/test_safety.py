@@ -297,7 +297,7 @@ def test_overfill_beyond_capacity_is_rejected_and_changes_nothing():
 
 def test_concentration_change_at_refill_needs_and_gets_a_bridge_bolus():
     pump = make_pump(continuous())
-    pump.catheter_nl = 200000
+    pump.catheter.assume_primed(200000)
     run(pump, HOUR_MS)
     pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(conc=2 * MORPHINE_10MG_ML))
     assert pump.sched.bridge_left == 400

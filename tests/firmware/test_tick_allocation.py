@@ -46,7 +46,7 @@ def test_clinician_and_priming_boluses_tick_without_allocating():
 
 def test_bridge_end_ticks_without_allocating():
     pump = make_pump(continuous())
-    pump.catheter_nl = 20000
+    pump.catheter.assume_primed(20000)
     run(pump, 1000)
     pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(conc=2 * MORPHINE_10MG_ML))
     locked_jumps(pump, 2 * HOUR_MS)

@@ -456,7 +456,7 @@ class World:
             self.escaped.append({"where": "status", "error": text(e), "trace": trace(e)})
         r = p.reservoir
         s["observed"] = {  # what a programmer reads back from the pump
-            "rx": jsonable(p.rx), "suspended": bool(p.suspended), "catheter_nl": p.catheter_nl,
+            "rx": jsonable(p.rx), "suspended": bool(p.suspended), "catheter_nl": p.catheter.volume_nl,
             "volume_in_nl": r.volume_in_nl, "withdrawn_nl": r.withdrawn_nl, "low_nl": r.low_nl,
             "remaining_nl": r.remaining_nl, "balance_nl": r.balance_nl(),
         }

@@ -11,13 +11,14 @@ _LF = const(10)
 
 
 class IdentifyLink:
-    backlog = False  # it handles all it reads (firmware/link.py's Link may keep some for the next pass)
-
     def __init__(self, board, pump, transport):
         self.board = board
         self.pump = pump
         self.transport = transport
         self.rx = bytearray(_RX_LEN)
+
+    def backlog(self):
+        return False  # it handles all it reads (firmware/link.py's Link may keep some for the next pass)
 
     def poll(self):
         n = self.transport.read_into(self.rx)
