@@ -150,6 +150,18 @@ class Checks:
         details = dict(prescription=oracle.acked.rx, state=status.get("state"), alarms=status.get("alarms"),
                        remaining_nl=oracle.reservoir.remaining_nl)
         if not critical:
+            # A critical alarm that sounded in the gap and has cleared since
+            # (a battery reading above end of service again, a line pressure
+            # back to normal) restarts therapy on its own: the pump says it
+            # delivers. It cleared at most a repeat interval after its last
+            # pattern, and a stroke is owed within the usual deadline from
+            # there. A pump that says it is stopped, with no alarm, is the
+            # silent stop itself.
+            heard = oracle.last_sounded(t0, t1)
+            if heard is not None and status.get("state") == "delivering":
+                cleared_by = min(heard + (CRITICAL_REPEAT_MAX_S + 5) * 1000, t1)
+                if t1 <= oracle.stroke_deadline_ms(cleared_by, t1) + SLACK_MS:
+                    return
             raise _fail(SilentStop, "no stroke for %.1f min (allowed %.1f) and no critical alarm"
                         % ((t1 - t0) / 60000, (deadline - t0) / 60000), **details)
         if (t1 - t0 > (CRITICAL_REPEAT_MAX_S + 5) * 1000 and not oracle.sounded(t0, t1)

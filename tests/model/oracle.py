@@ -25,7 +25,7 @@ bridge interrupted by a reset may run on for what it did since its last
 checkpoint; the first prescription after a fill names what was filled).
 """
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass, field, replace
 
@@ -445,6 +445,11 @@ class Oracle:
         """A critical two-tone pattern started in [t0, t1]."""
         i = bisect_left(self.critical_sounds, t0)
         return i < len(self.critical_sounds) and self.critical_sounds[i] <= t1
+
+    def last_sounded(self, t0, t1):
+        """The start of the last critical two-tone pattern in [t0, t1], or None."""
+        i = bisect_right(self.critical_sounds, t1)
+        return self.critical_sounds[i - 1] if i and self.critical_sounds[i - 1] >= t0 else None
 
     def silenced(self, t_ms):
         """An acknowledgement may still be silencing a critical alarm at t_ms."""

@@ -192,6 +192,27 @@ def test_a_battery_glitch_does_not_stop_therapy_silently():
             {"op": "battery_glitch", "mv": 2600, "ms": 492_409}, {"op": "advance", "ms": 555_124}])
 
 
+def test_therapy_restarted_by_a_cleared_battery_alarm_is_not_a_silent_stop():
+    # (b) Not a fault of the pump: a battery reading below end of service
+    # stopped therapy with the critical alarm sounding; when the readings came
+    # back the alarm cleared and therapy restarted on its own, a stroke not yet
+    # due when the step ended. The invariant counted the gap from the stroke
+    # before the glitch and saw no alarm now (soak seed 20261127, shrunk). It
+    # now allows, for a pump that says it delivers, a repeat interval after the
+    # last critical pattern and the usual deadline from there.
+    replay([{"op": "start", "mode": "implant"}, {"op": "advance", "ms": 1920000}, {"op": "advance", "ms": 1934},
+            {"op": "advance", "ms": 39916801}, {"op": "advance", "ms": 478536}, {"op": "advance", "ms": 74764706},
+            {"op": "advance", "ms": 215422}, {"op": "advance", "ms": 100000}, {"op": "advance", "ms": 2735495},
+            {"op": "advance", "ms": 3021}, {"op": "advance", "ms": 791852},
+            {"op": "refill", "added_nl": 1500000, "withdrawn_delta_nl": -3000000, "override": True,
+             "rx": {"drug": "clonidine", "conc_ng_ml": 2000000, "steps": [{"start_s": 0, "dose_ng_day": 1480000}],
+                    "periodic": [{"dose_ng": 160000, "time_s": 3966, "duration_s": 931}]}},
+            {"op": "advance", "ms": 58010391}, {"op": "advance", "ms": 632570}, {"op": "advance", "ms": 6411695},
+            {"op": "refill", "added_nl": 1500000, "withdrawn_delta_nl": 0}, {"op": "advance", "ms": 25087},
+            {"op": "advance", "ms": 50086119}, {"op": "battery_glitch", "mv": 2600, "ms": 1414188},
+            {"op": "advance", "ms": 142918}])
+
+
 def test_a_failed_flash_write_does_not_escape_the_pump():
     # (e) A checkpoint that could not be written raised out of the main loop
     # (campaign, shrunk).
