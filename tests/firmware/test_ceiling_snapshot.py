@@ -7,25 +7,29 @@
 # mprun: native
 import random
 
-from guard import CEILING_BUCKET_S, CEILING_BUCKETS, CEILING_GROUP, DoseGuard
+from guard import DoseGuard
 from persist import _ceiling, _load_ceiling
 
 CASES = 12
 OPS = 120
+# The reference's own figures (docs/persistence.md): minutes of the window
+# (1440 whole ones and the current one) and minutes in a quarter hour.
+WINDOW_MIN = 1441
+QUARTER_MIN = 15
 
 
 def ref_quarters(w, reserve):
     # Minute numbers index - 1440 .. index, grouped by quarter hour of the
     # clock (minute // 15), oldest first; the reserve on the newest.
-    first = w.index - (CEILING_BUCKETS - 1)
+    first = w.index - (WINDOW_MIN - 1)
     out = []
     current = None
     for minute in range(first, w.index + 1):
-        q = minute // CEILING_GROUP
+        q = minute // QUARTER_MIN
         if q != current:
             out.append(0)
             current = q
-        out[-1] += w.used[minute % CEILING_BUCKETS]
+        out[-1] += w.used[minute % WINDOW_MIN]
     out[-1] += reserve
     return out
 
@@ -71,6 +75,6 @@ def test_quarter_hours_stay_exact_after_a_restored_checkpoint():
 def test_quarter_hours_start_at_a_window_that_begins_before_minute_zero():
     w = DoseGuard().ceiling
     w.add(0, 7, 0)
-    w.add(5 * CEILING_BUCKET_S, 11, 0)
+    w.add(5 * 60, 11, 0)
     assert _ceiling(w, 3) == [5, ref_quarters(w, 3)]
     assert _ceiling(w, 3)[1][-1] == 21
