@@ -44,7 +44,7 @@ class Window:
         # 1441 minutes each time. Enough slots that a group's slot is reused
         # only once all of its buckets have left.
         self.group = group
-        self.groups = array.array("i", [0] * ((buckets - 1) // group + 2 if group else 1))
+        self.groups = array.array("i", [0] * ((buckets - 1) // group + 2)) if group else None
 
     def roll(self, mono_s):
         b = mono_s // self.bucket_s
@@ -93,9 +93,8 @@ class Window:
         groups = self.groups
         for g in range(len(groups)):
             groups[g] = 0
-        if self.group:
-            for b in range(self.index - self.n + 1, self.index + 1):
-                groups[b // self.group % len(groups)] += self.used[b % self.n]
+        for b in range(self.index - self.n + 1, self.index + 1):
+            groups[b // self.group % len(groups)] += self.used[b % self.n]
 
 
 class DoseGuard:

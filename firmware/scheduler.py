@@ -177,9 +177,6 @@ class Scheduler:
     def bolus_busy(self):
         return self.bolus_kind != KIND_NONE
 
-    def exclusive_bolus(self):
-        return is_exclusive(self.bolus_kind)
-
     # -- patient demand ----------------------------------------------------
     def demand_check(self):
         # Returns (refusal code, seconds until a request can next be allowed).
@@ -216,9 +213,6 @@ class Scheduler:
         while i > 0 and starts[i] > tod:
             i -= 1
         return i if i > 0 else 0
-
-    def basal_rate(self, tod):
-        return self._step_rate(self.step_index(tod))
 
     def _step_rate(self, i):
         # Step i's rate, or none while an exclusive bolus replaces the basal.
