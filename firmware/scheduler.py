@@ -16,8 +16,6 @@
 import array
 from micropython import const
 
-import checksum
-
 from limits import DEMAND_MAX_PER_DAY, MAX_PERIODIC, MAX_STEPS
 from units import S_PER_DAY
 
@@ -44,6 +42,7 @@ DEMAND_BOLUS_ACTIVE = const(4)
 DEMAND_NOT_RUNNING = const(5)
 
 _FAR = const(1 << 29)  # "no event": larger than any real interval in seconds
+_RX_VALUES = const(8)  # the prescription's single values in the sealed copy (seal, intact)
 
 
 def is_exclusive(kind):
@@ -77,7 +76,11 @@ class Scheduler:
         self.demand_count = 0  # activations recorded in demand_times (ring)
         self.running = False  # anything accrues at all
         self.basal_on = False  # the therapy runs (a priming bolus may run without it)
-        self.sealed = 0  # config_check() of the therapy as legitimately loaded
+        # A second copy of the prescription as legitimately loaded: see intact().
+        self.rx_arrays = (self.step_start, self.step_rate, self.next_start, self.next_rate, self.per_time,
+                          self.per_strokes, self.per_duration)
+        self.sealed_arrays = tuple(array.array("i", a) for a in self.rx_arrays)
+        self.sealed_values = array.array("i", [0] * _RX_VALUES)
         self.mono_s = 0
         self.basal_phase = 0
         self.owed_basal = 0
@@ -108,7 +111,7 @@ class Scheduler:
             self.demand_strokes, self.demand_duration, self.demand_lockout, self.demand_max = d
         self.running = True
         self.basal_on = True
-        self.sealed = self.config_check()
+        self.seal()
 
     @staticmethod
     def _copy_steps(therapy, starts, rates):
@@ -116,30 +119,42 @@ class Scheduler:
             starts[i] = s
             rates[i] = therapy.step_rate_nl_day[i]
 
-    def intact(self):
-        # A therapy sealed as INVALID (a value out of the checked range)
-        # never passes: its check would be blind.
-        return self.sealed != checksum.INVALID and self.config_check() == self.sealed
+    # -- integrity (housekeeping, every 5 min: tick path) --------------------
+    # Redundant storage with comparison (IEC 60730 class B): the prescription
+    # as loaded is copied apart, and the check compares every value with its
+    # copy, the arrays as memory (array equality compares bytes, allocating
+    # nothing). Any change to either copy, whatever bits and however many
+    # values, is a mismatch; whole arrays, used part or not, and the counts
+    # that say how much of them is used.
+    def seal(self):
+        # The prescription as it is now is the legitimate one (load, the end
+        # of a bridge, which happens on the tick path: nothing allocated).
+        v = self.sealed_values
+        v[0] = self.n_steps
+        v[1] = self.next_n
+        v[2] = self.n_per
+        v[3] = self.demand_strokes
+        v[4] = self.demand_duration
+        v[5] = self.demand_lockout
+        v[6] = self.demand_max
+        v[7] = self.basal_period
+        live, sealed = self.rx_arrays, self.sealed_arrays
+        for i in range(len(live)):
+            src, dst = live[i], sealed[i]
+            for j in range(len(src)):
+                dst[j] = src[j]
 
-    def config_check(self):
-        # Checksum of the therapy as loaded (not of the moving phases): the
-        # loop re-checks it to catch a corrupted prescription in RAM. Whole
-        # arrays, used part or not: a fixed-length stream (firmware/checksum.py).
-        acc = checksum.of_value(self.n_steps, checksum.START)
-        acc = checksum.of_value(self.next_n, acc)
-        acc = checksum.of_value(self.n_per, acc)
-        acc = checksum.of_array(self.step_start, acc)
-        acc = checksum.of_array(self.step_rate, acc)
-        acc = checksum.of_array(self.next_start, acc)
-        acc = checksum.of_array(self.next_rate, acc)
-        acc = checksum.of_array(self.per_time, acc)
-        acc = checksum.of_array(self.per_strokes, acc)
-        acc = checksum.of_array(self.per_duration, acc)
-        acc = checksum.of_value(self.demand_strokes, acc)
-        acc = checksum.of_value(self.demand_lockout, acc)
-        acc = checksum.of_value(self.demand_max, acc)
-        acc = checksum.of_value(self.demand_duration, acc)
-        return checksum.of_value(self.basal_period, acc)
+    def intact(self):
+        v = self.sealed_values
+        if not (self.n_steps == v[0] and self.next_n == v[1] and self.n_per == v[2]
+                and self.demand_strokes == v[3] and self.demand_duration == v[4]
+                and self.demand_lockout == v[5] and self.demand_max == v[6] and self.basal_period == v[7]):
+            return False
+        live, sealed = self.rx_arrays, self.sealed_arrays
+        for i in range(len(live)):
+            if live[i] != sealed[i]:
+                return False
+        return True
 
     def stop(self):
         # Suspended or stopped for safety: nothing accrues and nothing owed is
@@ -335,4 +350,4 @@ class Scheduler:
             self.step_rate[i] = self.next_rate[i]
         self.n_steps = n
         self.next_n = 0
-        self.sealed = self.config_check()
+        self.seal()

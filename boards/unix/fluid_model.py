@@ -91,6 +91,7 @@ class FluidModel:
         self.sinks["in"][0] = dead_nl
         self.pending = {k: 0 for k in _SINKS}  # nL of a not yet named drug, per sink
         self.pending["in"] = dead_nl if primed else 0
+        self.saved = {}  # path -> what save() last wrote there
         self.new_boot()
 
     def new_boot(self):
@@ -324,10 +325,16 @@ class FluidModel:
 
     # -- it is physics: it outlives the pump's resets ------------------------
     def save(self, path):
+        # The emulator saves after every bench request, and most of them
+        # (readings) move nothing: what `path` already holds is not written again.
+        text = json.dumps({k: getattr(self, k) for k in _FIELDS})
+        if text == self.saved.get(path):
+            return
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            f.write(json.dumps({k: getattr(self, k) for k in _FIELDS}))
+            f.write(text)
         os.rename(tmp, path)  # a whole file or the previous one, never half
+        self.saved[path] = text
 
     @classmethod
     def load(cls, path):

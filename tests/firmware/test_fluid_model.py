@@ -200,6 +200,22 @@ def test_the_model_saved_and_loaded_is_the_same_model():
     assert FluidModel.load("/tmp/no-such-fluid-model.json") is None
 
 
+def test_a_model_saved_again_unchanged_writes_nothing():
+    # The emulator saves after every bench request; a reading moves nothing.
+    m = FluidModel(CAP, STROKE, primed=True)
+    m.fill(CAP, "baclofen", 500000)
+    path = "/tmp/fluid-model-unchanged-%d.json" % id(m)
+    m.save(path)
+    with open(path, "w") as f:
+        f.write("not written again")
+    m.save(path)
+    with open(path) as f:
+        assert f.read() == "not written again"
+    strokes(m, 1)
+    m.save(path)
+    assert FluidModel.load(path).reading() == m.reading()
+
+
 def pump_beside(fluid):
     # A pump at 1 mL/day of morphine 10 mg/mL, the model (reservoir full) on its board.
     pump = make_pump(continuous())

@@ -7,9 +7,8 @@ import time
 
 import micropython
 
-import checksum
-from fixtures import (DAY_MS, HOUR_MS, continuous, expected_basal_strokes, flex, make_pump, run, strokes,
-                      within_one_stroke)
+from fixtures import (DAY_MS, HOUR_MS, MORPHINE_10MG_ML, continuous, expected_basal_strokes, flex, make_pump, run,
+                      strokes, within_one_stroke)
 from lockkit import locked_jumps
 from scheduler import DEMAND_DAILY_MAX, DEMAND_OK, KIND_CLINICIAN, KIND_DEMAND, KIND_PERIODIC
 from virtual_clock import VirtualClock
@@ -18,7 +17,7 @@ NEAR_WRAP = time.ticks_add(0, -60000)  # board ticks a minute before they wrap
 
 
 def test_integrity_check_of_a_prescription_allocates_nothing():
-    # Hazard 12: the checksum computed 75 * 43,200,000 (weight times the
+    # Hazard 12: the check once computed 75 * 43,200,000 (weight times the
     # basal period of a 500 nL stroke), a long int on an RP2040, every 5 min.
     pump = make_pump(continuous())
     assert pump.sched.basal_period == 43200000
@@ -30,20 +29,26 @@ def test_integrity_check_of_a_prescription_allocates_nothing():
     assert ok
 
 
-def full_config():
-    rx = flex([(i * 8000, 1000000 + i * 1111111) for i in range(10)])
+def full_config(conc=MORPHINE_10MG_ML):
+    rx = flex([(i * 8000, 1000000 + i * 1111111) for i in range(10)], conc=conc)
     rx["periodic"] = [{"time_s": 4000 + i * 9000, "dose_ng": 200000, "duration_s": 3600} for i in range(8)]
     rx["demand"] = {"dose_ng": 100000, "duration_s": 900, "lockout_s": 900, "max_per_day": 6}
     return rx
 
 
 def changed(good):
-    # Every single-bit flip of a 32-bit word, and additions of multiples of
-    # the checksum's prime and multiplier.
+    # Every single-bit flip of a 32-bit word, and small and large steps.
     for b in range(32):
         yield good ^ (1 << b) if b < 31 else good ^ (-1 << 31)
-    for c in (1, -1, checksum.P, 2 * checksum.P, checksum.K, checksum.P * checksum.K):
+    for c in (1, -1, 1 << 16, 1 << 30):
         yield good + c
+
+
+# The prescription in the scheduler, listed here apart from the code that
+# seals and checks it.
+RX_ARRAYS = ("step_start", "step_rate", "next_start", "next_rate", "per_time", "per_strokes", "per_duration")
+RX_VALUES = ("n_steps", "next_n", "n_per", "demand_strokes", "demand_lockout", "demand_max", "demand_duration",
+             "basal_period")
 
 
 def test_every_single_changed_prescription_value_is_detected():
@@ -51,22 +56,50 @@ def test_every_single_changed_prescription_value_is_detected():
     # the check fails; restored, it passes.
     s = make_pump(full_config()).sched
     assert s.intact()
-    for arr in (s.step_start, s.step_rate, s.next_start, s.next_rate, s.per_time, s.per_strokes,
-                s.per_duration):
+    for name in RX_ARRAYS:
+        arr = getattr(s, name)
         for i in range(len(arr)):
             good = arr[i]
             for bad in changed(good):
                 arr[i] = bad
-                assert not s.intact(), (i, good, bad)
+                assert not s.intact(), (name, i, good, bad)
             arr[i] = good
-    for name in ("n_steps", "next_n", "n_per", "demand_strokes", "demand_lockout", "demand_max",
-                 "demand_duration", "basal_period"):
+    for name in RX_VALUES:
         good = getattr(s, name)
         for bad in changed(good):
             setattr(s, name, bad)
             assert not s.intact(), (name, good, bad)
         setattr(s, name, good)
     assert s.intact()
+
+
+def test_a_damaged_sealed_copy_is_detected_too():
+    # The second copy is memory like the first: a flip in it is a mismatch.
+    s = make_pump(full_config()).sched
+    for copy in list(s.sealed_arrays) + [s.sealed_values]:
+        for i in range(len(copy)):
+            good = copy[i]
+            for b in (0, 13, 30):
+                copy[i] = good ^ (1 << b)
+                assert not s.intact(), (i, b)
+            copy[i] = good
+    assert s.intact()
+
+
+def test_a_new_prescription_and_a_bridge_end_are_sealed():
+    # What the pump loads legitimately passes the check: a refill with a new
+    # concentration and profile (loaded behind a bridge), and the bridge's
+    # end, when the new profile takes over.
+    pump = make_pump(continuous())
+    pump.catheter.assume_primed(20000)  # 40 strokes of the old concentration
+    run(pump, 1000)
+    pump.refill(pump.reservoir.remaining_nl, 20000000, full_config(conc=2 * MORPHINE_10MG_ML))
+    assert pump.bridging and pump.sched.next_n == 10
+    assert pump.sched.intact()
+    run(pump, DAY_MS)
+    assert not pump.bridging and pump.sched.n_steps == 10
+    assert pump.sched.intact()
+    assert not pump.alarms.active
 
 
 def test_virtual_clock_runs_past_the_ticks_range():
