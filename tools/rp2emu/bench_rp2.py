@@ -180,7 +180,12 @@ def run(state):
         fig["imported_modules"] = len(heap["modules"])
         fig["mpy_bytes_imported"] = mpy_bytes(report.arch, heap["modules"])
         d.mpremote(emu.port, "fs", "cp", str(HERE.parent / "link_stages.py"), ":link_stages.py", timeout=120)
-        out = d.mpremote(emu.port, "run", str(HERE / "onboard_bench.py"), timeout=600).stdout
+        # A fresh heap for the bench, as at a boot: a soft reset in the raw REPL
+        # (main.py does not run) and every module imported again. In the heap
+        # onboard_heap.py leaves, its pump and modules unloaded, not all is
+        # always freed (the collector scans the stack conservatively), and a
+        # pump built there could find no 5.8 KB block for its dose guard.
+        out = d.mpremote(emu.port, "soft-reset", "+", "run", str(HERE / "onboard_bench.py"), timeout=600).stdout
         line = [x for x in out.splitlines() if x.startswith("RP2BENCH ")]
         if not line:
             raise picoemu.EmuError("onboard_bench.py printed no figures:\n" + out[-2000:])

@@ -98,7 +98,7 @@ due = array.array("i", [0] * N)  # ticks_ms
 begun = array.array("i", [0] * N)  # ticks_us at motor_begin
 during = array.array("b", [0] * N)
 count = array.array("i", [0])
-commanding = array.array("b", [0])
+program_ms = array.array("i", [1, 0])  # ticks_ms when the latest PROGRAM began and ended (none yet: 1 > 0)
 begin = board.motor_begin
 
 
@@ -107,8 +107,12 @@ def noted():  # on the tick path: no allocation
     if i < N:
         begun[i] = time.ticks_us()
         back = pump.clock.sub_ms + 1000 * (pump.sched.basal_phase // rate)
-        due[i] = time.ticks_add(pump.last_ticks, -back)
-        during[i] = commanding[0]
+        d = time.ticks_add(pump.last_ticks, -back)
+        due[i] = d
+        # Due while the latest PROGRAM held the ticks (by its due instant, not
+        # its start: a PROGRAM shorter than a tick period holds no tick, and
+        # its stroke starts at the next one, after the PROGRAM).
+        during[i] = time.ticks_diff(d, program_ms[0]) >= 0 and time.ticks_diff(program_ms[1], d) >= 0
         count[0] = i + 1
     begin()
 
@@ -127,12 +131,12 @@ while (count[0] < N or pump.stroking) and time.ticks_diff(end, time.ticks_ms()) 
         commanded = count[0]
         wait(ms - 20)  # 20 ms before the stroke falls due
         board.loop_begin()
-        commanding[0] = 1
+        program_ms[0] = time.ticks_ms()
         t = time.ticks_us()
         pump.program(FAST)
         command_us.append(time.ticks_diff(time.ticks_us(), t))
+        program_ms[1] = time.ticks_ms()
         board.loop_end()  # the held ticks run: the stroke starts
-        commanding[0] = 0
     else:
         main.loop_once(board, pump, link, wait)
 board.stop()  # the watchdog runs on: the bench ends the emulator
