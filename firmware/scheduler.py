@@ -45,6 +45,12 @@ _FAR = const(1 << 29)  # "no event": larger than any real interval in seconds
 _RX_VALUES = const(8)  # the prescription's single values in the sealed copy (seal, intact)
 
 
+def _copy(dst, src):
+    # Element by element: a slice assignment would allocate the slice.
+    for i in range(len(src)):
+        dst[i] = src[i]
+
+
 def is_exclusive(kind):
     # Clinician and priming boluses replace the basal while they run.
     return kind == KIND_CLINICIAN or kind == KIND_PRIMING
@@ -77,9 +83,9 @@ class Scheduler:
         self.running = False  # anything accrues at all
         self.basal_on = False  # the therapy runs (a priming bolus may run without it)
         # A second copy of the prescription as legitimately loaded: see intact().
-        self.rx_arrays = (self.step_start, self.step_rate, self.next_start, self.next_rate, self.per_time,
-                          self.per_strokes, self.per_duration)
-        self.sealed_arrays = tuple(array.array("i", a) for a in self.rx_arrays)
+        self.sealed_arrays = tuple(array.array("i", a) for a in (
+            self.step_start, self.step_rate, self.next_start, self.next_rate, self.per_time, self.per_strokes,
+            self.per_duration))
         self.sealed_values = array.array("i", [0] * _RX_VALUES)
         self.mono_s = 0
         self.basal_phase = 0
@@ -138,11 +144,16 @@ class Scheduler:
         v[5] = self.demand_lockout
         v[6] = self.demand_max
         v[7] = self.basal_period
-        live, sealed = self.rx_arrays, self.sealed_arrays
-        for i in range(len(live)):
-            src, dst = live[i], sealed[i]
-            for j in range(len(src)):
-                dst[j] = src[j]
+        # The arrays by name, here and in intact(), not through a list of
+        # them: an array replaced rather than filled would escape the check.
+        c = self.sealed_arrays
+        _copy(c[0], self.step_start)
+        _copy(c[1], self.step_rate)
+        _copy(c[2], self.next_start)
+        _copy(c[3], self.next_rate)
+        _copy(c[4], self.per_time)
+        _copy(c[5], self.per_strokes)
+        _copy(c[6], self.per_duration)
 
     def intact(self):
         v = self.sealed_values
@@ -150,11 +161,10 @@ class Scheduler:
                 and self.demand_strokes == v[3] and self.demand_duration == v[4]
                 and self.demand_lockout == v[5] and self.demand_max == v[6] and self.basal_period == v[7]):
             return False
-        live, sealed = self.rx_arrays, self.sealed_arrays
-        for i in range(len(live)):
-            if live[i] != sealed[i]:
-                return False
-        return True
+        c = self.sealed_arrays
+        return (self.step_start == c[0] and self.step_rate == c[1] and self.next_start == c[2]
+                and self.next_rate == c[3] and self.per_time == c[4] and self.per_strokes == c[5]
+                and self.per_duration == c[6])
 
     def stop(self):
         # Suspended or stopped for safety: nothing accrues and nothing owed is
