@@ -43,8 +43,9 @@ gc.collect()
 print("RP2HEAP", json.dumps({"heap_bytes": heap, "free_after_imports": free_imported, "free_pump_built": free_built,
                              "imports_heap_bytes": free_bare - gc.mem_free(), "modules": names,
                              "aead": cipher}))
-# Unloaded again: onboard_bench.py, next in this REPL, builds the pump in the
-# order main.py does (pump first, then the link and its cipher).
+# Left unloaded. onboard_bench.py runs next after a soft reset (a fresh heap,
+# as at a boot): what was unloaded here is not always all freed, since the
+# collector scans the stack conservatively.
 for n in names:
     del sys.modules[n]
 gc.collect()
