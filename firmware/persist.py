@@ -308,11 +308,22 @@ def _load_ledger(r, L):
     r.conc_ng_ml, r.bridge_conc_ng_ml, r.dose_ng_before, r.epoch_dose, r.epoch_bridge = L["conc"]
     r.day, r.today_strokes, r.today_dose = L["today"]
     r.undosed = L.get("undosed", 0)
-    r.hour = L["hours"][0]
-    for i in range(len(r.hour_strokes)):
-        r.hour_strokes[i] = L["hours"][1][i]
-        r.hour_dose[i] = L["hours"][2][i]
+    _load_hours(r, L["hours"])
     r.reseal()
+
+
+def _load_hours(r, saved):
+    # The hourly rings hold hour h at h % their length, which a record may
+    # not share: records saved with 24 hours read with the oldest one empty.
+    hour, strokes, dose = saved
+    n, m = len(strokes), len(r.hour_strokes)
+    for i in range(m):
+        r.hour_strokes[i] = r.hour_dose[i] = 0
+    for k in range(min(n, m)):
+        h = hour - k
+        r.hour_strokes[h % m] = strokes[h % n]
+        r.hour_dose[h % m] = dose[h % n]
+    r.hour = hour
 
 
 def _load_sched(s, S):

@@ -11,8 +11,11 @@ from scheduler import KIND_BRIDGE, KIND_UNCOMMANDED
 from units import NL_PER_ML, S_PER_DAY
 
 _KINDS = KIND_UNCOMMANDED + 1
-_BUCKET_S = const(3600)  # last-24-hours totals in hourly buckets
-_BUCKETS = const(24)
+# Last-24-hours totals in hourly buckets: the current hour and the 24 before
+# it, so that the hour the 24-hour window's start falls in is still there
+# (last_24h counts its share).
+_BUCKET_S = const(3600)
+_BUCKETS = const(25)
 
 RESIDUAL_NL = 1000000  # below this delivery is unreliable: treated as empty
 LOW_DEFAULT_NL = 2000000
@@ -165,10 +168,21 @@ class Reservoir:
                                     + self.reserved_nl + self.remaining_nl)
 
     def last_24h(self, mono_s, day):
+        # (all strokes, dose strokes) in the 24 h before mono_s: the current
+        # hour and the 23 whole hours before it, plus the share of the oldest
+        # hour still inside the window, its strokes taken as evenly spread
+        # (exact for a basal rate; a bolus there counts in proportion).
         self.roll(mono_s, day)
-        return sum(self.hour_strokes), sum(self.hour_dose)
+        oldest = (self.hour + 1) % _BUCKETS
+        inside = _BUCKET_S - mono_s % _BUCKET_S  # seconds of the oldest hour in the window
+        return (_share(self.hour_strokes, oldest, inside), _share(self.hour_dose, oldest, inside))
 
     def seconds_until(self, threshold_nl, nl_per_day):
         if nl_per_day <= 0:
             return None
         return max(0, self.remaining_nl - threshold_nl) * S_PER_DAY // nl_per_day
+
+
+def _share(buckets, oldest, inside):
+    # The buckets' sum, the oldest one counted for `inside` of its seconds (to the nearest stroke).
+    return sum(buckets) - buckets[oldest] + (buckets[oldest] * inside + _BUCKET_S // 2) // _BUCKET_S
