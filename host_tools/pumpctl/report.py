@@ -338,6 +338,7 @@ IMPLANT_STEP_NAMES = ("", "identity", "catheter", "first fill", "priming", "moto
 FAULT_CODES = ("safe state after an exception", "state record unreadable", "resumed from a checkpoint after an "
                "unclean reset", "saved prescription outside the limits", "clock uncertain", "change not saved, undone",
                "flash write failed", "stale state: the newest record was unreadable, an older one restored")
+RESERVE_STROKES = 32  # firmware/pump.py: what an unclean reset may hide from the day's counts
 SESSION_END_REASONS = ("logout", "idle timeout", "replaced by a new login")
 DEMAND_REFUSALS = ("", "no demand bolus prescribed", "lockout", "daily maximum of demand boluses",
                    "another bolus in progress", "therapy not running")
@@ -351,8 +352,9 @@ def _kind(k):
     return BOLUS_KINDS.get(k, "kind %s" % k)
 
 
-def event_details(rec, unit="mg"):
-    """The numbers of one event record in words and clinical units."""
+def event_details(rec, unit="mg", stroke_nl=None):
+    """The numbers of one event record in words and clinical units (volumes
+    of strokes need the pump's stroke volume, `stroke_nl`)."""
     _seq, _day, _tod, t, a, b, c, d, text = rec
     vol = u.fmt_volume
     if t == events.BOOT:
@@ -404,9 +406,34 @@ def event_details(rec, unit="mg"):
                                                  ", locked out %s" % u.fmt_duration(c) if c else "")
     if t == events.DIARY:
         return "pain %d, %s" % (a, _named(lc.ACTIVITIES, b))
+    if t == events.DAILY_TOTAL:
+        return _daily_total(a, b, c, d, unit, stroke_nl)
     if t == getattr(events, "REPEATED", -1):
         return _repeated(rec, unit)
     return ""
+
+
+# DAILY_TOTAL b (firmware/daytotals.py, docs/protocol.md section 15): kind,
+# days covered - 1, why the part ended, unclean resets during it, partial.
+DAY_END_REASONS = ("midnight", "clock set to another day")
+
+
+def _daily_total(day, b, strokes, dose_ng, unit, stroke_nl):
+    kind, span, reason, resets = b & 0xFF, b >> 8 & 0xFF, b >> 16 & 0xF, b >> 20 & 0xFF
+    when = u.fmt_date(day) + (" to %s" % u.fmt_date(day + span) if span else "")
+    if not kind:
+        what = "nothing delivered"
+    else:
+        volume = ", %s" % u.fmt_volume(strokes * stroke_nl) if stroke_nl else ""
+        what = "%d strokes%s, %s" % (strokes, volume, u.fmt_mass(dose_ng, unit))
+    notes = ["%s: %s" % (when, what)]
+    if reason:
+        notes.append("ended early: %s" % _named(DAY_END_REASONS, reason))
+    if resets:
+        notes.append("%d unclean reset(s): up to %d strokes may be missing for each" % (resets, RESERVE_STROKES))
+    if b & (1 << 28):
+        notes.append("counted from part-way through the day")
+    return "; ".join(notes)
 
 
 def _repeated(rec, unit):
@@ -427,9 +454,10 @@ def _repeated(rec, unit):
     return "%d more: %s, from %s" % (b, what, u.fmt_datetime(day, max(0, tod - d)))
 
 
-def log_records(recs):
+def log_records(recs, stroke_nl=None):
     """Labelled records with their event name and details in words; the drug
-    unit follows the therapy programmed in the log."""
+    unit follows the therapy programmed in the log (volumes of strokes with
+    the pump's `stroke_nl`)."""
     out = []
     unit = "mg"
     for rec in recs:
@@ -437,26 +465,26 @@ def log_records(recs):
         if etype == events.THERAPY_PROGRAMMED and text:
             unit = u.drug_unit(text.decode("utf-8", "replace"))
         out.append({"seq": seq, "day": day, "tod_s": tod, "time": u.fmt_datetime(day, tod), "type": etype,
-                    "event": event_name(etype, text), "details": event_details(rec, unit),
+                    "event": event_name(etype, text), "details": event_details(rec, unit, stroke_nl),
                     "a": a, "b": b, "c": c, "d": d, "text": text.decode("utf-8", "replace")})
     return out
 
 
-def log_rows(recs):
+def log_rows(recs, stroke_nl=None):
     """Rows for the table and CSV: LOG_HEADERS."""
     return [[r["seq"], r["time"], r["event"], r["details"], r["a"], r["b"], r["c"], r["d"], r["text"]]
-            for r in log_records(recs)]
+            for r in log_records(recs, stroke_nl)]
 
 
 LOG_HEADERS = ["seq", "time", "event", "details", "a", "b", "c", "d", "text"]
 LOG_TABLE_HEADERS = ["seq", "time", "event", "details", "text"]
 
 
-def log_table(recs):
+def log_table(recs, stroke_nl=None):
     return table([[r["seq"], r["time"], r["event"], r["details"],
                    "" if r["text"] in r["event"] + r["details"] or r["text"].startswith(("link ", "session end"))
                    else r["text"]]
-                  for r in log_records(recs)], LOG_TABLE_HEADERS)
+                  for r in log_records(recs, stroke_nl)], LOG_TABLE_HEADERS)
 
 
 # -- limits, in clinical units ---------------------------------------------------

@@ -119,6 +119,31 @@ def test_the_names_of_record_numbers_follow_the_firmware():
     persist = (paths.ROOT / "firmware" / "persist.py").read_text()
     for name, code in re.findall(r"^FAULT_(\w+) = (\d+)", persist, re.M):
         assert name.lower().split("_")[0] in report.FAULT_CODES[int(code)].replace(" ", "_"), (name, code)
+    pump = (paths.ROOT / "firmware" / "pump.py").read_text()
+    assert re.search(r"^RESERVE_STROKES = const\((\d+)\)", pump, re.M).group(1) == str(report.RESERVE_STROKES)
+    totals = (paths.ROOT / "firmware" / "daytotals.py").read_text()
+    assert re.search(r"^PARTIAL = const\(1 << (\d+)\)", totals, re.M).group(1) == "28"
+    assert re.search(r"^END_CLOCK = const\((\d+)\)", totals, re.M).group(1) == "1"
+
+
+def daily_total(day, kind, strokes, dose_ng, span=0, reason=0, resets=0, partial=False):
+    b = kind | span << 8 | reason << 16 | resets << 20 | (1 << 28 if partial else 0)
+    return (9, day + 1, 0, events.DAILY_TOTAL, day, b, strokes, dose_ng, b"basal")
+
+
+def test_a_daily_total_reads_as_the_day_its_strokes_volume_and_dose():
+    rec = daily_total(20783, 1, 1312, 6_560_000)
+    assert report.log_records([rec], 500)[0]["details"] == "2026-11-26: 1312 strokes, 0.656 mL, 6.56 mg"
+    assert report.log_records([rec])[0]["details"] == "2026-11-26: 1312 strokes, 6.56 mg"  # stroke volume unknown
+
+
+def test_a_daily_total_says_what_may_be_missing_from_it():
+    rec = daily_total(20783, 5, 40, 200_000, span=2, reason=1, resets=1, partial=True)
+    text = report.log_records([rec], 500)[0]["details"]
+    assert text == ("2026-11-26 to 2026-11-28: 40 strokes, 0.020 mL, 0.2 mg; ended early: clock set to another "
+                    "day; 1 unclean reset(s): up to 32 strokes may be missing for each; counted from part-way "
+                    "through the day")
+    assert report.log_records([daily_total(20783, 0, 0, 0)])[0]["details"] == "2026-11-26: nothing delivered"
 
 
 # -- finding 12: figures side by side add up ------------------------------------------------------

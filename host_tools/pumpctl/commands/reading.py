@@ -99,9 +99,10 @@ def cmd_log(args):
     first = args.first
     with connected(args, session_role(args, "clinician")) as c:
         recs, info = read_log(c, first, args.last, show_progress=sys.stderr.isatty() and not args.json)
+        stroke_nl = c.identity.get("stroke_nl")
     if args.csv:
-        return write_csv(args.csv, report.LOG_HEADERS, report.log_rows(recs), "records")
+        return write_csv(args.csv, report.LOG_HEADERS, report.log_rows(recs, stroke_nl), "records")
     emit(args, {"first_seq": info["first_seq"], "last_seq": info["last_seq"], "dropped": info["dropped"],
-                "records": report.log_records(recs)},
-         lambda: report.log_table(recs) if recs else "no records")
+                "records": report.log_records(recs, stroke_nl)},
+         lambda: report.log_table(recs, stroke_nl) if recs else "no records")
     return EXIT_OK

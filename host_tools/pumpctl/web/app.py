@@ -503,8 +503,9 @@ def create_app(cfg: WebConfig, guard: "Guard | None" = None, wall: "Callable[[],
         args = parse("log")
         with pump(args) as c:
             recs, info = read_log(c, first, last)
+            info = dict(info, stroke_nl=c.identity.get("stroke_nl"))
         keep = []
-        for raw, r in zip(recs, report.log_records(recs)):
+        for raw, r in zip(recs, report.log_records(recs, info["stroke_nl"])):
             day = r["time"][:10]
             if text and text not in (r["event"] + " " + r["details"]).lower():
                 continue
@@ -522,7 +523,7 @@ def create_app(cfg: WebConfig, guard: "Guard | None" = None, wall: "Callable[[],
             recs, info, filters = log_filtered()
         except ERRORS as e:
             return page("problem.html", problem=explain(e, None), title="Event log")
-        rows = report.log_records(recs)
+        rows = report.log_records(recs, info["stroke_nl"])
         return page("log.html", records=rows, info=info, filters=filters, query=request.query_string.decode())
 
     @app.get("/log.csv")
@@ -530,13 +531,13 @@ def create_app(cfg: WebConfig, guard: "Guard | None" = None, wall: "Callable[[],
         if (r := need("clinician")) is not None:
             return r
         try:
-            recs, _, _ = log_filtered()
+            recs, info, _ = log_filtered()
         except ERRORS as e:
             return page("problem.html", problem=explain(e, None), title="Event log")
         out = io.StringIO()
         w = csv.writer(out)
         w.writerow(report.LOG_HEADERS)
-        w.writerows(report.log_rows(recs))
+        w.writerows(report.log_rows(recs, info["stroke_nl"]))
         return Response(out.getvalue(), mimetype="text/csv",
                         headers={"Content-Disposition": "attachment; filename=pump-event-log.csv"})
 
