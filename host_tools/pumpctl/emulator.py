@@ -258,7 +258,14 @@ class Emulator:
         """Why the emulator process stopped, from its last output (None while it runs)."""
         if self.proc is None or self.proc.poll() is None:
             return None
-        return "exit status %d: %s" % (self.proc.returncode, failure_line("\n".join(self.output)))
+        rc = self.proc.returncode
+        if rc < 0:  # subprocess's way of saying a signal ended it
+            try:
+                name = signal.Signals(-rc).name
+            except ValueError:
+                name = "signal %d" % -rc
+            return "killed by %s: an unclean stop, as a power cut" % name
+        return "exit status %d: %s" % (rc, failure_line("\n".join(self.output)))
 
     def _release_orphaned_port(self):
         # A programmer makes the pty exclusive (TIOCEXCL) and clears that at

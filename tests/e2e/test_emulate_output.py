@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from pumpctl import paths
 from pumpctl.bench import BenchClient
@@ -58,3 +59,15 @@ def test_the_emulators_output_file_is_named_at_start(tmp_path):
         proc.send_signal(2)
         proc.communicate(timeout=60)
     assert proc.returncode == 0
+
+
+def test_an_emulator_killed_by_a_signal_is_reported_as_an_unclean_stop(tmp_path):
+    proc, state, lines = _emulate(tmp_path, dict(os.environ))
+    children = (Path("/proc") / str(proc.pid) / "task" / str(proc.pid) / "children").read_text().split()
+    assert len(children) == 1, children  # the emulator process
+    os.kill(int(children[0]), 9)  # the emulated board's power cut
+    out, _ = proc.communicate(timeout=60)
+    text = "".join(lines) + out
+    assert proc.returncode == 3, text
+    assert "stopped by itself (killed by SIGKILL: an unclean stop, as a power cut)" in text, text
+    assert "exit status -9" not in text
