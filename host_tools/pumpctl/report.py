@@ -97,6 +97,11 @@ def total_text(daily_ng, daily_nl, unit):
 
 
 # -- status and the full report ------------------------------------------------
+def _below(st, level):
+    # The reservoir is at or below one of its levels (low_nl, residual_nl).
+    return st.get(level) is not None and st["remaining_nl"] <= st[level]
+
+
 def status_text(ident, st):
     return table(status_rows(ident, st))
 
@@ -120,8 +125,10 @@ def status_rows(ident, st):
     rows += [
         ["drug", "%s %s" % (st["drug"], u.fmt_conc(st["conc_ng_ml"], unit)) if st.get("drug") else "-"],
         ["reservoir", "%s of %s" % (u.fmt_volume(st["remaining_nl"]), u.fmt_volume(st["capacity_nl"]))],
-        ["low reservoir", "at %s, projected %s" % (u.fmt_volume(st["low_nl"]), u.fmt_date(low))],
-        ["projected empty", u.fmt_date(empty) + " (every allowed bolus used)"],
+        ["low reservoir", "at %s, %s" % (u.fmt_volume(st["low_nl"]), "reached: plan a refill (`pumpctl refill`)"
+                                         if _below(st, "low_nl") else "projected " + u.fmt_date(low))],
+        ["projected empty", "reached: refill now (`pumpctl refill`)" if _below(st, "residual_nl")
+         else u.fmt_date(empty) + " (every allowed bolus used)"],
         ["alarm date", u.fmt_date(st.get("alarm_day"))],
         ["battery", "%d mV" % st["battery_mv"] if isinstance(st.get("battery_mv"), int)
          else "not readable (the pump could not read its battery)"],

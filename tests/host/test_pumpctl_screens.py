@@ -52,6 +52,17 @@ def test_status_says_what_to_do_about_the_clock_the_catheter_and_a_fault():
     assert "fault" not in rows(report.status_text(IDENT, status()))
 
 
+def test_status_projects_the_low_and_empty_dates_until_they_are_reached():
+    r = rows(report.status_text(IDENT, status()))
+    assert r["low reservoir"].endswith("at 2.000 mL, projected 2024-10-05")
+    assert r["projected empty"].endswith("2024-10-05 (every allowed bolus used)")
+    r = rows(report.status_text(IDENT, status(remaining_nl=1_500_000, low_in_s=0)))
+    assert r["low reservoir"].endswith("at 2.000 mL, reached: plan a refill (`pumpctl refill`)")
+    assert "every allowed bolus used" in r["projected empty"]
+    r = rows(report.status_text(IDENT, status(remaining_nl=1_000_000, low_in_s=0, empty_in_s=0)))
+    assert r["projected empty"].endswith("reached: refill now (`pumpctl refill`)")
+
+
 # -- alarms ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("a,priority,says", [
     (alarms.FLASH_FAULT, "critical, therapy continues", "changes cannot be saved"),
