@@ -138,6 +138,14 @@ class DayTotals:
         n = self.c_num[kind] + self.c_dosed[kind] * (self.c_bconc if kind == KIND_BRIDGE else self.c_conc)
         return n * stroke_nl // 1000000
 
+    def open_totals(self, stroke_nl, conc, bconc):
+        # (strokes, dose in ng) of the part being counted: the status's
+        # "delivered today", each dose stroke at the concentration it was given at.
+        num = 0
+        for k in range(KINDS):
+            num += self.num[k] + self.dosed[k] * (bconc if k == KIND_BRIDGE else conc)
+        return sum(self.strokes), num * stroke_nl // 1000000
+
     def closed_b(self, kind):
         # DAILY_TOTAL b: kind, days covered - 1, end reason, resets, partial.
         span = min(self.c_last - self.c_day, _SPAN_MAX)

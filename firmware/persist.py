@@ -1,7 +1,7 @@
 # Persistent pump state: one versioned, CRC-protected record saved atomically
 # (firmware/records.py) after every command and at delivery checkpoints, and
 # restored at boot. A saved state counts RESERVE_STROKES more strokes than it
-# has seen as delivered (ledger, bolus progress, today's totals), so
+# has seen as delivered (ledger, bolus progress, 24-hour ceiling), so
 # whatever is lost between a checkpoint and a reset can only under-deliver.
 # See docs/persistence.md.
 import json
@@ -78,8 +78,8 @@ class Persist:
                 "volume_in_nl": r.volume_in_nl, "withdrawn_nl": r.withdrawn_nl,
                 "unaccounted_nl": r.unaccounted_nl, "low_nl": r.low_nl,
                 "conc": [r.conc_ng_ml, r.bridge_conc_ng_ml, r.dose_ng_before, r.epoch_dose, r.epoch_bridge],
-                "today": [r.day, r.today_strokes + reserve, r.today_dose + reserve], "undosed": r.undosed,
-                "hours": [r.hour, list(r.hour_strokes), list(r.hour_dose)],
+                "undosed": r.undosed,
+                "hours": [r.hour, list(r.hour_strokes), list(r.hour_dose), list(r.hour_bridge), r.hour_num],
             },
             "sched": {
                 "basal_phase": s.basal_phase,
@@ -306,7 +306,6 @@ def _load_ledger(r, L):
     r.unaccounted_nl = L["unaccounted_nl"]
     r.low_nl = L["low_nl"]
     r.conc_ng_ml, r.bridge_conc_ng_ml, r.dose_ng_before, r.epoch_dose, r.epoch_bridge = L["conc"]
-    r.day, r.today_strokes, r.today_dose = L["today"]
     r.undosed = L.get("undosed", 0)
     _load_hours(r, L["hours"])
     r.reseal()
@@ -315,14 +314,17 @@ def _load_ledger(r, L):
 def _load_hours(r, saved):
     # The hourly rings hold hour h at h % their length, which a record may
     # not share: records saved with 24 hours read with the oldest one empty.
-    hour, strokes, dose = saved
-    n, m = len(strokes), len(r.hour_strokes)
-    for i in range(m):
-        r.hour_strokes[i] = r.hour_dose[i] = 0
+    # Records from before the bridge and folded doses were kept have neither.
+    hour, rings = saved[0], saved[1:]
+    n, m = len(rings[0]), len(r.hour_strokes)
+    mine = (r.hour_strokes, r.hour_dose, r.hour_bridge, r.hour_num)
+    for ring in mine:
+        for i in range(m):
+            ring[i] = 0
     for k in range(min(n, m)):
         h = hour - k
-        r.hour_strokes[h % m] = strokes[h % n]
-        r.hour_dose[h % m] = dose[h % n]
+        for ring, old in zip(mine, rings):
+            ring[h % m] = old[h % n]
     r.hour = hour
 
 

@@ -710,7 +710,7 @@ class Pump:
     def _debit(self, kind):
         now = self.sched.mono_s
         weight = self.catheter.push()
-        self.reservoir.debit_stroke(kind, now, self.clock.day, weight != 0)
+        self.reservoir.debit_stroke(kind, now, weight != 0)
         self.totals.count(kind, weight != 0)
         self.guard.count_stroke(now, is_exclusive(kind), weight)
         self.since_checkpoint += 1
@@ -883,7 +883,8 @@ class Pump:
     # -- reports ---------------------------------------------------------
     def status(self):
         r, s, t = self.reservoir, self.sched, self.therapy
-        vol24, dose24 = r.last_24h(self.now_s(), self.clock.day)
+        vol24, dose24 = r.last_24h(self.now_s())
+        vol_today, dose_today = self.totals.open_totals(self.stroke_nl, r.conc_ng_ml, r.bridge_conc_ng_ml)
         daily_nl = prescription.max_daily_nl(t, self.stroke_nl) if t is not None else 0
         hard = limits.hard_daily(t.drug) if t is not None else 0
         return {
@@ -893,8 +894,8 @@ class Pump:
             "remaining_nl": r.remaining_nl, "capacity_nl": r.capacity_nl,
             "low_nl": r.low_nl, "residual_nl": r.residual_nl,
             "delivered_nl": r.delivered_nl(), "drug_delivered_ng": r.drug_delivered_ng(),
-            "today_nl": r.today_strokes * self.stroke_nl, "today_dose_nl": r.today_dose * self.stroke_nl,
-            "last_24h_nl": vol24 * self.stroke_nl, "last_24h_dose_nl": dose24 * self.stroke_nl,
+            "today_nl": vol_today * self.stroke_nl, "today_dose_ng": dose_today,
+            "last_24h_nl": vol24 * self.stroke_nl, "last_24h_dose_ng": dose24,
             "ceiling_24h_ng": self.guard.ceiling_24h(self.now_s()) * hard // CEILING_UNITS,
             "priming_nl": r.strokes[KIND_PRIMING] * self.stroke_nl,
             "catheter_primed": self.catheter.primed(),

@@ -35,11 +35,14 @@ class Reservoir:
         self.remaining_inv = ~0
         self.strokes_inv = array.array("i", [~0] * _KINDS)
         self.hour_strokes = array.array("i", [0] * _BUCKETS)  # all strokes per hour (volume)
-        self.hour_dose = array.array("i", [0] * _BUCKETS)  # dose strokes per hour
+        # The hour's dose, exact across a change of concentration: dose
+        # strokes of the reservoir's drug and of the bridge (the catheter's
+        # earlier drug) since the last change, and those before it folded
+        # into dose strokes x ng/mL (off the tick path: may be long ints).
+        self.hour_dose = array.array("i", [0] * _BUCKETS)
+        self.hour_bridge = array.array("i", [0] * _BUCKETS)
+        self.hour_num = [0] * _BUCKETS
         self.hour = 0  # monotonic hour of the current bucket
-        self.day = 0  # wall-clock day of the today_* counters
-        self.today_strokes = 0
-        self.today_dose = 0
         self.undosed = 0  # strokes that pushed saline out of a catheter being primed
         # Off the tick path (may be long ints): the balance of volumes.
         self.volume_in_nl = 0
@@ -76,7 +79,7 @@ class Reservoir:
         return True
 
     # -- the tick path ---------------------------------------------------
-    def debit_stroke(self, kind, mono_s, day, dose=True):
+    def debit_stroke(self, kind, mono_s, dose=True):
         # `dose`: the stroke put drug into the patient (not saline pushed
         # out of a catheter being primed).
         s = self.stroke_nl
@@ -84,17 +87,17 @@ class Reservoir:
         self.remaining_inv += s  # ~(x - s) == ~x + s
         self.strokes[kind] += 1
         self.strokes_inv[kind] -= 1
-        self.roll(mono_s, day)
+        self.roll(mono_s)
         b = self.hour % _BUCKETS
         self.hour_strokes[b] += 1
-        self.today_strokes += 1
-        if dose:
-            self.hour_dose[b] += 1
-            self.today_dose += 1
-        else:
+        if not dose:
             self.undosed += 1
+        elif kind == KIND_BRIDGE:
+            self.hour_bridge[b] += 1
+        else:
+            self.hour_dose[b] += 1
 
-    def roll(self, mono_s, day):
+    def roll(self, mono_s):
         h = mono_s // _BUCKET_S
         n = h - self.hour
         if n > 0:
@@ -104,11 +107,9 @@ class Reservoir:
                 b = (self.hour + i) % _BUCKETS
                 self.hour_strokes[b] = 0
                 self.hour_dose[b] = 0
+                self.hour_bridge[b] = 0
+                self.hour_num[b] = 0
             self.hour = h
-        if day != self.day:
-            self.day = day
-            self.today_strokes = 0
-            self.today_dose = 0
 
     def level(self):
         # 2: at or below residual (empty), 1: at or below the low threshold, 0: fine.
@@ -139,6 +140,9 @@ class Reservoir:
         self.dose_ng_before = self.drug_delivered_ng()
         self.epoch_dose = self.dose_strokes()
         self.epoch_bridge = self.strokes[KIND_BRIDGE]
+        for b in range(_BUCKETS):
+            self.hour_num[b] = self._hour_num(b)
+            self.hour_dose[b] = self.hour_bridge[b] = 0
         self.bridge_conc_ng_ml = self.conc_ng_ml
         self.conc_ng_ml = conc_ng_ml
 
@@ -167,22 +171,32 @@ class Reservoir:
         return self.volume_in_nl - (self.delivered_nl() + self.withdrawn_nl + self.unaccounted_nl
                                     + self.reserved_nl + self.remaining_nl)
 
-    def last_24h(self, mono_s, day):
-        # (all strokes, dose strokes) in the 24 h before mono_s: the current
-        # hour and the 23 whole hours before it, plus the share of the oldest
-        # hour still inside the window, its strokes taken as evenly spread
-        # (exact for a basal rate; a bolus there counts in proportion).
-        self.roll(mono_s, day)
+    def _hour_num(self, b):
+        # Bucket b's dose strokes x ng/mL, each at the concentration it was given at.
+        return (self.hour_num[b] + self.hour_dose[b] * self.conc_ng_ml
+                + self.hour_bridge[b] * self.bridge_conc_ng_ml)
+
+    def last_24h(self, mono_s):
+        # (strokes, dose in ng) in the 24 h before mono_s: the current hour
+        # and the 23 whole hours before it, plus the share of the oldest hour
+        # still inside the window, its strokes taken as evenly spread (exact
+        # for a basal rate; a bolus there counts in proportion).
+        self.roll(mono_s)
         oldest = (self.hour + 1) % _BUCKETS
         inside = _BUCKET_S - mono_s % _BUCKET_S  # seconds of the oldest hour in the window
-        return (_share(self.hour_strokes, oldest, inside), _share(self.hour_dose, oldest, inside))
+        strokes = num = 0
+        for b in range(_BUCKETS):
+            n, k = self.hour_strokes[b], self._hour_num(b)
+            if b == oldest and n:
+                share = (n * inside + _BUCKET_S // 2) // _BUCKET_S  # to the nearest stroke
+                k = k * share // n  # the dose of as many of its strokes
+                n = share
+            strokes += n
+            num += k
+        return strokes, num * self.stroke_nl // NL_PER_ML
 
     def seconds_until(self, threshold_nl, nl_per_day):
         if nl_per_day <= 0:
             return None
         return max(0, self.remaining_nl - threshold_nl) * S_PER_DAY // nl_per_day
 
-
-def _share(buckets, oldest, inside):
-    # The buckets' sum, the oldest one counted for `inside` of its seconds (to the nearest stroke).
-    return sum(buckets) - buckets[oldest] + (buckets[oldest] * inside + _BUCKET_S // 2) // _BUCKET_S

@@ -143,8 +143,8 @@ def status_rows(ident, st):
     if st.get("drug"):
         conc = st["conc_ng_ml"]
         rows += [
-            ["delivered today", _dose_and_volume(st["today_dose_nl"], conc, unit, st["today_nl"])],
-            ["last 24 h", _dose_and_volume(st["last_24h_dose_nl"], conc, unit, st["last_24h_nl"])],
+            ["delivered today", _dose_and_volume(st, "today", conc, unit)],
+            ["last 24 h", _dose_and_volume(st, "last_24h", conc, unit)],
         ]
         if st.get("ceiling_24h_ng") is not None:
             rows.append(["24-h maximum", ceiling_text(st["drug"], st["ceiling_24h_ng"])])
@@ -174,9 +174,11 @@ def maxima_text(drug):
 
 def ceiling_text(drug, given_ng):
     """What the rolling 24-hour ceiling holds: 'given in the last 24 h: 12.5 mg of 20 mg/day'."""
+    # To 3 decimals: the ceiling counts each stroke in units of the drug's
+    # maximum, rounded up, so its figure in mg or µg has no exact meaning beyond.
     if drug not in limits.DRUGS:
-        return "given in the last 24 h: %s" % u.fmt_mass(given_ng, "mg")
-    return "given in the last 24 h: %s of %s" % (u.fmt_mass(given_ng, u.drug_unit(drug)), maxima_text(drug))
+        return "given in the last 24 h: %s" % u.fmt_mass(given_ng, "mg", 3)
+    return "given in the last 24 h: %s of %s" % (u.fmt_mass(given_ng, u.drug_unit(drug), 3), maxima_text(drug))
 
 
 def _alarm_ids(listing):
@@ -191,8 +193,13 @@ def status_json(st):
                 bolus=dict(b, kind=BOLUS_KINDS.get(b["kind"], b["kind"])) if b else None)
 
 
-def _dose_and_volume(dose_nl, conc, unit, volume_nl):
-    return "%s (%s)" % (u.fmt_mass(fw_units.volume_to_dose_ng(dose_nl, conc), unit), u.fmt_volume(volume_nl))
+def _dose_and_volume(st, period, conc, unit):
+    # The pump's dose in ng, each stroke at the concentration it was given
+    # at; earlier firmware gave the dose's volume only (at the current one).
+    dose_ng = st.get(period + "_dose_ng")
+    if dose_ng is None:
+        dose_ng = fw_units.volume_to_dose_ng(st[period + "_dose_nl"], conc)
+    return "%s (%s)" % (u.fmt_mass(dose_ng, unit), u.fmt_volume(st[period + "_nl"]))
 
 
 def _bolus_state(b, ident):

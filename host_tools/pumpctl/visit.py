@@ -32,9 +32,11 @@ Input, VisitData (plain data as the link returns it; dates may be
     delivered       per day: (date, dose_ng, volume_nl) delivered that day
     delivery_detail per day (date or day number): DayDelivery, where the row came
                     from: "pump" (the pump's DAILY_TOTAL records, per kind of
-                    stroke) or "estimated" (computed on the host from the
-                    therapy and bolus records); a day without one is "pump" if
-                    the row is, else unknown (shown as "-")
+                    stroke), "pump so far" (the visit day: the pump's own count
+                    of the day in progress, from its status) or "estimated"
+                    (computed on the host from the therapy and bolus records);
+                    a day without one is "pump" if the row is, else unknown
+                    (shown as "-")
 
 Diary entries are events.DIARY records (layout in pumpctl.diary).
 Demand refusal reasons are firmware/scheduler.py's DEMAND_* codes.
@@ -83,6 +85,9 @@ BOLUS_KINDS: dict[int, str] = {
 STROKE_KINDS: dict[int, str] = {**BOLUS_KINDS, fw_scheduler.KIND_UNCOMMANDED: "uncommanded"}  # DAILY_TOTAL kinds
 
 
+SO_FAR = "pump so far"  # DayDelivery.source of the visit day counted by the pump's status
+
+
 class VisitError(ValueError):
     """Visit data that cannot be summarized; the message names the field."""
 
@@ -90,7 +95,7 @@ class VisitError(ValueError):
 @dataclass(frozen=True)
 class DayDelivery:
     """Where a day's delivered figures come from (pumpctl.visitrun.delivered)."""
-    source: str  # "pump": DAILY_TOTAL records; "estimated": computed on the host from the log
+    source: str  # "pump": DAILY_TOTAL records; "pump so far": the day in progress; "estimated": from the log
     kinds: tuple[tuple[int, int, int, int], ...] = ()  # (kind, strokes, dose_ng, volume_nl), pump only
     resets: int = 0  # unclean resets that day: each may have hidden up to 32 strokes from the count
     partial: bool = False  # the pump began counting during the day (strokes before it are missing)
@@ -571,6 +576,8 @@ def by_kind(v: DayDelivery | None, unit: str) -> str:
     """The pump's per-kind figures of a day, in the drug's unit and mL."""
     if v is None:
         return "-"
+    if v.source == SO_FAR:
+        return "the pump's count so far (day in progress)"
     if v.source != "pump":
         return "estimated (no daily total from the pump)"
     if not v.kinds:
@@ -615,7 +622,7 @@ def headline(s: VisitSummary) -> dict[str, str]:
             fmt_volume(Fraction(s.total_volume_nl, s.days_with_delivery_data)))
         src = [d.delivery.source for d in s.days if d.delivery is not None]
         est = src.count("estimated")
-        if src.count("pump"):
+        if src.count("pump") + src.count(SO_FAR):
             delivered += "; the pump's daily totals" + (", %d day%s estimated" % (est, "s" * (est != 1)) if est else "")
         elif est:
             delivered += "; estimated from the therapy records"
@@ -643,8 +650,8 @@ def day_table(s: VisitSummary) -> tuple[list[str], list[list[str]]]:
     headers = ["date", "dose", "volume", "delivered by kind (pump's daily total)", "pain", "entries",
                "demand given", "refused"]
     rows = [[str(d.date), fmt_mass(d.dose_ng, s.unit, 3), fmt_volume(d.volume_nl),
-             by_kind(d.delivery, s.unit) if d.date != s.visit_date or d.delivery is None or d.delivery.source == "pump"
-             else "estimated (day in progress)", fmt_pain(d.pain_mean),
+             by_kind(d.delivery, s.unit) if d.date != s.visit_date or d.delivery is None
+             or d.delivery.source in ("pump", SO_FAR) else "estimated (day in progress)", fmt_pain(d.pain_mean),
              str(d.pain_entries), str(d.demand_given), str(d.demand_refused)] for d in s.days]
     return headers, rows
 

@@ -191,6 +191,20 @@ def delivered(records: list[tuple], start: tuple[int, int], end: tuple[int, int]
     return sorted(rows), detail, state
 
 
+def with_today(rows: list[tuple[int, int, int]], detail: dict[int, visit.DayDelivery], st: dict[str, Any],
+               start_day: int) -> list[tuple[int, int, int]]:
+    """The visit day from the pump's own count of the day in progress (its
+    status: today_nl, today_dose_ng), when the interval holds the whole day
+    and no daily total covers it; else the rows as they were (firmware
+    without today_dose_ng: estimated)."""
+    day = st["day"]
+    d = detail.get(day)
+    if "today_dose_ng" not in st or start_day >= day or (d is not None and d.source != "estimated"):
+        return rows
+    detail[day] = visit.DayDelivery(visit.SO_FAR)
+    return sorted([r for r in rows if r[0] != day] + [(day, st["today_dose_ng"], st["today_nl"])])
+
+
 # -- the visit ----------------------------------------------------------------------------
 FIRST_FILL = (events.RESERVOIR_SET, events.THERAPY_PROGRAMMED, events.REFILL)
 

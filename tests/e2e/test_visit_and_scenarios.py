@@ -125,11 +125,13 @@ def test_daily_totals_are_the_strokes_the_motor_completed_each_day(implanted, ca
         assert r["source"] == "pump" and r["volume_nl"] == bench[day] * 500 and r["dose_ng"] == bench[day] * 5_000
         assert {k["kind"]: k["strokes"] for k in r["by_kind"]} == \
             {"basal": got[day][BASAL][0], "demand": 40, **({"clinician": 100} if day == d0 + 2 else {})}
-    assert rows[visit.as_date(d0 + 5).isoformat()]["source"] == "estimated"  # the visit day is not over
+    today = rows[visit.as_date(d0 + 5).isoformat()]  # the visit day is not over: the pump's count so far
+    assert today["source"] == "pump so far" and today["volume_nl"] == bench[d0 + 5] * 500 \
+        and today["dose_ng"] == bench[d0 + 5] * 5_000, (today, bench[d0 + 5])
     rc, text, err = p.pumpctl(capsys, "visit", "--withdrawn", "19.9mL", "--added", "20mL", "--report-dir",
                               str(tmp_path / "r2"), "--yes", "--accept-discrepancy")
     assert rc == 0, err
-    assert "demand 0.2 mg (0.020 mL)" in text and "estimated (day in progress)" in text
+    assert "demand 0.2 mg (0.020 mL)" in text and "the pump's count so far (day in progress)" in text
     assert "clinician 0.5 mg (0.050 mL)" in text
 
 
@@ -172,7 +174,7 @@ def test_visit_report_matches_the_log_and_the_strokes(implanted, capsys, tmp_pat
     assert stored["date"] == date.isoformat() and stored["seq"] >= refill[0][0]
 
     # A second visit covers the interval since the first: each day the pump's total of the strokes its
-    # motor completed (the first visit's day whole, from its midnight), the second visit's day estimated.
+    # motor completed (the first visit's day whole, from its midnight), the second visit's day its count so far.
     for _ in range(7):
         p.bench("advance", ms=DAY_MS // 3)
         p.pumpctl(capsys, "demand")
@@ -190,7 +192,7 @@ def test_visit_report_matches_the_log_and_the_strokes(implanted, capsys, tmp_pat
     for day, row in zip(days[:-1], r["delivered"]):
         assert row["source"] == "pump" and row["volume_nl"] == bench[day] * stroke_nl, (day, row, bench[day])
     last = r["delivered"][-1]
-    assert last["source"] == "estimated" and abs(last["volume_nl"] - bench[days[-1]] * stroke_nl) <= stroke_nl
+    assert last["source"] == "pump so far" and last["volume_nl"] == bench[days[-1]] * stroke_nl, (last, bench)
     assert r["total_dose_ng"] == pytest.approx(r["total_volume_nl"] * 10, abs=10)  # 10 mg/mL = 10 ng/nL
     given2 = [x for x in of_type(p.log(), events.BOLUS_STARTED) if x[4] == DEMAND and x[0] > stored["seq"]]
     assert r["demand"]["given"] == len(given2) == 7

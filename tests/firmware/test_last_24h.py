@@ -1,12 +1,15 @@
-# The status's "last 24 h" (last_24h_nl, last_24h_dose_nl): what the motor
-# delivered in the 24 hours before now, checked against the bench's stroke
-# record (board times of completed strokes) counted by the test itself.
+# The status's "delivered today" and "last 24 h" (today_nl, today_dose_ng,
+# last_24h_nl, last_24h_dose_ng): what the motor delivered since the pump
+# day began and in the 24 hours before now, checked against the bench's
+# stroke record (board times of completed strokes) counted by the test
+# itself, each stroke's dose at the concentration the test put in.
 import json
 
 from fixtures import DAY_MS, HOUR_MS, continuous, make_pump, run
 from flashkit import first_fill, with_pump
 
 STROKE_NL = 500
+NG_PER_STROKE = 5000  # 500 nL of 10 mg/mL
 MINUTE_MS = 60000
 # The pump counts in hours and takes the strokes of the hour the window
 # starts in as evenly spread: a basal rate's 83 or 84 strokes an hour put
@@ -23,14 +26,19 @@ def record_last_day(pump):
 
 def last_24h(pump):
     st = pump.status()
-    return st["last_24h_nl"] // STROKE_NL, st["last_24h_dose_nl"] // STROKE_NL
+    return st["last_24h_nl"] // STROKE_NL, st["last_24h_dose_ng"]
+
+
+def today(pump):
+    st = pump.status()
+    return st["today_nl"] // STROKE_NL, st["today_dose_ng"]
 
 
 def assert_near_record(pump, slack=BASAL_SLACK):
     vol, dose = last_24h(pump)
     want = record_last_day(pump)
     assert abs(vol - want) <= slack, (vol, want)
-    assert dose == vol, (dose, vol)  # no priming: every stroke is dose
+    assert abs(dose - vol * NG_PER_STROKE) < NG_PER_STROKE, (dose, vol)  # every stroke is dose
 
 
 def test_a_basal_rate_reads_a_days_strokes_at_every_minute_of_the_hour():
@@ -73,8 +81,8 @@ def test_it_survives_a_restart():
 
 
 def test_a_state_saved_with_24_hourly_buckets_restores_its_hours():
-    # A record from firmware that kept 24 hours (hour h at h % 24), read by
-    # this one (h % 25): each hour lands where it belongs, and once the
+    # A record from firmware that kept 24 hours (hour h at h % 24) and no
+    # bridge or folded doses, read by this one (h % 25): each hour lands where it belongs, and once the
     # window has moved past the hour the record lacked, the figure agrees
     # with the stroke record again.
     def check(fp):
@@ -82,12 +90,13 @@ def test_a_state_saved_with_24_hourly_buckets_restores_its_hours():
         first_fill(pump)
         run(pump, 30 * HOUR_MS + 10 * MINUTE_MS)
         d = fp.persist.snapshot(clean=True)
-        hour, strokes, dose = d["ledger"]["hours"]
+        hour, strokes, dose = d["ledger"]["hours"][:3]
         old_strokes, old_dose = [0] * 24, [0] * 24
         for k in range(24):
             old_strokes[(hour - k) % 24] = strokes[(hour - k) % 25]
             old_dose[(hour - k) % 24] = dose[(hour - k) % 25]
-        d["ledger"]["hours"] = [hour, old_strokes, old_dose]
+        d["ledger"]["hours"] = [hour, old_strokes, old_dose]  # no bridge or folded doses either
+        d["ledger"]["today"] = [20001, 0, 0]  # kept then, ignored now
         fp.persist.store.save("pump", 1, json.dumps(d).encode())
         board = fp.board
         fp.power_off()
@@ -96,3 +105,34 @@ def test_a_state_saved_with_24_hourly_buckets_restores_its_hours():
         run(pump, 90 * MINUTE_MS)
         assert_near_record(pump)
     with_pump(check)
+
+
+def test_delivered_today_counts_the_strokes_since_the_pump_days_midnight():
+    pump = make_pump(continuous())  # day 20000 00:00 at board time 0
+    run(pump, 30 * HOUR_MS + 25 * MINUTE_MS)
+    times = pump.board.motor.times(0, 1000000)[0]
+    since_midnight = len([t for t in times if t > DAY_MS])
+    assert today(pump) == (since_midnight, since_midnight * NG_PER_STROKE)
+
+
+def test_a_refill_with_another_strength_changes_no_dose_already_given():
+    # 10 mg/mL, then 20 mg/mL at 6 h; the catheter's 0.1 mL of the first
+    # solution (200 strokes) is pushed out first, at its own strength.
+    catheter_strokes = 100000 // STROKE_NL
+    pump = make_pump(continuous())
+    pump.revise_catheter(100000)
+    pump.catheter.assume_primed(100000)
+    run(pump, 6 * HOUR_MS)
+    while pump.stroking:  # between strokes (docs/dosing.md: a stroke under way counts at its kind's strength)
+        run(pump, 10)
+    before = pump.board.motor.completed
+    given = (today(pump), last_24h(pump))
+    assert given[0] == (before, before * NG_PER_STROKE)
+    pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(conc=20000000))
+    assert (today(pump), last_24h(pump)) == given
+    run(pump, 14 * HOUR_MS)
+    after = pump.board.motor.completed - before
+    assert after > catheter_strokes
+    want = (before + catheter_strokes) * NG_PER_STROKE + (after - catheter_strokes) * 2 * NG_PER_STROKE
+    assert today(pump) == (before + after, want)
+    assert last_24h(pump) == (before + after, want)  # the window still holds the whole course

@@ -19,7 +19,7 @@ def status(**kw):
     st = {"day": 20000, "tod_s": 3600, "state": "delivering", "drug": "morphine", "conc_ng_ml": 10_000_000,
           "remaining_nl": 19_998_500, "capacity_nl": 20_000_000, "low_nl": 2_000_000, "residual_nl": 1_000_000,
           "low_in_s": 86400, "empty_in_s": 90000, "alarm_day": 0, "battery_mv": 3200, "bolus": None, "alarms": [],
-          "today_dose_nl": 1_250_000, "today_nl": 1_250_000, "last_24h_dose_nl": 1_250_000, "last_24h_nl": 1_250_000,
+          "today_dose_ng": 12_500_000, "today_nl": 1_250_000, "last_24h_dose_ng": 12_500_000, "last_24h_nl": 1_250_000,
           "delivered_nl": 1_250_000, "drug_delivered_ng": 12_500_000, "ceiling_24h_ng": 12_500_000,
           "catheter_primed": True, "clock_uncertain": False, "fault": None}
     st.update(kw)

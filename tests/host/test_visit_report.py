@@ -494,6 +494,27 @@ def test_delivered_per_day_is_the_pumps_daily_total_and_a_day_without_one_is_est
         in s.attention
 
 
+def test_the_visit_day_is_the_pumps_own_count_so_far_when_it_has_one():
+    from pumpctl import visitrun
+    rows = [(102, 10_000_000, 1_000_000), (103, 5_000_000, 500_000)]
+    est = {102: visit.DayDelivery("pump"), 103: visit.DayDelivery("estimated")}
+    st = {"day": 103, "tod_s": 43200, "today_nl": 480_000, "today_dose_ng": 4_800_000}
+    detail = dict(est)
+    assert visitrun.with_today(rows, detail, st, 100) == [(102, 10_000_000, 1_000_000), (103, 4_800_000, 480_000)]
+    assert detail[103].source == visit.SO_FAR
+    s = visit.summarize(visit.VisitData(
+        device={"serial": "X"}, visit_date=103, previous_visit=102, records=[],
+        status=month().status | st, old_rx=OLD_RX, delivered=visitrun.with_today(rows, dict(est), st, 100),
+        delivery_detail=detail))
+    text = visit.render_text(s)
+    assert "the pump's count so far (day in progress)" in text and "estimated" not in text
+    # The interval began today (a second visit), or firmware without the count: estimated as before.
+    for start_day, status in ((103, st), (100, {k: v for k, v in st.items() if k != "today_dose_ng"})):
+        detail = dict(est)
+        assert visitrun.with_today(rows, detail, status, start_day) == rows
+        assert detail[103].source == "estimated"
+
+
 def test_a_day_of_no_delivery_is_zero_not_missing():
     from pumpctl import visitrun
     recs = [(1, 101, 0, events.DAILY_TOTAL, 100, 0, 0, 0, b"nothing delivered")]

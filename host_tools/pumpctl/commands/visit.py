@@ -65,6 +65,7 @@ def _visit_report(args, report_dir, visits, ident, prev, first, before, done, st
     conc = old_rx["conc"] if old_rx else st.get("conc_ng_ml", 0)
     rows, detail, state = visitrun.delivered(recs, start, end, visitrun.DeliveryState.of(prev and prev.get("delivery")),
                                              ident["stroke_nl"], conc)
+    rows = visitrun.with_today(rows, detail, st, start[0])
     new_rx = after.get("rx")
     data = visit.VisitData(
         device=ident, visit_date=visit.as_date(st["day"]), previous_visit=visit.as_date(start[0]),
@@ -89,8 +90,9 @@ def _visit_report(args, report_dir, visits, ident, prev, first, before, done, st
                 "attention": list(summary.attention)},
          lambda: "%s\n%s\n%s\nreport: %s" % (
              refill_done_text(done, added), visit.render_text(summary).rstrip("\n"),
-             "(delivered: the pump's daily totals of the strokes its motor completed, per kind; a day without "
-             "one (the visit day, not over yet) is estimated from the therapy and bolus records; not measured)",
+             "(delivered: the pump's daily totals of the strokes its motor completed, per kind; the visit day, "
+             "not over yet, the pump's own count so far; a day without either is estimated from the therapy "
+             "and bolus records; not measured)",
              path))
     return EXIT_OK
 
