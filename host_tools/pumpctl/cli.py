@@ -26,7 +26,7 @@ from pumpctl import console, paths, report
 from pumpctl import units as u
 from pumpctl.commands import accuracy, campaign, device, diary, implant, reading, settings, therapy, trial, visit, web
 from pumpctl.console import (DEBUG_ENV, EXIT_AUTH, EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED,
-                             EXIT_LINK, EXIT_OK, EXIT_PIPE, EXIT_REFUSED, Cancelled, DryRun, Interrupted, Parser,
+                             EXIT_LINK, EXIT_OK, EXIT_PIPE, EXIT_REFUSED, Cancelled, DryRun, Interrupted, Once, Parser,
                              UsageError, emit, fail, jsonable, quiet_stdout)
 from pumpctl.emulator import EmulatorError
 from pumpctl.fw import link_commands as lc
@@ -92,13 +92,13 @@ def _override_option(p):
 
 def _rx_options(p):
     g = p.add_argument_group("prescription (clinician units)")
-    g.add_argument("--drug", help="e.g. morphine, baclofen, ziconotide")
-    g.add_argument("--conc", help="concentration, e.g. 10mg/mL or 500ug/mL")
-    g.add_argument("--dose", help="continuous daily dose, e.g. 4mg/day")
+    g.add_argument("--drug", action=Once, help="e.g. morphine, baclofen, ziconotide")
+    g.add_argument("--conc", action=Once, help="concentration, e.g. 10mg/mL or 500ug/mL")
+    g.add_argument("--dose", action=Once, help="continuous daily dose, e.g. 4mg/day")
     g.add_argument("--step", action="append", help="flex step TIME=RATE, e.g. 08:00=5mg/day (repeat)")
     g.add_argument("--periodic", action="append", help="periodic bolus TIME=DOSE/DURATION, e.g. 12:00=0.5mg/10min")
-    g.add_argument("--demand", help="patient demand bolus DOSE/DURATION,lockout=DURATION,max=N")
-    g.add_argument("--file", help="prescription as JSON (docs/pumpctl.md)")
+    g.add_argument("--demand", action=Once, help="patient demand bolus DOSE/DURATION,lockout=DURATION,max=N")
+    g.add_argument("--file", action=Once, help="prescription as JSON (docs/pumpctl.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,16 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     _rx_options(s)
     s = add("bolus", therapy.cmd_bolus, "clinician bolus (replaces basal while it runs; review from the pump's dry run)",
             reviewed)
-    s.add_argument("--dose", required=True, help="e.g. 1mg")
-    s.add_argument("--over", required=True, help="duration, e.g. 30min")
+    s.add_argument("--dose", action=Once, required=True, help="e.g. 1mg")
+    s.add_argument("--over", action=Once, required=True, help="duration, e.g. 30min")
     _override_option(s)
     s = add("prime", therapy.cmd_prime, "priming bolus to fill a new or revised catheter (after `pumpctl catheter`)",
             reviewed)
-    s.add_argument("--volume", required=True, help="e.g. 0.2mL")
-    s.add_argument("--over", required=True, help="duration, e.g. 15min")
+    s.add_argument("--volume", action=Once, required=True, help="e.g. 0.2mL")
+    s.add_argument("--over", action=Once, required=True, help="duration, e.g. 15min")
     s = add("catheter", therapy.cmd_catheter, "record a catheter revision (the new catheter is then primed with "
                                       "`pumpctl prime`)", reviewed)
-    s.add_argument("--segments", required=True, help="segments LENGTH:VOLUME pump end first, e.g. "
+    s.add_argument("--segments", action=Once, required=True, help="segments LENGTH:VOLUME pump end first, e.g. "
                                                      "500mm:120uL,300mm:80uL")
     add("demand", therapy.cmd_demand, "patient demand bolus (patient role)")
     add("suspend", therapy.cmd_suspend, "stop delivery until resumed", reviewed)
@@ -168,15 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("resume", therapy.cmd_resume, "resume the programmed therapy", reviewed)
     s = add("refill", therapy.cmd_refill, "guided refill: expected vs withdrawn, then the new fill (and prescription)",
             reviewed)
-    s.add_argument("--withdrawn", required=True, help="volume drawn out of the reservoir, e.g. 9.5mL")
-    s.add_argument("--added", required=True, help="volume put in, e.g. 20mL")
+    s.add_argument("--withdrawn", action=Once, required=True, help="volume drawn out of the reservoir, e.g. 9.5mL")
+    s.add_argument("--added", action=Once, required=True, help="volume put in, e.g. 20mL")
     s.add_argument("--accept-discrepancy", action="store_true", help="acknowledge a discrepancy warning")
     _override_option(s)
     _rx_options(s)
     s = add("visit", visit.cmd_visit, "refill visit: the guided refill (and new prescription), then the report of the "
                                 "interval since the last visit (text, and HTML in --report-dir)", reviewed)
-    s.add_argument("--withdrawn", required=True, help="volume drawn out of the reservoir, e.g. 9.5mL")
-    s.add_argument("--added", required=True, help="volume put in, e.g. 20mL")
+    s.add_argument("--withdrawn", action=Once, required=True, help="volume drawn out of the reservoir, e.g. 9.5mL")
+    s.add_argument("--added", action=Once, required=True, help="volume put in, e.g. 20mL")
     s.add_argument("--accept-discrepancy", action="store_true", help="acknowledge a discrepancy warning")
     s.add_argument("--report-dir", default="reports", help="folder for the HTML reports and visits.json (default: "
                                                            "reports, as for `scenario`; keep one per patient or clinic)")
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
             reviewed)
     s.add_argument("--ack", help="alarm id or name (e.g. motor-stall, low-reservoir), or 'all'")
     s = add("clock", settings.cmd_clock, "show or set the pump clock", reviewed)
-    s.add_argument("--set", help="'now' (this computer's local time) or YYYY-MM-DDTHH:MM[:SS]")
+    s.add_argument("--set", action=Once, help="'now' (this computer's local time) or YYYY-MM-DDTHH:MM[:SS]")
     s = add("low-threshold", settings.cmd_low, "set the low-reservoir alarm volume", reviewed)
     s.add_argument("volume", help="e.g. 3mL")
     s = add("alarm-date", settings.cmd_alarm_date, "set the alarm (next refill) date", reviewed)

@@ -282,6 +282,18 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class Once(argparse.Action):
+    """An option that may be given once: a therapy figure given twice is
+    ambiguous (which one did the clinician mean?), so it is refused rather
+    than the last one silently kept."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(namespace, self.dest, None)
+        if given is not None:
+            parser.error("%s given twice (%s, then %s): give it once" % (option_string, given, values))
+        setattr(namespace, self.dest, values)
+
+
 def _json_mode(args, argv):
     if args is not None:
         return bool(getattr(args, "json", False))

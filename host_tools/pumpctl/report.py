@@ -577,7 +577,7 @@ def daily_max_lines(limit, drug, given_ng=None, override_sent=False):
     if hard > soft:
         figures += " usual, %s/day hard (never exceeded)" % u.fmt_mass(hard, unit)
     if given_ng is not None:
-        figures += "; given in the last 24 h: %s" % u.fmt_mass(given_ng, unit)
+        figures += "; given in the last 24 h: %s" % u.fmt_mass(given_ng, unit, 3)
     lower = ("lower the dose (the bolus, a step, a periodic or demand bolus), or wait until earlier doses leave "
              "the 24-hour window")
     if limit == "daily_hard_max" or (hard > soft and override_sent):

@@ -133,6 +133,11 @@ def conc_ng_ml(text):
     num, den = _fraction(text, "concentration", "10mg/mL")
     mass, mf = _quantity(num, MASS_NG, "concentration", "10mg/mL")
     vol, vf = _quantity(den, VOLUME_NL, "concentration", "10mg/mL", need_number=False)
+    if mass == 0:
+        raise UnitError("concentration: %r is zero: give the concentration on the vial's label, e.g. 10mg/mL"
+                        % text)
+    if vol == 0:
+        raise UnitError("concentration: %r: zero volume" % text)
     return _whole(mass * mf * NL_PER_ML / (vol * vf), "concentration", text, "ng/mL")
 
 

@@ -188,6 +188,19 @@ def test_errors_under_json_are_a_labelled_object_on_stdout(argv, code, rc, capsy
     assert err.strip().splitlines()[-1].startswith("pumpctl: ")  # and the line for people on stderr
 
 
+@pytest.mark.parametrize("argv", [
+    ["program", "--drug", "morphine", "--conc", "10mg/mL", "--dose", "2mg/day", "--dose", "3mg/day"],
+    ["program", "--drug", "morphine", "--drug", "baclofen", "--conc", "10mg/mL", "--dose", "2mg/day"],
+    ["bolus", "--dose", "1mg", "--over", "30min", "--dose", "2mg"],
+    ["refill", "--withdrawn", "5mL", "--added", "20mL", "--added", "18mL"],
+])
+def test_a_therapy_figure_given_twice_is_refused_before_anything_is_sent(argv, capsys):
+    # No --port: a repeated figure is refused before pumpctl looks for a pump.
+    assert cli.main(argv + ["--json"]) == cli.EXIT_INPUT
+    e = json.loads(capsys.readouterr().out)["error"]
+    assert e["code"] == "USAGE" and "given twice" in e["message"] and not e["changed"], e
+
+
 def test_a_pump_refusal_under_json(capsys):
     from pumpctl.link import PumpError
     e = PumpError({"code": 8, "name": "LIMIT", "limit": "demand_lockout", "reason": "lockout: too soon",

@@ -55,6 +55,8 @@ def test_rate(text, v):
     (u.duration_s, "0.5s", "whole number of seconds"),
     (u.conc_ng_ml, "10mg", "form 10mg/mL"),
     (u.conc_ng_ml, "10mg/mL/h", "form 10mg/mL"),
+    (u.conc_ng_ml, "0mg/mL", "is zero: give the concentration on the vial's label"),
+    (u.conc_ng_ml, "10mg/0mL", "zero volume"),
     (u.rate_ng_day, "4mg", "form 4mg/day"),
     (u.rate_ng_day, "1mg/7h", "whole number of ng/day"),
     (u.rate_ng_day, "1mg/0h", "zero duration"),
