@@ -79,7 +79,7 @@ class Persist:
                 "unaccounted_nl": r.unaccounted_nl, "low_nl": r.low_nl,
                 "conc": [r.conc_ng_ml, r.bridge_conc_ng_ml, r.dose_ng_before, r.epoch_dose, r.epoch_bridge],
                 "undosed": r.undosed,
-                "hours": [r.hour, list(r.hour_strokes), list(r.hour_dose), list(r.hour_bridge), r.hour_num],
+                "hours": [r.hour, list(r.hour_strokes), list(r.hour_dose), list(r.hour_bridge), list(r.hour_num)],
             },
             "sched": {
                 "basal_phase": s.basal_phase,

@@ -5,8 +5,8 @@
 # itself, each stroke's dose at the concentration the test put in.
 import json
 
-from fixtures import DAY_MS, HOUR_MS, continuous, make_pump, run
-from flashkit import first_fill, with_pump
+from fixtures import DAY_MS, HOUR_MS, continuous, make_pump, raises_limit, run
+from flashkit import FlashPump, first_fill, new_image, with_pump
 
 STROKE_NL = 500
 NG_PER_STROKE = 5000  # 500 nL of 10 mg/mL
@@ -136,3 +136,23 @@ def test_a_refill_with_another_strength_changes_no_dose_already_given():
     want = (before + catheter_strokes) * NG_PER_STROKE + (after - catheter_strokes) * 2 * NG_PER_STROKE
     assert today(pump) == (before + after, want)
     assert last_24h(pump) == (before + after, want)  # the window still holds the whole course
+
+
+def test_a_refill_that_cannot_be_saved_leaves_the_doses_as_they_were():
+    # Two changes of strength, the second refused by a failing flash: the
+    # pump goes back to its state before it, the doses of both strengths
+    # already given included.
+    fp = FlashPump(new_image(), flash_faults=True)
+    pump = fp.power_on()
+    first_fill(pump)
+    run(pump, 3 * HOUR_MS)
+    pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(conc=20000000))
+    run(pump, 3 * HOUR_MS)
+    while pump.stroking:
+        run(pump, 10)
+    given = (today(pump), last_24h(pump))
+    fp.dev.failing = True
+    raises_limit("flash_fault", pump.refill, pump.reservoir.remaining_nl, 20000000, continuous(conc=5000000))
+    assert pump.reservoir.conc_ng_ml == 20000000
+    assert (today(pump), last_24h(pump)) == given
+    fp.power_off()
