@@ -199,4 +199,3 @@ class Reservoir:
         if nl_per_day <= 0:
             return None
         return max(0, self.remaining_nl - threshold_nl) * S_PER_DAY // nl_per_day
-
