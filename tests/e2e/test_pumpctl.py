@@ -13,7 +13,7 @@ import pytest
 import serial
 
 from linkkit import DAY_MS, of_type
-from pumpctl import cli, link
+from pumpctl import cli, link, paths
 from pumpctl.fw import alarms, events, link_commands as lc, wire
 
 FLEX = ["--drug", "morphine", "--conc", "10mg/mL", "--step", "00:00=3mg/day", "--step", "08:00=5mg/day",
@@ -353,6 +353,26 @@ def test_devices_lists_the_emulator_and_advance_moves_its_virtual_time(pump, cap
     assert out.startswith("advanced 90 min: pump time ") and "delivering" in out
     assert cli.main(["advance", "1day", "--json", "--bench", str(pump.emu.bench_path)]) == 0
     assert json.loads(capsys.readouterr().out)["advanced_s"] == 86400
+
+
+def test_advance_longer_than_one_bench_request_goes_in_steps(pump, capsys, monkeypatch):
+    from pumpctl.commands import device
+    emulator_py = (paths.ROOT / "boards" / "unix" / "emulator.py").read_text()
+    assert "ADVANCE_MAX_MS = 366 * 86400000" in emulator_py and device.ADVANCE_STEP_S == 366 * 86400
+    monkeypatch.setattr(device, "ADVANCE_STEP_S", 3600)  # the same loop, in hours
+    from pumpctl.bench import BenchClient
+    sent, call = [], BenchClient.call
+
+    def recorded(self, cmd, **kw):
+        sent.append((cmd, kw))
+        return call(self, cmd, **kw)
+    monkeypatch.setattr(BenchClient, "call", recorded)
+    before = pump.bench("status")
+    assert cli.main(["advance", "150min", "--bench", str(pump.emu.bench_path)]) == 0
+    assert [kw["ms"] for cmd, kw in sent if cmd == "advance"] == [3_600_000, 3_600_000, 1_800_000]
+    after = pump.bench("status")
+    assert (after["day"] * 86400 + after["tod_s"]) - (before["day"] * 86400 + before["tod_s"]) == 9000
+    assert capsys.readouterr().out.startswith("advanced 2 h 30 min: ")
 
 
 def test_advance_refuses_a_real_time_emulator(tmp_path, capsys):

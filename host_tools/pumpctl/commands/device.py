@@ -106,6 +106,10 @@ def kind_text(dev):
     return "emulator (%s time)" % ("virtual" if dev["virtual"] else "real")
 
 
+# The most one bench `advance` takes (boards/unix/emulator.py ADVANCE_MAX_MS).
+ADVANCE_STEP_S = 366 * 86400
+
+
 def cmd_advance(args):
     """Advances a virtual-time emulator through its bench port."""
     from pumpctl.bench import BenchClient, BenchError
@@ -122,7 +126,13 @@ def cmd_advance(args):
                         "--state %s`) or give --state DIR / --bench PATH" % (paths.shown(bench), paths.shown(state)))
     try:
         with BenchClient(str(bench)) as b:
-            st = b.call("advance", ms=secs * 1000)
+            left = secs
+            while True:  # one request covers at most ADVANCE_STEP_S: a longer time goes in steps
+                step = min(left, ADVANCE_STEP_S)
+                st = b.call("advance", ms=step * 1000)
+                left -= step
+                if left <= 0:
+                    break
     except BenchError as e:
         msg = str(e).removeprefix("bench: ")
         if "virtual" in msg:
