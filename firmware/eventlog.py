@@ -70,7 +70,6 @@ _RECORD_CRC = const(60)
 _CLINICAL = "log."  # the earlier single ring's names: its segments stay readable
 _ACTIVITY = "act."
 _NAME_LEN = const(12)  # prefix + 8 hex digits
-_DAY_MAX = const(0xFFFF)
 _TOD_END = const(86400)
 _ETYPE_MAX = const(0xFF)
 _I32_MIN = -0x80000000  # not const: beyond the RP2040's small ints
@@ -433,7 +432,7 @@ class EventLog:
 
     def append(self, day, tod_s, etype, a=0, b=0, c=0, d=0, text=b""):
         # Returns the record's sequence number, or 0 when it was folded.
-        if not (0 <= day <= _DAY_MAX and 0 <= tod_s < _TOD_END and 0 <= etype <= _ETYPE_MAX):
+        if not (0 <= day <= events.DAY_MAX and 0 <= tod_s < _TOD_END and 0 <= etype <= _ETYPE_MAX):
             raise ValueError("timestamp or event type out of range")
         _int32(a)
         _int32(b)

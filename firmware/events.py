@@ -49,6 +49,10 @@ REPEATED = const(28)
 # (the clock set back into it): they add up.
 DAILY_TOTAL = const(29)
 
+# The last day a record can carry (16 bits: 2149-06-06); the pump's clock
+# is never set beyond it (firmware/pump.py set_clock).
+DAY_MAX = const(0xFFFF)
+
 NAMES = {
     BOOT: "boot", THERAPY_PROGRAMMED: "therapy programmed", THERAPY_SUSPENDED: "therapy suspended",
     THERAPY_RESUMED: "therapy resumed", BOLUS_REQUESTED: "bolus requested", BOLUS_REFUSED: "bolus refused",

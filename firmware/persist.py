@@ -10,11 +10,13 @@ import alarms
 import events
 import hal
 import prescription
+from eventlog import TEXT_MAX
 from guard import CEILING_GROUP  # the 24-hour ceiling is saved in these quarter hours (aging out late: conservative)
 from limits import LimitError
 from pump import RESERVE_STROKES
 from records import RecordStore
 from scheduler import KIND_PRIMING
+from units import S_PER_DAY
 
 STATE = "pump"
 VERSION = 1
@@ -112,14 +114,8 @@ class Persist:
                 self.store.corrupt_found += 1
         if d is None:
             if self.store.corrupt_found or self.identity_saved is not None:
-                # State existed but cannot be read: no therapy is invented;
-                # the pump stays stopped with the integrity alarm sounding
-                # until a clinician refills and programs it (docs/safety.md).
-                p.alarms.set(alarms.INTEGRITY, True, p.now_s())
-                p.record(events.FAULT, FAULT_STATE_UNREADABLE, self.store.corrupt_found, 0, 0,
-                         b"state record unreadable")
-            else:
-                self.fresh = True
+                return self.unloadable(cause, b"state record unreadable")
+            self.fresh = True
             p.record(events.BOOT, cause)
             return cause
         if cause == hal.RESET_POWER_ON and not d["clean"]:
@@ -140,6 +136,22 @@ class Persist:
             p.record(events.FAULT, FAULT_RESUMED, RESERVE_STROKES, 0, 0, b"resumed from checkpoint")
             p.record(events.FAULT, FAULT_CLOCK, 0, 0, 0, b"clock uncertain: set it")
             p.clock_uncertain()
+        return cause
+
+    def unloadable(self, cause, why):
+        # State existed but cannot be read or loaded: no therapy is invented;
+        # the pump stays stopped with the integrity alarm sounding until a
+        # clinician refills and programs it (docs/safety.md). Also the boot
+        # of a fresh pump when restore() failed part-way (firmware/startup.py).
+        p = self.pump
+        if self.identity_saved is None:
+            try:
+                self._load_identity()
+            except Exception:  # the pump keeps its blank identity: the implant sets it again
+                pass
+        p.alarms.set(alarms.INTEGRITY, True, p.now_s())
+        p.record(events.FAULT, FAULT_STATE_UNREADABLE, self.store.corrupt_found, 0, 0, why[:TEXT_MAX])
+        p.record(events.BOOT, cause)
         return cause
 
     def _load_identity(self):
@@ -175,10 +187,13 @@ class Persist:
 
     def _load(self, d):
         p = self.pump
+        day, tod = d["clock"]
+        if not (0 <= day <= events.DAY_MAX and 0 <= tod < S_PER_DAY):
+            raise ValueError("saved clock out of range")
         p.device = d["device"]
         p.catheter.assume_primed(d["catheter_nl"])
         p.alarm_day = d["alarm_day"]
-        p.clock.set(d["clock"][0], d["clock"][1])
+        p.clock.set(day, tod)
         p.suspended = d["suspended"]
         p.restart_when_clear = d["empty_stop"]
         c = p.catheter

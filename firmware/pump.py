@@ -162,7 +162,13 @@ class Pump:
         # change is undone (the pump runs on as before) and refused.
         before = self.memento[0]() if self.memento is not None else None
         sub_ms = self.clock.sub_ms  # the snapshot keeps whole seconds only
-        result = apply()
+        try:
+            result = apply()
+        except Exception as e:  # a change that fails part-way is not left half applied
+            if before is not None:
+                self.memento[1](before)
+                self.clock.sub_ms = sub_ms
+            raise e
         try:
             self.commit()
         except OSError as e:
@@ -554,8 +560,9 @@ class Pump:
     def set_clock(self, day, tod_s):
         # Schedules follow the new time of day from now on; volume follows
         # elapsed time, so a clock change never delivers or skips a catch-up.
-        if not 0 <= tod_s < S_PER_DAY or not 0 <= day < 1 << 20:
-            raise LimitError("clock", "clock: day %d / time %d s out of range" % (day, tod_s))
+        if not 0 <= tod_s < S_PER_DAY or not 0 <= day <= events.DAY_MAX:
+            raise LimitError("clock", "clock: day %d, %d s is outside the dates the pump keeps (1970-01-01 to "
+                             "2149-06-06): set the current date and time" % (day, tod_s))
         old_day, old_tod = self.clock.day, self.clock.tod_s
 
         def apply():

@@ -10,7 +10,16 @@ def start_pump(board, reset_cause):
     directory = board.flash_dir()
     if directory is None:
         return Pump(board), None, reset_cause
-    pump = Pump(board, EventLog(directory + "/log"))  # the board made `directory`
+    log = EventLog(directory + "/log")  # the board made `directory`
+    pump = Pump(board, log)
     persist = Persist(pump, directory)
-    cause = persist.restore(reset_cause)
+    try:
+        cause = persist.restore(reset_cause)
+    except Exception as e:
+        # A saved state this firmware cannot load (damaged in a way its CRC
+        # missed, or outside its ranges) must not stop every boot: a fresh
+        # pump, stopped with the integrity alarm sounding, the cause logged.
+        pump = Pump(board, log)
+        persist = Persist(pump, directory)
+        cause = persist.unloadable(reset_cause, ("state not loadable: %s" % type(e).__name__).encode())
     return pump, persist, cause

@@ -24,7 +24,7 @@ from fractions import Fraction
 from typing import Any
 
 from pumpctl import paths
-from pumpctl.fw import limits
+from pumpctl.fw import events, limits
 
 S_PER_DAY = 86400
 NL_PER_ML = 1_000_000
@@ -387,13 +387,23 @@ def catheter_segments(text):
     return segs
 
 
+EPOCH = datetime.date(1970, 1, 1)
+LAST_DATE = EPOCH + datetime.timedelta(days=events.DAY_MAX)  # the last date the pump's records can carry
+
+
+def _pump_day(d, text):
+    if not EPOCH <= d <= LAST_DATE:
+        raise UnitError("date %r is outside the dates the pump keeps (%s to %s)" % (text, EPOCH, LAST_DATE))
+    return (d - EPOCH).days
+
+
 def parse_date(text):
     """'2025-06-01' -> day number since 1970-01-01."""
     try:
         d = datetime.date.fromisoformat(text.strip())
     except (ValueError, AttributeError):
         raise UnitError("date %r is not YYYY-MM-DD" % (text,))
-    return (d - datetime.date(1970, 1, 1)).days
+    return _pump_day(d, text)
 
 
 def parse_datetime(text):
@@ -405,8 +415,7 @@ def parse_datetime(text):
             t = datetime.datetime.fromisoformat(text.strip())
         except (ValueError, AttributeError):
             raise UnitError("time %r is not YYYY-MM-DDTHH:MM[:SS] or 'now'" % (text,))
-    day = (t.date() - datetime.date(1970, 1, 1)).days
-    return day, t.hour * 3600 + t.minute * 60 + t.second
+    return _pump_day(t.date(), text), t.hour * 3600 + t.minute * 60 + t.second
 
 
 # -- formatting: the one home of every figure pumpctl shows ----------------------

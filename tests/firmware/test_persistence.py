@@ -3,7 +3,7 @@
 import alarms
 import events
 import hal
-from fixtures import DAY_MS, HOUR_MS, MORPHINE_10MG_ML, continuous, flex, run
+from fixtures import DAY_MS, HOUR_MS, MORPHINE_10MG_ML, continuous, flex, make_pump, raises_limit, run
 from flashkit import FlashPump, first_fill, new_image, with_pump
 from scheduler import KIND_CLINICIAN
 
@@ -86,6 +86,81 @@ def test_latched_alarm_survives_a_reset_and_keeps_therapy_stopped():
         run(pump, HOUR_MS)
         assert fp.board.motor.attempts == before
     with_pump(check)
+
+
+def boot_with_saved_state(change):
+    # The pump saves a programmed state; `change(d)` edits it as a record
+    # with a valid CRC (damage the CRC missed, or another firmware's
+    # ranges); then it boots from it. Returns (pump, strokes the hour after,
+    # its FAULT records).
+    import json
+    fp = FlashPump(new_image())
+    pump = fp.power_on()
+    pump.device["serial"] = "IT-0042"
+    first_fill(pump)
+    run(pump, HOUR_MS)
+    d = fp.persist.snapshot(clean=True)
+    change(d)
+    fp.persist.store.save("pump", 1, json.dumps(d).encode())
+    fp.power_off()
+    pump = fp.power_on()
+    before = fp.board.motor.completed
+    run(pump, HOUR_MS)
+    strokes = fp.board.motor.completed - before
+    faults = [r for r in pump.log.read(1, 1000) if r[3] == events.FAULT]
+    fp.power_off()
+    return pump, strokes, faults
+
+
+def assert_stopped_on_integrity(pump, strokes, faults):
+    assert pump.alarms.active & (1 << alarms.INTEGRITY)
+    assert pump.rx is None and pump.therapy is None and strokes == 0
+    assert pump.device["serial"] == "IT-0042"  # the identity record is its own
+    assert faults and faults[-1][8].startswith(b"state not loadable"), faults
+
+
+def test_a_saved_clock_beyond_the_logs_dates_boots_stopped_with_the_integrity_alarm():
+    # Firmware that let the clock be set past 2149-06-06 saved a state every
+    # boot then failed on (the log's first record could not carry the date).
+    def beyond(d):
+        d["clock"] = [84006, 0]  # 2200-01-01
+    assert_stopped_on_integrity(*boot_with_saved_state(beyond))
+
+
+def test_a_saved_state_missing_a_part_boots_stopped_with_the_integrity_alarm():
+    def without_ledger(d):
+        del d["ledger"]
+    assert_stopped_on_integrity(*boot_with_saved_state(without_ledger))
+
+
+def test_the_clock_is_never_set_beyond_the_logs_dates_and_a_refusal_changes_nothing():
+    pump = make_pump(continuous())
+    run(pump, HOUR_MS)
+    raises_limit("clock", pump.set_clock, events.DAY_MAX + 1, 0)
+    assert (pump.clock.day, pump.clock.tod_s) == (20000, 3600)
+    pump.set_clock(events.DAY_MAX, 0)  # 2149-06-06: the last date
+    assert pump.clock.day == events.DAY_MAX
+
+
+def test_a_change_that_fails_part_way_is_undone():
+    # A fault inside a change (here: its log record cannot be written) must
+    # not leave the change half applied.
+    pump = make_pump(continuous())
+    run(pump, HOUR_MS)
+    pump.memento = (lambda: (pump.clock.day, pump.clock.tod_s), lambda d: pump.clock.set(*d))
+    record = pump.record
+
+    def failing(etype, *args):
+        if etype == events.CLOCK_SET:
+            raise ValueError("log write failed")
+        return record(etype, *args)
+    pump.record = failing
+    try:
+        pump.set_clock(20005, 7200)
+        raise AssertionError("the fault inside the change was swallowed")
+    except ValueError:
+        pass
+    assert (pump.clock.day, pump.clock.tod_s) == (20000, 3600)
 
 
 def test_unreadable_state_raises_integrity_alarm_and_stops():
