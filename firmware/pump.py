@@ -561,8 +561,7 @@ class Pump:
         # Schedules follow the new time of day from now on; volume follows
         # elapsed time, so a clock change never delivers or skips a catch-up.
         if not 0 <= tod_s < S_PER_DAY or not 0 <= day <= events.DAY_MAX:
-            raise LimitError("clock", "clock: day %d, %d s is outside the dates the pump keeps (1970-01-01 to "
-                             "2149-06-06): set the current date and time" % (day, tod_s))
+            raise LimitError("clock", "clock: a date from 1970-01-01 to 2149-06-06")
         old_day, old_tod = self.clock.day, self.clock.tod_s
 
         def apply():
@@ -594,7 +593,10 @@ class Pump:
         self._durably("low-reservoir threshold", apply)
 
     def set_alarm_date(self, day):
-        check_range("alarm_date", "alarm date", day, 0, 1 << 20, "day")
+        # 0: none. Else a day after today's (a date already reached would only
+        # sound at once: a mistyped year, most likely) and one the log can carry.
+        if day and not self.clock.day < day <= events.DAY_MAX:
+            raise LimitError("alarm_date", "alarm date: after today, up to 2149-06-06")
 
         def apply():
             self.alarm_day = day

@@ -531,7 +531,8 @@ NEXT_STEP = {
     "bolus_rounding": "choose one of the two deliverable doses named above (a bolus is whole 0.5 µL strokes)",
     "flash_fault": "nothing was changed and therapy continues as before: try again; if it fails again the pump's "
                    "flash is failing (the flash-fault alarm): plan to replace the pump",
-    "clock": "give a date and time from 1970 on",
+    "clock": "give the current date and time (the pump keeps dates from 1970-01-01 to 2149-06-06)",
+    "alarm_date": "give the date of the next refill: after the pump's date (`pumpctl clock`), or 'off'",
     "lockout": "give a lockout between 15 min and 24 h",
     "demand_per_day": "allow between 1 and 24 demand boluses a day",
     "bolus_active": "wait until the running bolus ends (`pumpctl status` shows it)",

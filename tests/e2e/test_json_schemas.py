@@ -277,7 +277,7 @@ CASES = [
     Case("clock-set-dry-run-shows-the-current-clock", "clock", lambda p: ["clock", "--set", later(p, hours=1),
                                                                           "--dry-run"]),
     Case("low-threshold-dry-run-shows-the-current-threshold", "low-threshold", ["low-threshold", "3mL", "--dry-run"]),
-    Case("alarm-date-dry-run-shows-the-current-date", "alarm-date", ["alarm-date", "2030-01-01", "--dry-run"]),
+    Case("alarm-date-dry-run-shows-the-current-date", "alarm-date", ["alarm-date", "2140-01-01", "--dry-run"]),
     Case("implant-dry-run-lists-the-steps-it-would-send", "implant", IMPLANT + ["--dry-run"], before=no_bolus),
     # changes, confirmed with --yes
     Case("program-sends-a-flex-therapy-and-gives-the-pumps-summary", "program", PROGRAM_FLEX + ["--yes"],
@@ -298,7 +298,7 @@ CASES = [
     Case("clock-set-moves-the-pump-clock", "clock", lambda p: ["clock", "--set", later(p, hours=1), "--yes"]),
     Case("low-threshold-sets-the-alarm-volume", "low-threshold", ["low-threshold", "3mL", "--yes"],
          check=lambda d, p: d["low_nl"] == 3_000_000),
-    Case("alarm-date-sets-the-reminder-date", "alarm-date", ["alarm-date", "2030-01-01", "--yes"]),
+    Case("alarm-date-sets-the-reminder-date", "alarm-date", ["alarm-date", "2140-01-01", "--yes"]),
     Case("catheter-records-a-revision", "catheter", ["catheter", "--segments", "500mm:120uL,300mm:80uL", "--yes"],
          before=no_bolus, check=lambda d, p: d["catheter_nl"] == 200_000),
     Case("prime-starts-the-priming-bolus", "prime", ["prime", "--volume", "0.2mL", "--over", "25min", "--yes"],

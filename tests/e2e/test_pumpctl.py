@@ -192,6 +192,10 @@ def test_alarms_clock_thresholds(pump, capsys):
     assert rc == 0 and pump.call(lc.STATUS)["low_nl"] == 3_000_000
     rc, _, err = pump.pumpctl(capsys, "low-threshold", "0.5mL", "--yes")
     assert rc == 2 and "(low_threshold)" in err and "20" in err and " mL" in err and " nL" not in err
+    rc, _, err = pump.pumpctl(capsys, "alarm-date", "2030-01-02", "--yes")
+    assert rc == 1 and "not after the pump's date (2030-01-02)" in err  # it would only sound at once
+    rc, _, err = pump.pumpctl(capsys, "clock", "--set", "2150-01-01T00:00", "--yes")
+    assert rc == 1 and "outside the dates the pump keeps" in err
     rc, out, _ = pump.pumpctl(capsys, "alarm-date", "2030-01-03", "--yes")
     assert rc == 0
     pump.bench("advance", ms=DAY_MS)
@@ -318,7 +322,7 @@ def test_maintenance_is_refused_by_the_emulator_and_therapy_continues(pump, caps
     (["resume"], "resume"),
     (["clock", "--set", "2030-01-02T03:04:05"], "clock"),
     (["low-threshold", "3mL"], "low"),
-    (["alarm-date", "2030-01-03"], "alarm_date"),
+    (["alarm-date", "2140-01-03"], "alarm_date"),
     (["program", *FLEX], "program"),
     (["bolus", "--dose", "1mg", "--over", "30min"], "bolus"),
     (["refill", "--withdrawn", "1mL", "--added", "20mL"], "refill"),  # a discrepancy: reviewed, not asked

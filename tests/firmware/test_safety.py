@@ -3,7 +3,7 @@
 # leave the ledger untouched.
 import alarms
 import events
-from fixtures import DAY_MS, HOUR_MS, MORPHINE_10MG_ML, continuous, flex, make_pump, run, strokes
+from fixtures import DAY_MS, HOUR_MS, MORPHINE_10MG_ML, continuous, flex, make_pump, raises_limit, run, strokes
 from scheduler import KIND_BASAL
 
 
@@ -255,6 +255,17 @@ def test_alarm_date_reached_raises_and_acknowledge_clears_it():
     assert active(pump, alarms.ALARM_DATE)
     pump.acknowledge(alarms.ALARM_DATE)
     assert not active(pump, alarms.ALARM_DATE) and pump.alarm_day == 0
+
+
+def test_an_alarm_date_not_after_today_is_refused_and_changes_nothing():
+    # A date already reached would only sound at once: a mistyped year.
+    pump = make_pump(continuous())
+    pump.set_alarm_date(pump.clock.day + 30)
+    for day in (pump.clock.day, pump.clock.day - 400, events.DAY_MAX + 1):
+        raises_limit("alarm_date", pump.set_alarm_date, day)
+        assert pump.alarm_day == pump.clock.day + 30
+    pump.set_alarm_date(0)  # off
+    assert pump.alarm_day == 0
 
 
 def test_alarm_cleared_when_its_condition_ends_is_logged():

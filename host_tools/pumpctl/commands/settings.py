@@ -28,9 +28,9 @@ def cmd_low(args):
     with connected(args, session_role(args, "clinician")) as c:
         st = c.request(lc.STATUS)
         if not args.json:
-            print("Review: low-reservoir alarm at %s (now %s)" % (u.fmt_volume(vol), u.fmt_volume(st["low_nl"])))
+            print("Review: low-reservoir alarm at %s (now %s)" % (u.fmt_ml(vol), u.fmt_ml(st["low_nl"])))
         r = send_reviewed(args, c, "Set it?", lc.SET_LOW, {"low_nl": vol}, {"current": {"low_nl": st["low_nl"]}})
-    emit(args, r, "low-reservoir alarm at %s" % u.fmt_volume(r["low_nl"]))
+    emit(args, r, "low-reservoir alarm at %s" % u.fmt_ml(r["low_nl"]))
     return EXIT_OK
 
 
@@ -38,6 +38,9 @@ def cmd_alarm_date(args):
     day = 0 if args.date == "off" else u.parse_date(args.date)
     with connected(args, session_role(args, "clinician")) as c:
         st = c.request(lc.STATUS)
+        if day and day <= st["day"]:
+            raise u.UnitError("alarm date %s is not after the pump's date (%s): give the date of the next refill"
+                              % (u.fmt_date(day), u.fmt_date(st["day"])))
         if not args.json:
             print("Review: alarm date %s (now %s)" % (u.fmt_date(day) if day else "off", u.fmt_date(st.get("alarm_day"))))
         r = send_reviewed(args, c, "Set it?", lc.SET_ALARM_DATE, {"day": day},
