@@ -72,7 +72,7 @@ def first_fill(pump, volume_nl):
 
 def prime(pump, duration_s):
     if not pump.catheter.volume_nl:
-        raise LimitError("catheter", "priming: set the catheter first")
+        raise LimitError("catheter_unset", "priming: set the catheter first")
     strokes = pump.priming_bolus(pump.catheter.volume_nl, duration_s)
     _logged(pump, STEP_PRIME, True, strokes, duration_s)
     return strokes

@@ -413,7 +413,7 @@ class Pump:
         self._require_idle_channel("priming bolus", need_therapy=False)
         cath = self.catheter
         if not cath.volume_nl:
-            raise LimitError("catheter", "priming bolus: no catheter is recorded: enter the catheter first")
+            raise LimitError("catheter_unset", "priming bolus: no catheter is recorded: enter the catheter first")
         if cath.primed():
             raise LimitError("catheter_primed", "priming bolus: the catheter is already primed, so priming would"
                              " be a hidden dose: use a clinician bolus, or record a catheter revision first")

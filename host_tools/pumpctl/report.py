@@ -523,8 +523,10 @@ NEXT_STEP = {
     "withdrawn": "give the volume you actually drew out, at most the reservoir's capacity",
     "low_threshold": "choose a threshold within the range shown",
     "priming_volume": "prime at most what the catheter still needs plus 10 % (the figure above)",
-    "catheter": "record the catheter first (a revision: `pumpctl catheter --segments 500mm:120uL,300mm:80uL`), "
-                "then prime it",
+    "catheter": "give each segment's length and volume from the catheter's label: 1 to 4 segments, each 1 to "
+                "1500 mm, the whole catheter at most 1 mL",
+    "catheter_unset": "record the catheter first (a revision: `pumpctl catheter --segments 500mm:120uL,300mm:80uL`), "
+                      "then prime it",
     "catheter_primed": "the catheter is already primed, so priming would be a hidden dose: for a new or revised "
                        "catheter record it first (`pumpctl catheter --segments ...`); for drug, give a clinician "
                        "bolus (`pumpctl bolus`)",

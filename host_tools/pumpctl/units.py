@@ -383,7 +383,11 @@ def catheter_segments(text):
         num = length[:-2] if length.endswith(("mm", "cm")) else None
         if num is None or not num.strip().isdigit():
             raise UnitError("catheter length %r: whole mm or cm, e.g. 500mm" % length)
-        segs.append([int(num) * scale, volume_nl(vol.strip(), "catheter segment volume")])
+        mm, nl = int(num) * scale, volume_nl(vol.strip(), "catheter segment volume")
+        if not mm or not nl:
+            raise UnitError("catheter segment %r: a segment has a length and holds a volume (from the catheter's "
+                            "label), neither zero" % part.strip())
+        segs.append([mm, nl])
     return segs
 
 

@@ -150,7 +150,7 @@ def test_bolus_review_is_the_pumps_dry_run(pump, capsys, sent):
 def test_catheter_revision_then_priming(pump, capsys, sent):
     # The demonstration pump's catheter is primed: priming needs a revision first.
     rc, _, err = pump.pumpctl(capsys, "prime", "--volume", "0.2mL", "--over", "25min", "--yes")
-    assert rc == cli.EXIT_REFUSED and "(catheter)" in err and "pumpctl catheter --segments" in err, err
+    assert rc == cli.EXIT_REFUSED and "(catheter_unset)" in err and "pumpctl catheter --segments" in err, err
     rc, out, _ = pump.pumpctl(capsys, "catheter", "--segments", "500mm:120uL,300mm:80uL")
     assert rc == cli.EXIT_CANCELLED and "500 mm 0.1200 mL, 300 mm 0.0800 mL (total 0.2000 mL)" in out
     assert pump.therapy()["catheter_nl"] == 0

@@ -83,4 +83,4 @@ def test_first_fill_over_capacity_is_refused():
 
 def test_priming_before_the_catheter_is_set_is_refused():
     pump = new_pump()
-    raises_limit("catheter", implant.prime, pump, 600)
+    raises_limit("catheter_unset", implant.prime, pump, 600)

@@ -57,6 +57,8 @@ def test_rate(text, v):
     (u.conc_ng_ml, "10mg/mL/h", "form 10mg/mL"),
     (u.conc_ng_ml, "0mg/mL", "is zero: give the concentration on the vial's label"),
     (u.parse_date, "2149-06-07", "outside the dates the pump keeps (1970-01-01 to 2149-06-06)"),
+    (u.catheter_segments, "500mm:0uL", "neither zero"),
+    (u.catheter_segments, "0mm:100uL", "neither zero"),
     (u.parse_date, "1969-12-31", "outside the dates the pump keeps"),
     (u.parse_datetime, "2200-01-01T00:00", "outside the dates the pump keeps"),
     (u.conc_ng_ml, "10mg/0mL", "zero volume"),
