@@ -26,8 +26,18 @@ SERIAL_MAX = const(24)
 
 
 def _logged(pump, step, ok, c=0, d=0, text=b""):
+    # A test's result: logged and saved.
     pump.record(events.IMPLANT_STEP, step, 1 if ok else 0, c, d, text)
     pump.commit()
+
+
+def _step(pump, what, step, c, d, text, apply):
+    # A change (identity, catheter, first fill): applied, logged and saved,
+    # or undone and refused when it cannot be saved (Pump._durably).
+    def changed():
+        apply()
+        pump.record(events.IMPLANT_STEP, step, 1, c, d, text)
+    pump._durably(what, changed)
 
 
 def set_identity(pump, serial, model):
@@ -35,9 +45,10 @@ def set_identity(pump, serial, model):
         raise LimitError("serial", "identity: serial must be 1..%d characters" % SERIAL_MAX)
     if not isinstance(model, str) or not 1 <= len(model) <= SERIAL_MAX:
         raise LimitError("model", "identity: model must be 1..%d characters" % SERIAL_MAX)
-    pump.device["serial"] = serial
-    pump.device["model"] = model
-    _logged(pump, STEP_IDENTITY, True, 0, 0, serial.encode()[:32])
+    def apply():
+        pump.device["serial"] = serial
+        pump.device["model"] = model
+    _step(pump, "identity", STEP_IDENTITY, 0, 0, serial.encode()[:32], apply)
 
 
 def set_catheter(pump, segments):
@@ -52,9 +63,10 @@ def set_catheter(pump, segments):
         check_range("catheter", "catheter segment %d volume" % (i + 1), seg[1], 1, CATHETER_VOLUME_MAX_NL, "nL")
         total += seg[1]
     check_range("catheter", "catheter total volume", total, 1, CATHETER_VOLUME_MAX_NL, "nL")
-    pump.revise_catheter(total)  # a new catheter holds no drug until primed
-    pump.device["catheter"] = [list(s) for s in segments]
-    _logged(pump, STEP_CATHETER, True, total, len(segments))
+    def apply():
+        pump.revise_catheter(total)  # a new catheter holds no drug until primed
+        pump.device["catheter"] = [list(s) for s in segments]
+    _step(pump, "catheter", STEP_CATHETER, total, len(segments), b"", apply)
     return total
 
 
@@ -65,9 +77,10 @@ def first_fill(pump, volume_nl):
     if volume_nl > r.capacity_nl:
         raise LimitError("overfill", "first fill: %d nL exceeds the reservoir's %d nL" % (volume_nl, r.capacity_nl))
     check_range("added", "first fill volume", volume_nl, r.residual_nl + pump.stroke_nl, r.capacity_nl, "nL")
-    r.fill(volume_nl)
-    pump.record(events.RESERVOIR_SET, volume_nl)
-    _logged(pump, STEP_FILL, True, volume_nl)
+    def apply():
+        r.fill(volume_nl)
+        pump.record(events.RESERVOIR_SET, volume_nl)
+    _step(pump, "first fill", STEP_FILL, volume_nl, 0, b"", apply)
 
 
 def prime(pump, duration_s):

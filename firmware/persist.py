@@ -69,7 +69,7 @@ class Persist:
         c = p.catheter
         return {
             "clean": clean,
-            "device": p.device, "catheter_nl": p.catheter.volume_nl, "alarm_day": p.alarm_day,
+            "device": dict(p.device), "catheter_nl": p.catheter.volume_nl, "alarm_day": p.alarm_day,
             "clock": [p.clock.day, p.clock.tod_s], "mono_s": s.mono_s,
             "rx": prescription.compact(p.rx), "old_rx": prescription.compact(p.old_rx), "bridge_left": s.bridge_left, "suspended": p.suspended,
             "empty_stop": p.restart_when_clear,

@@ -84,3 +84,31 @@ def test_first_fill_over_capacity_is_refused():
 def test_priming_before_the_catheter_is_set_is_refused():
     pump = new_pump()
     raises_limit("catheter_unset", implant.prime, pump, 600)
+
+
+def test_an_implant_step_that_cannot_be_saved_changes_nothing_and_can_be_repeated():
+    # Identity, catheter and first fill are changes like any other: with the
+    # flash refusing writes each is refused and undone, and done once it works.
+    from flashkit import FlashPump, new_image
+    fp = FlashPump(new_image(), flash_faults=True)
+    pump = fp.power_on()
+    fp.dev.failing = True
+    serial = pump.device["serial"]
+    raises_limit("flash_fault", implant.set_identity, pump, "SN-0002", "IT-40")
+    assert pump.device["serial"] == serial
+    raises_limit("flash_fault", implant.set_catheter, pump, [[500, 120000]])
+    assert pump.catheter.volume_nl == 0 and "catheter" not in pump.device
+    raises_limit("flash_fault", implant.first_fill, pump, 20000000)
+    assert pump.reservoir.remaining_nl == 0 and pump.reservoir.volume_in_nl == 0
+    fp.dev.failing = False
+    implant.set_identity(pump, "SN-0002", "IT-40")
+    implant.set_catheter(pump, [[500, 120000]])
+    implant.first_fill(pump, 20000000)
+    assert pump.device["serial"] == "SN-0002" and pump.catheter.volume_nl == 120000
+    assert pump.reservoir.remaining_nl == 20000000
+    fp.persist.save(clean=True)
+    fp.power_off()
+    pump = fp.power_on()  # and all three are on flash
+    assert pump.device["serial"] == "SN-0002" and pump.catheter.volume_nl == 120000
+    assert pump.reservoir.remaining_nl == 20000000
+    fp.power_off()
