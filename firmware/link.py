@@ -515,7 +515,7 @@ class Link:
                 wire.ROLE_CLINICIAN: wire.hmac_sha256(seed, b"clinician" + ent)}
         wire.check_device_keys(keys)
         serial = self.pump.device["serial"]
-        self.keys.save(keys, serial)  # durable before anyone learns the keys
+        self._save_keys(keys, serial, "keys not provisioned")  # durable before anyone learns the keys
         self.pump.record(lc.EV_PROVISIONED, 0, 0, 0, 0, b"link keys provisioned")
         reply = {"serial": serial, "patient": keys[wire.ROLE_PATIENT], "clinician": keys[wire.ROLE_CLINICIAN]}
         self.prov_reply = (mid, bytes(ent), reply, self.pump.now_s() + lc.PROVISION_REPLY_S)
@@ -532,9 +532,19 @@ class Link:
         old = self.keys.keys
         keys = {r: wire.rotated_key(old[r], r, ent) for r in (wire.ROLE_PATIENT, wire.ROLE_CLINICIAN)}
         wire.check_device_keys(keys)
-        self.keys.save(keys, self.keys.serial or self.pump.device["serial"])
+        self._save_keys(keys, self.keys.serial or self.pump.device["serial"], "keys not changed")
         self.pump.record(lc.EV_PROVISIONED, 1, 0, 0, 0, b"link keys rotated")
         return {"rotated": True}
+
+    def _save_keys(self, keys, serial, what):
+        # The key record first, the keys in use after (KeyStore.save): a
+        # flash that refuses the write changes nothing, and says so.
+        try:
+            self.keys.save(keys, serial)
+        except OSError as e:
+            self.pump._flash_failed(e)
+            raise LimitError("flash_fault", "%s: they could not be saved to flash (%s); the keys in use still log"
+                             " in: try again, and replace the pump if the flash fault persists" % (what, e))
 
     def _hello(self, p):
         p = _args(p, ("role", "nonce"))

@@ -734,6 +734,25 @@ def test_rotated_keys_are_derived_on_both_sides_and_the_old_ones_stop_working():
     assert records(pump, lc.EV_PROVISIONED, b"link keys rotated")
 
 
+def test_keys_that_cannot_be_saved_are_not_changed_and_the_refusal_says_so():
+    # A flash that refuses the key record: the keys in use stay, the
+    # programmer is told why in the words of every other flash refusal.
+    import alarms
+    pump, link, host, keys = clinician()
+
+    class RefusingFlash:
+        def save(self, name, version, payload):
+            raise OSError(5)
+    link.keys.store = RefusingFlash()
+    p = host.err(lc.ROTATE_KEYS, {"entropy": bytes(range(32))}, wire.LIMIT)
+    assert p["limit"] == "flash_fault" and "could not be saved to flash" in p["reason"], p
+    assert link.keys.keys[wire.ROLE_CLINICIAN] == keys["clinician"]
+    assert pump.alarms.active & (1 << alarms.FLASH_FAULT)
+    t, _, p, sealed = host.login(wire.ROLE_CLINICIAN, keys["clinician"])  # the keys in use still log in
+    assert t == lc.PROOF | wire.REPLY and sealed
+    assert not records(pump, lc.EV_PROVISIONED, b"link keys rotated")
+
+
 def test_the_patient_cannot_rotate_the_keys():
     pump, link, host, keys = clinician()
     host.login(wire.ROLE_PATIENT, keys["patient"])
