@@ -875,6 +875,9 @@ class Link:
         if not isinstance(note, str) or len(note.encode()) > lc.NOTE_MAX:
             raise _bad("note must be text of at most %d bytes" % lc.NOTE_MAX)
         seq = self.pump.record(lc.EV_DIARY, pain, lc.ACTIVITIES.index(act), self.sid, 0, note.encode())
+        if not seq:  # a diary entry is never folded: 0 is a log the flash refused (the flash-fault alarm)
+            raise LimitError("flash_fault", "diary entry not recorded: the pump's flash could not be written;"
+                             " try again later")
         return {"seq": seq}
 
 

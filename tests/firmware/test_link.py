@@ -753,6 +753,30 @@ def test_keys_that_cannot_be_saved_are_not_changed_and_the_refusal_says_so():
     assert not records(pump, lc.EV_PROVISIONED, b"link keys rotated")
 
 
+def test_a_diary_entry_the_flash_refuses_is_not_reported_as_recorded():
+    import alarms
+    pump, link, host, keys = clinician()
+    host.login(wire.ROLE_PATIENT, keys["patient"])
+
+    class RefusingLog:  # the log on a flash that refuses writes (reads and the rest as they are)
+        def __init__(self, log):
+            self.log = log
+
+        def append(self, *args):
+            raise OSError(5)
+
+        def __getattr__(self, name):
+            return getattr(self.log, name)
+    log = pump.log
+    pump.log = RefusingLog(log)
+    p = host.err(lc.DIARY, {"pain": 6, "activity": "walking"}, wire.LIMIT)
+    assert p["limit"] == "flash_fault" and "not recorded" in p["reason"], p
+    assert pump.alarms.active & (1 << alarms.FLASH_FAULT)
+    pump.log = log
+    d = host.ok(lc.DIARY, {"pain": 6, "activity": "walking"})  # once the flash writes again
+    assert d["seq"] and records(pump, events.DIARY)[-1][0] == d["seq"]
+
+
 def test_the_patient_cannot_rotate_the_keys():
     pump, link, host, keys = clinician()
     host.login(wire.ROLE_PATIENT, keys["patient"])
