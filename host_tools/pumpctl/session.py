@@ -118,10 +118,14 @@ def state_dir(args):
 
 
 
+SEQ_MAX = 0x3FFFFFFF  # the largest argument the link takes (firmware/link.py _INT_MAX): past any log's end
+
+
 def read_log(c, first=1, last=None, show_progress=False):
     """Event log records first..last (default: to the end) over the link."""
     recs = []
-    info = c.request(lc.LOG_READ, {"first": max(first, 1), "max": 1})
+    first = min(max(first, 1), SEQ_MAX)
+    info = c.request(lc.LOG_READ, {"first": first, "max": 1})
     last = info["last_seq"] if last is None else min(last, info["last_seq"])
     start = nxt = max(first, info["first_seq"])
     progress = Progress(last - start + 1, "event log", enabled=show_progress)
