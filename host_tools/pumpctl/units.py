@@ -98,10 +98,10 @@ def _mass_unit(ng, unit=None):
 
 def _bounded(n, what, unit, text=None):
     if n > ARG_MAX:
-        raise UnitError("%s: %s is more than the pump accepts (the largest value it takes is %s; the drug's own "
-                        "hard limits in docs/limits.md are far lower)"
+        drug = "; the drug's own hard limits in docs/limits.md are far lower" if unit.startswith(("ng", "nL")) else ""
+        raise UnitError("%s: %s is more than the pump accepts (the largest value it takes is %s%s)"
                         % (what, repr(text) if text is not None else fmt_pump_value(n, unit),
-                           fmt_pump_value(ARG_MAX, unit)))
+                           fmt_pump_value(ARG_MAX, unit), drug))
     return n
 
 
@@ -383,7 +383,8 @@ def catheter_segments(text):
         num = length[:-2] if length.endswith(("mm", "cm")) else None
         if num is None or not num.strip().isdigit():
             raise UnitError("catheter length %r: whole mm or cm, e.g. 500mm" % length)
-        mm, nl = int(num) * scale, volume_nl(vol.strip(), "catheter segment volume")
+        mm = _bounded(int(num) * scale, "catheter segment length", "mm", length)
+        nl = volume_nl(vol.strip(), "catheter segment volume")
         if not mm or not nl:
             raise UnitError("catheter segment %r: a segment has a length and holds a volume (from the catheter's "
                             "label), neither zero" % part.strip())

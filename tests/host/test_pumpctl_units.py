@@ -59,6 +59,7 @@ def test_rate(text, v):
     (u.parse_date, "2149-06-07", "outside the dates the pump keeps (1970-01-01 to 2149-06-06)"),
     (u.catheter_segments, "500mm:0uL", "neither zero"),
     (u.catheter_segments, "0mm:100uL", "neither zero"),
+    (u.catheter_segments, "99999999999999999999mm:100uL", "more than the pump accepts"),
     (u.parse_date, "1969-12-31", "outside the dates the pump keeps"),
     (u.parse_datetime, "2200-01-01T00:00", "outside the dates the pump keeps"),
     (u.conc_ng_ml, "10mg/0mL", "zero volume"),
