@@ -82,9 +82,9 @@ def test_it_survives_a_restart():
 
 def test_a_state_saved_with_24_hourly_buckets_restores_its_hours():
     # A record from firmware that kept 24 hours (hour h at h % 24) and no
-    # bridge or folded doses, read by this one (h % 25): each hour lands where it belongs, and once the
-    # window has moved past the hour the record lacked, the figure agrees
-    # with the stroke record again.
+    # bridge or folded doses, read by this one (h % 25): each hour lands
+    # where it belongs, and once the window has moved past the hour the
+    # record lacked, the figure agrees with the stroke record again.
     def check(fp):
         pump = fp.power_on()
         first_fill(pump)
