@@ -26,6 +26,10 @@ _FRAMES_PER_POLL = const(4)  # bounds the time one poll() takes: frames handled.
 _READS_PER_POLL = const(2)
 _HANDSHAKES = const(4)  # logins under way at once (each HELLO its own)  # ...and transport reads (bytes framed) per poll, garbage included
 _INT_MAX = const(0x3FFFFFFF)  # argument integers stay small ints on the RP2040
+# STATUS fields a reply too large for one frame leaves out: the capacity is
+# IDENTIFY's reservoir_nl, the 24-hour maximum THERAPY's max_daily_nl, and
+# the priming volume so far the log's (docs/protocol.md, STATUS).
+_STATUS_SPARE = ("capacity_nl", "max_daily_nl", "priming_nl")
 _LOG_BYTES = const(380)  # packed log records per reply: with the map around them <= 448
 _KEYS_VERSION = const(1)
 _KEYS_NAME = "keys"
@@ -668,6 +672,16 @@ class Link:
         s = self.pump.status()
         s["alarms"] = [a["id"] for a in s["alarms"]]
         s["alarm_day"] = self.pump.alarm_day
+        if s["fault"] is not None or s["bolus"] is not None or len(s["alarms"]) > 2:
+            # Only these grow a reply past one frame (a long-lived pump's
+            # totals, a fault, many alarms): measured, and shortened by what
+            # the programmer has from IDENTIFY and THERAPY, marked "short".
+            try:
+                wire.dumps(s)
+            except wire.TooLarge:
+                for k in _STATUS_SPARE:
+                    s.pop(k, None)
+                s["short"] = True
         return s
 
     def _therapy(self, p):

@@ -41,6 +41,9 @@ HOUSEKEEPING_S = const(300)  # battery, integrity and alarm-date checks
 CHECKPOINT_STROKES = const(24)
 RESERVE_STROKES = const(32)
 CHECKPOINT_S = const(3600)
+# The fault as the status gives it: as much as its log record keeps
+# (events.FAULT text), so that a STATUS reply always fits one frame.
+FAULT_TEXT = const(32)
 FLASH_RETRY_S = const(60)  # a failed checkpoint is tried again after this
 # Battery readings are debounced: BATTERY_SAMPLES readings in a row, taken
 # BATTERY_RECHECK_S apart once one is off, change a battery alarm; recovery
@@ -915,7 +918,7 @@ class Pump:
             "alarms": self.alarms.listing(self.now_s()),
             "clock_uncertain": bool(self.alarms.active & (1 << alarms.CLOCK_UNCERTAIN)),
             "battery_mv": self._battery_report(),
-            "fault": None if self.fault is None else "%s: %s" % (type(self.fault).__name__, self.fault),
+            "fault": None if self.fault is None else ("%s: %s" % (type(self.fault).__name__, self.fault))[:FAULT_TEXT],
         }
 
     def _battery_report(self):

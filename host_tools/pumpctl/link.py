@@ -252,9 +252,10 @@ class Client:
         try:
             for _ in range(self.retries + 1):
                 try:
-                    return self._exchange(mtype, mid, payload, self.session, self.session)
+                    reply = self._exchange(mtype, mid, payload, self.session, self.session)
                 except _NoReply:
                     continue
+                return self._completed_status(reply) if mtype == lc.STATUS else reply
             raise LinkError("no reply from the pump after %d tries (%s)" % (self.retries + 1, self._port_name()))
         except PumpError as e:
             e.context = dict(self.context)
@@ -262,6 +263,19 @@ class Client:
         except LinkError as e:
             e.request_sent = True  # it may have reached the pump
             raise
+
+    def _completed_status(self, st):
+        # A STATUS too large for one frame comes "short" (firmware/link.py
+        # _STATUS_SPARE): the fields it left out, from where the pump also gives them.
+        if not isinstance(st, dict) or not st.pop("short", False):
+            return st
+        st.setdefault("capacity_nl", self.identity.get("reservoir_nl", 0))
+        st.setdefault("priming_nl", None)
+        if "max_daily_nl" not in st:
+            st["max_daily_nl"] = None
+            if self.role == "clinician":
+                st["max_daily_nl"] = self.request(lc.THERAPY).get("max_daily_nl")
+        return st
 
     def _port_name(self):
         return getattr(self.port, "portstr", None) or getattr(self.port, "name", "port")

@@ -777,6 +777,40 @@ def test_a_diary_entry_the_flash_refuses_is_not_reported_as_recorded():
     assert d["seq"] and records(pump, events.DIARY)[-1][0] == d["seq"]
 
 
+def test_a_status_too_large_for_one_frame_is_sent_short_not_refused():
+    # A long-lived pump in trouble: ten years of totals, a fault, seven
+    # alarms, a bolus. Its STATUS does not fit 448 bytes whole: it comes
+    # without what IDENTIFY and THERAPY also give, marked "short".
+    import alarms
+    pump, link, host, keys = clinician({"drug": "hydromorphone", "conc_ng_ml": 15000000,
+                                        "steps": [{"start_s": 0, "dose_ng_day": 9000000}]})
+    full = host.ok(lc.STATUS)
+    assert "short" not in full and full["capacity_nl"] == 20000000
+    run(pump, 3 * 86400000 + 1234567)
+    pump.clinician_bolus(1000000, 86400)
+    r = pump.reservoir
+    r.volume_in_nl, r.withdrawn_nl = 2400000000, 100000000
+    for k in range(len(r.strokes)):
+        r.strokes[k] = 600000
+    r.reseal()
+    for a in (alarms.FLASH_FAULT, alarms.BATTERY_ERI, alarms.RESERVOIR_LOW, alarms.CLOCK_UNCERTAIN,
+              alarms.ALARM_DATE, alarms.REFILL_DISCREPANCY, alarms.INTERNAL_FAULT):
+        pump.alarms.set(a, True, pump.now_s())
+    pump.fault = MemoryError("memory allocation failed, allocating 5764 bytes")
+    whole = link._status({})
+    whole.pop("short", None)
+    try:
+        wire.dumps(dict(whole, capacity_nl=20000000, max_daily_nl=600000, priming_nl=0))
+        raise AssertionError("this status fits one frame whole: the test shows nothing")
+    except wire.TooLarge:
+        pass
+    host.login(wire.ROLE_CLINICIAN, keys["clinician"])  # the session ended while the pump ran
+    st = host.ok(lc.STATUS)
+    assert st["short"] is True and "capacity_nl" not in st and "max_daily_nl" not in st, st
+    assert st["fault"] == "MemoryError: memory allocation f" and len(st["alarms"]) == 7
+    assert st["drug_delivered_ng"] == pump.reservoir.drug_delivered_ng() and st["bolus"] is not None
+
+
 def test_the_patient_cannot_rotate_the_keys():
     pump, link, host, keys = clinician()
     host.login(wire.ROLE_PATIENT, keys["patient"])

@@ -209,3 +209,19 @@ def test_units_refuse_negative_and_oversized_values():
     assert u.fmt_pump_value(500, "nL") == "0.5 µL"
     assert json.loads(json.dumps(u.firmware_prescription(u.prescription("morphine", "10mg/mL", "4mg/day"))))[
         "steps"] == [{"start_s": 0, "dose_ng_day": 4_000_000}]
+
+
+def test_a_short_status_is_completed_from_identity_and_therapy():
+    # firmware/link.py sends a STATUS too large for one frame without the
+    # fields IDENTIFY and THERAPY also give, marked "short".
+    from pumpctl.fw import link_commands as lc
+    from pumpctl.link import Client
+    c = Client.__new__(Client)
+    c.identity, c.role, asked = {"reservoir_nl": 20_000_000}, "clinician", []
+    c.request = lambda mtype, payload=None: asked.append(mtype) or {"max_daily_nl": 600_000}
+    st = c._completed_status({"short": True, "remaining_nl": 1})
+    assert st == {"remaining_nl": 1, "capacity_nl": 20_000_000, "max_daily_nl": 600_000, "priming_nl": None}
+    assert asked == [lc.THERAPY]
+    c.role = "patient"  # THERAPY is the clinician's
+    assert c._completed_status({"short": True})["max_daily_nl"] is None and asked == [lc.THERAPY]
+    assert c._completed_status({"remaining_nl": 1}) == {"remaining_nl": 1}  # a whole one as it came
