@@ -42,7 +42,8 @@ CHECKPOINT_STROKES = const(24)
 RESERVE_STROKES = const(32)
 CHECKPOINT_S = const(3600)
 # The fault as the status gives it: as much as its log record keeps
-# (events.FAULT text), so that a STATUS reply always fits one frame.
+# (events.FAULT text); a longer one alone could push a STATUS reply past
+# one frame (firmware/link.py shortens one that still would not fit).
 FAULT_TEXT = const(32)
 FLASH_RETRY_S = const(60)  # a failed checkpoint is tried again after this
 # Battery readings are debounced: BATTERY_SAMPLES readings in a row, taken
