@@ -14,6 +14,9 @@ FORMS = {
     "/alarms/ack": ("alarm",),
     "/confirm": ("review",),
     "/cancel": ("review",),
+    "/patient/diary": ("pain", "activity", "note"),
+    "/patient/demand": ("confirm",),
+    "/connect": ("port", "role"),
 }
 GETS = ["/log?from=-1&to=x&event=%00&since=2020-13-01&until=", "/log.csv?from=99999999999999999999",
         "/reports/..%2F..%2Fetc%2Fpasswd", "/reports/nothing.html", "/diary?x=1"]
