@@ -427,13 +427,17 @@ def event_details(rec, unit="mg", stroke_nl=None):
     return ""
 
 
-# DAILY_TOTAL b (firmware/daytotals.py, docs/protocol.md section 15): kind,
-# days covered - 1, why the part ended, unclean resets during it, partial.
 DAY_END_REASONS = ("midnight", "clock set to another day")
 
 
+def daily_total_fields(b):
+    """DAILY_TOTAL b (firmware/daytotals.py, docs/protocol.md section 15):
+    (kind, days covered - 1, why the part ended, unclean resets, partial)."""
+    return b & 0xFF, b >> 8 & 0xFF, b >> 16 & 0xF, b >> 20 & 0xFF, bool(b & 1 << 28)
+
+
 def _daily_total(day, b, strokes, dose_ng, unit, stroke_nl):
-    kind, span, reason, resets = b & 0xFF, b >> 8 & 0xFF, b >> 16 & 0xF, b >> 20 & 0xFF
+    kind, span, reason, resets, partial = daily_total_fields(b)
     when = u.fmt_date(day) + (" to %s" % u.fmt_date(day + span) if span else "")
     if not kind:
         what = "nothing delivered"
@@ -445,7 +449,7 @@ def _daily_total(day, b, strokes, dose_ng, unit, stroke_nl):
         notes.append("ended early: %s" % _named(DAY_END_REASONS, reason))
     if resets:
         notes.append("%d unclean reset(s): up to %d strokes may be missing for each" % (resets, RESERVE_STROKES))
-    if b & (1 << 28):
+    if partial:
         notes.append("counted from part-way through the day")
     return "; ".join(notes)
 

@@ -5,6 +5,7 @@ import contextlib
 import signal
 
 from pumpctl import paths
+from pumpctl import units as u
 from pumpctl.console import Progress, note
 from pumpctl.emulator import Emulator, StateBusy
 from pumpctl.inflight import Journal, outcome
@@ -118,13 +119,10 @@ def state_dir(args):
 
 
 
-SEQ_MAX = 0x3FFFFFFF  # the largest argument the link takes (firmware/link.py _INT_MAX): past any log's end
-
-
 def read_log(c, first=1, last=None, show_progress=False):
     """Event log records first..last (default: to the end) over the link."""
     recs = []
-    first = min(max(first, 1), SEQ_MAX)
+    first = min(max(first, 1), u.ARG_MAX)  # the largest argument the link takes: past any log's end
     info = c.request(lc.LOG_READ, {"first": first, "max": 1})
     last = info["last_seq"] if last is None else min(last, info["last_seq"])
     start = nxt = max(first, info["first_seq"])

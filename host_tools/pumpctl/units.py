@@ -539,7 +539,7 @@ def fmt_rate_volume(nl_day):
 def fmt_date(day):
     if not day:
         return "-"
-    return (datetime.date(1970, 1, 1) + datetime.timedelta(days=int(day))).isoformat()
+    return (EPOCH + datetime.timedelta(days=int(day))).isoformat()
 
 
 def fmt_datetime(day, tod_s):

@@ -17,7 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from pumpctl import paths, visit
+from pumpctl import paths, report, visit
 from pumpctl.fw import alarms as fw_alarms
 from pumpctl.fw import events
 
@@ -139,10 +139,6 @@ def delivered_by_day(records: list[tuple], start: tuple[int, int], end: tuple[in
 
 
 # -- the pump's daily totals ----------------------------------------------------------------
-DAY_KIND_MASK = 0xFF
-PARTIAL_BIT = 1 << 28
-
-
 def daily_totals(records: list[tuple], stroke_nl: int) -> dict[int, visit.DayDelivery]:
     """The pump's DAILY_TOTAL records by pump day: per kind (kind, strokes,
     dose_ng, volume_nl), records of the same day and kind added up (the clock
@@ -153,14 +149,14 @@ def daily_totals(records: list[tuple], stroke_nl: int) -> dict[int, visit.DayDel
             continue
         day, b, strokes, dose = r[4], r[5], r[6], r[7]
         d = acc.setdefault(day, {"kinds": {}, "resets": 0, "partial": False, "days": 1})
-        kind = b & DAY_KIND_MASK
+        kind, span, _, resets, partial = report.daily_total_fields(b)
         if kind:
             k = d["kinds"].setdefault(kind, [0, 0])
             k[0] += strokes
             k[1] += dose
-        d["days"] = max(d["days"], (b >> 8 & 0xFF) + 1)
-        d["resets"] = max(d["resets"], b >> 20 & 0xFF)  # repeated in each kind's record of a part
-        d["partial"] = d["partial"] or bool(b & PARTIAL_BIT)
+        d["days"] = max(d["days"], span + 1)
+        d["resets"] = max(d["resets"], resets)  # repeated in each kind's record of a part
+        d["partial"] = d["partial"] or partial
     out = {}
     for day, d in acc.items():
         kinds = tuple((k, n, ng, n * stroke_nl) for k, (n, ng) in sorted(d["kinds"].items()))
