@@ -19,7 +19,7 @@ import link_commands as lc
 import prescription
 import wire
 from limits import LimitError
-from units import S_PER_DAY, dose_to_volume_nl
+from units import S_PER_DAY, dose_to_volume_nl, volume_to_dose_ng
 
 _RX_CHUNK = const(128)  # bytes taken from the transport at a time
 _FRAMES_PER_POLL = const(4)  # bounds the time one poll() takes: frames handled...
@@ -773,9 +773,12 @@ class Link:
             if wait:
                 reason += "; allowed again in %d min" % ((wait + 59) // 60)
             raise Refusal(wire.LIMIT, reason, {"limit": limit, "wait_s": wait})
-        s = self.pump.sched
-        return {"strokes": s.demand_strokes, "volume_nl": s.demand_strokes * self.pump.stroke_nl,
-                "duration_s": s.demand_duration}
+        pump = self.pump
+        s, t = pump.sched, pump.therapy
+        volume = s.demand_strokes * pump.stroke_nl
+        # The dose too, so the handset can say it in the drug's unit.
+        return {"strokes": s.demand_strokes, "volume_nl": volume, "duration_s": s.demand_duration,
+                "drug": t.drug, "dose_ng": volume_to_dose_ng(volume, t.conc_ng_ml)}
 
     def _maintenance(self, p):
         # The clinician's way back to the REPL (mpremote, deploy): the board

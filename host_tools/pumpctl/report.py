@@ -137,7 +137,7 @@ def status_rows(ident, st):
         rows.append(["catheter primed", "yes" if st["catheter_primed"] else
                      "NO: the new catheter holds no drug yet; prime it (`pumpctl prime`)"])
     rows += [
-        ["bolus", _bolus_state(st.get("bolus"), ident)],
+        ["bolus", _bolus_state(st.get("bolus"), ident, st.get("conc_ng_ml"), unit)],
         ["alarms", ", ".join(alarm_slug(a) for a in _alarm_ids(st["alarms"])) or "none"],
     ]
     if st.get("drug"):
@@ -202,11 +202,17 @@ def _dose_and_volume(st, period, conc, unit):
     return "%s (%s)" % (u.fmt_mass(dose_ng, unit), u.fmt_volume(st[period + "_nl"]))
 
 
-def _bolus_state(b, ident):
+def _bolus_state(b, ident, conc, unit):
+    # What is left to give, as the dose (at the current concentration) and
+    # its volume; a priming bolus fills the catheter, so only its volume.
     if not b:
         return "none"
-    return "%s, %s left" % (BOLUS_KINDS.get(b["kind"], b["kind"]),
-                            u.fmt_volume(b["strokes_left"] * ident.get("stroke_nl", 0)))
+    kind = BOLUS_KINDS.get(b["kind"], b["kind"])
+    left_nl = b["strokes_left"] * ident.get("stroke_nl", 0)
+    if kind == "priming" or not conc:
+        return "%s, %s left" % (kind, u.fmt_volume(left_nl))
+    return "%s, %s (%s) left" % (kind, u.fmt_mass(fw_units.volume_to_dose_ng(left_nl, conc), unit),
+                                 u.fmt_volume(left_nl))
 
 
 def therapy_text(th):
@@ -547,6 +553,14 @@ NEXT_STEP = {
     "alarm": "resolve the alarm's cause, acknowledge it (`pumpctl alarms --ack`), then resume",
     "first_fill": "the pump has been filled before: use `pumpctl refill`",
     "drug": "use one of the known drugs",
+    "demand_not_prescribed": "no demand bolus is prescribed: if the pain is not controlled, call your clinician",
+    "demand_lockout": "wait the time shown above, then press again; if the pain is not controlled, call your "
+                      "clinician",
+    "demand_daily_max": "no more demand boluses for the time shown above; if the pain is not controlled, call your "
+                        "clinician",
+    "demand_bolus_active": "a bolus is being given now: press again when it has ended (`pumpctl status` shows "
+                           "it)",
+    "demand_not_running": "therapy is stopped: call your clinician (an alarm may say why: `pumpctl status`)",
     "steps": "give 1 to 10 flex steps",
     "periodic": "give at most 8 periodic boluses",
 }

@@ -133,12 +133,14 @@ def test_boluses_demand_suspend_resume(pump, capsys):
     assert rc == 0 and "priming started: 200 strokes" in out, err
     pump.bench("advance", ms=700_000)
     rc, out, err = pump.pumpctl(capsys, "demand")  # the patient's button
-    assert rc == 0 and "demand bolus started" in out, err
+    assert rc == 0 and "demand bolus started: 0.2 mg (0.020 mL) over 5 min" in out, err
+    rc, out, _ = pump.pumpctl(capsys, "status", "--role", "patient")
+    assert "demand, 0.2 mg (0.020 mL) left" in out
     rc, _, err = pump.pumpctl(capsys, "demand")
-    assert rc == 2 and "demand_bolus_active" in err
+    assert rc == 2 and "demand_bolus_active" in err and "press again when it has ended" in err
     pump.bench("advance", ms=400_000)
     rc, _, err = pump.pumpctl(capsys, "demand")
-    assert rc == 2 and "lockout" in err and "allowed again in" in err
+    assert rc == 2 and "lockout" in err and "allowed again in" in err and "wait the time shown above" in err
     rc, _, err = pump.pumpctl(capsys, "bolus", "--dose", "1mg", "--over", "30min", "--role", "patient", "--yes")
     assert rc == 2 and "FORBIDDEN" in err
     rc, out, _ = pump.pumpctl(capsys, "suspend", "--yes")

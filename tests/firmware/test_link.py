@@ -251,7 +251,9 @@ def test_patient_role_is_limited_to_status_demand_and_diary():
     assert len(rejections(pump, wire.FORBIDDEN)) == 7
     assert host.ok(lc.STATUS)["state"] == "delivering"
     started = host.ok(lc.DEMAND)
-    assert started["strokes"] == 40
+    # 0.2 mg at 10 mg/mL: 20 uL, 40 strokes of 0.5 uL; the dose comes back as prescribed.
+    assert (started["strokes"], started["volume_nl"], started["dose_ng"], started["drug"]) == (
+        40, 20000, 200000, "morphine")
     p = host.err(lc.DEMAND, None, wire.LIMIT)
     assert p["limit"] == "demand_bolus_active", p
     run(pump, 200000)

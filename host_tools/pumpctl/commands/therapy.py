@@ -298,7 +298,10 @@ def cmd_demand(args):
 
 
 def demand_text(r):
-    return "demand bolus started: %s over %s" % (u.fmt_volume(r["volume_nl"]), u.fmt_duration(r["duration_s"]))
+    volume = u.fmt_volume(r["volume_nl"])
+    if r.get("dose_ng") is not None and r.get("drug"):  # earlier firmware: the volume only
+        volume = "%s (%s)" % (u.fmt_mass(r["dose_ng"], u.drug_unit(r["drug"])), volume)
+    return "demand bolus started: %s over %s" % (volume, u.fmt_duration(r["duration_s"]))
 
 
 BACLOFEN_WARNING = "abrupt withdrawal of intrathecal baclofen can be fatal."
