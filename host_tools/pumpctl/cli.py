@@ -12,10 +12,12 @@ Exit codes:
   5  cancelled at the review (or not confirmed without a terminal): nothing changed
   6  `scenario` only: a `check` step failed (docs/scenarios.md)
  70  internal error in pumpctl (a bug): one line; the traceback with --debug or PUMPCTL_DEBUG=1
+ 74  the output could not be written (a full disk, an I/O error)
 130  interrupted (Ctrl-C)
 141  standard output closed (e.g. piped into `head`): the rest of the output is dropped
 """
 import argparse
+import errno
 import json
 import os
 import select
@@ -26,7 +28,7 @@ from pumpctl import console, paths, report
 from pumpctl import units as u
 from pumpctl.commands import accuracy, campaign, device, diary, implant, reading, settings, therapy, trial, visit, web
 from pumpctl.console import (DEBUG_ENV, EXIT_AUTH, EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED,
-                             EXIT_LINK, EXIT_OK, EXIT_PIPE, EXIT_REFUSED, Cancelled, DryRun, Interrupted, Once, Parser,
+                             EXIT_LINK, EXIT_OK, EXIT_OUTPUT, EXIT_PIPE, EXIT_REFUSED, Cancelled, DryRun, Interrupted, Once, Parser,
                              UsageError, emit, fail, jsonable, quiet_stdout)
 from pumpctl.emulator import EmulatorError
 from pumpctl.fw import link_commands as lc
@@ -35,7 +37,7 @@ from pumpctl.keystore import KeyStoreError
 from pumpctl.link import AuthError, LinkError, PumpError
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_INPUT", "EXIT_REFUSED", "EXIT_LINK", "EXIT_AUTH", "EXIT_CANCELLED",
-           "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_PIPE", "DEBUG_ENV"]
+           "EXIT_INTERNAL", "EXIT_OUTPUT", "EXIT_INTERRUPTED", "EXIT_PIPE", "DEBUG_ENV"]
 
 _AUTH_CODES = (wire.NOT_AUTHENTICATED, wire.AUTH_FAILED, wire.LOCKED_OUT)
 
@@ -105,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     p = Parser(prog="pumpctl", description="Virtual clinician programmer for the intrathecal pump.",
                epilog="exit codes: 0 done, 1 input refused by pumpctl, 2 refused by the pump, 3 link failure, "
-                      "4 authentication, 5 cancelled at the review, 6 scenario check failed, 70 internal error, "
+                      "4 authentication, 5 cancelled at the review, 6 scenario check failed, 70 internal error, 74 output not written, "
                       "130 interrupted, 141 output closed")
     p.add_argument("--version", action="version", version=version_text())
     p.add_argument("--debug", action="store_true", help="on an internal error, show the Python traceback "
@@ -319,8 +321,26 @@ def main(argv=None) -> int:
             return _internal_error(debug, argv)
         quiet_stdout()
         return EXIT_PIPE
+    except OSError as e:
+        if e.errno not in _OUTPUT_ERRNOS or e.filename:
+            return _internal_error(debug, argv)
+        return _output_error(e, debug)
     except Exception:
         return _internal_error(debug, argv)
+
+
+# A write that failed on its way out: the output's disk is full or failing
+# (`pumpctl log --csv - > /full/disk`), not a fault of pumpctl's.
+_OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
+def _output_error(e, debug):
+    if debug:
+        traceback.print_exc()
+    quiet_stdout()  # what is left to print would fail the same way
+    console.note("pumpctl: could not write the output (%s): free space or choose another place for it; a command "
+                 "sent to the pump may have been carried out (check with `pumpctl status`)" % (e.strerror or e))
+    return EXIT_OUTPUT
 
 
 def _internal_error(debug, argv=()):

@@ -217,6 +217,15 @@ def test_closed_stdout_pipe_exits_quietly(made):
     assert out.returncode == cli.EXIT_PIPE and out.stderr == "", out.stderr
 
 
+@pytest.mark.parametrize("args", [("status",), ("status", "--json"), ("log", "--csv", "-")])
+def test_output_to_a_full_disk_is_one_clear_line(made, args):
+    # /dev/full: every write fails with ENOSPC, as on a full disk.
+    with open("/dev/full", "w") as full:
+        out = made.pumpctl(*args, stdout=full)
+    assert out.returncode == cli.EXIT_OUTPUT, out.stderr
+    assert "could not write the output (No space left on device)" in one_clear_line(out.stderr)
+
+
 def test_a_key_store_that_never_ends_is_refused_at_once(made):
     out = made.pumpctl("status", "--keystore", "/dev/zero", timeout=30)
     assert out.returncode == cli.EXIT_AUTH and "not a regular file" in one_clear_line(out.stderr)
