@@ -27,12 +27,11 @@ from micropython import const
 from scheduler import KIND_BRIDGE, KIND_UNCOMMANDED
 
 KINDS = KIND_UNCOMMANDED + 1  # index 0 (KIND_NONE) counts nothing
-NAMES = ("nothing delivered", "basal", "bridge", "clinician bolus", "priming", "demand bolus", "periodic bolus",
-         "uncommanded")
 
 # Why a part ended (DAILY_TOTAL b, bits 16..19).
 END_MIDNIGHT = const(0)
 END_CLOCK = const(1)  # the clock was set to another day (or moved there by a restore)
+END_DRUG = const(2)  # a refill with another drug: a part never adds two drugs' doses
 # DAILY_TOTAL b, bit 28: counting began during the part (the state held no
 # counts: a firmware update, or an unreadable state): strokes before it are missing.
 PARTIAL = const(1 << 28)
@@ -64,6 +63,10 @@ class DayTotals:
         self.c_seq = 0  # the log's last sequence number when it closed: its records come after
         self.c_written = 0  # bit mask of kinds whose record is on the log
         self.c_saved = False  # the state on flash holds it (its records may be written)
+        # The drugs its strokes gave: its bridge's (the catheter's earlier
+        # drug) and every other kind's. Named in its records (their text).
+        self.c_drug = ""
+        self.c_bridge_drug = ""
 
     # -- tick path ---------------------------------------------------------
     def count(self, kind, dose):
@@ -71,7 +74,7 @@ class DayTotals:
         if dose:
             self.dosed[kind] += 1
 
-    def close(self, new_day, reason, conc, bconc, log_seq):
+    def close(self, new_day, reason, conc, bconc, log_seq, drug, bridge_drug):
         # Ends the open part; the next one counts pump day new_day. Returns
         # False (nothing changed) when it cannot be merged into a closed part
         # still waiting: the open part then goes on until that one is logged.
@@ -112,6 +115,8 @@ class DayTotals:
             self.pending = True
         self.c_conc = conc
         self.c_bconc = bconc
+        self.c_drug = drug
+        self.c_bridge_drug = bridge_drug
         self.c_saved = False
         for k in range(KINDS):
             o[k] = 0
@@ -138,11 +143,14 @@ class DayTotals:
         n = self.c_num[kind] + self.c_dosed[kind] * (self.c_bconc if kind == KIND_BRIDGE else self.c_conc)
         return n * stroke_nl // 1000000
 
-    def open_totals(self, stroke_nl, conc, bconc):
+    def open_totals(self, stroke_nl, conc, bconc, bridge_other):
         # (strokes, dose in ng) of the part being counted: the status's
-        # "delivered today", each dose stroke at the concentration it was given at.
+        # "delivered today", each dose stroke at the concentration it was
+        # given at; the bridge's not when it is another drug.
         num = 0
         for k in range(KINDS):
+            if k == KIND_BRIDGE and bridge_other:
+                continue
             num += self.num[k] + self.dosed[k] * (bconc if k == KIND_BRIDGE else conc)
         return sum(self.strokes), num * stroke_nl // 1000000
 
@@ -150,6 +158,9 @@ class DayTotals:
         # DAILY_TOTAL b: kind, days covered - 1, end reason, resets, partial.
         span = min(self.c_last - self.c_day, _SPAN_MAX)
         return kind | span << 8 | self.c_reason << 16 | self.c_resets << 20 | self.c_partial
+
+    def closed_drug(self, kind):
+        return self.c_bridge_drug if kind == KIND_BRIDGE else self.c_drug
 
     def closed_kinds(self):
         # Kinds with a record: those with strokes, else 0 (nothing delivered).
@@ -165,7 +176,7 @@ class DayTotals:
         if self.pending:
             d["closed"] = [self.c_day, self.c_last, self.c_reason, list(self.c_strokes), list(self.c_dosed),
                            list(self.c_num), self.c_conc, self.c_bconc, self.c_resets, self.c_partial, self.c_seq,
-                           self.c_written]
+                           self.c_written, self.c_drug, self.c_bridge_drug]
         return d
 
     def load(self, d):
@@ -185,6 +196,7 @@ class DayTotals:
                 self.c_dosed[k] = c[4][k]
                 self.c_num[k] = c[5][k]
             self.c_conc, self.c_bconc, self.c_resets, self.c_partial, self.c_seq, self.c_written = c[6:12]
+            self.c_drug, self.c_bridge_drug = c[12:14] if len(c) > 12 else ("", "")  # earlier firmware: unnamed
         self.c_saved = False  # saved again before its records: a revert loads a state never saved
 
     def start(self, day):

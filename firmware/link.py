@@ -672,7 +672,7 @@ class Link:
         s = self.pump.status()
         s["alarms"] = [a["id"] for a in s["alarms"]]
         s["alarm_day"] = self.pump.alarm_day
-        if s["fault"] is not None or s["bolus"] is not None or len(s["alarms"]) > 2:
+        if s["fault"] is not None or s["bolus"] is not None or len(s["alarms"]) > 2 or "drug_changed_s" in s:
             # Only these grow a reply past one frame (a long-lived pump's
             # totals, a fault, many alarms): measured, and shortened by what
             # the programmer has from IDENTIFY and THERAPY, marked "short".

@@ -79,7 +79,8 @@ class Persist:
                 "reserved_nl": r.reserved_nl + reserve * r.stroke_nl,
                 "volume_in_nl": r.volume_in_nl, "withdrawn_nl": r.withdrawn_nl,
                 "unaccounted_nl": r.unaccounted_nl, "low_nl": r.low_nl,
-                "conc": [r.conc_ng_ml, r.bridge_conc_ng_ml, r.dose_ng_before, r.epoch_dose, r.epoch_bridge],
+                "conc": [r.conc_ng_ml, r.bridge_conc_ng_ml, r.dose_ng_before, r.epoch_dose, r.epoch_bridge,
+                         r.bridge_other, r.drug_changed_s, r.bridge_drug],
                 "undosed": r.undosed,
                 "hours": [r.hour, list(r.hour_strokes), list(r.hour_dose), list(r.hour_bridge), list(r.hour_num)],
             },
@@ -320,7 +321,9 @@ def _load_ledger(r, L):
     r.withdrawn_nl = L["withdrawn_nl"]
     r.unaccounted_nl = L["unaccounted_nl"]
     r.low_nl = L["low_nl"]
-    r.conc_ng_ml, r.bridge_conc_ng_ml, r.dose_ng_before, r.epoch_dose, r.epoch_bridge = L["conc"]
+    conc = L["conc"]
+    r.conc_ng_ml, r.bridge_conc_ng_ml, r.dose_ng_before, r.epoch_dose, r.epoch_bridge = conc[:5]
+    r.bridge_other, r.drug_changed_s, r.bridge_drug = conc[5:8] if len(conc) > 5 else (0, -1, "")  # earlier: not kept
     r.undosed = L.get("undosed", 0)
     _load_hours(r, L["hours"])
     r.reseal()

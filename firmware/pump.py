@@ -20,7 +20,7 @@ import limits
 import prescription
 from alarms import Alarms
 from catheter import CEILING_UNITS, Catheter, stroke_weight
-from daytotals import END_CLOCK, END_MIDNIGHT, NAMES as DAY_KIND_NAMES, DayTotals
+from daytotals import END_CLOCK, END_DRUG, END_MIDNIGHT, DayTotals
 from guard import CEILING_BUCKET_S, DoseGuard
 from limits import LimitError, check_range
 from reservoir import Reservoir
@@ -292,7 +292,8 @@ class Pump:
     def load_therapy(self, rx, therapy, bridge_strokes, old=None):
         # Makes `therapy` the active one (a bridge keeps the current profile
         # for `bridge_strokes` first, in any pump state). Used by programming
-        # and by restore.
+        # and by restore (`old`: the therapy being bridged from, as saved).
+        restoring = old is not None
         old = old or self.therapy
         if bridge_strokes and old is not None and not self.sched.n_steps:
             self.sched.load(old)
@@ -312,9 +313,15 @@ class Pump:
         self._set_ceiling_limit(therapy)
         self.alarms.set(alarms.INTEGRITY, False, self.now_s())
         r = self.reservoir
-        if therapy.conc_ng_ml != r.conc_ng_ml:
+        # Another drug at the same strength is a change too: the bridge then
+        # pushes the old drug at the old concentration. (A restore finds the
+        # ledger's concentrations already saved.)
+        new_drug = not restoring and old is not None and old.drug != therapy.drug
+        if therapy.conc_ng_ml != r.conc_ng_ml or new_drug:
+            if new_drug:
+                self._end_part(self.clock.day, END_DRUG, old)  # the old drug's count ends here
             self.totals.fold(r.conc_ng_ml, r.bridge_conc_ng_ml)  # today's dose so far at the old concentration
-        r.set_drug(therapy.conc_ng_ml)
+            r.set_drug(therapy.conc_ng_ml, old.drug if new_drug else "", self.now_s())
         if self.suspended or self.alarms.active & _STOPPING:
             self.sched.stop()
             if not self.suspended and self.alarms.active & _STOPPING & _SELF_CLEARING:
@@ -364,6 +371,9 @@ class Pump:
                   "bolus_cancelled": changed and self.sched.bolus_busy()}
         if check:
             return result
+        if therapy is not None and self.therapy is not None and therapy.drug != self.therapy.drug \
+                and self.totals.pending:
+            self._log_day()  # a day still waiting goes to the log first: the old drug's count can then end
 
         def apply():
             if changed and self.sched.bolus_busy():
@@ -715,10 +725,14 @@ class Pump:
         self.window_failures += failed - (h >> (FAILURE_WINDOW - 1))
         self.attempts_failed = (h << 1 | failed) & _FAILURE_MASK
 
-    def _end_part(self, day, reason):
-        # Tick path too: the counts move to the closed part for service() to log.
+    def _end_part(self, day, reason, t=None):
+        # Tick path too: the counts move to the closed part for service() to
+        # log, with the drug of `t` (default: the therapy's).
         r = self.reservoir
-        self.totals.close(day, reason, r.conc_ng_ml, r.bridge_conc_ng_ml, self.log.last_seq())
+        t = t or self.therapy
+        drug = t.drug if t is not None else ""
+        self.totals.close(day, reason, r.conc_ng_ml, r.bridge_conc_ng_ml, self.log.last_seq(), drug,
+                          r.bridge_drug if r.bridge_other else drug)
 
     def _debit(self, kind):
         now = self.sched.mono_s
@@ -886,8 +900,9 @@ class Pump:
             if t.c_written & (1 << k):
                 continue
             dose = min(t.closed_dose_ng(k, self.stroke_nl), _I32_MAX)
+            # The text names the drug of the record's strokes (the kind is in b).
             if not self.record(events.DAILY_TOTAL, t.c_day, t.closed_b(k), t.c_strokes[k], dose,
-                               DAY_KIND_NAMES[k].encode()):
+                               t.closed_drug(k).encode()):
                 return  # the log's flash failed: the alarm sounds, tried again after FLASH_RETRY_S
             t.c_written |= 1 << k
         t.pending = False
@@ -897,10 +912,11 @@ class Pump:
     def status(self):
         r, s, t = self.reservoir, self.sched, self.therapy
         vol24, dose24 = r.last_24h(self.now_s())
-        vol_today, dose_today = self.totals.open_totals(self.stroke_nl, r.conc_ng_ml, r.bridge_conc_ng_ml)
+        vol_today, dose_today = self.totals.open_totals(self.stroke_nl, r.conc_ng_ml, r.bridge_conc_ng_ml,
+                                                        r.bridge_other)
         daily_nl = prescription.max_daily_nl(t, self.stroke_nl) if t is not None else 0
         hard = limits.hard_daily(t.drug) if t is not None else 0
-        return {
+        st = {
             "day": self.clock.day, "tod_s": self.clock.tod_s,
             "state": self._state_name(),
             "drug": t.drug if t else None, "conc_ng_ml": t.conc_ng_ml if t else 0,
@@ -921,6 +937,12 @@ class Pump:
             "battery_mv": self._battery_report(),
             "fault": None if self.fault is None else ("%s: %s" % (type(self.fault).__name__, self.fault))[:FAULT_TEXT],
         }
+        since = self.now_s() - r.drug_changed_s
+        if r.drug_changed_s >= 0 and (since < S_PER_DAY or r.bridge_counted()):
+            # Today and the last 24 h count this drug's dose since then (their
+            # volumes: every stroke, the catheter's earlier drug's too).
+            st["drug_changed_s"] = since
+        return st
 
     def _battery_report(self):
         try:

@@ -54,6 +54,12 @@ class Reservoir:
         self.dose_ng_before = 0  # drug delivered under earlier concentrations
         self.epoch_dose = 0  # dose strokes counted when the concentration last changed
         self.epoch_bridge = 0
+        # The last change was to another drug (not another strength of the
+        # same one): the bridge's strokes are that other drug, and the
+        # hours' dose counts this drug only, since drug_changed_s (-1: never).
+        self.bridge_other = 0
+        self.drug_changed_s = -1
+        self.bridge_drug = ""  # that other drug
         self.reseal()
 
     # -- integrity -------------------------------------------------------
@@ -134,17 +140,33 @@ class Reservoir:
         return (self.dose_ng_before + (other * vol * self.conc_ng_ml
                                        + bridge * vol * self.bridge_conc_ng_ml) // NL_PER_ML)
 
-    def set_drug(self, conc_ng_ml):
-        if conc_ng_ml == self.conc_ng_ml:
-            return
+    def set_drug(self, conc_ng_ml, other_drug, mono_s):
+        # other_drug: the drug before the change, when it is another ("": the same).
+        # A new drug or strength: what was delivered so far is booked at the
+        # old one, and the bridge's strokes will be (the catheter's old drug).
+        # Another drug starts the hours' dose afresh: two drugs' milligrams
+        # do not add up.
         self.dose_ng_before = self.drug_delivered_ng()
         self.epoch_dose = self.dose_strokes()
         self.epoch_bridge = self.strokes[KIND_BRIDGE]
         for b in range(_BUCKETS):
-            self.hour_num[b] = self._hour_num(b)
+            self.hour_num[b] = 0 if other_drug else self._hour_num(b)
             self.hour_dose[b] = self.hour_bridge[b] = 0
+        self.bridge_other = 1 if other_drug else 0
+        if other_drug:
+            self.drug_changed_s = mono_s
+            self.bridge_drug = other_drug
         self.bridge_conc_ng_ml = self.conc_ng_ml
         self.conc_ng_ml = conc_ng_ml
+
+    def bridge_counted(self):
+        # Strokes of the other drug are in the last 24 h's hours.
+        if not self.bridge_other:
+            return False
+        for b in range(_BUCKETS):
+            if self.hour_bridge[b]:
+                return True
+        return False
 
     def discrepancy_alarm(self, expected_nl, withdrawn_nl):
         diff = abs(expected_nl - withdrawn_nl)
@@ -172,12 +194,13 @@ class Reservoir:
                                     + self.reserved_nl + self.remaining_nl)
 
     def _hour_num(self, b):
-        # Bucket b's dose strokes x ng/mL, each at the concentration it was given at.
-        return (self.hour_num[b] + self.hour_dose[b] * self.conc_ng_ml
-                + self.hour_bridge[b] * self.bridge_conc_ng_ml)
+        # Bucket b's dose strokes x ng/mL, each at the concentration it was
+        # given at; the bridge's only when it is the same drug.
+        bridge = 0 if self.bridge_other else self.hour_bridge[b] * self.bridge_conc_ng_ml
+        return self.hour_num[b] + self.hour_dose[b] * self.conc_ng_ml + bridge
 
     def last_24h(self, mono_s):
-        # (strokes, dose in ng) in the 24 h before mono_s: the current hour
+        # (strokes, dose in ng of this drug) in the 24 h before mono_s: the current hour
         # and the 23 whole hours before it, plus the share of the oldest hour
         # still inside the window, its strokes taken as evenly spread (exact
         # for a basal rate; a bolus there counts in proportion).

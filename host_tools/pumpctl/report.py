@@ -142,10 +142,17 @@ def status_rows(ident, st):
     ]
     if st.get("drug"):
         conc = st["conc_ng_ml"]
-        rows += [
-            ["delivered today", _dose_and_volume(st, "today", conc, unit)],
-            ["last 24 h", _dose_and_volume(st, "last_24h", conc, unit)],
-        ]
+        today, last = _dose_and_volume(st, "today", conc, unit), _dose_and_volume(st, "last_24h", conc, unit)
+        since = st.get("drug_changed_s")
+        if since is not None:  # two drugs' doses do not add up: the pump counts this one's since the change
+            tod = st["tod_s"] - since
+            when = "at %s" % u.fmt_tod(tod) if tod >= 0 else "on %s at %s" % (
+                u.fmt_date(st["day"] + tod // fw_units.S_PER_DAY), u.fmt_tod(tod % fw_units.S_PER_DAY))
+            both = "the volume: every stroke, the catheter's earlier drug included"
+            today = ("%s of %s since the drug change %s" % (today, st["drug"], when) if tod >= 0
+                     else "%s of %s (%s)" % (today, st["drug"], both))
+            last = "%s of %s since the drug change %s (%s)" % (last, st["drug"], when, both)
+        rows += [["delivered today", today], ["last 24 h", last]]
         if st.get("ceiling_24h_ng") is not None:
             rows.append(["24-h maximum", ceiling_text(st["drug"], st["ceiling_24h_ng"])])
         rows.append(["delivered total", "%s, %s drug" % (u.fmt_volume(st["delivered_nl"]),
@@ -427,13 +434,13 @@ def event_details(rec, unit="mg", stroke_nl=None):
     if t == events.DIARY:
         return "pain %d, %s" % (a, _named(lc.ACTIVITIES, b))
     if t == events.DAILY_TOTAL:
-        return _daily_total(a, b, c, d, unit, stroke_nl)
+        return _daily_total(a, b, c, d, unit, stroke_nl, text.decode("utf-8", "replace"))
     if t == getattr(events, "REPEATED", -1):
         return _repeated(rec, unit)
     return ""
 
 
-DAY_END_REASONS = ("midnight", "clock set to another day")
+DAY_END_REASONS = ("midnight", "clock set to another day", "drug changed at a refill")
 
 
 def daily_total_fields(b):
@@ -442,15 +449,17 @@ def daily_total_fields(b):
     return b & 0xFF, b >> 8 & 0xFF, b >> 16 & 0xF, b >> 20 & 0xFF, bool(b & 1 << 28)
 
 
-def _daily_total(day, b, strokes, dose_ng, unit, stroke_nl):
+def _daily_total(day, b, strokes, dose_ng, unit, stroke_nl, text=""):
+    # The text names the drug of the strokes (earlier firmware: the kind).
     kind, span, reason, resets, partial = daily_total_fields(b)
     when = u.fmt_date(day) + (" to %s" % u.fmt_date(day + span) if span else "")
     if not kind:
-        what = "nothing delivered"
+        notes = ["%s: nothing delivered" % when]
     else:
         volume = ", %s" % u.fmt_volume(strokes * stroke_nl) if stroke_nl else ""
-        what = "%d strokes%s, %s" % (strokes, volume, u.fmt_mass(dose_ng, unit))
-    notes = ["%s: %s" % (when, what)]
+        drug = text if text in limits.DRUGS else ""
+        dose = u.fmt_mass(dose_ng, u.drug_unit(drug) if drug else unit) + (" " + drug if drug else "")
+        notes = ["%s, %s: %d strokes%s, %s" % (when, BOLUS_KINDS.get(kind, "kind %d" % kind), strokes, volume, dose)]
     if reason:
         notes.append("ended early: %s" % _named(DAY_END_REASONS, reason))
     if resets:

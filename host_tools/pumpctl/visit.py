@@ -100,6 +100,11 @@ class DayDelivery:
     resets: int = 0  # unclean resets that day: each may have hidden up to 32 strokes from the count
     partial: bool = False  # the pump began counting during the day (strokes before it are missing)
     days: int = 1  # pump days the record covers (> 1: later days merged in, the log could not be written)
+    # Strokes of another drug than the interval's (a drug change: the old
+    # drug's part of the day, the bridge): (kind, strokes, dose_ng,
+    # volume_nl, drug). Their volume is in the day's, their dose is not: two
+    # drugs' milligrams do not add up.
+    other: tuple[tuple[int, int, int, int, str], ...] = ()
 
 
 # -- input ---------------------------------------------------------------------------------
@@ -539,6 +544,11 @@ def _attention(s: VisitSummary) -> list[str]:
         out.append("low reservoir projected %s, before a %d-day return (%s)" % (res.low_date, s.interval_days, due))
     if not s.diary:
         out.append("no pain diary entries since the last visit")
+    other = sorted({o[4] for d in s.days if d.delivery is not None for o in d.delivery.other})
+    if other:
+        dates = [d.date for d in s.days if d.delivery is not None and d.delivery.other]
+        out.append("another drug in this interval: %s on %s; its doses are listed apart, not added to the %s dose "
+                   "(milligrams of two drugs do not add up)" % (", ".join(other), _dates(dates), s.drug or "drug"))
     estimated = [d.date for d in s.days if d.delivery is not None and d.delivery.source == "estimated"]
     if estimated and estimated != [s.visit_date]:
         out.append("delivery on %s estimated from the therapy records (no daily total from the pump)"
@@ -572,6 +582,15 @@ def _stroke_nl(v: DayDelivery) -> int:
     return 500  # the emulated mechanism's stroke
 
 
+def other_drugs(s: "VisitSummary") -> dict[str, int]:
+    """Dose (ng) of each other drug than the interval's over its days (a drug change)."""
+    out: dict[str, int] = {}
+    for d in s.days:
+        for _, _, ng, _, drug in (d.delivery.other if d.delivery is not None else ()):
+            out[drug] = out.get(drug, 0) + ng
+    return out
+
+
 def by_kind(v: DayDelivery | None, unit: str) -> str:
     """The pump's per-kind figures of a day, in the drug's unit and mL."""
     if v is None:
@@ -580,10 +599,14 @@ def by_kind(v: DayDelivery | None, unit: str) -> str:
         return "the pump's count so far (day in progress)"
     if v.source != "pump":
         return "estimated (no daily total from the pump)"
-    if not v.kinds:
+    if not v.kinds and not v.other:
         return "nothing delivered"
-    return ", ".join("%s %s (%s)" % (STROKE_KINDS.get(k, "kind %d" % k), fmt_mass(ng, unit, 3), fmt_volume(nl))
-                     for k, n, ng, nl in v.kinds)
+    return ", ".join(["%s %s (%s)" % (STROKE_KINDS.get(k, "kind %d" % k), fmt_mass(ng, unit, 3), fmt_volume(nl))
+                      for k, n, ng, nl in v.kinds]
+                     + ["%s %s %s (%s, not in the day's dose)" % (STROKE_KINDS.get(k, "kind %d" % k),
+                                                                 fmt_mass(ng, drug_unit(drug), 3), drug,
+                                                                 fmt_volume(nl))
+                        for k, n, ng, nl, drug in v.other])
 
 
 # -- text ----------------------------------------------------------------------------------
@@ -626,6 +649,10 @@ def headline(s: VisitSummary) -> dict[str, str]:
             delivered += "; the pump's daily totals" + (", %d day%s estimated" % (est, "s" * (est != 1)) if est else "")
         elif est:
             delivered += "; estimated from the therapy records"
+        other = other_drugs(s)
+        if other:
+            delivered += "; also %s, not added (another drug)" % ", ".join(
+                "%s %s" % (drug, fmt_mass(ng, drug_unit(drug), 3)) for drug, ng in other.items())
     pain = "no entries"
     if s.diary:
         pain = "%d entries on %d of %d days; mean %s/10 (range %d-%d)" % (

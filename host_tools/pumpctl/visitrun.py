@@ -19,7 +19,7 @@ from typing import Any
 
 from pumpctl import paths, report, visit
 from pumpctl.fw import alarms as fw_alarms
-from pumpctl.fw import events
+from pumpctl.fw import events, limits
 
 VISITS_FILE = "visits.json"
 S_PER_DAY = 86400
@@ -139,18 +139,26 @@ def delivered_by_day(records: list[tuple], start: tuple[int, int], end: tuple[in
 
 
 # -- the pump's daily totals ----------------------------------------------------------------
-def daily_totals(records: list[tuple], stroke_nl: int) -> dict[int, visit.DayDelivery]:
+def daily_totals(records: list[tuple], stroke_nl: int, drug: str | None = None) -> dict[int, visit.DayDelivery]:
     """The pump's DAILY_TOTAL records by pump day: per kind (kind, strokes,
     dose_ng, volume_nl), records of the same day and kind added up (the clock
-    set back into a day gives it two). docs/protocol.md section 15 has the layout."""
+    set back into a day gives it two). Records that name another drug than
+    `drug` (a drug change) go apart, into `other`, with their drug's name;
+    records of earlier firmware name no drug (their text is the kind).
+    docs/protocol.md section 15 has the layout."""
     acc: dict[int, dict[str, Any]] = {}
     for r in sorted(records, key=lambda r: r[0]):
         if r[3] != events.DAILY_TOTAL:
             continue
         day, b, strokes, dose = r[4], r[5], r[6], r[7]
-        d = acc.setdefault(day, {"kinds": {}, "resets": 0, "partial": False, "days": 1})
+        d = acc.setdefault(day, {"kinds": {}, "other": {}, "resets": 0, "partial": False, "days": 1})
         kind, span, _, resets, partial = report.daily_total_fields(b)
-        if kind:
+        named = r[8].decode("utf-8", "replace") if isinstance(r[8], bytes) else str(r[8] or "")
+        if kind and drug and named in limits.DRUGS and named != drug:
+            k = d["other"].setdefault((kind, named), [0, 0])
+            k[0] += strokes
+            k[1] += dose
+        elif kind:
             k = d["kinds"].setdefault(kind, [0, 0])
             k[0] += strokes
             k[1] += dose
@@ -160,24 +168,26 @@ def daily_totals(records: list[tuple], stroke_nl: int) -> dict[int, visit.DayDel
     out = {}
     for day, d in acc.items():
         kinds = tuple((k, n, ng, n * stroke_nl) for k, (n, ng) in sorted(d["kinds"].items()))
-        out[day] = visit.DayDelivery("pump", kinds, d["resets"], d["partial"], d["days"])
+        other = tuple((k, n, ng, n * stroke_nl, name) for (k, name), (n, ng) in sorted(d["other"].items()))
+        out[day] = visit.DayDelivery("pump", kinds, d["resets"], d["partial"], d["days"], other)
     return out
 
 
 def delivered(records: list[tuple], start: tuple[int, int], end: tuple[int, int], state: DeliveryState,
-              stroke_nl: int, conc_ng_ml: int
+              stroke_nl: int, conc_ng_ml: int, drug: str | None = None
               ) -> tuple[list[tuple[int, int, int]], dict[int, visit.DayDelivery], DeliveryState]:
     """Delivered per day of start..end (pump times): [(day, dose_ng, volume_nl)],
     where each came from {day: DayDelivery}, and the delivery state at the end.
     A day with DAILY_TOTAL records is the pump's count of completed strokes
     (the whole pump day, also the first day of the interval); a day without
-    one is estimated by delivered_by_day (priming excluded there)."""
-    totals = daily_totals(records, stroke_nl)
+    one is estimated by delivered_by_day (priming excluded there). The dose
+    is `drug`'s; another drug's strokes count in the volume only."""
+    totals = daily_totals(records, stroke_nl, drug)
     estimate, state = delivered_by_day(records, start, end, state, stroke_nl, conc_ng_ml)
     rows, detail = [], {}
     for day, d in totals.items():
         if start[0] <= day <= end[0]:
-            rows.append((day, sum(k[2] for k in d.kinds), sum(k[3] for k in d.kinds)))
+            rows.append((day, sum(k[2] for k in d.kinds), sum(k[3] for k in d.kinds + d.other)))
             detail[day] = d
     covered = {day + i for day, d in totals.items() for i in range(1, d.days)}  # merged into an earlier day's
     for day, ng, nl in estimate:

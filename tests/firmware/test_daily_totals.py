@@ -74,7 +74,8 @@ def test_each_day_is_logged_at_midnight_per_kind_with_the_strokes_the_motor_comp
     assert 1957 <= got[DAY0 + 1][KIND_BASAL][0] <= 1959
     records = pump.log.of_type(events.DAILY_TOTAL)
     assert all((r[1], r[2]) == (r[4] + 1, 0) for r in records)  # written at the midnight that ended the day
-    assert [r[8] for r in records if r[4] == DAY0] == [b"basal", b"demand bolus"]
+    assert [(r[5] & 0xFF, r[8]) for r in records if r[4] == DAY0] == [(KIND_BASAL, b"morphine"),
+                                                                       (KIND_DEMAND, b"morphine")]
 
 
 def test_priming_strokes_count_as_volume_and_only_the_drug_beyond_the_catheter_as_dose():
@@ -136,6 +137,42 @@ def test_a_concentration_change_at_a_refill_keeps_each_strokes_own_concentration
     # The ledger's dose over the day says the same.
     assert got[KIND_BASAL][1] + got[KIND_BRIDGE][1] == pump.reservoir.drug_delivered_ng() - \
         2 * NG_PER_STROKE * len([t for t in times if t >= DAY_MS])
+
+
+def parts(pump, day):
+    # [(end reason, {kind: (strokes, dose ng)})] of one day, in log order.
+    out = []
+    for r in pump.log.read(1, 100000):
+        if r[3] == events.DAILY_TOTAL and r[4] == day:
+            reason = r[5] >> 16 & 0xF
+            if not out or out[-1][0] != reason:
+                out.append((reason, {}))
+            out[-1][1][r[5] & 0xFF] = (r[6], r[7])
+    return out
+
+
+def test_a_drug_change_ends_the_old_drugs_count_so_no_record_adds_two_drugs():
+    # Morphine 10 mg/mL until 9 h, then hydromorphone 10 mg/mL: the day has
+    # the morphine part (ended by the drug change) and the hydromorphone part
+    # (ended at midnight), whose bridge record is the catheter's morphine.
+    pump = make_pump(continuous())
+    pump.catheter.assume_primed(20000)  # 40 strokes of morphine to push out first
+    run(pump, 9 * HOUR_MS)
+    while pump.stroking:
+        run(pump, 10)
+    t1 = pump.board.clock.elapsed_ms
+    pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(2000000, drug="hydromorphone"))
+    run(pump, DAY_MS)
+    times = bench_times(pump.board)
+    before = len([t for t in times if t <= t1])
+    after = len([t for t in times if t1 < t < DAY_MS])
+    got = parts(pump, DAY0)
+    assert [reason for reason, _ in got] == [2, 0], got  # drug change, then midnight
+    drugs = [(r[5] & 0xFF, r[8]) for r in pump.log.of_type(events.DAILY_TOTAL) if r[4] == DAY0]
+    assert drugs == [(KIND_BASAL, b"morphine"), (KIND_BASAL, b"hydromorphone"), (KIND_BRIDGE, b"morphine")], drugs
+    assert got[0][1] == {KIND_BASAL: (before, before * NG_PER_STROKE)}, (got, before, after)
+    assert got[1][1] == {KIND_BRIDGE: (40, 40 * NG_PER_STROKE),
+                         KIND_BASAL: (after - 40, (after - 40) * NG_PER_STROKE)}
 
 
 # -- across resets ----------------------------------------------------------------------------

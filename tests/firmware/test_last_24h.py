@@ -115,17 +115,24 @@ def test_delivered_today_counts_the_strokes_since_the_pump_days_midnight():
     assert today(pump) == (since_midnight, since_midnight * NG_PER_STROKE)
 
 
-def test_a_refill_with_another_strength_changes_no_dose_already_given():
-    # 10 mg/mL, then 20 mg/mL at 6 h; the catheter's 0.1 mL of the first
-    # solution (200 strokes) is pushed out first, at its own strength.
-    catheter_strokes = 100000 // STROKE_NL
+def six_hours_with_a_catheter():
+    # 10 mg/mL for 6 h with 0.1 mL (200 strokes) of it in the catheter, then
+    # between strokes (docs/dosing.md: a stroke under way counts at its
+    # kind's strength). Returns the pump and the strokes completed.
     pump = make_pump(continuous())
     pump.revise_catheter(100000)
     pump.catheter.assume_primed(100000)
     run(pump, 6 * HOUR_MS)
-    while pump.stroking:  # between strokes (docs/dosing.md: a stroke under way counts at its kind's strength)
+    while pump.stroking:
         run(pump, 10)
-    before = pump.board.motor.completed
+    return pump, pump.board.motor.completed
+
+
+def test_a_refill_with_another_strength_changes_no_dose_already_given():
+    # 10 mg/mL, then 20 mg/mL at 6 h; the catheter's 0.1 mL of the first
+    # solution (200 strokes) is pushed out first, at its own strength.
+    catheter_strokes = 100000 // STROKE_NL
+    pump, before = six_hours_with_a_catheter()
     given = (today(pump), last_24h(pump))
     assert given[0] == (before, before * NG_PER_STROKE)
     pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(conc=20000000))
@@ -156,3 +163,63 @@ def test_a_refill_that_cannot_be_saved_leaves_the_doses_as_they_were():
     assert pump.reservoir.conc_ng_ml == 20000000
     assert (today(pump), last_24h(pump)) == given
     fp.power_off()
+
+
+def test_a_drug_change_at_the_same_strength_counts_the_bridge_as_drug_given():
+    # Morphine 10 mg/mL, then hydromorphone 10 mg/mL at 6 h: the catheter's
+    # 0.1 mL of morphine (200 strokes) is pushed out first. Every stroke puts
+    # 5 ug of one drug or the other into the patient: none counts as nothing.
+    pump, before = six_hours_with_a_catheter()
+    pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(2000000, drug="hydromorphone"))
+    run(pump, 14 * HOUR_MS)
+    after = pump.board.motor.completed - before
+    assert after > 100000 // STROKE_NL  # the bridge is over
+    assert pump.status()["drug_delivered_ng"] == (before + after) * NG_PER_STROKE
+
+
+def test_after_a_drug_change_today_and_the_last_24_h_count_the_new_drug_only():
+    # Morphine 10 mg/mL for 6 h, then hydromorphone 10 mg/mL: the catheter's
+    # 0.1 mL of morphine (200 strokes) goes first. Doses of two drugs do not
+    # add up: today and the last 24 h give the hydromorphone since the change,
+    # and say since when, for a day. Today's strokes are those since the
+    # change too (the day's count starts again there: its daily totals);
+    # the last 24 h's are every stroke in the window.
+    catheter_strokes = 100000 // STROKE_NL
+    pump, before = six_hours_with_a_catheter()
+    assert "drug_changed_s" not in pump.status()
+    pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(2000000, drug="hydromorphone"))
+    st = pump.status()
+    assert (st["today_dose_ng"], st["last_24h_dose_ng"], st["drug_changed_s"]) == (0, 0, 0)
+    assert st["today_nl"] == 0 and st["last_24h_nl"] == before * STROKE_NL
+    run(pump, 14 * HOUR_MS)
+    after = pump.board.motor.completed - before
+    new_drug = (after - catheter_strokes) * NG_PER_STROKE
+    assert today(pump) == (after, new_drug)
+    assert last_24h(pump) == (before + after, new_drug)
+    assert pump.status()["drug_changed_s"] == 14 * 3600
+    run(pump, 10 * HOUR_MS)  # a day since the change: the bridge's strokes (its first 2.4 h) still in the window
+    assert pump.status()["drug_changed_s"] == 24 * 3600
+    run(pump, 4 * HOUR_MS)
+    assert "drug_changed_s" not in pump.status()
+    assert last_24h(pump)[1] == last_24h(pump)[0] * NG_PER_STROKE  # all hydromorphone now
+
+
+def test_a_drug_change_is_remembered_across_a_restart():
+    # Mid-bridge: the catheter's morphine is still going out. After the
+    # restart the bridge is still the other drug, and the change as old.
+    def check(fp):
+        pump = fp.power_on()
+        first_fill(pump)
+        pump.revise_catheter(100000)
+        pump.catheter.assume_primed(100000)
+        run(pump, 6 * HOUR_MS)
+        pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(2000000, drug="hydromorphone"))
+        run(pump, HOUR_MS)
+        assert pump.bridging
+        want = (today(pump), last_24h(pump), pump.status()["drug_changed_s"])
+        fp.persist.save(clean=True)
+        board = fp.board
+        fp.power_off()
+        pump = fp.power_on(board=board)
+        assert (today(pump), last_24h(pump), pump.status()["drug_changed_s"]) == want
+    with_pump(check)

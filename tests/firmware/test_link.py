@@ -792,6 +792,7 @@ def test_a_status_too_large_for_one_frame_is_sent_short_not_refused():
     pump.clinician_bolus(1000000, 86400)
     r = pump.reservoir
     r.volume_in_nl, r.withdrawn_nl = 2400000000, 100000000
+    r.drug_changed_s, r.bridge_other = pump.now_s() - 86399, 1  # a drug change too: one more figure
     for k in range(len(r.strokes)):
         r.strokes[k] = 600000
     r.reseal()
@@ -811,6 +812,7 @@ def test_a_status_too_large_for_one_frame_is_sent_short_not_refused():
     assert st["short"] is True and "capacity_nl" not in st and "max_daily_nl" not in st, st
     assert st["fault"] == "MemoryError: memory allocation f" and len(st["alarms"]) == 7
     assert st["drug_delivered_ng"] == pump.reservoir.drug_delivered_ng() and st["bolus"] is not None
+    assert st["drug_changed_s"] == 86399
 
 
 def test_the_patient_cannot_rotate_the_keys():

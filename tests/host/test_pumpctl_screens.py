@@ -39,6 +39,22 @@ def test_status_shows_the_24_hour_ceiling_in_the_drugs_unit():
         in zico
 
 
+def test_after_a_drug_change_the_doses_name_the_drug_and_since_when():
+    # Hydromorphone since 14:00 (the pump counts its dose only, from then on).
+    st = status(drug="hydromorphone", tod_s=19 * 3600, drug_changed_s=5 * 3600, today_dose_ng=420_000,
+                today_nl=60_000, last_24h_dose_ng=420_000, last_24h_nl=160_000)
+    r = rows(report.status_text(IDENT, st))
+    assert r["delivered today"].endswith("0.42 mg (0.060 mL) of hydromorphone since the drug change at 14:00")
+    assert r["last 24 h"].endswith("0.42 mg (0.160 mL) of hydromorphone since the drug change at 14:00 (the "
+                                   "volume: every stroke, the catheter's earlier drug included)")
+    # The next morning: today began after the change.
+    r = rows(report.status_text(IDENT, dict(st, day=20001, tod_s=10 * 3600, drug_changed_s=20 * 3600)))
+    assert r["delivered today"].endswith("0.42 mg (0.060 mL) of hydromorphone (the volume: every stroke, the "
+                                         "catheter's earlier drug included)")
+    assert "since the drug change on 2024-10-04 at 14:00" in r["last 24 h"]
+    assert rows(report.status_text(IDENT, status()))["delivered today"].endswith("12.5 mg (1.250 mL)")
+
+
 def test_status_says_what_to_do_about_the_clock_the_catheter_and_a_fault():
     text = report.status_text(IDENT, status(clock_uncertain=True, catheter_primed=False, alarms=[13],
                                             fault="RuntimeError: battery ADC read failed", battery_mv=None))
@@ -137,22 +153,28 @@ def test_the_names_of_record_numbers_follow_the_firmware():
     assert re.search(r"^END_CLOCK = const\((\d+)\)", totals, re.M).group(1) == "1"
 
 
-def daily_total(day, kind, strokes, dose_ng, span=0, reason=0, resets=0, partial=False):
+def daily_total(day, kind, strokes, dose_ng, span=0, reason=0, resets=0, partial=False, text=b"morphine"):
     b = kind | span << 8 | reason << 16 | resets << 20 | (1 << 28 if partial else 0)
-    return (9, day + 1, 0, events.DAILY_TOTAL, day, b, strokes, dose_ng, b"basal")
+    return (9, day + 1, 0, events.DAILY_TOTAL, day, b, strokes, dose_ng, text)
 
 
-def test_a_daily_total_reads_as_the_day_its_strokes_volume_and_dose():
+def test_a_daily_total_reads_as_the_day_its_kind_strokes_volume_and_dose_of_its_drug():
     rec = daily_total(20783, 1, 1312, 6_560_000)
-    assert report.log_records([rec], 500)[0]["details"] == "2026-11-26: 1312 strokes, 0.656 mL, 6.56 mg"
-    assert report.log_records([rec])[0]["details"] == "2026-11-26: 1312 strokes, 6.56 mg"  # stroke volume unknown
+    assert report.log_records([rec], 500)[0]["details"] == "2026-11-26, basal: 1312 strokes, 0.656 mL, 6.56 mg morphine"
+    assert report.log_records([rec])[0]["details"] == "2026-11-26, basal: 1312 strokes, 6.56 mg morphine"  # no volume
+    # Each record in its own drug's unit, whatever the therapy programmed.
+    rec = daily_total(20783, 2, 20, 50_000, text=b"ziconotide")
+    assert report.log_records([rec], 500)[0]["details"] == "2026-11-26, bridge: 20 strokes, 0.010 mL, 50 µg ziconotide"
+    # Earlier firmware named the kind there: the drug programmed gives the unit.
+    rec = daily_total(20783, 1, 1312, 6_560_000, text=b"basal")
+    assert report.log_records([rec], 500)[0]["details"] == "2026-11-26, basal: 1312 strokes, 0.656 mL, 6.56 mg"
 
 
 def test_a_daily_total_says_what_may_be_missing_from_it():
     rec = daily_total(20783, 5, 40, 200_000, span=2, reason=1, resets=1, partial=True)
     text = report.log_records([rec], 500)[0]["details"]
-    assert text == ("2026-11-26 to 2026-11-28: 40 strokes, 0.020 mL, 0.2 mg; ended early: clock set to another "
-                    "day; 1 unclean reset(s): up to 32 strokes may be missing for each; counted from part-way "
+    assert text == ("2026-11-26 to 2026-11-28, demand: 40 strokes, 0.020 mL, 0.2 mg morphine; ended early: clock set "
+                    "to another day; 1 unclean reset(s): up to 32 strokes may be missing for each; counted from part-way "
                     "through the day")
     assert report.log_records([daily_total(20783, 0, 0, 0)])[0]["details"] == "2026-11-26: nothing delivered"
 

@@ -515,6 +515,40 @@ def test_the_visit_day_is_the_pumps_own_count_so_far_when_it_has_one():
         assert detail[103].source == "estimated"
 
 
+def test_another_drugs_strokes_count_in_the_volume_and_are_listed_apart_never_added_to_the_dose():
+    # A refill from morphine to hydromorphone 10 mg/mL at noon of day 101:
+    # the morphine part (end reason 2), the bridge's morphine, the new drug.
+    from pumpctl import visitrun
+    DT, BASAL, BRIDGE, DRUG_END = events.DAILY_TOTAL, 1, 2, 2 << 16
+    recs = [(1, 100, 36000, events.THERAPY_PROGRAMMED, 1, 1_000_000, 10_000_000, 0, b"morphine"),
+            (2, 101, 0, DT, 100, BASAL, 2000, 10_000_000, b"morphine"),
+            (3, 101, 43200, events.THERAPY_PROGRAMMED, 1, 200_000, 2_000_000, 400, b"hydromorphone"),
+            (4, 101, 43200, DT, 101, BASAL | DRUG_END, 1000, 5_000_000, b"morphine"),
+            (5, 102, 0, DT, 101, BASAL, 100, 500_000, b"hydromorphone"),
+            (6, 102, 0, DT, 101, BRIDGE, 100, 500_000, b"morphine")]
+    rows, detail, _ = visitrun.delivered(recs, (100, 36000), (102, 0), visitrun.DeliveryState(), 500,
+                                         10_000_000, "hydromorphone")
+    # dose: hydromorphone only; volume: every stroke
+    assert rows[:2] == [(100, 0, 1_000_000), (101, 500_000, 600_000)], rows
+    assert detail[101].kinds == ((BASAL, 100, 500_000, 50_000),)
+    assert detail[101].other == ((BASAL, 1000, 5_000_000, 500_000, "morphine"), (BRIDGE, 100, 500_000, 50_000,
+                                                                                 "morphine"))
+    assert visit.by_kind(detail[101], "mg") == ("basal 0.5 mg (0.050 mL), basal 5 mg morphine (0.500 mL, not in "
+                                                "the day's dose), bridge 0.5 mg morphine (0.050 mL, not in the "
+                                                "day's dose)")
+    hydro = {"drug": "hydromorphone", "conc": 10_000_000, "steps": [[0, 2_000_000]]}
+    s = visit.summarize(visit.VisitData(
+        device={"serial": "X"}, visit_date=102, previous_visit=100, records=recs,
+        status=month().status | {"day": 102, "tod_s": 0, "drug": "hydromorphone"}, old_rx=hydro,
+        delivered=rows, delivery_detail=detail))
+    assert ("another drug in this interval: morphine on 1970-04-11, 1970-04-12; its doses are listed apart, not "
+            "added to the hydromorphone dose (milligrams of two drugs do not add up)") in s.attention
+    assert "also morphine 15.5 mg, not added (another drug)" in visit.headline(s)["delivered"]
+    # Records of earlier firmware (the kind as their text) and of the same drug count as before.
+    same = visitrun.daily_totals([(2, 101, 0, DT, 100, BASAL, 2000, 10_000_000, b"basal")], 500, "hydromorphone")
+    assert same[100].kinds == ((BASAL, 2000, 10_000_000, 1_000_000),) and same[100].other == ()
+
+
 def test_a_day_of_no_delivery_is_zero_not_missing():
     from pumpctl import visitrun
     recs = [(1, 101, 0, events.DAILY_TOTAL, 100, 0, 0, 0, b"nothing delivered")]

@@ -63,8 +63,9 @@ def _visit_report(args, report_dir, visits, ident, prev, first, before, done, st
     start = (int(prev["day"]), int(prev["tod_s"])) if prev else ((recs[0][1], recs[0][2]) if recs else (st["day"], 0))
     old_rx = before.get("rx")
     conc = old_rx["conc"] if old_rx else st.get("conc_ng_ml", 0)
+    drug = old_rx["drug"] if old_rx else st.get("drug")
     rows, detail, state = visitrun.delivered(recs, start, end, visitrun.DeliveryState.of(prev and prev.get("delivery")),
-                                             ident["stroke_nl"], conc)
+                                             ident["stroke_nl"], conc, drug)
     rows = visitrun.with_today(rows, detail, st, start[0])
     new_rx = after.get("rx")
     data = visit.VisitData(
@@ -104,6 +105,9 @@ def _delivered_json(date, ng, nl, detail):
         from pumpctl import visit
         row["by_kind"] = [{"kind": visit.STROKE_KINDS.get(k, "kind %d" % k), "strokes": n, "dose_ng": d, "volume_nl": v}
                           for k, n, d, v in detail.kinds]
+        if detail.other:
+            row["other_drugs"] = [{"kind": visit.STROKE_KINDS.get(k, "kind %d" % k), "strokes": n, "dose_ng": d,
+                                   "volume_nl": v, "drug": drug} for k, n, d, v, drug in detail.other]
         row["unclean_resets"] = detail.resets
     return row
 
