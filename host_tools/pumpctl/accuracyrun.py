@@ -113,11 +113,13 @@ def _run(b: BenchClient, nl_day: int, stabilise_s: int, analysis_s: int, error: 
     need = nl_day * total_s // u.S_PER_DAY
     usable = st["remaining_nl"] - RESIDUAL_NL
     if need > usable:
+        hours = (usable * u.S_PER_DAY // nl_day - stabilise_s) // 3600
         raise u.UnitError("at %s the test (%s) needs %s and the emulated pump's reservoir holds %s above its "
-                          "residual volume: give fewer --hours (at most %d)" % (
+                          "residual volume: %s" % (
                               u.fmt_rate_volume(nl_day), u.fmt_duration(total_s), u.fmt_pump_value(need, "nL"),
                               u.fmt_pump_value(usable, "nL"),
-                              max(0, (usable * u.S_PER_DAY // nl_day - stabilise_s) // 3600)))
+                              "give fewer --hours (at most %d)" % hours if hours >= 1
+                              else "give a shorter --stabilise or a lower --rate"))
     source = SOURCE_FLUID if fluid is not None else SOURCE_STROKES
     stroke_nl = st["stroke_nl"]
 

@@ -101,6 +101,8 @@ def test_without_a_fluid_model_the_volume_is_labelled_as_counted_strokes(tmp_pat
     (["--noise", "-1%"], "negative"),
     (["--hours", "0"], "from 1 to 720 hours"),
     (["--rate", "24mL/day", "--hours", "24"], "give fewer --hours (at most 18)"),
+    (["--stabilise", "25h"], "--stabilise 25h: at most 24 h"),
+    (["--rate", "20mL/day", "--stabilise", "24h", "--hours", "1"], "give a shorter --stabilise or a lower --rate"),
 ])
 def test_bad_input_is_one_line_in_clinical_units(argv, needle, tmp_path, capsys):
     rc = cli.main(["accuracy", *argv, "--out", str(tmp_path)])

@@ -96,6 +96,9 @@ def _slugs(names):
     return [report.alarm_slug(report.alarm_lookup(a)) if report.alarm_lookup(a) is not None else a for a in names]
 
 
+STABILISE_MAX_S = 24 * 3600
+
+
 def cmd_accuracy(args):
     from pumpctl import accuracy as acc
     from pumpctl import accuracyrun
@@ -108,6 +111,9 @@ def cmd_accuracy(args):
     stabilise_s = u.duration_s(args.stabilise, "--stabilise")
     if stabilise_s % acc.SAMPLE_S:
         raise u.UnitError("--stabilise %s: a whole number of %d-s samples" % (args.stabilise, acc.SAMPLE_S))
+    if stabilise_s > STABILISE_MAX_S:
+        raise u.UnitError("--stabilise %s: at most %s (the standard's start-up period is 1 h)" % (
+            args.stabilise, u.fmt_duration(STABILISE_MAX_S)))
     analysis_s = args.hours * 3600
     err = stroke_error(args)
     out = Path(args.out)
