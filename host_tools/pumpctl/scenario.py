@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 S_PER_DAY = 86400
 EXIT_CHECK = 6  # a `check` step failed
 STEPS = ("implant", "days", "visit", "program", "fault", "resolve", "check")
+DAYS_STEP_MAX = 3660  # ten years in one `days` step
 RX_KEYS = ("drug", "conc", "dose", "step", "periodic", "demand")
 DEMAND_WINDOW = (9 * 3600, 21 * 3600)  # demand presses spread over 09:00-21:00
 
@@ -103,8 +104,10 @@ def load(path: str | Path) -> dict[str, Any]:
             if ("days" in st) == ("hours" in st):
                 raise ScenarioError("%s: give 'days' or 'hours'" % where)
             n = st.get("days", st.get("hours"))
-            if type(n) is not int or n < 1:
-                raise ScenarioError("%s: a whole number of days or hours, at least 1" % where)
+            most = DAYS_STEP_MAX if "days" in st else DAYS_STEP_MAX * 24
+            if type(n) is not int or not 1 <= n <= most:
+                raise ScenarioError("%s: a whole number of days (1 to %d) or hours (1 to %d); a longer course is "
+                                    "several steps" % (where, DAYS_STEP_MAX, DAYS_STEP_MAX * 24))
             if "hours" in st and (st.get("diary") or st.get("demand")):
                 raise ScenarioError("%s: diary entries and demand presses go with 'days'" % where)
             for e in st.get("diary") or []:

@@ -262,6 +262,8 @@ def test_a_scenario_injects_physical_faults_and_withdraws_the_truth(tmp_path, ca
     ({"step": "fault", "disconnect": 101}, "a whole percentage"),
     ({"step": "fault", "occlusion": "yes"}, "true or false"),
     ({"step": "visit", "withdrawn": "truth", "added": "20mL"}, "withdrawn"),
+    ({"step": "days", "days": 100000}, "a whole number of days (1 to 3660)"),
+    ({"step": "days", "hours": 0}, "or hours (1 to 87840)"),
 ])
 def test_a_malformed_physical_fault_stops_the_file_before_anything_runs(tmp_path, step, why):
     import json
