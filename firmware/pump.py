@@ -771,6 +771,8 @@ class Pump:
             self._stop_for(alarms.INTEGRITY)
         if self.alarm_day and self.clock.day >= self.alarm_day:
             self.alarms.set(alarms.ALARM_DATE, True, now)
+        if self.clock.at_end:  # the clock stopped at 2149-06-06 23:59:59: therapy goes on, the clock needs setting
+            self.alarms.set(alarms.CLOCK_UNCERTAIN, True, now)
 
     def _check_battery(self, mv, now):
         # One reading changes nothing: BATTERY_SAMPLES in a row do, and a

@@ -79,3 +79,20 @@ def test_many_random_clock_changes_never_exceed_elapsed_time_volume():
         pump.set_clock(pump.clock.day, random.randint(0, 86399))
     # Phase is carried across changes, so the bound stays one stroke.
     within_one_stroke(strokes(pump), total_units // (500 * 86400))
+
+
+def test_the_clock_stops_at_the_last_date_it_keeps_and_asks_to_be_set_while_therapy_goes_on():
+    # 2149-06-06 (events.DAY_MAX: a log record holds the day in 16 bits) is
+    # the last date; time running past it must not make dates the log and
+    # the saved state cannot hold.
+    import alarms
+    pump = make_pump(continuous())  # 10 mg/day: 2000 strokes a day
+    pump.set_clock(events.DAY_MAX, 23 * 3600)
+    before = strokes(pump)
+    run(pump, 2 * DAY_MS)
+    assert (pump.clock.day, pump.clock.tod_s) == (events.DAY_MAX, 86399)
+    assert pump.alarms.active & (1 << alarms.CLOCK_UNCERTAIN)
+    within_one_stroke(strokes(pump) - before, 4000)  # delivery follows elapsed time
+    assert pump.log.read(1, 100000)[-1][1] == events.DAY_MAX  # the log still writes, at the last date
+    pump.set_clock(20000, 0)
+    assert not pump.alarms.active & (1 << alarms.CLOCK_UNCERTAIN)
