@@ -114,7 +114,8 @@ def status_rows(ident, st):
     empty = u.date_after(day, tod, st.get("empty_in_s"))
     clock = u.fmt_datetime(day, tod)
     if st.get("clock_uncertain"):
-        clock += "  UNCERTAIN after an unclean reset: set it (`pumpctl clock --set now`)"
+        clock += "  UNCERTAIN (after an unclean reset, or stopped at the last date it keeps): set it " \
+                 "(`pumpctl clock --set now`)"
     rows = [
         ["pump", "%s (%s, firmware %s)" % (ident["serial"], ident["model"], ident["firmware"])],
         ["clock", clock],
@@ -268,7 +269,8 @@ ALARM_TODO = {
     alarms.UNCOMMANDED_MOTION: "the motor moved without a command (counted as delivered): check the patient, then "
                                "acknowledge and resume (`pumpctl resume`); replace the pump if it recurs",
     alarms.CLOCK_UNCERTAIN: "set the pump clock (`pumpctl clock --set now`): until then flex steps and periodic "
-                            "boluses follow the clock restored after an unclean reset",
+                            "boluses follow the clock restored after an unclean reset (or stopped at 2149-06-06, the "
+                            "last date it keeps)",
     alarms.STROKE_FAILURES: "the motor failed some strokes (retried: therapy continues); gear wear comes before a "
                             "stall: check the pump (`pumpctl log`), plan its replacement if it recurs, then "
                             "acknowledge (`pumpctl alarms --ack stroke-failures`)",

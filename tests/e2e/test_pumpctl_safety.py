@@ -222,7 +222,7 @@ def test_clock_uncertain_after_an_unclean_reset_says_what_to_do(pump, capsys):
     pump.emu.kill()  # the power dies
     pump.emu.start()
     rc, out, _ = pump.pumpctl(capsys, "status")
-    assert rc == 0 and "UNCERTAIN after an unclean reset" in out and "pumpctl clock --set now" in out, out
+    assert rc == 0 and "UNCERTAIN (after an unclean reset" in out and "pumpctl clock --set now" in out, out
     assert "clock-uncertain" in out
     rc, out, _ = pump.pumpctl(capsys, "alarms")
     assert "clock-uncertain (id 13)" in out and "non-critical" in out and "set the pump clock" in out, out

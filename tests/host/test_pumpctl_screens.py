@@ -59,7 +59,7 @@ def test_status_says_what_to_do_about_the_clock_the_catheter_and_a_fault():
     text = report.status_text(IDENT, status(clock_uncertain=True, catheter_primed=False, alarms=[13],
                                             fault="RuntimeError: battery ADC read failed", battery_mv=None))
     r = rows(text)
-    assert "UNCERTAIN after an unclean reset" in r["clock"] and "pumpctl clock --set now" in r["clock"]
+    assert "UNCERTAIN (after an unclean reset" in r["clock"] and "pumpctl clock --set now" in r["clock"]
     assert "NO" in r["catheter primed"] and "pumpctl prime" in r["catheter primed"]
     assert "RuntimeError: battery ADC read failed" in r["fault"]
     assert "not readable" in r["battery"]
