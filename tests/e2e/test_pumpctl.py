@@ -120,6 +120,21 @@ def test_refused_and_malformed_programs_change_nothing(pump, capsys):
     assert [r for r in log if r[3] == lc.EV_REJECTED and r[4] == wire.LIMIT and r[6] == lc.PROGRAM]
 
 
+def test_after_a_drug_change_status_names_the_drug_and_since_when(pump, capsys):
+    from test_json_schemas import schema_problems
+    assert pump.pumpctl(capsys, "program", *FLEX, "--yes")[0] == 0
+    pump.bench("advance", ms=3_600_000)
+    rc, out, err = pump.pumpctl(capsys, "refill", "--withdrawn", "19mL", "--added", "20mL", "--accept-discrepancy",
+                                "--drug", "hydromorphone", "--conc", "2mg/mL", "--dose", "1mg/day", "--yes")
+    assert rc == 0, err
+    pump.bench("advance", ms=3_600_000)
+    rc, out, _ = pump.pumpctl(capsys, "status", "--json")
+    doc = json.loads(out)
+    assert rc == 0 and doc["status"]["drug_changed_s"] == 3600 and not schema_problems(doc, "status"), doc
+    rc, out, _ = pump.pumpctl(capsys, "status")
+    assert "of hydromorphone since the drug change at" in out, out
+
+
 def test_boluses_demand_suspend_resume(pump, capsys):
     assert pump.pumpctl(capsys, "program", *FLEX, "--yes")[0] == 0
     rc, out, err = pump.pumpctl(capsys, "bolus", "--dose", "1mg", "--over", "30min", "--yes")
