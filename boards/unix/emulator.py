@@ -32,6 +32,9 @@ DEFAULT_PRESCRIPTION = {"drug": "morphine", "conc_ng_ml": 10000000,
 DEFAULT_FILL_NL = 20000000
 
 
+POWER_CUT_LINE = "emulator: power cut (bench power_cut): nothing saved since the last checkpoint"
+
+
 class PowerLoss(Exception):
     pass
 
@@ -176,6 +179,7 @@ class Emulator:
                     self.dispatch(obj, event)
         except PowerLoss:
             self.save_fluid()  # the pump saves nothing, but the fluid went where it went
+            print(POWER_CUT_LINE)  # the launcher's reason for the stop
             return
         self.shutdown()
 

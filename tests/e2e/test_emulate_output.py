@@ -71,3 +71,18 @@ def test_an_emulator_killed_by_a_signal_is_reported_as_an_unclean_stop(tmp_path)
     assert proc.returncode == 3, text
     assert "stopped by itself (killed by SIGKILL: an unclean stop, as a power cut)" in text, text
     assert "exit status -9" not in text
+
+
+def test_a_bench_power_cut_is_reported_as_a_stop_without_saving(tmp_path):
+    proc, state, lines = _emulate(tmp_path, dict(os.environ))
+    with BenchClient(str(state / "bench.sock")) as b:
+        try:
+            b.call("power_cut")
+        except (OSError, RuntimeError):
+            pass  # no reply: the power is gone
+    out, _ = proc.communicate(timeout=60)
+    text = "".join(lines) + out
+    assert proc.returncode == 3, text
+    assert "power cut (bench power_cut): nothing saved since the last checkpoint" in text, text
+    assert "the next start (`make run`) is a power-on after a power loss" in text
+    assert "Its state is on flash" not in text

@@ -216,9 +216,11 @@ def _watch_emulator(emu, live):
             time.sleep(_RESTART_GRACE_S)  # a board reset: the launcher starts it again
             if emu.proc is proc or emu.proc is None or emu.proc.poll() is not None:
                 emu.wait_output(_RESTART_GRACE_S)  # its last words shown first
-                print("\nthe emulated pump stopped by itself (%s); its output is in %s. Its state is on flash: "
-                      "start it again with `make run`" % (emu.exit_reason() or "no exit status",
-                                                          paths.shown(emu.log_path)), flush=True)
+                reason = emu.exit_reason() or "no exit status"
+                state = ("It stopped without saving: the next start (`make run`) is a power-on after a power loss"
+                         if "power cut" in reason else "Its state is on flash: start it again with `make run`")
+                print("\nthe emulated pump stopped by itself (%s); its output is in %s. %s" % (
+                    reason, paths.shown(emu.log_path), state), flush=True)
                 return EXIT_LINK
             continue
         try:
