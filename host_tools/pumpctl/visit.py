@@ -297,7 +297,8 @@ class VisitSummary:
     total_dose_ng: int
     total_volume_nl: int
     days_with_delivery_data: int
-    mean_daily_dose_ng: Fraction | None
+    mean_daily_dose_ng: Fraction | None  # over mean_days: the days of the interval's drug alone
+    mean_days: int
     boluses: BolusSummary
     alarms: tuple[AlarmRow, ...]
     refill: RefillSummary | None
@@ -494,6 +495,9 @@ def summarize(data: VisitData) -> VisitSummary:
         d += dt.timedelta(days=1)
     total_ng = sum(v[0] for v in dmap.values())
     total_nl = sum(v[1] for v in dmap.values())
+    # The mean dose is the interval drug's over the days it alone was given:
+    # a day with another drug's strokes (a drug change) holds only part of it.
+    alone = [dmap[r.date][0] for r in days if r.date in dmap and not (r.delivery and r.delivery.other)]
     pains = [e.pain for e in entries]
 
     rows = therapy_rows(old, new)
@@ -504,7 +508,8 @@ def summarize(data: VisitData) -> VisitSummary:
         pain_mean=sum(day_means.values(), Fraction(0)) / len(day_means) if day_means else None,
         pain_min=min(pains) if pains else None, pain_max=max(pains) if pains else None,
         days_with_diary=len(by_day), days=tuple(days), total_dose_ng=total_ng, total_volume_nl=total_nl,
-        days_with_delivery_data=len(dmap), mean_daily_dose_ng=Fraction(total_ng, len(dmap)) if dmap else None,
+        days_with_delivery_data=len(dmap), mean_daily_dose_ng=Fraction(sum(alone), len(alone)) if alone else None,
+        mean_days=len(alone),
         boluses=boluses, alarms=tuple(alarm_rows), refill=refill, reservoir=res, therapy=tuple(rows),
         therapy_changed=changed, attention=(), problems=tuple(problems))
     return dataclasses.replace(summary, attention=tuple(_attention(summary)))
@@ -638,10 +643,16 @@ def headline(s: VisitSummary) -> dict[str, str]:
         if rf.added_nl is not None:
             refill += "; filled %s" % fmt_ml(rf.added_nl)
     delivered = "-"
-    if s.mean_daily_dose_ng is not None:
-        delivered = "%s%s over %d calendar day%s, mean %s/day (%s/day)" % (
+    if s.days_with_delivery_data:
+        if s.mean_daily_dose_ng is None:
+            mean = "no day of %s alone for a mean" % (s.drug or "it")
+        else:
+            mean = "mean %s/day" % fmt_mass(s.mean_daily_dose_ng, u, 3)
+            if s.mean_days != s.days_with_delivery_data:
+                mean += " over the %d day%s of %s alone" % (s.mean_days, "s" * (s.mean_days != 1), s.drug or "it")
+        delivered = "%s%s over %d calendar day%s, %s (%s/day)" % (
             s.drug + " " if s.drug else "", fmt_mass(s.total_dose_ng, u, 3), s.days_with_delivery_data,
-            "s" * (s.days_with_delivery_data != 1), fmt_mass(s.mean_daily_dose_ng, u, 3),
+            "s" * (s.days_with_delivery_data != 1), mean,
             fmt_volume(Fraction(s.total_volume_nl, s.days_with_delivery_data)))
         src = [d.delivery.source for d in s.days if d.delivery is not None]
         est = src.count("estimated")

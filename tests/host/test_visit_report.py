@@ -525,8 +525,9 @@ def test_another_drugs_strokes_count_in_the_volume_and_are_listed_apart_never_ad
             (3, 101, 43200, events.THERAPY_PROGRAMMED, 1, 200_000, 2_000_000, 400, b"hydromorphone"),
             (4, 101, 43200, DT, 101, BASAL | DRUG_END, 1000, 5_000_000, b"morphine"),
             (5, 102, 0, DT, 101, BASAL, 100, 500_000, b"hydromorphone"),
-            (6, 102, 0, DT, 101, BRIDGE, 100, 500_000, b"morphine")]
-    rows, detail, _ = visitrun.delivered(recs, (100, 36000), (102, 0), visitrun.DeliveryState(), 500,
+            (6, 102, 0, DT, 101, BRIDGE, 100, 500_000, b"morphine"),
+            (7, 103, 0, DT, 102, BASAL, 400, 2_000_000, b"hydromorphone")]
+    rows, detail, _ = visitrun.delivered(recs, (100, 36000), (103, 0), visitrun.DeliveryState(), 500,
                                          10_000_000, "hydromorphone")
     # dose: hydromorphone only; volume: every stroke
     assert rows[:2] == [(100, 0, 1_000_000), (101, 500_000, 600_000)], rows
@@ -538,12 +539,15 @@ def test_another_drugs_strokes_count_in_the_volume_and_are_listed_apart_never_ad
                                                 "day's dose)")
     hydro = {"drug": "hydromorphone", "conc": 10_000_000, "steps": [[0, 2_000_000]]}
     s = visit.summarize(visit.VisitData(
-        device={"serial": "X"}, visit_date=102, previous_visit=100, records=recs,
-        status=month().status | {"day": 102, "tod_s": 0, "drug": "hydromorphone"}, old_rx=hydro,
+        device={"serial": "X"}, visit_date=103, previous_visit=100, records=recs,
+        status=month().status | {"day": 103, "tod_s": 0, "drug": "hydromorphone"}, old_rx=hydro,
         delivered=rows, delivery_detail=detail))
     assert ("another drug in this interval: morphine on 1970-04-11, 1970-04-12; its doses are listed apart, not "
             "added to the hydromorphone dose (milligrams of two drugs do not add up)") in s.attention
-    assert "also morphine 15.5 mg, not added (another drug)" in visit.headline(s)["delivered"]
+    delivered = visit.headline(s)["delivered"]
+    assert "also morphine 15.5 mg, not added (another drug)" in delivered
+    # The mean is hydromorphone's over the days it alone was given (day 102).
+    assert s.mean_days == 1 and "mean 2 mg/day over the 1 day of hydromorphone alone" in delivered, delivered
     # Records of earlier firmware (the kind as their text) and of the same drug count as before.
     same = visitrun.daily_totals([(2, 101, 0, DT, 100, BASAL, 2000, 10_000_000, b"basal")], 500, "hydromorphone")
     assert same[100].kinds == ((BASAL, 2000, 10_000_000, 1_000_000),) and same[100].other == ()
