@@ -238,7 +238,9 @@ def demand(text):
 
 
 def drug_name(text):
-    name = (text or "").strip().lower()
+    if text is None or not str(text).strip():
+        raise UnitError("the drug is missing: name one of %s" % ", ".join(sorted(limits.DRUGS)))
+    name = str(text).strip().lower()
     if name not in limits.DRUGS:
         raise UnitError("unknown drug %r (known: %s)" % (text, ", ".join(sorted(limits.DRUGS))))
     return name

@@ -76,6 +76,8 @@ def test_rate(text, v):
     (u.demand, "0.2mg/5min,lockout=30min,max=four", "whole number"),
     (u.demand, "0.2mg/5min,wait=30min,max=4", "expected lockout"),
     (u.drug_name, "aspirin", "unknown drug"),
+    (u.drug_name, None, "the drug is missing"),
+    (u.drug_name, "  ", "the drug is missing"),
 ])
 def test_refusals_say_why(fn, text, needle):
     with pytest.raises(u.UnitError) as e:
