@@ -241,6 +241,7 @@ class Trial:
             if self.rate_ng_day is None:
                 raise TrialError("a continuous trial needs its starting rate (rate_ng_day)")
             self.rate_ng_day = _count(self.rate_ng_day, "starting rate (ng/day)")
+            self._within_daily_max(self.rate_ng_day, "starting rate")
         elif self.rate_ng_day is not None:
             raise TrialError("an injection trial has no infusion rate: record each injection's dose instead")
         screening = _default_screening()
@@ -302,10 +303,24 @@ class Trial:
         self.entries.append(entry)
         self.entries.sort(key=lambda e: e.date)
 
+    def _within_daily_max(self, rate_ng_day: int, what: str) -> None:
+        # The limits the pump itself keeps (docs/limits.md): a trial rate
+        # above the drug's 24-hour maximum is a typing slip, not a trial.
+        if self.drug in limits.DRUGS:
+            most = limits.HARD_DAILY.get(self.drug, limits.DRUGS[self.drug][1])
+            if rate_ng_day > most:
+                unit = u.drug_unit(self.drug)
+                raise TrialError("%s %s/day is above the %s 24-hour maximum, %s/day: check the rate" % (
+                    what, u.fmt_mass(rate_ng_day, unit), self.drug, u.fmt_mass(most, unit)))
+
     def add_injection(self, injection: Injection) -> None:
         if self.mode != "injection":
             raise TrialError("test injections belong to an injection trial; this one is %s" % self.mode)
         self._in_window(injection.time.date(), "injection date")
+        if self.drug in limits.DRUGS and injection.dose_ng > limits.DRUGS[self.drug][2]:
+            unit = u.drug_unit(self.drug)
+            raise TrialError("injection dose %s is above the %s single-bolus maximum, %s: check the dose" % (
+                u.fmt_mass(injection.dose_ng, unit), self.drug, u.fmt_mass(limits.DRUGS[self.drug][2], unit)))
         self.injections.append(injection)
         self.injections.sort(key=lambda i: i.time)
 
@@ -313,6 +328,7 @@ class Trial:
         if self.mode != "continuous":
             raise TrialError("rate changes belong to a continuous trial; this one is %s" % self.mode)
         self._in_window(titration.date, "titration date")
+        self._within_daily_max(titration.rate_ng_day, "titration rate")
         self.titrations.append(titration)
         self.titrations.sort(key=lambda t: t.date)  # stable: same-day changes keep their order
 

@@ -76,6 +76,22 @@ def test_out_of_range_scores_are_rejected_at_entry(score):
         T.DailyEntry(day(2), score)
 
 
+def test_rates_and_doses_above_the_drugs_own_limits_are_refused_and_change_nothing():
+    with pytest.raises(T.TrialError, match="starting rate 30 µg/day is above the ziconotide 24-hour maximum, "
+                                           "21.6 µg/day"):
+        T.Trial("P", "ziconotide", "continuous", START, 3, 5, rate_ng_day=30_000)
+    t = continuous()
+    with pytest.raises(T.TrialError, match="titration rate 1000 mg/day is above the morphine 24-hour maximum, "
+                                           "20 mg/day"):
+        t.add_titration(T.Titration(day(2), 1_000_000_000))
+    assert t.titrations == []
+    t.add_titration(T.Titration(day(2), 20_000_000))  # the maximum itself is a rate
+    inj = injection()
+    with pytest.raises(T.TrialError, match="injection dose 6 mg is above the morphine single-bolus maximum, 5 mg"):
+        inj.add_injection(T.Injection(dt.datetime(2025, 3, 3, 9), 6_000_000, "intrathecal"))
+    assert inj.injections == []
+
+
 def test_bad_baseline_and_fields_are_named():
     with pytest.raises(T.TrialError, match="baseline pain score must be a whole number 0-10, got 12"):
         continuous(baseline=12)
