@@ -25,6 +25,7 @@ from typing import Any
 
 from pumpctl import paths
 from pumpctl.fw import events, limits
+from pumpctl.fw import implant as fw_implant
 
 S_PER_DAY = 86400
 NL_PER_ML = 1_000_000
@@ -390,7 +391,17 @@ def catheter_segments(text):
         if not mm or not nl:
             raise UnitError("catheter segment %r: a segment has a length and holds a volume (from the catheter's "
                             "label), neither zero" % part.strip())
+        if mm > fw_implant.SEGMENT_LENGTH_MAX_MM:
+            raise UnitError("catheter segment %r: at most %d mm long" % (part.strip(), fw_implant.SEGMENT_LENGTH_MAX_MM))
         segs.append([mm, nl])
+    # The pump's own limits (firmware/implant.py), checked here too: the
+    # implant test would otherwise stop at its catheter step half done.
+    if len(segs) > fw_implant.MAX_SEGMENTS:
+        raise UnitError("catheter: at most %d segments" % fw_implant.MAX_SEGMENTS)
+    total = sum(nl for _, nl in segs)
+    if total > limits.CATHETER_VOLUME_MAX_NL:
+        raise UnitError("catheter: %s in all, more than the %s a catheter may hold: check the volumes on its label"
+                        % (fmt_volume(total, 4), fmt_volume(limits.CATHETER_VOLUME_MAX_NL)))
     return segs
 
 

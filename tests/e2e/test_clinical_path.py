@@ -133,8 +133,15 @@ def test_implant_stalled_motor_stops_at_the_motor_test(blank):
 def test_implant_input_errors(blank, capsys):
     rc, _, err = blank.pumpctl(capsys, "implant", "--catheter", "500:120uL", "--fill", "20mL", *RX, "--yes")
     assert rc == 1 and "catheter length" in err
-    rc, out, _ = blank.pumpctl(capsys, "implant", "--catheter", "2000mm:120uL", "--fill", "20mL", *RX, "--yes")
-    assert rc == 2 and "FAILED at step 'catheter'" in out
+    # What the pump would refuse at a later step is refused before the first: nothing half done.
+    for bad, says in ((["--catheter", "2000mm:120uL", "--fill", "20mL"], "at most 1500 mm long"),
+                      (["--catheter", "500mm:600uL,500mm:600uL", "--fill", "20mL"], "more than the 1.000 mL"),
+                      (["--catheter", "500mm:120uL", "--fill", "25mL"], "the first fill is from 1.0005 mL"),
+                      (["--catheter", "500mm:120uL", "--fill", "0.5mL"], "to 20.000 mL (the reservoir)")):
+        rc, _, err = blank.pumpctl(capsys, "implant", *bad, *RX, "--yes")
+        assert rc == 1 and says in err and "nothing sent" in err, err
+    assert blank.call(lc.STATUS)["remaining_nl"] == 0
+    assert not [r for r in blank.log() if r[3] == events.IMPLANT_STEP]
 
 
 def test_diary_add_and_list(pump, capsys, tmp_path):

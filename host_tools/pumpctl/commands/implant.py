@@ -263,6 +263,16 @@ def _implant_review(ident, st, th, serial, model, segments, fill, prime_s, rx, c
     return rows
 
 
+def _check_fill(fill_nl, st, ident):
+    # Before any step: a first fill the pump would refuse would stop the
+    # test half done (identity and catheter already recorded).
+    low = st["residual_nl"] + ident["stroke_nl"]
+    high = st.get("capacity_nl") or ident["reservoir_nl"]
+    if not low <= fill_nl <= high:
+        raise u.UnitError("--fill %s: the first fill is from %s (the residual volume and a stroke) to %s (the "
+                          "reservoir)" % (u.fmt_volume(fill_nl), u.fmt_volume(low, 4), u.fmt_volume(high)))
+
+
 def cmd_implant(args):
     segments = u.catheter_segments(args.catheter) if args.catheter else None
     fill = u.volume_nl(args.fill, "first fill volume") if args.fill else None
@@ -300,6 +310,8 @@ def cmd_implant(args):
                 raise UsageError("the catheter step needs --catheter (segments LENGTH:VOLUME, e.g. 500mm:120uL)")
             if s == "fill" and fill is None:
                 raise UsageError("the first fill needs --fill (e.g. --fill 20mL)")
+            if s == "fill":
+                _check_fill(fill, st, c.identity)
         know_therapy(c, rx)
         check = c.request(lc.PROGRAM, {"rx": rx, "check": True}) if th.get("rx") is None or \
             (th["rx"]["drug"], th["rx"]["conc"]) == (rx["drug"], rx["conc"]) else \
