@@ -20,7 +20,8 @@ import events  # noqa: E402
 import implant  # noqa: E402  (the implant steps' limits: catheter segments, serial)
 import limits  # noqa: E402
 import link_commands  # noqa: E402
+import prescription  # noqa: E402  (the pump's own bolus and priming arithmetic)
 import units as fw_units  # noqa: E402  (firmware/units.py: the pump's own rounding)
 import wire  # noqa: E402
 
-__all__ = ["alarms", "events", "fw_units", "implant", "limits", "link_commands", "wire"]
+__all__ = ["alarms", "events", "fw_units", "implant", "limits", "link_commands", "prescription", "wire"]

@@ -137,7 +137,11 @@ def test_implant_input_errors(blank, capsys):
     for bad, says in ((["--catheter", "2000mm:120uL", "--fill", "20mL"], "at most 1500 mm long"),
                       (["--catheter", "500mm:600uL,500mm:600uL", "--fill", "20mL"], "more than the 1.000 mL"),
                       (["--catheter", "500mm:120uL", "--fill", "25mL"], "the first fill is from 1.0005 mL"),
-                      (["--catheter", "500mm:120uL", "--fill", "0.5mL"], "to 20.000 mL (the reservoir)")):
+                      (["--catheter", "500mm:120uL", "--fill", "0.5mL"], "to 20.000 mL (the reservoir)"),
+                      (["--catheter", "500mm:120uL", "--fill", "20mL", "--prime-duration", "1min"],
+                       "exceeds the mechanism's 24 mL/day: make it longer"),
+                      (["--catheter", "500mm:120uL", "--fill", "20mL", "--prime-duration", "25h"],
+                       "priming duration 25 h outside 60 s to 24 h")):
         rc, _, err = blank.pumpctl(capsys, "implant", *bad, *RX, "--yes")
         assert rc == 1 and says in err and "nothing sent" in err, err
     assert blank.call(lc.STATUS)["remaining_nl"] == 0

@@ -273,6 +273,19 @@ def _check_fill(fill_nl, st, ident):
                           "reservoir)" % (u.fmt_volume(fill_nl), u.fmt_volume(low, 4), u.fmt_volume(high)))
 
 
+def _check_priming(volume_nl, prime_s, ident):
+    # The priming step's duration and rate, by the pump's own arithmetic,
+    # before any step: refused there, the test would stop with the pump filled.
+    from pumpctl import report
+    from pumpctl.fw import limits, prescription
+    if not volume_nl:
+        return  # no catheter: the pump says so at the step
+    try:
+        prescription.priming_strokes(volume_nl, prime_s, ident["stroke_nl"])
+    except limits.LimitError as e:
+        raise u.UnitError("--prime-duration %s: %s" % (u.fmt_duration(prime_s), report.clinical_reason(e.message)))
+
+
 def cmd_implant(args):
     segments = u.catheter_segments(args.catheter) if args.catheter else None
     fill = u.volume_nl(args.fill, "first fill volume") if args.fill else None
@@ -312,6 +325,9 @@ def cmd_implant(args):
                 raise UsageError("the first fill needs --fill (e.g. --fill 20mL)")
             if s == "fill":
                 _check_fill(fill, st, c.identity)
+            if s == "prime":
+                _check_priming(sum(v for _, v in segments) if segments else th.get("catheter_nl") or 0, prime_s,
+                               c.identity)
         know_therapy(c, rx)
         check = c.request(lc.PROGRAM, {"rx": rx, "check": True}) if th.get("rx") is None or \
             (th["rx"]["drug"], th["rx"]["conc"]) == (rx["drug"], rx["conc"]) else \
