@@ -30,7 +30,7 @@ from referencing import Registry, Resource
 
 from linkkit import Pump
 from pumpctl import cli, paths
-from pumpctl.fw import link_commands as lc
+from pumpctl.fw import alarms, link_commands as lc
 from pumpctl.keystore import KeyStore
 from pumpctl.link import PumpError
 
@@ -115,6 +115,19 @@ def no_bolus(p):
 
 def delivering(p):
     if status(p)["state"] == "suspended":
+        p.call(lc.RESUME)
+
+
+def motor_stalled(p):
+    p.bench("motor", stall=True)  # the implant test's motor test fails
+
+
+def motor_mended(p):
+    # After the failed motor test: a working motor, the stall alarm acknowledged, therapy resumed.
+    p.bench("motor", stall=False)
+    if alarms.MOTOR_STALL in [a if isinstance(a, int) else a["id"] for a in status(p)["alarms"]]:
+        p.call(lc.ACK_ALARM, {"alarm": alarms.MOTOR_STALL})
+    if status(p)["state"] != "delivering":
         p.call(lc.RESUME)
 
 
@@ -312,10 +325,11 @@ CASES = [
          before=low_reservoir_alarm,
          check=lambda d, p: (low_threshold_back(p), d["acknowledged"][0]["name"] == "low-reservoir")[1]),
     Case("implant-failing-at-a-step-is-an-error-object", "implant",
-         lambda p: IMPLANT + ["--prime-duration", "1min", "--bench", str(p.emu.bench_path), "--yes"], rc=2,
-         schema="error", before=_all(delivering, no_bolus)),
+         lambda p: IMPLANT + ["--bench", str(p.emu.bench_path), "--yes"], rc=2,
+         schema="error", before=_all(delivering, no_bolus, motor_stalled),
+         check=refused("IMPLANT_FAILED", "alarm", failed_step="motor test")),
     Case("implant-runs-the-whole-test-again-on-an-implanted-pump", "implant",
-         lambda p: IMPLANT + ["--bench", str(p.emu.bench_path), "--yes"], before=_all(delivering, no_bolus),
+         lambda p: IMPLANT + ["--bench", str(p.emu.bench_path), "--yes"], before=_all(motor_mended, no_bolus),
          check=lambda d, p: [s["step"] for s in d["steps"]][-1] == "start"),
     Case("maintenance-on-a-board-without-a-repl-is-refused-by-the-pump", "maintenance", ["maintenance", "--yes"],
          rc=2, schema="error", check=refused("BAD_ARGS")),
