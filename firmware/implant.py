@@ -84,9 +84,13 @@ def first_fill(pump, volume_nl):
 
 
 def prime(pump, duration_s):
-    if not pump.catheter.volume_nl:
+    cath = pump.catheter
+    if not cath.volume_nl:
         raise LimitError("catheter_unset", "priming: set the catheter first")
-    strokes = pump.priming_bolus(pump.catheter.volume_nl, duration_s)
+    # What the catheter still needs: all of it, or the rest of a priming
+    # that stopped part-way (a stall, an occlusion) when the test is resumed.
+    volume = cath.saline * pump.stroke_nl if cath.saline else cath.volume_nl
+    strokes = pump.priming_bolus(volume, duration_s)
     _logged(pump, STEP_PRIME, True, strokes, duration_s)
     return strokes
 

@@ -528,7 +528,10 @@ class Pump:
         self._durably("suspend", apply)
 
     def resume(self):
-        if self.therapy is None:
+        # Before any therapy (an implant test a stall or an occlusion stopped
+        # at priming) it clears those alarms, once resolved, and starts nothing.
+        clearing = self.alarms.active & _CLEARED_BY_RESUME
+        if self.therapy is None and not clearing:
             raise LimitError("not_programmed", "resume: no therapy programmed: program one first")
         persisting = self.alarms.active & _STOPPING & ~_CLEARED_BY_RESUME
         if persisting:
@@ -538,6 +541,9 @@ class Pump:
             for a in range(alarms.COUNT):
                 if _CLEARED_BY_RESUME & (1 << a):
                     self.alarms.set(a, False, self.now_s())
+            if self.therapy is None:
+                self.failed_strokes = 0
+                return
             self.guard.tripped = False
             self.fault = None
             self.failed_strokes = 0

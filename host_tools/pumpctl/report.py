@@ -139,7 +139,7 @@ def status_rows(ident, st):
                      "NO: the new catheter holds no drug yet; prime it (`pumpctl prime`)"])
     rows += [
         ["bolus", _bolus_state(st.get("bolus"), ident, st.get("conc_ng_ml"), unit)],
-        ["alarms", ", ".join(alarm_slug(a) for a in _alarm_ids(st["alarms"])) or "none"],
+        ["alarms", ", ".join(alarm_slug(a) for a in alarm_ids(st["alarms"])) or "none"],
     ]
     if st.get("drug"):
         conc = st["conc_ng_ml"]
@@ -189,7 +189,7 @@ def ceiling_text(drug, given_ng):
     return "given in the last 24 h: %s of %s" % (u.fmt_mass(given_ng, u.drug_unit(drug), 3), maxima_text(drug))
 
 
-def _alarm_ids(listing):
+def alarm_ids(listing):
     # STATUS lists ids (the link) or the pump's dicts (Pump.status()).
     return [a["id"] if isinstance(a, dict) else a for a in listing or []]
 
@@ -197,7 +197,7 @@ def _alarm_ids(listing):
 def status_json(st):
     """The pump's STATUS as --json gives it: alarms and the bolus kind by name."""
     b = st.get("bolus")
-    return dict(st, alarms=[alarm_slug(a) for a in _alarm_ids(st.get("alarms"))],
+    return dict(st, alarms=[alarm_slug(a) for a in alarm_ids(st.get("alarms"))],
                 bolus=dict(b, kind=BOLUS_KINDS.get(b["kind"], b["kind"])) if b else None)
 
 

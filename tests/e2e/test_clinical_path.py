@@ -9,7 +9,7 @@ import pytest
 from linkkit import Pump, of_type
 from pumpctl import cli
 from pumpctl.commands import diary, implant
-from pumpctl.fw import events, link_commands as lc, wire
+from pumpctl.fw import alarms, events, link_commands as lc, wire
 
 RX = ["--drug", "morphine", "--conc", "10mg/mL", "--dose", "2mg/day"]
 
@@ -128,6 +128,29 @@ def test_implant_stalled_motor_stops_at_the_motor_test(blank):
     assert not blank.bench("status")["running"] and blank.therapy()["rx"] is None
     motor = [r for r in of_type(blank.log(), events.IMPLANT_STEP) if r[4] == 5]
     assert len(motor) == 1 and motor[0][5] == 0
+
+
+def test_a_priming_stopped_by_a_stall_fails_at_priming_and_a_resume_primes_what_is_left(blank, capsys):
+    bench = ["--bench", str(blank.emu.bench_path)]
+    blank.bench("motor", stall=True)  # the gear shaft is broken from the start
+    rc, out, err = blank.pumpctl(capsys, *IMPLANT, *bench)
+    assert rc == 2 and "FAILED at step 'priming'" in out + err, out + err
+    assert "the priming stopped before the catheter was primed (alarms: motor-stall" in out + err
+    assert blank.call(lc.STATUS)["catheter_primed"] is False
+    blank.serial = "SN-7"
+    blank.bench("motor", stall=False)  # mended: the alarm cleared (no therapy starts), then the test goes on
+    rc, out, err = blank.pumpctl(capsys, "resume", "--yes")
+    assert rc == 0 and "nothing starts" in out and "pump idle" in out, out + err
+    assert alarms.MOTOR_STALL not in blank.call(lc.STATUS)["alarms"]
+    rc, out, err = blank.pumpctl(capsys, *IMPLANT, "--resume", *bench)
+    assert rc == 0 and "implant test complete" in out, out + err
+    assert "steps: priming -> motor test -> alarm test -> start therapy" in out
+    st = blank.call(lc.STATUS)
+    assert st["catheter_primed"] is True and st["state"] == "delivering"
+    # No stroke of the first priming went in (stalled from the start): the
+    # second primes the whole 0.2 mL (400 strokes), what the first left.
+    priming = [r[5] for r in of_type(blank.log(), events.BOLUS_STARTED) if r[4] == 4]
+    assert priming == [400, 400, 4], priming  # then the motor test's 4 strokes (a bolus of the same kind)
 
 
 def test_implant_input_errors(blank, capsys):

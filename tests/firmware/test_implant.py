@@ -68,6 +68,28 @@ def test_motor_test_without_stroke_confirmation_fails_and_leaves_pump_stopped():
     assert pump.alarms.active & (1 << alarms.MOTOR_STALL) and not pump.sched.running
 
 
+def test_a_priming_a_stall_stopped_is_cleared_by_resume_and_primes_only_what_is_left():
+    # Before any therapy: resume clears the stall (nothing starts); the
+    # implant's priming then pushes only the saline still in the catheter.
+    pump = new_pump()
+    implant.set_catheter(pump, [[500, 100000]])  # 200 strokes
+    implant.first_fill(pump, 20000000)
+    implant.prime(pump, 1800)
+    run(pump, 300000)  # some strokes in
+    pump.board.motor.stalled = True
+    run(pump, 120000)
+    assert pump.alarms.active & (1 << alarms.MOTOR_STALL) and not pump.catheter.primed()
+    left = pump.catheter.saline
+    assert 0 < left < 200
+    raises_limit("alarm", implant.prime, pump, 1800)  # the stall first
+    pump.board.motor.stalled = False
+    pump.resume()
+    assert not pump.alarms.active & (1 << alarms.MOTOR_STALL) and pump.therapy is None
+    assert not pump.sched.running
+    assert implant.prime(pump, 1800) == left
+    raises_limit("not_programmed", pump.resume)  # no alarm to clear, no therapy: nothing to resume
+
+
 def test_catheter_out_of_range_is_refused_naming_the_segment():
     pump = new_pump()
     e = raises_limit("catheter", implant.set_catheter, pump, [[500, 100000], [2000, 1000]])

@@ -108,6 +108,7 @@ def run_implant(c, steps, clock, say, bolus_wait_s=None, current=None):
         try:
             if step == "prime_wait":
                 _wait_bolus(c, clock, bolus_wait_s, Countdown(name, say, extra["strokes"], extra["duration_s"]))
+                _primed(c, name)
                 say("%-13s done" % name)
                 results.append({"step": step, "reply": {}})
                 continue
@@ -116,6 +117,7 @@ def run_implant(c, steps, clock, say, bolus_wait_s=None, current=None):
                 say("%-13s %d strokes, %s over %s" % (name, r["strokes"], u.fmt_volume(r["volume_nl"], 4),
                                                       u.fmt_duration(extra["duration_s"])))
                 _wait_bolus(c, clock, bolus_wait_s, Countdown(name, say, r["strokes"], extra["duration_s"]))
+                _primed(c, name)
                 say("%-13s done" % name)
             elif step in ("motor_test", "motor_result", "alarm_test"):
                 poll = "alarm_result" if step == "alarm_test" else "motor_result"
@@ -141,6 +143,18 @@ def run_implant(c, steps, clock, say, bolus_wait_s=None, current=None):
         results.append({"step": step, "reply": r})
     current.pop("step", None)
     return results
+
+
+def _primed(c, name):
+    # The priming bolus ended: by filling the catheter, or stopped by an
+    # alarm (a stall, an occlusion) with saline still in it.
+    st = c.request(lc.STATUS)
+    if st.get("catheter_primed") is False:
+        raise ImplantFailed(name, "the priming stopped before the catheter was primed (alarms: %s): resolve the "
+                            "cause, clear the alarm (`pumpctl resume`), then go on with the same command and "
+                            "--resume (it primes what is left)"
+                            % (", ".join(report.alarm_slug(a) for a in report.alarm_ids(st["alarms"])) or "none"),
+                            "not_primed")
 
 
 def _wait_bolus(c, clock, limit_s=None, countdown=None):
@@ -404,6 +418,9 @@ def _resume_steps(all_steps, progress, st):
         passed.add("fill")
     steps = [s for s in all_steps if s[0] not in passed]
     running = st.get("bolus") is not None
+    if "prime" in passed and not running and st.get("catheter_primed") is False:
+        passed.discard("prime")  # stopped part-way: primed again, what is left
+        steps = [s for s in all_steps if s[0] not in passed]
     if "prime" in passed and "motor_test" not in passed:
         if progress["motor_test_started"]:
             steps = [("motor_result", {})] + [s for s in steps if s[0] != "motor_test"]

@@ -334,7 +334,10 @@ def cmd_maintenance(args):
 def cmd_resume(args):
     with connected(args, session_role(args, "clinician")) as c:
         th = c.request(lc.THERAPY)
-        if not args.json:
+        if not args.json and th.get("rx") is None:
+            print("Review: clear the stall or occlusion alarm (resolved); no therapy is programmed, so nothing "
+                  "starts (an implant test goes on with `pumpctl implant ... --resume`)\n")
+        elif not args.json:
             print("Review: resume this therapy (no catch-up of what was missed):\n%s\n" % report.therapy_text(th))
         r = send_reviewed(args, c, "Resume?", lc.RESUME, None, {"current": u.labelled_rx(th.get("rx"))})
     emit(args, r, "pump %s" % r["state"])
