@@ -28,8 +28,8 @@ from pumpctl import console, paths, report
 from pumpctl import units as u
 from pumpctl.commands import accuracy, campaign, device, diary, implant, reading, settings, therapy, trial, visit, web
 from pumpctl.console import (DEBUG_ENV, EXIT_AUTH, EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED,
-                             EXIT_LINK, EXIT_OK, EXIT_OUTPUT, EXIT_PIPE, EXIT_REFUSED, Cancelled, DryRun, Interrupted, Once, Parser,
-                             UsageError, emit, fail, jsonable, quiet_stdout)
+                             EXIT_LINK, EXIT_OK, EXIT_OUTPUT, EXIT_PIPE, EXIT_REFUSED, Cancelled, DryRun, Interrupted,
+                             Once, Parser, UsageError, emit, fail, jsonable, quiet_stdout)
 from pumpctl.emulator import EmulatorError
 from pumpctl.fw import link_commands as lc
 from pumpctl.fw import wire
@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common()
     p = Parser(prog="pumpctl", description="Virtual clinician programmer for the intrathecal pump.",
                epilog="exit codes: 0 done, 1 input refused by pumpctl, 2 refused by the pump, 3 link failure, "
-                      "4 authentication, 5 cancelled at the review, 6 scenario check failed, 70 internal error, 74 output not written, "
-                      "130 interrupted, 141 output closed")
+                      "4 authentication, 5 cancelled at the review, 6 scenario check failed, 70 internal error, "
+                      "74 output not written, 130 interrupted, 141 output closed")
     p.add_argument("--version", action="version", version=version_text())
     p.add_argument("--debug", action="store_true", help="on an internal error, show the Python traceback "
                                                          "(also $%s=1; may go anywhere on the line)" % DEBUG_ENV)

@@ -327,7 +327,7 @@ CASES = [
     Case("implant-failing-at-a-step-is-an-error-object", "implant",
          lambda p: IMPLANT + ["--bench", str(p.emu.bench_path), "--yes"], rc=2,
          schema="error", before=_all(delivering, no_bolus, motor_stalled),
-         check=refused("IMPLANT_FAILED", "alarm", failed_step="motor test")),
+         check=refused("IMPLANT_FAILED", "not_primed", failed_step="priming")),
     Case("implant-runs-the-whole-test-again-on-an-implanted-pump", "implant",
          lambda p: IMPLANT + ["--bench", str(p.emu.bench_path), "--yes"], before=_all(motor_mended, no_bolus),
          check=lambda d, p: [s["step"] for s in d["steps"]][-1] == "start"),

@@ -9,7 +9,7 @@ from pumpctl import report
 from pumpctl import units as u
 from pumpctl.commands.therapy import know_therapy, rx_from_args
 from pumpctl.console import EXIT_OK, EXIT_REFUSED, DryRun, Interrupted, UsageError, confirm, emit, fail, table
-from pumpctl.fw import events
+from pumpctl.fw import events, limits, prescription
 from pumpctl.fw import link_commands as lc
 from pumpctl.keystore import KeyStore
 from pumpctl.link import PumpError
@@ -290,8 +290,6 @@ def _check_fill(fill_nl, st, ident):
 def _check_priming(volume_nl, prime_s, ident):
     # The priming step's duration and rate, by the pump's own arithmetic,
     # before any step: refused there, the test would stop with the pump filled.
-    from pumpctl import report
-    from pumpctl.fw import limits, prescription
     if not volume_nl:
         return  # no catheter: the pump says so at the step
     try:
