@@ -199,3 +199,11 @@ def test_keystore_is_private_and_atomic(tmp_path, monkeypatch):
     monkeypatch.setenv("PUMPCTL_KEYSTORE", str(tmp_path / "env.json"))
     assert default_path() == tmp_path / "env.json"
     assert default_path(str(path)) == path
+
+
+def test_a_diary_note_too_long_for_the_pump_says_how_letters_count():
+    from pumpctl.commands import diary
+    assert diary.diary_payload(5, "walking", "é" * 16)["note"] == "é" * 16  # 32 bytes: fits
+    with pytest.raises(u.UnitError, match=r"too long for the pump: 34 bytes, at most 32 \(a plain letter is one, "
+                                          r"an accented letter two"):
+        diary.diary_payload(5, "walking", "é" * 17)

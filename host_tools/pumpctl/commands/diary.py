@@ -13,7 +13,8 @@ def diary_payload(pain, activity, note_text):
     if activity not in lc.ACTIVITIES:
         raise u.UnitError("activity %r: one of %s" % (activity, ", ".join(lc.ACTIVITIES)))
     if len(note_text.encode()) > lc.NOTE_MAX:
-        raise u.UnitError("note is %d bytes: at most %d" % (len(note_text.encode()), lc.NOTE_MAX))
+        raise u.UnitError("note is too long for the pump: %d bytes, at most %d (a plain letter is one, an accented "
+                          "letter two, a symbol up to four): shorten it" % (len(note_text.encode()), lc.NOTE_MAX))
     return {"pain": pain, "activity": activity, "note": note_text}
 
 
