@@ -135,9 +135,14 @@ def test_after_a_drug_change_status_names_the_drug_and_since_when(pump, capsys):
     assert "of hydromorphone since the drug change at" in out, out
 
 
-def test_boluses_demand_suspend_resume(pump, capsys):
-    # From 06:00: FLEX's noon periodic bolus stays out of the way of the demand press.
+def morning(pump):
+    # 06:00 of the pump's day (it starts at this computer's time): FLEX's noon
+    # periodic bolus stays out of the way of a test's demand presses.
     pump.call(lc.SET_CLOCK, {"day": pump.call(lc.STATUS)["day"], "tod_s": 6 * 3600})
+
+
+def test_boluses_demand_suspend_resume(pump, capsys):
+    morning(pump)
     assert pump.pumpctl(capsys, "program", *FLEX, "--yes")[0] == 0
     rc, out, err = pump.pumpctl(capsys, "bolus", "--dose", "1mg", "--over", "30min", "--yes")
     assert rc == 0 and "bolus started: 1 mg, 200 strokes" in out, err
@@ -406,6 +411,7 @@ def test_advance_refuses_a_real_time_emulator(tmp_path, capsys):
 
 
 def test_a_demand_refusal_under_json_carries_the_wait(pump, capsys):
+    morning(pump)
     assert pump.pumpctl(capsys, "program", *FLEX, "--yes")[0] == 0
     assert pump.pumpctl(capsys, "demand")[0] == 0
     pump.bench("advance", ms=400_000)
