@@ -78,6 +78,10 @@ def schema_of(command):
 def one_pump(tmp_path_factory):
     """One fresh provisioned virtual-time emulator for every case of this file."""
     p = Pump(tmp_path_factory.mktemp("json-schemas"))
+    # From 06:00 of its day, not this computer's time of day: the cases run
+    # one after another, and where the flex therapy's noon periodic bolus
+    # falls among them is then the same on every run.
+    p.call(lc.SET_CLOCK, {"day": p.call(lc.STATUS)["day"], "tod_s": 6 * 3600})
     yield p
     p.stop()
 
