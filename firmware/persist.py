@@ -242,7 +242,7 @@ class Persist:
         if old is not None:
             p.therapy = old
             p.rx = d["old_rx"]
-        p.load_therapy(d["rx"], therapy, bridge, old)
+        p.load_therapy(d["rx"], therapy, bridge, old, True)
         if bridge:
             p.sched.bridge_left = bridge
 

@@ -289,11 +289,11 @@ class Pump:
         self.record(events.THERAPY_PROGRAMMED, len(therapy.step_start_s), therapy.basal_nl_per_day(),
                     therapy.daily_ng, bridge_strokes, therapy.drug.encode())
 
-    def load_therapy(self, rx, therapy, bridge_strokes, old=None):
+    def load_therapy(self, rx, therapy, bridge_strokes, old=None, restoring=False):
         # Makes `therapy` the active one (a bridge keeps the current profile
         # for `bridge_strokes` first, in any pump state). Used by programming
-        # and by restore (`old`: the therapy being bridged from, as saved).
-        restoring = old is not None
+        # and by restore and revert (`restoring`; `old`: the therapy being
+        # bridged from, as saved).
         old = old or self.therapy
         if bridge_strokes and old is not None and not self.sched.n_steps:
             self.sched.load(old)
@@ -373,7 +373,10 @@ class Pump:
             return result
         if therapy is not None and self.therapy is not None and therapy.drug != self.therapy.drug \
                 and self.totals.pending:
-            self._log_day()  # a day still waiting goes to the log first: the old drug's count can then end
+            try:
+                self._log_day()  # a day still waiting goes to the log first: the old drug's count can then end
+            except OSError:
+                pass  # the flash is failing: the refill's own save fails too, and is refused changing nothing
 
         def apply():
             if changed and self.sched.bolus_busy():

@@ -223,3 +223,24 @@ def test_a_drug_change_is_remembered_across_a_restart():
         pump = fp.power_on(board=board)
         assert (today(pump), last_24h(pump), pump.status()["drug_changed_s"]) == want
     with_pump(check)
+
+
+def test_a_drug_change_while_the_flash_fails_is_refused_and_changes_nothing():
+    # A day's count still waiting for the log (the flash failing since
+    # before midnight): the refill to another drug is refused as the flash's
+    # fault, and the pump keeps its drug and its doses.
+    fp = FlashPump(new_image(), flash_faults=True)
+    pump = fp.power_on()
+    first_fill(pump)  # 08:00
+    run(pump, 15 * HOUR_MS)
+    fp.dev.failing = True
+    run(pump, 2 * HOUR_MS)  # past midnight: the day is closed, its records not written
+    assert pump.totals.pending
+    while pump.stroking:
+        run(pump, 10)
+    given = (today(pump), last_24h(pump), pump.reservoir.remaining_nl)
+    raises_limit("flash_fault", pump.refill, pump.reservoir.remaining_nl, 20000000,
+                 continuous(2000000, drug="hydromorphone"))
+    assert pump.therapy.drug == "morphine"
+    assert (today(pump), last_24h(pump), pump.reservoir.remaining_nl) == given
+    fp.power_off()
