@@ -37,6 +37,11 @@ def default_path(explicit=None) -> Path:
     return Path(base) / "pumpctl" / "keys.json"
 
 
+# A damaged key store: what to do (a pump gives its keys once, docs/pumpctl.md section 2).
+_DAMAGED = ("restore the file from your backup (a pump gives its keys once: they are nowhere else), or give "
+            "another key store with --keystore")
+
+
 class KeyStore:
     def __init__(self, path=None):
         self.path = default_path(path)
@@ -49,9 +54,9 @@ class KeyStore:
         except paths.InputFileError as e:
             raise KeyStoreError("%s (give the key store file with --keystore or $PUMPCTL_KEYSTORE)" % e)
         except ValueError as e:
-            raise KeyStoreError("key store %s unreadable: %s" % (self.path, e))
+            raise KeyStoreError("key store %s unreadable (%s): %s" % (self.path, e, _DAMAGED))
         if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("pumps"), dict):
-            raise KeyStoreError("key store %s: not a version %d key store" % (self.path, VERSION))
+            raise KeyStoreError("key store %s: not a version %d key store: %s" % (self.path, VERSION, _DAMAGED))
         return data
 
     def get(self, serial: str, role: str) -> bytes:
@@ -63,7 +68,7 @@ class KeyStore:
         try:
             key = bytes.fromhex(entry[role])
         except (KeyError, TypeError, ValueError):
-            raise KeyStoreError("key store %s has no valid %s key for pump %s" % (self.path, role, serial))
+            raise KeyStoreError("key store %s has no valid %s key for pump %s: %s" % (self.path, role, serial, _DAMAGED))
         if len(key) != wire.KEY_LEN:
             raise KeyStoreError("key store %s: %s key for pump %s is not %d bytes"
                                 % (self.path, role, serial, wire.KEY_LEN))

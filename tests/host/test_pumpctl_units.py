@@ -194,7 +194,10 @@ def test_keystore_is_private_and_atomic(tmp_path, monkeypatch):
     assert ks.get("X", "clinician") == bytes(range(32)) and ks.has("X")
     assert path.stat().st_mode & 0o777 == 0o600
     path.write_text("{}")
-    with pytest.raises(KeyStoreError, match="not a version 1 key store"):
+    with pytest.raises(KeyStoreError, match="not a version 1 key store: restore the file from your backup"):
+        ks.get("X", "patient")
+    path.write_text("{garbage")
+    with pytest.raises(KeyStoreError, match=r"unreadable \(.*\): restore the file from your backup \(a pump gives "):
         ks.get("X", "patient")
     monkeypatch.setenv("PUMPCTL_KEYSTORE", str(tmp_path / "env.json"))
     assert default_path() == tmp_path / "env.json"
