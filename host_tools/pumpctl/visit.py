@@ -570,7 +570,7 @@ def _attention(s: VisitSummary) -> list[str]:
                 out.append("%s: the pump's total also holds the next %d day%s (its log could not be written)"
                            % (d.date, v.days - 1, "s" * (v.days != 2)))
     missing = len(s.days) - s.days_with_delivery_data
-    if missing > 0:
+    if missing > 0 and s.interval_days:  # a second visit the same day: nothing to miss
         out.append("delivery data missing for %d day%s" % (missing, "s" * (missing != 1)))
     out += s.problems
     return out
@@ -642,7 +642,7 @@ def headline(s: VisitSummary) -> dict[str, str]:
             "WARNING" if rf.warning else "within tolerance")
         if rf.added_nl is not None:
             refill += "; filled %s" % fmt_ml(rf.added_nl)
-    delivered = "-"
+    delivered = "- (the last visit was today)" if not s.interval_days and not s.days_with_delivery_data else "-"
     if s.days_with_delivery_data:
         if s.mean_daily_dose_ng is None:
             mean = "no day of %s alone for a mean" % (s.drug or "it")

@@ -494,6 +494,14 @@ def test_delivered_per_day_is_the_pumps_daily_total_and_a_day_without_one_is_est
         in s.attention
 
 
+def test_a_second_visit_the_same_day_misses_no_delivery_data():
+    s = visit.summarize(visit.VisitData(
+        device={"serial": "X"}, visit_date=103, previous_visit=103, records=[],
+        status=month().status | {"day": 103, "tod_s": 43200}, old_rx=OLD_RX, delivered=[], delivery_detail={}))
+    assert not [a for a in s.attention if "delivery data missing" in a], s.attention
+    assert visit.headline(s)["delivered"] == "- (the last visit was today)"
+
+
 def test_the_visit_day_is_the_pumps_own_count_so_far_when_it_has_one():
     from pumpctl import visitrun
     rows = [(102, 10_000_000, 1_000_000), (103, 5_000_000, 500_000)]
