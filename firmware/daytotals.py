@@ -144,6 +144,7 @@ class DayTotals:
         return n * stroke_nl // 1000000
 
     def open_totals(self, stroke_nl, conc, bconc, bridge_other):
+        # bridge_other: the bridge's strokes are another drug (Reservoir.bridge_drug).
         # (strokes, dose in ng) of the part being counted: the status's
         # "delivered today", each dose stroke at the concentration it was
         # given at; the bridge's not when it is another drug.

@@ -80,7 +80,7 @@ class Persist:
                 "volume_in_nl": r.volume_in_nl, "withdrawn_nl": r.withdrawn_nl,
                 "unaccounted_nl": r.unaccounted_nl, "low_nl": r.low_nl,
                 "conc": [r.conc_ng_ml, r.bridge_conc_ng_ml, r.dose_ng_before, r.epoch_dose, r.epoch_bridge,
-                         r.bridge_other, r.drug_changed_s, r.bridge_drug],
+                         r.bridge_drug, r.drug_changed_s],
                 "undosed": r.undosed,
                 "hours": [r.hour, list(r.hour_strokes), list(r.hour_dose), list(r.hour_bridge), list(r.hour_num)],
             },
@@ -323,7 +323,7 @@ def _load_ledger(r, L):
     r.low_nl = L["low_nl"]
     conc = L["conc"]
     r.conc_ng_ml, r.bridge_conc_ng_ml, r.dose_ng_before, r.epoch_dose, r.epoch_bridge = conc[:5]
-    r.bridge_other, r.drug_changed_s, r.bridge_drug = conc[5:8] if len(conc) > 5 else (0, -1, "")  # earlier: not kept
+    r.bridge_drug, r.drug_changed_s = conc[5:7] if len(conc) > 5 else ("", -1)  # earlier firmware: not kept
     r.undosed = L.get("undosed", 0)
     _load_hours(r, L["hours"])
     r.reseal()

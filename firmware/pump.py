@@ -741,7 +741,7 @@ class Pump:
         t = t or self.therapy
         drug = t.drug if t is not None else ""
         self.totals.close(day, reason, r.conc_ng_ml, r.bridge_conc_ng_ml, self.log.last_seq(), drug,
-                          r.bridge_drug if r.bridge_other else drug)
+                          r.bridge_drug or drug)
 
     def _debit(self, kind):
         now = self.sched.mono_s
@@ -924,7 +924,7 @@ class Pump:
         r, s, t = self.reservoir, self.sched, self.therapy
         vol24, dose24 = r.last_24h(self.now_s())
         vol_today, dose_today = self.totals.open_totals(self.stroke_nl, r.conc_ng_ml, r.bridge_conc_ng_ml,
-                                                        r.bridge_other)
+                                                        r.bridge_drug != "")
         daily_nl = prescription.max_daily_nl(t, self.stroke_nl) if t is not None else 0
         hard = limits.hard_daily(t.drug) if t is not None else 0
         st = {

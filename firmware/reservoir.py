@@ -54,12 +54,12 @@ class Reservoir:
         self.dose_ng_before = 0  # drug delivered under earlier concentrations
         self.epoch_dose = 0  # dose strokes counted when the concentration last changed
         self.epoch_bridge = 0
-        # The last change was to another drug (not another strength of the
-        # same one): the bridge's strokes are that other drug, and the
-        # hours' dose counts this drug only, since drug_changed_s (-1: never).
-        self.bridge_other = 0
+        # The drug before the last change when it was another drug ("": the
+        # same one at another strength, or no change): the bridge's strokes
+        # are that drug, and the hours' dose counts this one only, since
+        # drug_changed_s (-1: never).
+        self.bridge_drug = ""
         self.drug_changed_s = -1
-        self.bridge_drug = ""  # that other drug
         self.reseal()
 
     # -- integrity -------------------------------------------------------
@@ -152,16 +152,15 @@ class Reservoir:
         for b in range(_BUCKETS):
             self.hour_num[b] = 0 if other_drug else self._hour_num(b)
             self.hour_dose[b] = self.hour_bridge[b] = 0
-        self.bridge_other = 1 if other_drug else 0
+        self.bridge_drug = other_drug
         if other_drug:
             self.drug_changed_s = mono_s
-            self.bridge_drug = other_drug
         self.bridge_conc_ng_ml = self.conc_ng_ml
         self.conc_ng_ml = conc_ng_ml
 
     def bridge_counted(self):
         # Strokes of the other drug are in the last 24 h's hours.
-        if not self.bridge_other:
+        if not self.bridge_drug:
             return False
         for b in range(_BUCKETS):
             if self.hour_bridge[b]:
@@ -196,7 +195,7 @@ class Reservoir:
     def _hour_num(self, b):
         # Bucket b's dose strokes x ng/mL, each at the concentration it was
         # given at; the bridge's only when it is the same drug.
-        bridge = 0 if self.bridge_other else self.hour_bridge[b] * self.bridge_conc_ng_ml
+        bridge = 0 if self.bridge_drug else self.hour_bridge[b] * self.bridge_conc_ng_ml
         return self.hour_num[b] + self.hour_dose[b] * self.conc_ng_ml + bridge
 
     def last_24h(self, mono_s):

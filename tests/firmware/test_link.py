@@ -792,7 +792,7 @@ def test_a_status_too_large_for_one_frame_is_sent_short_not_refused():
     pump.clinician_bolus(1000000, 86400)
     r = pump.reservoir
     r.volume_in_nl, r.withdrawn_nl = 2400000000, 100000000
-    r.drug_changed_s, r.bridge_other = pump.now_s() - 86399, 1  # a drug change too: one more figure
+    r.drug_changed_s, r.bridge_drug = pump.now_s() - 86399, "morphine"  # a drug change too: one more figure
     for k in range(len(r.strokes)):
         r.strokes[k] = 600000
     r.reseal()
