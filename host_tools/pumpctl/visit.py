@@ -58,7 +58,7 @@ from pumpctl import diary
 from pumpctl.fw import alarms as fw_alarms
 from pumpctl.fw import events
 from pumpctl.console import table
-from pumpctl.report import alarm_slug
+from pumpctl.report import alarm_ids, alarm_slug
 from pumpctl.units import (drug_unit, fmt_duration, fmt_mass, fmt_ml, fmt_pain, fmt_pct, fmt_tod,
                            fmt_volume)
 import reservoir as fw_reservoir  # noqa: E402  (firmware/, on sys.path through pumpctl.fw)
@@ -377,10 +377,6 @@ def _refill_summary(rf: dict[str, Any], added_nl: int | None = None) -> RefillSu
                          rf.get("added_nl", added_nl))
 
 
-def _alarm_ids(listing: Any) -> set[int]:
-    return {a["id"] if isinstance(a, dict) else int(a) for a in listing or ()}
-
-
 def summarize(data: VisitData) -> VisitSummary:
     first, last = data.previous_visit, data.visit_date
     lo, hi = day_number(first), day_number(last)
@@ -439,7 +435,7 @@ def summarize(data: VisitData) -> VisitSummary:
                            delivered, cancelled, other)
 
     # alarms
-    active = _alarm_ids(data.status.get("alarms"))
+    active = set(alarm_ids(data.status.get("alarms")))
     counts: dict[int, list[Any]] = {}
     for r in records:
         if r[3] in (events.ALARM_RAISED, events.ALARM_ACKNOWLEDGED, events.ALARM_CLEARED):
