@@ -143,14 +143,14 @@ class DayTotals:
         n = self.c_num[kind] + self.c_dosed[kind] * (self.c_bconc if kind == KIND_BRIDGE else self.c_conc)
         return n * stroke_nl // 1000000
 
-    def open_totals(self, stroke_nl, conc, bconc, bridge_other):
-        # bridge_other: the bridge's strokes are another drug (Reservoir.bridge_drug).
+    def open_totals(self, stroke_nl, conc, bconc, bridge_drug):
         # (strokes, dose in ng) of the part being counted: the status's
         # "delivered today", each dose stroke at the concentration it was
-        # given at; the bridge's not when it is another drug.
+        # given at; the bridge's not when it is another drug (bridge_drug:
+        # its name, Reservoir.bridge_drug; "" for the same drug).
         num = 0
         for k in range(KINDS):
-            if k == KIND_BRIDGE and bridge_other:
+            if k == KIND_BRIDGE and bridge_drug:
                 continue
             num += self.num[k] + self.dosed[k] * (bconc if k == KIND_BRIDGE else conc)
         return sum(self.strokes), num * stroke_nl // 1000000

@@ -924,7 +924,7 @@ class Pump:
         r, s, t = self.reservoir, self.sched, self.therapy
         vol24, dose24 = r.last_24h(self.now_s())
         vol_today, dose_today = self.totals.open_totals(self.stroke_nl, r.conc_ng_ml, r.bridge_conc_ng_ml,
-                                                        r.bridge_drug != "")
+                                                        r.bridge_drug)
         daily_nl = prescription.max_daily_nl(t, self.stroke_nl) if t is not None else 0
         hard = limits.hard_daily(t.drug) if t is not None else 0
         st = {

@@ -307,7 +307,7 @@ class Trial:
         # The limits the pump itself keeps (docs/limits.md): a trial rate
         # above the drug's 24-hour maximum is a typing slip, not a trial.
         if self.drug in limits.DRUGS:
-            most = limits.HARD_DAILY.get(self.drug, limits.DRUGS[self.drug][1])
+            most = limits.hard_daily(self.drug)
             if rate_ng_day > most:
                 unit = u.drug_unit(self.drug)
                 raise TrialError("%s %s/day is above the %s 24-hour maximum, %s/day: check the rate" % (
