@@ -155,7 +155,7 @@ def status_rows(ident, st):
             last = "%s of %s since the drug change %s (%s)" % (last, st["drug"], when, both)
         rows += [["delivered today", today], ["last 24 h", last]]
         if st.get("ceiling_24h_ng") is not None:
-            rows.append(["24-h maximum", ceiling_text(st["drug"], st["ceiling_24h_ng"])])
+            rows.append([CEILING_LABEL, ceiling_text(st["drug"], st["ceiling_24h_ng"])])
         rows.append(["delivered total", "%s, %s drug" % (u.fmt_volume(st["delivered_nl"]),
                                                          u.fmt_mass(st["drug_delivered_ng"], unit))])
     return rows
@@ -178,6 +178,11 @@ def maxima_text(drug):
     if hard > soft:
         text += " (usual maximum; up to %s/day with --override, never more)" % u.fmt_mass(hard, unit)
     return text
+
+
+# The status row of the drug's rolling 24-hour ceiling: named apart from a
+# therapy's own "24-h maximum" (its basal and boluses), which is lower.
+CEILING_LABEL = "drug 24-h max"
 
 
 def ceiling_text(drug, given_ng):

@@ -39,6 +39,13 @@ def test_status_shows_the_24_hour_ceiling_in_the_drugs_unit():
         in zico
 
 
+def test_the_drugs_24_hour_ceiling_is_not_labelled_as_the_therapys_maximum():
+    # interrogate shows the therapy's own "24-h maximum" (6.5 mg/day, say) below
+    # the status: the drug's 20 mg/day must not read as that one.
+    r = rows(report.status_text(IDENT, status()))
+    assert "24-h maximum" not in r and "of 20 mg/day" in r["drug 24-h max"]
+
+
 def test_after_a_drug_change_the_doses_name_the_drug_and_since_when():
     # Hydromorphone since 14:00 (the pump counts its dose only, from then on).
     st = status(drug="hydromorphone", tod_s=19 * 3600, drug_changed_s=5 * 3600, today_dose_ng=420_000,

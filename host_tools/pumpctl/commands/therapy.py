@@ -214,7 +214,7 @@ def bolus_review(rx, st, dose, dur, check, stroke_nl):
                  ["dose delivered", "%s: %s, rounded to whole strokes" % (u.fmt_mass(given, unit), strokes)]]
     rows.append(["over", "%s (basal delivery pauses meanwhile)" % u.fmt_duration(dur)])
     if st.get("ceiling_24h_ng") is not None:
-        rows.append(["24-h maximum", report.ceiling_text(rx["drug"], st["ceiling_24h_ng"])])
+        rows.append([report.CEILING_LABEL, report.ceiling_text(rx["drug"], st["ceiling_24h_ng"])])
     return rows
 
 
@@ -253,7 +253,7 @@ def prime_review(th, st, vol, dur, check):
         rows.append(["counted", "volume only: it fills the catheter with drug (what leaves the tip is the "
                                 "catheter's saline, not dose)"])
     if rx and st.get("ceiling_24h_ng") is not None:
-        rows.append(["24-h maximum", report.ceiling_text(rx["drug"], st["ceiling_24h_ng"])])
+        rows.append([report.CEILING_LABEL, report.ceiling_text(rx["drug"], st["ceiling_24h_ng"])])
     return rows
 
 
