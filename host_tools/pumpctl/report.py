@@ -136,7 +136,7 @@ def status_rows(ident, st):
     ]
     if "catheter_primed" in st:
         rows.append(["catheter primed", "yes" if st["catheter_primed"] else
-                     "NO: the new catheter holds no drug yet; prime it (`pumpctl prime`)"])
+                     "NO: drug has not reached the catheter's tip yet; prime it (`pumpctl prime`)"])
     rows += [
         ["bolus", _bolus_state(st.get("bolus"), ident, st.get("conc_ng_ml"), unit)],
         ["alarms", ", ".join(alarm_slug(a) for a in alarm_ids(st["alarms"])) or "none"],

@@ -83,8 +83,8 @@ def fmt_pump_value(n, unit, drug_unit=None):
         return fmt_conc(n, drug_unit or ("mg" if n >= 10**6 else "µg"))
     if unit == "nL/day":
         return fmt_volume(n) + "/day"
-    if unit == "nL":
-        return fmt_volume(n) if n >= 10**5 else "%s µL" % _dec(n, 1000)
+    if unit == "nL":  # µL only where mL would read 0.000: a zero is "0 mL" beside its range
+        return "0 mL" if n == 0 else fmt_volume(n) if n >= 10**5 else "%s µL" % _dec(n, 1000)
     if unit in ("s", "seconds"):
         return fmt_duration(n)
     return "%d %s" % (n, unit)

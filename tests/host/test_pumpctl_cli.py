@@ -207,6 +207,7 @@ def test_units_refuse_negative_and_oversized_values():
     with pytest.raises(u.UnitError, match="more than the pump accepts"):
         u.volume_nl("2000mL")
     assert u.fmt_pump_value(500, "nL") == "0.5 µL"
+    assert u.fmt_pump_value(0, "nL") == "0 mL"  # beside a range in mL ("0 µL is outside 1 mL to 20 mL" read oddly)
     assert json.loads(json.dumps(u.firmware_prescription(u.prescription("morphine", "10mg/mL", "4mg/day"))))[
         "steps"] == [{"start_s": 0, "dose_ng_day": 4_000_000}]
 
