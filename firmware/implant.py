@@ -6,7 +6,7 @@ from micropython import const
 
 import alarms
 import events
-from limits import CATHETER_VOLUME_MAX_NL, LimitError, check_range
+from limits import CATHETER_VOLUME_MAX_NL, LimitError, check_range, is_plain_text
 from scheduler import KIND_PRIMING
 
 STEP_IDENTITY = const(1)
@@ -23,6 +23,7 @@ SEGMENT_LENGTH_MAX_MM = const(1500)
 MOTOR_TEST_STROKES = const(4)
 MOTOR_TEST_S = const(60)
 SERIAL_MAX = const(24)
+SERIAL_MARKS = "-_."
 
 
 def _logged(pump, step, ok, c=0, d=0, text=b""):
@@ -40,11 +41,20 @@ def _step(pump, what, step, c, d, text, apply):
     pump._durably(what, changed)
 
 
+def is_serial(text):
+    # A serial names the pump's key-store entry and host files (reports,
+    # the in-flight journal): no '/', space or control character.
+    for c in text:
+        if not ("0" <= c <= "9" or "A" <= c <= "Z" or "a" <= c <= "z" or c in SERIAL_MARKS):
+            return False
+    return True
+
+
 def set_identity(pump, serial, model):
-    if not isinstance(serial, str) or not 1 <= len(serial) <= SERIAL_MAX:
-        raise LimitError("serial", "identity: serial must be 1..%d characters" % SERIAL_MAX)
-    if not isinstance(model, str) or not 1 <= len(model) <= SERIAL_MAX:
-        raise LimitError("model", "identity: model must be 1..%d characters" % SERIAL_MAX)
+    if not isinstance(serial, str) or not 1 <= len(serial) <= SERIAL_MAX or not is_serial(serial):
+        raise LimitError("serial", "identity: serial must be 1..%d letters, digits, '-', '_' or '.'" % SERIAL_MAX)
+    if not isinstance(model, str) or not 1 <= len(model) <= SERIAL_MAX or not is_plain_text(model):
+        raise LimitError("model", "identity: model must be 1..%d characters, no control character" % SERIAL_MAX)
     def apply():
         pump.device["serial"] = serial
         pump.device["model"] = model

@@ -62,3 +62,12 @@ def hard_daily(drug):
 def check_range(limit, what, value, low, high, unit):
     if not low <= value <= high:
         raise LimitError(limit, "%s %d %s outside %d..%d %s" % (what, value, unit, low, high, unit))
+
+
+def is_plain_text(text):
+    # Text a clinician reads back (a diary note, a serial): a line break or
+    # another control character would break the log's tables and screens.
+    for c in text:
+        if ord(c) < 0x20 or ord(c) == 0x7F:
+            return False
+    return True

@@ -18,7 +18,7 @@ import implant
 import link_commands as lc
 import prescription
 import wire
-from limits import LimitError
+from limits import LimitError, is_plain_text
 from units import S_PER_DAY, dose_to_volume_nl, volume_to_dose_ng
 
 _RX_CHUNK = const(128)  # bytes taken from the transport at a time
@@ -891,6 +891,8 @@ class Link:
         note = p.get("note", "")
         if not isinstance(note, str) or len(note.encode()) > lc.NOTE_MAX:
             raise _bad("note must be text of at most %d bytes" % lc.NOTE_MAX)
+        if not is_plain_text(note):
+            raise _bad("note must be one line of text: no line break, tab or other control character")
         seq = self.pump.record(lc.EV_DIARY, pain, lc.ACTIVITIES.index(act), self.sid, 0, note.encode())
         if not seq:  # a diary entry is never folded: 0 is a log the flash refused (the flash-fault alarm)
             raise LimitError("flash_fault", "diary entry not recorded: the pump's flash could not be written;"

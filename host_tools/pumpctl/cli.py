@@ -257,7 +257,7 @@ def _refusal(e, args):
     lines.append("nothing was changed on the pump")
     err = {"code": e.name, "limit": e.limit, "message": report.clinical_reason(e.reason, drug), "exit": EXIT_REFUSED,
            "pump_code": e.code, "trusted": e.trusted, "changed": False}
-    for k, v in report.refusal_parts(e.limit, e.reason, drug, conc, given, sent):
+    for k, v in report.refusal_parts(e.limit, e.reason, drug, conc, given, sent, e.name):
         err["what_to_do" if k == "what to do" else "hint"] = v
     for k in ("wait_s", "retry_s"):
         if k in e.reply:

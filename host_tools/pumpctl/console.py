@@ -231,10 +231,20 @@ def _console(stream, width=None, force_terminal=None):
                    highlight=False)
 
 
+_CONTROL = {i: "\\x%02x" % i for i in list(range(0x20)) + [0x7F]}
+_CONTROL.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"})
+
+
+def _one_line(cell):
+    # Text from a pump (a diary note, a serial) may hold a line break or a
+    # terminal escape: shown escaped, it cannot break the table or the screen.
+    return cell.translate(_CONTROL)
+
+
 def table(rows, headers=None, indent=""):
     """Rows of cells (ragged rows allowed) as a table: the one renderer of
     every screen and report in pumpctl."""
-    rows = [[str(c) for c in r] for r in rows]
+    rows = [[_one_line(str(c)) for c in r] for r in rows]
     if not rows and not headers:
         return ""
     if styled():

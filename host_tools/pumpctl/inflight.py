@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+from pumpctl import paths
 from pumpctl.fw import events
 from pumpctl.fw import link_commands as lc
 from pumpctl.fw import wire
@@ -23,7 +24,7 @@ class Journal:
         self.dir = Path(keystore_path).parent / "inflight"
 
     def _path(self, serial):
-        return self.dir / ("%s.json" % serial)
+        return self.dir / ("%s.json" % paths.file_part(serial))
 
     def begin(self, serial, mtype, log_seq):
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)

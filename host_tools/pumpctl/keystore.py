@@ -130,7 +130,7 @@ class KeyStore:
         """Keys that could not go into this store, saved as a key store of
         their own (mode 0600, a new file in the temporary folder): usable at
         once with --keystore, or copied into the usual store."""
-        fd, name = tempfile.mkstemp(prefix="pumpctl-keys-%s-" % serial, suffix=".json")
+        fd, name = tempfile.mkstemp(prefix="pumpctl-keys-%s-" % paths.file_part(serial), suffix=".json")
         os.close(fd)
         entry = {"patient": patient.hex(), "clinician": clinician.hex(), "model": model,
                  "provisioned": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -34,6 +34,14 @@ def default_state() -> Path:
     return Path(env).expanduser().absolute() if env else ROOT / "run"
 
 
+def file_part(name: str) -> str:
+    """A pump's serial as part of a file name: anything but letters, digits,
+    '-', '_' and '.' becomes '_' (a serial comes from the device: never a
+    path of its own)."""
+    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "_" for ch in name)
+    return "_" if safe.strip(".") == "" else safe
+
+
 def shown(path) -> str:
     """A path as the user reads it: relative below the current directory, else absolute."""
     p = Path(path).absolute()

@@ -681,10 +681,22 @@ def refusal_lines(name, limit, reason, drug=None, conc_ng_ml=None, given_ng=None
     naming the limit, the allowed range, and what to do next."""
     return ["pump refused: %s%s: %s" % (name, " (%s)" % limit if limit else "", clinical_reason(reason, drug))] + [
         "  %s: %s" % (k, v) if k == "what to do" else "  " + v
-        for k, v in refusal_parts(limit, reason, drug, conc_ng_ml, given_ng, override_sent)]
+        for k, v in refusal_parts(limit, reason, drug, conc_ng_ml, given_ng, override_sent, name)]
 
 
-def refusal_parts(limit, reason, drug=None, conc_ng_ml=None, given_ng=None, override_sent=False):
+def _next_step_for_code(name, reason):
+    # A refusal that names no limit: what to do follows from its code.
+    if name == "FORBIDDEN" and "patient role" in reason:
+        return "this is for the clinician's programmer: give it again with --role clinician"
+    if name == "FORBIDDEN" and "clinician role" in reason:
+        return "this is for the patient's handset: give it again with --role patient"
+    if name == "INTERNAL":
+        return ("check the pump with `pumpctl status` (state and alarms), then try again; if it is refused "
+                "again, the pump needs service")
+    return None
+
+
+def refusal_parts(limit, reason, drug=None, conc_ng_ml=None, given_ng=None, override_sent=False, name=None):
     """[("hint", text), ("what to do", text)] for a refusal, those that apply."""
     out = []
     if limit in ("daily_max", "daily_hard_max"):
@@ -696,6 +708,7 @@ def refusal_parts(limit, reason, drug=None, conc_ng_ml=None, given_ng=None, over
     hint = clinical_hint(limit, reason, drug, conc_ng_ml)
     if hint:
         out.append(("hint", hint))
-    if limit in NEXT_STEP:
-        out.append(("what to do", NEXT_STEP[limit]))
+    todo = NEXT_STEP.get(limit) if limit else _next_step_for_code(name, reason or "")
+    if todo:
+        out.append(("what to do", todo))
     return out

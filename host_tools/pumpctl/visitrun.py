@@ -228,5 +228,4 @@ def first_interval(records: list[tuple]) -> list[tuple]:
 
 
 def report_path(report_dir: str | os.PathLike[str], serial: str, date: dt.date) -> Path:
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in serial)
-    return Path(report_dir) / ("visit-%s-%s.html" % (safe, date.isoformat()))
+    return Path(report_dir) / ("visit-%s-%s.html" % (paths.file_part(serial), date.isoformat()))

@@ -164,7 +164,10 @@ def test_implant_input_errors(blank, capsys):
                       (["--catheter", "500mm:120uL", "--fill", "20mL", "--prime-duration", "1min"],
                        "exceeds the mechanism's 24 mL/day: make it longer"),
                       (["--catheter", "500mm:120uL", "--fill", "20mL", "--prime-duration", "25h"],
-                       "priming duration 25 h outside 60 s to 24 h")):
+                       "priming duration 25 h outside 60 s to 24 h"),
+                      (["--serial", "../../SN-1", "--catheter", "500mm:120uL", "--fill", "20mL"],
+                       "letters, digits, '-', '_' or '.'"),
+                      (["--model", "IT\n40", "--catheter", "500mm:120uL", "--fill", "20mL"], "on one line")):
         rc, _, err = blank.pumpctl(capsys, "implant", *bad, *RX, "--yes")
         assert rc == 1 and says in err and "nothing sent" in err, err
     assert blank.call(lc.STATUS)["remaining_nl"] == 0

@@ -108,6 +108,18 @@ def test_priming_before_the_catheter_is_set_is_refused():
     raises_limit("catheter_unset", implant.prime, pump, 600)
 
 
+def test_a_serial_is_letters_digits_and_marks_and_a_model_one_line_of_text():
+    # The serial names host files and key-store entries: "../x" would be a path.
+    pump = new_pump()
+    for serial in ("../../x", "SN 1", "SN\n1", "", "A" * 25, "SN\u00e91"):
+        raises_limit("serial", implant.set_identity, pump, serial, "IT-40")
+    for model in ("IT\n40", "IT\x1b[2J", ""):
+        raises_limit("model", implant.set_identity, pump, "SN-1", model)
+    assert not steps_logged(pump)
+    implant.set_identity(pump, "SN-0042_b.1", "SynchroMed II 40 mL")
+    assert pump.device["serial"] == "SN-0042_b.1"
+
+
 def test_an_implant_step_that_cannot_be_saved_changes_nothing_and_can_be_repeated():
     # Identity, catheter and first fill are changes like any other: with the
     # flash refusing writes each is refused and undone, and done once it works.

@@ -755,6 +755,17 @@ def test_keys_that_cannot_be_saved_are_not_changed_and_the_refusal_says_so():
     assert not records(pump, lc.EV_PROVISIONED, b"link keys rotated")
 
 
+def test_a_diary_note_is_one_line_of_text():
+    pump, link, host, keys = clinician()
+    host.login(wire.ROLE_PATIENT, keys["patient"])
+    before = len(records(pump, events.DIARY))
+    for note in ("a\nb", "tab\there", "\x1b[2J"):
+        p = host.err(lc.DIARY, {"pain": 6, "activity": "walking", "note": note}, wire.BAD_ARGS)
+        assert "one line" in p["reason"], p
+    assert len(records(pump, events.DIARY)) == before
+    assert host.ok(lc.DIARY, {"pain": 6, "activity": "walking", "note": "ça brûle"})["seq"]
+
+
 def test_a_diary_entry_the_flash_refuses_is_not_reported_as_recorded():
     import alarms
     pump, link, host, keys = clinician()

@@ -56,3 +56,14 @@ def test_every_cell_shows_in_either_form(styled, monkeypatch):
     text = console.table(ROWS, HEADERS)
     for cell in [c for r in ROWS for c in r if c] + ["now", "after"]:
         assert cell in text
+
+
+@pytest.mark.parametrize("styled", [False, True])
+def test_a_cell_with_a_line_break_or_an_escape_stays_on_its_row(styled, monkeypatch):
+    # A diary note or a serial comes from the pump: "a\nb" must not start a
+    # row of its own, nor "\x1b[2J" clear the clinician's screen.
+    monkeypatch.setattr("sys.stdout", Terminal() if styled else io.StringIO())
+    monkeypatch.setenv("TERM", "xterm")
+    text = console.table([["note", "a\nb\x1b[2J\tc"], ["next", "row"]])
+    assert len(text.strip("\n").split("\n")) == 2, text
+    assert "a\\nb\\x1b[2J\\tc" in text and "\x1b[2J" not in text

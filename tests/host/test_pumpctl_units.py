@@ -204,6 +204,28 @@ def test_keystore_is_private_and_atomic(tmp_path, monkeypatch):
     assert default_path(str(path)) == path
 
 
+def test_a_diary_note_with_a_line_break_is_refused_before_sending():
+    from pumpctl.commands import diary
+    with pytest.raises(u.UnitError, match="one line of text, without a line break"):
+        diary.diary_payload(5, "walking", "bad\nnight")
+
+
+def test_a_serial_is_never_a_path_in_host_file_names(tmp_path):
+    from pumpctl import inflight, paths, visitrun
+    j = inflight.Journal(tmp_path / "keys.json")
+    for serial in ("../../evil", "/etc/x", "..", "a\\b"):
+        assert j._path(serial).parent == tmp_path / "inflight"
+        assert visitrun.report_path(tmp_path, serial, __import__("datetime").date(2026, 1, 1)).parent == tmp_path
+    assert paths.file_part("EMU-0A1B_c.2") == "EMU-0A1B_c.2" and paths.file_part("..") == "_"
+
+
+def test_a_refusal_for_the_wrong_role_says_which_role_to_use():
+    lines = report.refusal_lines("FORBIDDEN", None, "log not allowed for the patient role")
+    assert "what to do: this is for the clinician's programmer: give it again with --role clinician" in lines[1]
+    lines = report.refusal_lines("FORBIDDEN", None, "demand not allowed for the clinician role")
+    assert "--role patient" in lines[1]
+
+
 def test_a_diary_note_too_long_for_the_pump_says_how_letters_count():
     from pumpctl.commands import diary
     assert diary.diary_payload(5, "walking", "é" * 16)["note"] == "é" * 16  # 32 bytes: fits

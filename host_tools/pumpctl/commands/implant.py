@@ -10,6 +10,7 @@ from pumpctl import units as u
 from pumpctl.commands.therapy import know_therapy, rx_from_args
 from pumpctl.console import EXIT_OK, EXIT_REFUSED, DryRun, Interrupted, UsageError, confirm, emit, fail, table
 from pumpctl.fw import events, limits, prescription
+from pumpctl.fw import implant as fw_implant
 from pumpctl.fw import link_commands as lc
 from pumpctl.keystore import KeyStore
 from pumpctl.link import PumpError
@@ -184,7 +185,7 @@ def implant_steps(serial, model, segments, fill_nl, prime_s, rx):
 
 # firmware/implant.py STEP_* (IMPLANT_STEP records, a = step) -> the link's step names
 _LOGGED_STEPS = {1: "identity", 2: "catheter", 3: "fill", 4: "prime", 5: "motor_test", 6: "alarm_test", 7: "start"}
-_MOTOR_TEST = (4, 60)  # firmware/implant.py: MOTOR_TEST_STROKES over MOTOR_TEST_S, a priming-kind bolus
+_MOTOR_TEST = (fw_implant.MOTOR_TEST_STROKES, fw_implant.MOTOR_TEST_S)  # a priming-kind bolus
 _KIND_PRIMING = 4
 
 
@@ -298,7 +299,17 @@ def _check_priming(volume_nl, prime_s, ident):
         raise u.UnitError("--prime-duration %s: %s" % (u.fmt_duration(prime_s), report.clinical_reason(e.message)))
 
 
+def _check_identity(serial, model):
+    # Before any step, as the pump checks them at the first.
+    if serial is not None and not (0 < len(serial) <= fw_implant.SERIAL_MAX and fw_implant.is_serial(serial)):
+        raise u.UnitError("--serial %r: 1 to %d letters, digits, '-', '_' or '.' (it names the pump's keys and "
+                          "reports)" % (serial, fw_implant.SERIAL_MAX))
+    if model is not None and not (0 < len(model) <= fw_implant.SERIAL_MAX and limits.is_plain_text(model)):
+        raise u.UnitError("--model %r: 1 to %d characters on one line" % (model, fw_implant.SERIAL_MAX))
+
+
 def cmd_implant(args):
+    _check_identity(args.serial, args.model)
     segments = u.catheter_segments(args.catheter) if args.catheter else None
     fill = u.volume_nl(args.fill, "first fill volume") if args.fill else None
     prime_s = u.duration_s(args.prime_duration, "priming duration")
