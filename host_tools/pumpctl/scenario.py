@@ -97,8 +97,16 @@ def load(path: str | Path) -> dict[str, Any]:
         kind = st["step"]
         where = "step %d (%s)" % (i, kind)
         if kind == "implant":
-            _need(st, "catheter", where)
-            _need(st, "fill", where)
+            for k in ("serial", "model", "prime_duration"):
+                if k in st:
+                    _need(st, k, where)
+            try:
+                u.catheter_segments(_need(st, "catheter", where))
+                u.volume_nl(_need(st, "fill", where), "fill")
+                u.pump_identity(st.get("serial"), st.get("model"))
+                u.duration_s(st.get("prime_duration", "30min"), "prime_duration")
+            except u.UnitError as e:
+                raise ScenarioError("%s: %s" % (where, e)) from None
             _rx(_need(st, "prescription", where, dict), where)
         elif kind == "days":
             if ("days" in st) == ("hours" in st):
@@ -119,6 +127,12 @@ def load(path: str | Path) -> dict[str, Any]:
                 if e["activity"] not in lc.ACTIVITIES:
                     raise ScenarioError("%s: activity %r: one of %s" % (where, e["activity"], ", ".join(lc.ACTIVITIES)))
                 u.time_of_day(e.get("time", "20:00"), "diary time")
+                if not isinstance(e.get("note", ""), str):
+                    raise ScenarioError("%s: a diary note is text" % where)
+                try:
+                    u.diary_note(e.get("note", ""))
+                except u.UnitError as err:
+                    raise ScenarioError("%s: %s" % (where, err)) from None
             if type(st.get("demand", 0)) is not int or st.get("demand", 0) < 0:
                 raise ScenarioError("%s: 'demand' is the number of presses a day" % where)
         elif kind == "visit":

@@ -26,6 +26,7 @@ from typing import Any
 from pumpctl import paths
 from pumpctl.fw import events, limits
 from pumpctl.fw import implant as fw_implant
+from pumpctl.fw import link_commands as lc
 
 S_PER_DAY = 86400
 NL_PER_ML = 1_000_000
@@ -372,6 +373,25 @@ def _firmware_form(d, where):
     except (KeyError, TypeError) as e:
         raise UnitError("malformed firmware prescription (%s missing or of the wrong type)" % e)
     return rx
+
+
+def pump_identity(serial, model):
+    """Checks an implant's --serial and --model as the pump does (None: not given)."""
+    if serial is not None and not (0 < len(serial) <= fw_implant.SERIAL_MAX and fw_implant.is_serial(serial)):
+        raise UnitError("serial %r: 1 to %d letters, digits, '-', '_' or '.' (it names the pump's keys and "
+                        "reports)" % (serial, fw_implant.SERIAL_MAX))
+    if model is not None and not (0 < len(model) <= fw_implant.SERIAL_MAX and limits.is_plain_text(model)):
+        raise UnitError("model %r: 1 to %d characters on one line" % (model, fw_implant.SERIAL_MAX))
+
+
+def diary_note(text):
+    """Checks a diary note as the pump does."""
+    if len(text.encode()) > lc.NOTE_MAX:
+        raise UnitError("note is too long for the pump: %d bytes, at most %d (a plain letter is one, an accented "
+                        "letter two, a symbol up to four): shorten it" % (len(text.encode()), lc.NOTE_MAX))
+    if not limits.is_plain_text(text):
+        raise UnitError("note %r: one line of text, without a line break, tab or other control character" % text)
+    return text
 
 
 def catheter_segments(text):

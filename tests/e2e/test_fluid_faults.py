@@ -255,6 +255,10 @@ def test_a_scenario_injects_physical_faults_and_withdraws_the_truth(tmp_path, ca
     assert truth["released_nl"] > 2_000 and not truth["occluded"] and truth["bias_ppm"] == 0  # resolved
 
 
+IMPLANT = {"step": "implant", "catheter": "500mm:120uL", "fill": "20mL",
+           "prescription": {"drug": "morphine", "conc": "10mg/mL", "dose": "2mg/day"}}
+
+
 @pytest.mark.parametrize("step,why", [
     ({"step": "fault", "stroke_bias": "-60%"}, "outside -500000 to 500000"),
     ({"step": "fault", "drift": "1%/fortnight"}, "per day, week, month or year"),
@@ -264,6 +268,13 @@ def test_a_scenario_injects_physical_faults_and_withdraws_the_truth(tmp_path, ca
     ({"step": "visit", "withdrawn": "truth", "added": "20mL"}, "withdrawn"),
     ({"step": "days", "days": 100000}, "a whole number of days (1 to 3660)"),
     ({"step": "days", "hours": 0}, "or hours (1 to 87840)"),
+    # What pumpctl implant and the pump would refuse mid-course, refused before it starts:
+    (dict(IMPLANT, serial="../SN-1"), "step 1 (implant): serial '../SN-1': 1 to 24 letters, digits"),
+    (dict(IMPLANT, catheter="2000mm:120uL"), "step 1 (implant): catheter segment"),
+    (dict(IMPLANT, fill="twenty"), "step 1 (implant): fill"),
+    (dict(IMPLANT, prime_duration=30), "step 1 (implant): 'prime_duration' has the wrong type"),
+    ({"step": "days", "days": 1, "diary": [{"pain": 5, "activity": "rest", "note": "a\nb"}]}, "one line of text"),
+    ({"step": "days", "days": 1, "diary": [{"pain": 5, "activity": "rest", "note": "é" * 17}]}, "too long"),
 ])
 def test_a_malformed_physical_fault_stops_the_file_before_anything_runs(tmp_path, step, why):
     import json

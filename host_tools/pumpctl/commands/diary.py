@@ -2,7 +2,6 @@
 
 from pumpctl import units as u
 from pumpctl.console import EXIT_OK, emit, note, table, write_csv
-from pumpctl.fw import limits
 from pumpctl.fw import link_commands as lc
 from pumpctl.session import connected, read_log, session_role
 
@@ -13,13 +12,7 @@ def diary_payload(pain, activity, note_text):
         raise u.UnitError("pain score %d: give 0 (none) to %d (worst)" % (pain, lc.PAIN_MAX))
     if activity not in lc.ACTIVITIES:
         raise u.UnitError("activity %r: one of %s" % (activity, ", ".join(lc.ACTIVITIES)))
-    if len(note_text.encode()) > lc.NOTE_MAX:
-        raise u.UnitError("note is too long for the pump: %d bytes, at most %d (a plain letter is one, an accented "
-                          "letter two, a symbol up to four): shorten it" % (len(note_text.encode()), lc.NOTE_MAX))
-    if not limits.is_plain_text(note_text):
-        raise u.UnitError("note %r: one line of text, without a line break, tab or other control character"
-                          % note_text)
-    return {"pain": pain, "activity": activity, "note": note_text}
+    return {"pain": pain, "activity": activity, "note": u.diary_note(note_text)}
 
 
 def cmd_diary(args):

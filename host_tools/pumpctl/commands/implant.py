@@ -299,17 +299,8 @@ def _check_priming(volume_nl, prime_s, ident):
         raise u.UnitError("--prime-duration %s: %s" % (u.fmt_duration(prime_s), report.clinical_reason(e.message)))
 
 
-def _check_identity(serial, model):
-    # Before any step, as the pump checks them at the first.
-    if serial is not None and not (0 < len(serial) <= fw_implant.SERIAL_MAX and fw_implant.is_serial(serial)):
-        raise u.UnitError("--serial %r: 1 to %d letters, digits, '-', '_' or '.' (it names the pump's keys and "
-                          "reports)" % (serial, fw_implant.SERIAL_MAX))
-    if model is not None and not (0 < len(model) <= fw_implant.SERIAL_MAX and limits.is_plain_text(model)):
-        raise u.UnitError("--model %r: 1 to %d characters on one line" % (model, fw_implant.SERIAL_MAX))
-
-
 def cmd_implant(args):
-    _check_identity(args.serial, args.model)
+    u.pump_identity(args.serial, args.model)
     segments = u.catheter_segments(args.catheter) if args.catheter else None
     fill = u.volume_nl(args.fill, "first fill volume") if args.fill else None
     prime_s = u.duration_s(args.prime_duration, "priming duration")
