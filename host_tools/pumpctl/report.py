@@ -138,7 +138,7 @@ def status_rows(ident, st):
         rows.append(["catheter primed", "yes" if st["catheter_primed"] else
                      "NO: drug has not reached the catheter's tip yet; prime it (`pumpctl prime`)"])
     rows += [
-        ["bolus", _bolus_state(st.get("bolus"), ident, st.get("conc_ng_ml"), unit)],
+        ["bolus", bolus_state(st.get("bolus"), ident, st.get("conc_ng_ml"), unit)],
         ["alarms", ", ".join(alarm_slug(a) for a in alarm_ids(st["alarms"])) or "none"],
     ]
     if st.get("drug"):
@@ -215,7 +215,7 @@ def _dose_and_volume(st, period, conc, unit):
     return "%s (%s)" % (u.fmt_mass(dose_ng, unit), u.fmt_volume(st[period + "_nl"]))
 
 
-def _bolus_state(b, ident, conc, unit):
+def bolus_state(b, ident, conc, unit):
     # What is left to give, as the dose (at the current concentration) and
     # its volume; a priming bolus fills the catheter, so only its volume.
     if not b:

@@ -175,6 +175,15 @@ def test_boluses_demand_suspend_resume(pump, capsys):
     assert of_type(log, lc.EV_COMMAND, b"demand")[0][4] == wire.ROLE_PATIENT
 
 
+def test_suspending_during_a_bolus_says_the_bolus_is_cancelled(pump, capsys):
+    assert pump.pumpctl(capsys, "bolus", "--dose", "1mg", "--over", "30min", "--yes")[0] == 0
+    rc, out, _ = pump.pumpctl(capsys, "suspend", "--yes")
+    assert rc == 0 and "The bolus in progress (clinician, " in out and "is cancelled; resuming does not restart" in out
+    assert of_type(pump.log(), events.BOLUS_CANCELLED)
+    rc, out, _ = pump.pumpctl(capsys, "suspend", "--dry-run")  # nothing in progress: nothing said
+    assert rc == 0 and "cancelled" not in out
+
+
 def test_refill_discrepancy_must_be_acknowledged(pump, capsys):
     pump.bench("advance", ms=DAY_MS)
     remaining = pump.bench("status")["remaining_nl"]

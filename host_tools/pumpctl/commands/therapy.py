@@ -311,9 +311,14 @@ MAINTENANCE_WARNING = "Delivery stops until the board is powered up again."
 def cmd_suspend(args):
     with connected(args, session_role(args, "clinician")) as c:
         rx = c.request(lc.THERAPY).get("rx")
+        st = c.request(lc.STATUS)
         warning = BACLOFEN_WARNING if rx and rx["drug"] == "baclofen" else None
         if not args.json:
             print("Review: suspend therapy. Delivery stops until a clinician resumes it.")
+            if st.get("bolus"):  # the pump cancels it: resuming restarts the basal only
+                print("The bolus in progress (%s) is cancelled; resuming does not restart it."
+                      % report.bolus_state(st["bolus"], c.identity, st.get("conc_ng_ml"),
+                                           u.drug_unit(rx["drug"]) if rx else "mg"))
             if warning:
                 print("WARNING: %s" % warning)
         r = send_reviewed(args, c, "Suspend?", lc.SUSPEND, None, {"current": u.labelled_rx(rx), "warning": warning})
