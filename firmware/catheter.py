@@ -54,18 +54,20 @@ class Catheter:
         self.saline = self.strokes()
         self.old = 0
 
-    def after_change(self, weight):
+    def after_change(self, weight, changed=False):
         # (strokes, weight) of earlier drug in the catheter once the reservoir
         # holds drug of `weight`: what is in the line is pushed out first.
-        # Several changes before it is flushed keep the heaviest earlier
-        # weight (never under-counted).
+        # `changed`: another drug or strength, whatever its weight (morphine
+        # 10 mg/mL and hydromorphone 12.5 mg/mL weigh the same, and are not
+        # the same drug). Several changes before it is flushed keep the
+        # heaviest earlier weight (never under-counted).
         drug_in_line = self.strokes() - self.saline
-        if weight == self.weight or not self.weight or drug_in_line <= 0:
+        if weight == self.weight and not changed or not self.weight or drug_in_line <= 0:
             return self.old, self.old_weight
         return drug_in_line, max(self.weight, self.old_weight) if self.old else self.weight
 
-    def set_drug(self, weight):
-        self.old, self.old_weight = self.after_change(weight)
+    def set_drug(self, weight, changed=False):
+        self.old, self.old_weight = self.after_change(weight, changed)
         self.weight = weight
 
     def prime_limit(self):
@@ -73,6 +75,10 @@ class Catheter:
         return self.saline + -(-self.strokes() * PRIME_MARGIN_PCT // 100) if self.saline else 0
 
     # -- tick path ---------------------------------------------------------
+    def pushes_earlier_drug(self):
+        # The next stroke leaves the tip as the earlier drug (a bridge).
+        return self.old and not self.saline
+
     def next_weight(self):
         if self.saline:
             return 0

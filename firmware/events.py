@@ -27,7 +27,7 @@ FAULT = const(16)  # a = fault code, text = cause
 AUTH_OK = const(17)
 AUTH_FAILED = const(18)
 DIARY = const(19)
-BRIDGE_DONE = const(20)  # a = strokes
+BRIDGE_DONE = const(20)  # the bridge's strokes are in the daily totals (kind bridge)
 RESERVOIR_SET = const(21)  # a = volume nL
 LINK_COMMAND = const(22)  # a = role, b = session, c = command type, d = result code (audit)
 SESSION_END = const(23)  # a = role, b = session, c = reason

@@ -24,7 +24,7 @@ from daytotals import END_CLOCK, END_DRUG, END_MIDNIGHT, DayTotals
 from guard import CEILING_BUCKET_S, DoseGuard
 from limits import LimitError, check_range
 from reservoir import Reservoir
-from scheduler import (DEMAND_OK, KIND_CLINICIAN, KIND_DEMAND, KIND_NONE, KIND_PRIMING, KIND_UNCOMMANDED,
+from scheduler import (DEMAND_OK, KIND_BRIDGE, KIND_CLINICIAN, KIND_DEMAND, KIND_NONE, KIND_PRIMING, KIND_UNCOMMANDED,
                        Scheduler, is_exclusive)
 from units import S_PER_DAY, fmt_mass, fmt_volume
 from walltime import WallClock
@@ -389,7 +389,7 @@ class Pump:
                 self._note_override(overridden, therapy.daily_ng)
                 bridge = 0
                 if changed:
-                    self.catheter.set_drug(self._weight(therapy))
+                    self.catheter.set_drug(self._weight(therapy), True)
                     bridge = self.catheter.old
                 self._apply(rx, therapy, bridge)
             self._check_level()
@@ -402,7 +402,7 @@ class Pump:
         if not changed:
             return self._future(therapy, bridge=self._bridge_now())
         # The catheter's drug (the current one) runs first, at the profile now running.
-        old_n, old_w = self.catheter.after_change(self._weight(therapy))
+        old_n, old_w = self.catheter.after_change(self._weight(therapy), True)
         profile = self.bridge_from if self.bridging and self.bridge_from else self.therapy
         return self._future(therapy, keep_bolus=False, bridge=(profile, old_w, old_n))
 
@@ -745,9 +745,15 @@ class Pump:
 
     def _debit(self, kind):
         now = self.sched.mono_s
-        weight = self.catheter.push()
-        self.reservoir.debit_stroke(kind, now, weight != 0)
-        self.totals.count(kind, weight != 0)
+        c = self.catheter
+        # A stroke that pushes the catheter's earlier drug gives that drug:
+        # booked as the bridge, whatever it was for (a bolus during the
+        # bridge, the stroke under way at the change). The scheduler and the
+        # guard's bolus budget count it as what it was for.
+        booked = KIND_BRIDGE if kind != KIND_UNCOMMANDED and c.pushes_earlier_drug() else kind
+        weight = c.push()
+        self.reservoir.debit_stroke(booked, now, weight != 0)
+        self.totals.count(booked, weight != 0)
         self.guard.count_stroke(now, is_exclusive(kind), weight)
         self.since_checkpoint += 1
 

@@ -418,8 +418,8 @@ def event_details(rec, unit="mg", stroke_nl=None):
         return "%d failed in a row%s" % (a, {1: " (motor)", 2: " (catheter pressure)"}.get(b, ""))
     if t == events.FAULT and not text.startswith(b"link "):
         return _named(FAULT_CODES, a)
-    if t == events.BRIDGE_DONE:
-        return "%d strokes of the earlier drug" % a
+    if t == events.BRIDGE_DONE:  # its strokes are in the day's bridge totals
+        return "the catheter's earlier drug is out: the new therapy's profile runs"
     if t == events.RESERVOIR_SET:
         return "reservoir %s" % u.fmt_ml(a)
     if t == events.IMPLANT_STEP:

@@ -175,6 +175,63 @@ def test_a_drug_change_ends_the_old_drugs_count_so_no_record_adds_two_drugs():
                          KIND_BASAL: (after - 40, (after - 40) * NG_PER_STROKE)}
 
 
+def change_drug_at(pump, when_stroking, rx):
+    # Refills to another drug 9 h in, with a stroke under way or between strokes.
+    run(pump, 9 * HOUR_MS)
+    while bool(pump.stroking) != when_stroking:
+        run(pump, 10)
+    pump.refill(pump.reservoir.remaining_nl, 20000000, rx)
+
+
+def day_parts_by_drug(pump, day):
+    # [(kind, drug, strokes, dose ng)] of the day's records, in log order.
+    return [(r[5] & 0xFF, r[8], r[6], r[7]) for r in pump.log.of_type(events.DAILY_TOTAL) if r[4] == day]
+
+
+def earlier_drug_strokes(pump, day):
+    return [(n, ng) for kind, drug, n, ng in day_parts_by_drug(pump, day) if drug == b"morphine" and kind == KIND_BRIDGE]
+
+
+def test_the_stroke_under_way_at_a_drug_change_is_the_catheters_earlier_drug():
+    # The catheter holds 40 strokes of morphine at the change: the stroke the
+    # motor is turning then pushes the first of them, like the 39 after it.
+    pump = make_pump(continuous())
+    pump.catheter.assume_primed(20000)
+    change_drug_at(pump, True, continuous(2000000, drug="hydromorphone"))
+    run(pump, DAY_MS)
+    assert earlier_drug_strokes(pump, DAY0) == [(40, 40 * NG_PER_STROKE)], day_parts_by_drug(pump, DAY0)
+
+
+def test_a_bolus_during_the_bridge_is_booked_as_the_catheters_earlier_drug():
+    # A 0.05 mg hydromorphone bolus (10 strokes) given at once: its strokes
+    # push the catheter's morphine out, so they are morphine, not hydromorphone.
+    pump = make_pump(continuous())
+    pump.catheter.assume_primed(20000)
+    change_drug_at(pump, False, continuous(2000000, drug="hydromorphone"))
+    at_change = len(bench_times(pump.board))
+    pump.clinician_bolus(50000, 600)
+    run(pump, 2 * HOUR_MS)
+    since = len(bench_times(pump.board)) - at_change
+    st = pump.status()
+    assert st["today_dose_ng"] == (since - 40) * NG_PER_STROKE, (st, since)  # hydromorphone: after the 40
+    assert pump.log.of_type(events.BOLUS_DELIVERED)[-1][5] == 10  # the bolus itself ran whole
+    run(pump, DAY_MS)
+    assert earlier_drug_strokes(pump, DAY0) == [(40, 40 * NG_PER_STROKE)], day_parts_by_drug(pump, DAY0)
+    assert not [p for p in day_parts_by_drug(pump, DAY0) if p[0] == KIND_CLINICIAN], day_parts_by_drug(pump, DAY0)
+
+
+def test_a_change_to_another_drug_of_the_same_ceiling_weight_is_bridged():
+    # Morphine 10 mg/mL and hydromorphone 12.5 mg/mL weigh the same against
+    # their 24-hour maxima (20 and 25 mg/day), and are not the same drug: the
+    # catheter's morphine still goes out at the morphine profile, as morphine.
+    pump = make_pump(continuous())
+    pump.catheter.assume_primed(20000)
+    change_drug_at(pump, False, continuous(2500000, conc=12500000, drug="hydromorphone"))
+    assert pump.sched.bridge_left == 40
+    run(pump, DAY_MS)
+    assert earlier_drug_strokes(pump, DAY0) == [(40, 40 * NG_PER_STROKE)], day_parts_by_drug(pump, DAY0)
+
+
 # -- across resets ----------------------------------------------------------------------------
 def reboot(fp):
     board = fp.board

@@ -131,7 +131,8 @@ def test_log_records_are_named_not_raw_numbers():
             (5, 20000, 240, events.REFILL, 4_100_000, 20_000_000, 19_998_500, -15_898_500, b""),
             (6, 20000, 300, events.OVERRIDE, 20_000, 0, 0, 0, b"soft daily maximum"),
             (7, 20000, 360, events.FAULT, 4, 0, 0, 0, b"clock uncertain: set it"),
-            (8, 20000, 420, lc.EV_COMMAND, 2, 7, lc.PROGRAM, 0, b"program")]
+            (8, 20000, 420, lc.EV_COMMAND, 2, 7, lc.PROGRAM, 0, b"program"),
+            (9, 20000, 480, events.BRIDGE_DONE, 0, 0, 0, 0, b"")]
     got = {r["seq"]: r for r in report.log_records(recs)}
     assert got[1]["details"] == "reset cause: power loss"
     assert got[3]["event"] == "alarm raised" and got[3]["details"] == "motor-stall"
@@ -140,6 +141,8 @@ def test_log_records_are_named_not_raw_numbers():
     assert got[6]["event"] == "soft limit overridden" and "20000 ng" not in got[6]["details"]
     assert got[7]["details"] == "clock uncertain"
     assert got[8]["details"] == "clinician, session 7: done"
+    # The pump records no count with it: "0 strokes of the earlier drug" misread a 400-stroke bridge.
+    assert got[9]["details"] == "the catheter's earlier drug is out: the new therapy's profile runs"
     table = report.log_table(recs)
     assert "alarm raised" in table and "motor-stall" in table
 
