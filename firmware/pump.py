@@ -464,8 +464,11 @@ class Pump:
         return self._durably("motor test", lambda: self._start_priming(strokes, duration_s))
 
     def revise_catheter(self, volume_nl):
-        # New or revised catheter: it holds no drug until primed.
+        # New or revised catheter: it holds no drug until primed, and none of
+        # an earlier drug: a bridge under way ends (service() logs its end),
+        # or the old profile would run on with the new drug.
         self.catheter.revise(volume_nl)
+        self.sched.end_bridge()
 
     def demand_bolus(self):
         # Patient request. Returns (refusal code, seconds until allowed); 0 = started.

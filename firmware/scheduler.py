@@ -353,6 +353,13 @@ class Scheduler:
             if self.per_pending:
                 self._start_pending()
 
+    def end_bridge(self):
+        # The catheter's earlier drug is gone with the catheter (a revision):
+        # the new profile runs from now on.
+        if self.bridge_left:
+            self.bridge_left = 0
+            self._end_bridge()
+
     def _end_bridge(self):
         n = self.next_n
         for i in range(n):

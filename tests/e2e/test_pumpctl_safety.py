@@ -174,6 +174,22 @@ def test_catheter_revision_then_priming(pump, capsys, sent):
     assert rc == cli.EXIT_REFUSED and "(catheter_primed)" in err and "hidden dose" in err
 
 
+def test_a_catheter_revision_during_a_bridge_ends_the_bridge(pump, capsys):
+    # A recorded, primed catheter of morphine; then hydromorphone: the bridge runs.
+    assert pump.pumpctl(capsys, "catheter", "--segments", "500mm:120uL", "--yes")[0] == 0
+    assert pump.pumpctl(capsys, "prime", "--volume", "0.12mL", "--over", "15min", "--yes")[0] == 0
+    pump.bench("advance", ms=16 * MIN_MS)
+    remaining = "%gmL" % (pump.call(lc.STATUS)["remaining_nl"] / 1e6)
+    rc, _, err = pump.pumpctl(capsys, "refill", "--withdrawn", remaining, "--added", "18mL", "--drug", "hydromorphone",
+                              "--conc", "10mg/mL", "--dose", "1mg/day", "--yes")
+    assert rc == 0 and pump.therapy()["bridging"], err
+    rc, out, _ = pump.pumpctl(capsys, "catheter", "--segments", "500mm:120uL", "--yes")
+    assert rc == 0 and "bridge bolus      ends: the old catheter takes the earlier drug with it" in out, out
+    pump.bench("advance", ms=MIN_MS)
+    assert not pump.therapy()["bridging"]
+    assert of_type(pump.log(), events.BRIDGE_DONE)
+
+
 # -- 2. refill and program reviews mark what changes ---------------------------------------------
 def test_refill_review_names_the_drug_added_and_marks_a_concentration_change(pump, capsys):
     remaining = pump.call(lc.STATUS)["remaining_nl"]

@@ -103,6 +103,27 @@ def test_bridge_bolus_delivers_catheter_volume_at_old_profile_then_new_therapy()
     within_one_stroke(pump.reservoir.strokes[KIND_BASAL] - basal_after_bridge, 1000)
 
 
+def test_a_catheter_revision_during_a_bridge_ends_it_and_the_new_profile_runs():
+    # Morphine 10 mg/mL at 5 mg/day (1000 strokes a day), then hydromorphone
+    # 10 mg/mL at 1 mg/day (200 a day): the old catheter goes with its
+    # morphine, so once the new one is primed the hydromorphone runs at its
+    # own 200 strokes a day, not at the morphine's 1000.
+    pump = make_pump(continuous(dose_ng_day=5000000))
+    pump.catheter.assume_primed(200000)
+    run(pump, HOUR_MS)
+    pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(dose_ng_day=1000000, drug="hydromorphone"))
+    run(pump, HOUR_MS)
+    assert pump.sched.bridge_left > 300  # the bridge runs
+    pump.revise_catheter(100000)
+    pump.priming_bolus(100000, 1200)
+    run(pump, 1300 * 1000)
+    before = pump.reservoir.strokes[KIND_BASAL] + pump.reservoir.strokes[KIND_BRIDGE]
+    run(pump, 12 * HOUR_MS)
+    after = pump.reservoir.strokes[KIND_BASAL] + pump.reservoir.strokes[KIND_BRIDGE]
+    within_one_stroke(after - before, 100)
+    assert pump.log.of_type(events.BRIDGE_DONE)
+
+
 def test_demand_bolus_delivers_the_prescribed_dose():
     pump = make_pump(with_demand(continuous()))
     assert pump.demand_bolus() == (DEMAND_OK, 0)

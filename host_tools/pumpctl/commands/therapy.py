@@ -274,6 +274,9 @@ def cmd_catheter(args):
             ["after this", "the new catheter is not primed: until it is, strokes fill it and no drug reaches the "
                            "patient; prime it next: %s" % prime_hint(total)],
         ]
+        if th.get("bridging"):  # the pump ends it: the earlier drug leaves with the old catheter
+            review.append(["bridge bolus", "ends: the old catheter takes the earlier drug with it; the new "
+                                           "therapy's profile runs from now on"])
         if not args.json:
             print("Review: catheter revision on pump %s\n%s\n" % (c.identity["serial"], table(review)))
         r = send_reviewed(args, c, "Record this catheter revision?", lc.IMPLANT,
