@@ -366,9 +366,12 @@ class Pump:
             future = self._refill_future(therapy, changed)
             overridden = self._check_ceiling("refill", future, therapy, override)
         expected = r.remaining_nl
+        # The bridge: the strokes of earlier drug the catheter holds (none
+        # when no catheter is recorded: the programmer says so).
+        bridge_n = self.catheter.after_change(self._weight(therapy), True)[0] if changed else 0
         result = {"expected_nl": expected, "withdrawn_nl": withdrawn_nl, "discrepancy_nl": withdrawn_nl - expected,
                   "warning": r.discrepancy_alarm(expected, withdrawn_nl), "drug_changed": changed,
-                  "bolus_cancelled": changed and self.sched.bolus_busy()}
+                  "bolus_cancelled": changed and self.sched.bolus_busy(), "bridge_strokes": bridge_n}
         if check:
             return result
         if therapy is not None and self.therapy is not None and therapy.drug != self.therapy.drug \

@@ -10,7 +10,7 @@ from micropython import const
 import alarms
 import hal
 from flash_fault import FlashFaultDevice
-from fluid_model import FluidModel
+from fluid_model import DEAD_VOLUME_NL, FluidModel
 from image_flash import ImageBlockDevice, mount, unmount
 from motor_model import DAY_RECORD_LEN
 from startup import start_pump
@@ -30,6 +30,10 @@ FLUID_SAVE_TICKS = const(600)  # real time: the truth is also saved every minute
 DEFAULT_PRESCRIPTION = {"drug": "morphine", "conc_ng_ml": 10000000,
                         "steps": [{"start_s": 0, "dose_ng_day": 10000000}]}
 DEFAULT_FILL_NL = 20000000
+# Its catheter, recorded as the implant test records one: the fluid model's
+# (DEAD_VOLUME_NL, ~90 cm), full of the fill's drug, so that a change of drug
+# or strength is bridged on it as on an implanted pump.
+DEMO_CATHETER_MM = const(900)
 
 
 POWER_CUT_LINE = "emulator: power cut (bench power_cut): nothing saved since the last checkpoint"
@@ -85,6 +89,10 @@ class Emulator:
             # state cannot be read never gets it (docs/safety.md).
             pump.reservoir.fill(DEFAULT_FILL_NL)
             pump.program(self.opts.get("prescription") or DEFAULT_PRESCRIPTION)
+            pump.catheter.assume_primed(DEAD_VOLUME_NL)
+            pump.device["catheter"] = [[DEMO_CATHETER_MM, DEAD_VOLUME_NL]]
+            if self.persist is not None:
+                self.persist.save()
 
     def save(self):
         if self.persist:

@@ -148,12 +148,12 @@ def test_bolus_review_is_the_pumps_dry_run(pump, capsys, sent):
 
 
 def test_catheter_revision_then_priming(pump, capsys, sent):
-    # The demonstration pump's catheter is primed: priming needs a revision first.
+    # The demonstration pump's catheter (0.2 mL, recorded) is primed: priming needs a revision first.
     rc, _, err = pump.pumpctl(capsys, "prime", "--volume", "0.2mL", "--over", "25min", "--yes")
-    assert rc == cli.EXIT_REFUSED and "(catheter_unset)" in err and "pumpctl catheter --segments" in err, err
+    assert rc == cli.EXIT_REFUSED and "(catheter_primed)" in err and "pumpctl catheter --segments" in err, err
     rc, out, _ = pump.pumpctl(capsys, "catheter", "--segments", "500mm:120uL,300mm:80uL")
     assert rc == cli.EXIT_CANCELLED and "500 mm 0.1200 mL, 300 mm 0.0800 mL (total 0.2000 mL)" in out
-    assert pump.therapy()["catheter_nl"] == 0
+    assert "current catheter  0.2000 mL, primed" in out and pump.therapy()["catheter_nl"] == 200_000
     rc, out, err = pump.pumpctl(capsys, "catheter", "--segments", "500mm:120uL,300mm:80uL", "--yes")
     assert rc == 0 and "catheter revision recorded: 0.2000 mL, not primed" in out, err
     assert "next: pumpctl prime --volume 0.2mL --over 25min" in out
@@ -175,10 +175,7 @@ def test_catheter_revision_then_priming(pump, capsys, sent):
 
 
 def test_a_catheter_revision_during_a_bridge_ends_the_bridge(pump, capsys):
-    # A recorded, primed catheter of morphine; then hydromorphone: the bridge runs.
-    assert pump.pumpctl(capsys, "catheter", "--segments", "500mm:120uL", "--yes")[0] == 0
-    assert pump.pumpctl(capsys, "prime", "--volume", "0.12mL", "--over", "15min", "--yes")[0] == 0
-    pump.bench("advance", ms=16 * MIN_MS)
+    # The demonstration pump's catheter holds morphine; then hydromorphone: the bridge runs.
     remaining = "%gmL" % (pump.call(lc.STATUS)["remaining_nl"] / 1e6)
     rc, _, err = pump.pumpctl(capsys, "refill", "--withdrawn", remaining, "--added", "18mL", "--drug", "hydromorphone",
                               "--conc", "10mg/mL", "--dose", "1mg/day", "--yes")

@@ -499,11 +499,22 @@ def test_refill_check_then_refill_with_new_concentration_bridges():
     assert not records(pump, events.REFILL)
     p = host.err(lc.REFILL, {"withdrawn_nl": 0, "added_nl": 30000000, "check": True}, wire.LIMIT)
     assert p["limit"] == "overfill"
+    assert chk["bridge_strokes"] == 400  # the catheter's 0.2 mL of the old strength
     done = host.ok(lc.REFILL, {"withdrawn_nl": remaining - 100000, "added_nl": 20000000, "rx": new})
-    assert done["warning"] is False and done["discrepancy_nl"] == -100000
+    assert done["warning"] is False and done["discrepancy_nl"] == -100000 and done["bridge_strokes"] == 400
     assert pump.rx["conc_ng_ml"] == 5000000 and pump.bridging
     assert host.ok(lc.THERAPY)["bridging"] is True
     assert records(pump, lc.EV_COMMAND, b"refill")[0][7] == 0
+
+
+def test_a_refill_check_says_there_is_no_bridge_without_a_catheter_volume():
+    pump, link, host, keys = clinician()  # no catheter recorded
+    host.login(wire.ROLE_CLINICIAN, keys["clinician"])
+    chk = host.ok(lc.REFILL, {"withdrawn_nl": pump.reservoir.remaining_nl, "added_nl": 20000000,
+                              "rx": dict(FLEX, conc=5000000), "check": True})
+    assert chk["drug_changed"] is True and chk["bridge_strokes"] == 0
+    same = host.ok(lc.REFILL, {"withdrawn_nl": pump.reservoir.remaining_nl, "added_nl": 20000000, "check": True})
+    assert same["drug_changed"] is False and same["bridge_strokes"] == 0
 
 
 def test_log_download_pages_through_every_record():

@@ -122,6 +122,14 @@ def test_the_scenario_check_accepts_either_alarm_name():
     assert not scenario.same_alarm("motor stall", "occlusion")
 
 
+def test_a_drug_change_review_says_whether_the_catheter_is_bridged():
+    from pumpctl.commands import therapy
+    assert "old drug (0.2000 mL) is pushed out first at the old rate" in therapy.bridge_text(400, 500)
+    # A pump with no catheter volume recorded (a demonstration image made before it recorded one).
+    assert therapy.bridge_text(0, 500).startswith("NO BRIDGE: the pump has no catheter volume recorded")
+    assert "pushed out first" in therapy.bridge_text(None, 500)
+
+
 # -- the event log in words ------------------------------------------------------------------------
 def test_log_records_are_named_not_raw_numbers():
     recs = [(1, 20000, 0, events.BOOT, 3, 0, 0, 0, b""),

@@ -364,8 +364,10 @@ def cmd_refill(args):
 
 def refill_done_text(done, added):
     extra = ""
-    if done.get("drug_changed"):
+    if done.get("drug_changed") and done.get("bridge_strokes", 1):
         extra += "; drug or concentration changed: the catheter's old drug is pushed out first (bridge bolus)"
+    elif done.get("drug_changed"):
+        extra += "; drug or concentration changed, with no bridge (no catheter volume recorded)"
     if done.get("bolus_cancelled"):
         extra += "; the running bolus was cancelled (it was for the old drug)"
     if done.get("override"):
@@ -383,6 +385,16 @@ def refill_workflow(args, c, withdrawn, added, rx):
     rv = refill_review(args, c, withdrawn, added, rx)
     rv.show(args)
     return refill_send(args, c, rv)
+
+
+def bridge_text(strokes, stroke_nl):
+    """What a drug change's bridge does, from the pump's `bridge_strokes`
+    (None: a pump that does not say)."""
+    if strokes == 0:
+        return ("NO BRIDGE: the pump has no catheter volume recorded, so the catheter's old drug goes out at the new "
+                "rate; record the catheter first (`pumpctl catheter`) to have it bridged")
+    held = " (%s)" % u.fmt_volume(strokes * stroke_nl, 4) if strokes else ""
+    return "the catheter's old drug%s is pushed out first at the old rate (bridge bolus, automatic)" % held
 
 
 def refill_review(args, c, withdrawn, added, rx) -> Review:
@@ -410,8 +422,8 @@ def refill_review(args, c, withdrawn, added, rx) -> Review:
     if changed and old:
         what = "DRUG" if old["drug"] != new_rx["drug"] else "CONCENTRATION"
         was = _drug_text(old, u.drug_unit(old["drug"]))
-        review.append(["%s CHANGE" % what, "was %s; the catheter's old drug is pushed out first at the old rate "
-                                            "(bridge bolus, automatic)" % was])
+        review.append(["%s CHANGE" % what, "was %s; %s" % (was, bridge_text(check.get("bridge_strokes"),
+                                                                          c.identity["stroke_nl"]))])
     elif old and new_rx:
         review.append(["drug", "the same as in the pump"])
     if check.get("bolus_cancelled"):
