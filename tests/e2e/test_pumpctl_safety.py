@@ -180,6 +180,9 @@ def test_a_catheter_revision_during_a_bridge_ends_the_bridge(pump, capsys):
     rc, _, err = pump.pumpctl(capsys, "refill", "--withdrawn", remaining, "--added", "18mL", "--drug", "hydromorphone",
                               "--conc", "10mg/mL", "--dose", "1mg/day", "--yes")
     assert rc == 0 and pump.therapy()["bridging"], err
+    rc, out, _ = pump.pumpctl(capsys, "program", "--drug", "hydromorphone", "--conc", "10mg/mL", "--dose", "2mg/day",
+                              "--dry-run")
+    assert rc == 0 and "A bridge bolus is running: the catheter's earlier drug goes out first" in out, out
     rc, out, _ = pump.pumpctl(capsys, "catheter", "--segments", "500mm:120uL", "--yes")
     assert rc == 0 and "bridge bolus      ends: the old catheter takes the earlier drug with it" in out, out
     pump.bench("advance", ms=MIN_MS)

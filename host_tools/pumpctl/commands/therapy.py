@@ -61,6 +61,10 @@ def checked(args, c, mtype, payload, drug):
     return c.request(mtype, dict(payload, check=True, override=True)), first
 
 
+BRIDGE_RUNNING = ("A bridge bolus is running: the catheter's earlier drug goes out first at the profile it had; "
+                  "this therapy starts when it ends (`bridge bolus done` in the log).")
+
+
 def override_warning(args, soft_refusal, drug):
     """The plain review line for a dose above the usual maximum, or a note
     that --override was not needed; [] without --override."""
@@ -118,7 +122,7 @@ def program_review(args, c, rx) -> Review:
     return Review("Review: new therapy for pump %s (reservoir %s)" % (c.identity["serial"],
                                                                        u.fmt_volume(st["remaining_nl"])),
                   report.compare_rows(th.get("rx"), rx, cur, new, unit), list(report.COMPARE_HEADERS),
-                  override_warning(args, soft, rx["drug"]),
+                  override_warning(args, soft, rx["drug"]) + ([BRIDGE_RUNNING] if th.get("bridging") else []),
                   "Program this therapy%s?" % (" ABOVE the usual maximum" if soft else ""),
                   lc.PROGRAM, _with_override({"rx": rx}, soft),
                   {"current": u.labelled_rx(th.get("rx")), "check": check, "above_usual_maximum": soft is not None},
