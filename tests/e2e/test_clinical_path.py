@@ -66,6 +66,13 @@ def test_implant_end_to_end(blank, capsys):
     assert "0.2000 mL" in rows["catheter"] and "0.1500 mL" in rows["catheter"]
     assert "unchanged (filled before)" in rows["reservoir"]
     assert "dry run: nothing was sent" in out and blank.identify()["serial"] == "SN-0042"
+    # --reimplant keeps the fill: a therapy of another drug is refused before the first step, not at the last.
+    seq = blank.last_seq()
+    rc, _, err = blank.pumpctl(capsys, "implant", "--catheter", "500mm:150uL", "--drug", "baclofen", "--conc",
+                               "2mg/mL", "--dose", "100ug/day", "--reimplant", "--yes", "--bench",
+                               str(blank.emu.bench_path))
+    assert rc == cli.EXIT_INPUT and "the reservoir holds morphine 10 mg/mL" in err and "nothing sent" in err, err
+    assert not of_type(blank.log(seq + 1), lc.EV_COMMAND, b"implant") and blank.therapy()["catheter_nl"] == 200_000
 
 
 def test_implant_is_refused_on_the_demonstration_pump(pump, capsys):

@@ -299,6 +299,19 @@ def _check_priming(volume_nl, prime_s, ident):
         raise u.UnitError("--prime-duration %s: %s" % (u.fmt_duration(prime_s), report.clinical_reason(e.message)))
 
 
+def _check_drug_in_the_pump(now, rx, todo):
+    # Without a fill step (--reimplant keeps the fill) the therapy must be
+    # of the drug the reservoir holds: the pump refuses another at the last
+    # step, after the catheter, the priming and the tests.
+    if "fill" in todo or now is None or (now["drug"], now["conc"]) == (rx["drug"], rx["conc"]):
+        return
+    held = "%s %s" % (now["drug"], u.fmt_conc(now["conc"], u.drug_unit(now["drug"])))
+    raise u.UnitError("--drug %s %s: the reservoir holds %s, which this implant test does not change (the pump "
+                      "was filled before): prescribe %s, or change the drug with a refill first (`pumpctl refill "
+                      "... --drug ... --conc ...`)" % (rx["drug"], u.fmt_conc(rx["conc"], u.drug_unit(rx["drug"])),
+                                                       held, held))
+
+
 def cmd_implant(args):
     u.pump_identity(args.serial, args.model)
     segments = u.catheter_segments(args.catheter) if args.catheter else None
@@ -342,6 +355,7 @@ def cmd_implant(args):
             if s == "prime":
                 _check_priming(sum(v for _, v in segments) if segments else th.get("catheter_nl") or 0, prime_s,
                                c.identity)
+        _check_drug_in_the_pump(th.get("rx"), rx, todo)
         know_therapy(c, rx)
         check = c.request(lc.PROGRAM, {"rx": rx, "check": True}) if th.get("rx") is None or \
             (th["rx"]["drug"], th["rx"]["conc"]) == (rx["drug"], rx["conc"]) else \
