@@ -24,7 +24,7 @@ from daytotals import END_CLOCK, END_DRUG, END_MIDNIGHT, DayTotals
 from guard import CEILING_BUCKET_S, DoseGuard
 from limits import LimitError, check_range
 from reservoir import Reservoir
-from scheduler import (DEMAND_OK, KIND_BRIDGE, KIND_CLINICIAN, KIND_DEMAND, KIND_NONE, KIND_PRIMING, KIND_UNCOMMANDED,
+from scheduler import (DEMAND_OK, KIND_BASAL, KIND_BRIDGE, KIND_CLINICIAN, KIND_DEMAND, KIND_NONE, KIND_PRIMING, KIND_UNCOMMANDED,
                        Scheduler, is_exclusive)
 from units import S_PER_DAY, fmt_mass, fmt_volume
 from walltime import WallClock
@@ -318,8 +318,11 @@ class Pump:
         # ledger's concentrations already saved.)
         new_drug = not restoring and old is not None and old.drug != therapy.drug
         if therapy.conc_ng_ml != r.conc_ng_ml or new_drug:
-            if new_drug:
-                self._end_part(self.clock.day, END_DRUG, old)  # the old drug's count ends here
+            # The old drug's count ends here; so does a count whose bridge
+            # strokes are another drug's (a strength change the day an
+            # earlier drug's bridge ended): a record never names two drugs.
+            if new_drug or r.bridge_drug and self.totals.strokes[KIND_BRIDGE]:
+                self._end_part(self.clock.day, END_DRUG, old)
             self.totals.fold(r.conc_ng_ml, r.bridge_conc_ng_ml)  # today's dose so far at the old concentration
             r.set_drug(therapy.conc_ng_ml, old.drug if new_drug else "", self.now_s())
         if self.suspended or self.alarms.active & _STOPPING:
@@ -369,6 +372,8 @@ class Pump:
         # The bridge: the strokes of earlier drug the catheter holds (none
         # when no catheter is recorded: the programmer says so).
         bridge_n = self.catheter.after_change(self._weight(therapy), True)[0] if changed else 0
+        if bridge_n:
+            bridge_n += self.catheter.saline  # as the refill sets it: up to the new drug at the tip
         result = {"expected_nl": expected, "withdrawn_nl": withdrawn_nl, "discrepancy_nl": withdrawn_nl - expected,
                   "warning": r.discrepancy_alarm(expected, withdrawn_nl), "drug_changed": changed,
                   "bolus_cancelled": changed and self.sched.bolus_busy(), "bridge_strokes": bridge_n}
@@ -390,10 +395,13 @@ class Pump:
                 self.alarms.set(alarms.REFILL_DISCREPANCY, True, self.now_s())
             if therapy is not None:
                 self._note_override(overridden, therapy.daily_ng)
-                bridge = 0
+                bridge = self.sched.bridge_left  # a bridge under way goes on (the same drug refilled)
                 if changed:
-                    self.catheter.set_drug(self._weight(therapy), True)
-                    bridge = self.catheter.old
+                    c = self.catheter
+                    c.set_drug(self._weight(therapy), True)
+                    # The old profile runs until the new drug reaches the tip:
+                    # through any saline still ahead of the earlier drug too.
+                    bridge = c.old + c.saline if c.old else 0
                 self._apply(rx, therapy, bridge)
             self._check_level()
             self._restart_if_clear()
@@ -756,7 +764,11 @@ class Pump:
         # booked as the bridge, whatever it was for (a bolus during the
         # bridge, the stroke under way at the change). The scheduler and the
         # guard's bolus budget count it as what it was for.
-        booked = KIND_BRIDGE if kind != KIND_UNCOMMANDED and c.pushes_earlier_drug() else kind
+        booked = kind
+        if kind != KIND_UNCOMMANDED and c.pushes_earlier_drug():
+            booked = KIND_BRIDGE
+        elif kind == KIND_BRIDGE:
+            booked = KIND_BASAL  # the bridge's stroke pushed saline ahead of the earlier drug: not that drug
         weight = c.push()
         self.reservoir.debit_stroke(booked, now, weight != 0)
         self.totals.count(booked, weight != 0)
