@@ -88,6 +88,14 @@ class DayTotals:
             for k in range(KINDS):
                 if on[k]:
                     return False  # folded doses cannot be added here without long ints
+            if drug != self.c_drug or bridge_drug != self.c_bridge_drug:
+                # Another drug's: its strokes cannot join that part's record
+                # (a record never names two drugs); with none, it just ends.
+                for k in range(KINDS):
+                    if o[k]:
+                        return False
+                self.day = new_day
+                return True
             c, cd = self.c_strokes, self.c_dosed
             for k in range(KINDS):
                 c[k] += o[k]

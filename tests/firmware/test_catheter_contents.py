@@ -1,6 +1,6 @@
 # What leaves the catheter tip is what the pump books: random courses of drug
-# and strength changes, refills, clinician boluses, catheter revisions with
-# priming, and suspensions, checked stroke by stroke against an oracle of
+# and strength changes, refills, new doses, clinician and demand boluses,
+# catheter revisions with priming, suspensions and clock changes, checked stroke by stroke against an oracle of
 # its own: a first-in first-out model of the catheter's contents, fed only
 # with what the test did and how many strokes the motor completed. The
 # ledger's drug total and every drug's daily totals must equal the oracle's.
@@ -64,7 +64,8 @@ def random_course(seed, steps=40):
     oracle = CatheterOracle(drug)
     seen = pump.reservoir.total_strokes()
     for _ in range(steps):
-        op = random.choice(("run", "run", "refill", "change", "bolus", "revise", "suspend"))
+        op = random.choice(("run", "run", "refill", "change", "bolus", "revise", "suspend", "program", "demand",
+                            "clock"))
         try:
             if op == "run":
                 run(pump, random.randint(1, 12) * HOUR_MS + random.randint(0, 3000))
@@ -76,6 +77,15 @@ def random_course(seed, steps=40):
                 drug = oracle.reservoir = new
             elif op == "bolus":
                 pump.clinician_bolus(random.randint(1, 20) * 1000 * drug[1] // 10000000, random.randint(10, 120) * 60)
+            elif op == "program":  # the same drug, another dose, with a demand bolus
+                rx = rx_of(drug)
+                rx["steps"][0]["dose_ng_day"] = drug[2] * random.choice((1, 2)) // random.choice((1, 2))
+                rx["demand"] = {"dose_ng": drug[1] // 200, "duration_s": 600, "lockout_s": 3600, "max_per_day": 6}
+                pump.program(rx)
+            elif op == "demand":
+                pump.demand_bolus()
+            elif op == "clock":  # another time of day, on the day before, the same day or the next
+                pump.set_clock(pump.clock.day + random.choice((-1, 0, 1)), random.randint(0, 86399))
             elif op == "revise":
                 n = pump.reservoir.total_strokes()
                 oracle.strokes(n - seen)  # the old catheter's last strokes, then it is gone
@@ -100,7 +110,7 @@ def random_course(seed, steps=40):
 
 
 def test_every_drug_the_catheter_gave_is_booked_as_that_drug_over_random_courses():
-    for seed in range(1, 41):
+    for seed in range(1, 61):
         pump, oracle, last = random_course(seed)
         assert pump.reservoir.drug_delivered_ng() == sum(oracle.given.values()), (seed, oracle.given)
         logged = logged_ng_by_drug(pump)
@@ -160,3 +170,17 @@ def test_a_strength_change_the_day_another_drugs_bridge_ended_keeps_the_two_drug
     assert [k for k, _, _ in morphine] == [KIND_BRIDGE, KIND_BRIDGE], recs  # the evening's, the morning's
     assert sum(n for _, n, _ in morphine) == 200 and sum(ng for _, _, ng in morphine) == 200 * 5000, recs
     assert all(ng == n * 2500 for _, drug, n, ng in recs if drug == b"hydromorphone"), recs  # 5 mg/mL only
+
+
+def test_a_day_count_ended_before_the_last_one_is_logged_keeps_its_drug():
+    # Hydromorphone replaces morphine, and the clock is set at once, before
+    # the morphine part is logged: that part must not take the new drug's name.
+    pump = make_pump(rx_of(DRUGS[0]))
+    pump.catheter.assume_primed(CATHETER_NL)
+    run(pump, 6 * HOUR_MS)
+    morphine = len(pump.board.motor.times(0, 1000000)[0])  # strokes the motor completed so far
+    pump.refill(pump.reservoir.remaining_nl, 20000000, rx_of(DRUGS[3]))
+    pump.set_clock(pump.clock.day + 1, 3600)  # no service() between: the morphine part still waits
+    run(pump, HOUR_MS)
+    first = [(bytes(r[8]), r[6], r[7]) for r in pump.log.of_type(events.DAILY_TOTAL)][0]
+    assert first == (b"morphine", morphine, morphine * 5000), (first, morphine)
