@@ -5,6 +5,7 @@
 # with what the test did and how many strokes the motor completed. The
 # ledger's drug total and every drug's daily totals must equal the oracle's.
 # mprun: native (also run on the emulator's native build: tests/mprun.py)
+import array
 import random
 
 import events
@@ -184,3 +185,95 @@ def test_a_day_count_ended_before_the_last_one_is_logged_keeps_its_drug():
     run(pump, HOUR_MS)
     first = [(bytes(r[8]), r[6], r[7]) for r in pump.log.of_type(events.DAILY_TOTAL)][0]
     assert first == (b"morphine", morphine, morphine * 5000), (first, morphine)
+
+
+# The hard daily maxima (ng/day) of ../shared/DOMAIN.md, written here apart
+# from firmware/limits.py: the ceiling's own figures are what is checked.
+HARD_MAX_NG_DAY = {"morphine": 20000000, "hydromorphone": 25000000, "baclofen": 2000000}
+
+
+class Last24Hours:
+    # The most any rolling 24 hours gave, in ppm of the drug's maximum:
+    # strokes kept only while inside the window (small arrays, 31-bit ints).
+    def __init__(self):
+        self.times = array.array("i")
+        self.ppm = array.array("i")
+        self.first = 0
+        self.given = 0
+        self.worst = 0
+
+    def stroke(self, t, ppm):
+        self.times.append(t)
+        self.ppm.append(ppm)
+        self.given += ppm
+        while t - self.times[self.first] >= DAY_MS:
+            self.given -= self.ppm[self.first]
+            self.first += 1
+        if self.given > self.worst:
+            self.worst = self.given
+        if self.first > 4096:
+            self.times = self.times[self.first:]
+            self.ppm = self.ppm[self.first:]
+            self.first = 0
+
+
+def worst_24_hours_of_a_high_dose_course(seed, steps=60):
+    # Doses of 20-99 % of the maximum, large boluses (some with --override),
+    # demand boluses every 15 min, drug changes and clock changes: the pump
+    # refuses what would pass the ceiling. Every stroke is weighed by the
+    # oracle's drug at the tip, at the motor's time of it.
+    random.seed(seed)
+
+    def rx_of_share(d, pct):
+        return {"drug": d[0], "conc_ng_ml": d[1],
+                "steps": [{"start_s": 0, "dose_ng_day": HARD_MAX_NG_DAY[d[0]] * pct // 100 // 1000 * 1000}]}
+    drug = DRUGS[0]
+    pump = make_pump(rx_of_share(drug, 50))
+    pump.catheter.assume_primed(CATHETER_NL)
+    line = [[CATHETER_NL // STROKE_NL, drug[0], drug[1]]]
+    window = Last24Hours()
+    seen = 0
+    for _ in range(steps):
+        op = random.choice(("run", "run", "change", "bolus", "bolus", "program", "demand", "clock"))
+        try:
+            if op == "run":
+                run(pump, random.randint(1, 8) * HOUR_MS + random.randint(0, 3000))
+            elif op == "change":
+                new = random.choice(DRUGS)
+                pump.refill(pump.reservoir.remaining_nl, 20000000, rx_of_share(new, random.randint(20, 95)))
+                drug = new
+            elif op == "bolus":
+                pump.clinician_bolus(HARD_MAX_NG_DAY[drug[0]] * random.randint(5, 25) // 100 // 1000 * 1000,
+                                     random.randint(10, 120) * 60, override=random.random() < 0.5)
+            elif op == "program":
+                rx = rx_of_share(drug, random.randint(20, 99))
+                rx["demand"] = {"dose_ng": HARD_MAX_NG_DAY[drug[0]] // 20 // 1000 * 1000, "duration_s": 600,
+                                "lockout_s": 900, "max_per_day": 12}
+                pump.program(rx, override=random.random() < 0.5)
+            elif op == "demand":
+                pump.demand_bolus()
+            else:
+                pump.set_clock(pump.clock.day + random.choice((-1, 0, 1)), random.randint(0, 86399))
+        except LimitError:
+            pass
+        times = pump.board.motor.times(seen, 1000000)[0]
+        seen += len(times)
+        for t in times:
+            line.append([1, drug[0], drug[1]])
+            tip = line[0]
+            window.stroke(t, STROKE_NL * tip[2] // HARD_MAX_NG_DAY[tip[1]])  # nL x ng/mL / (ng/day): ppm
+            tip[0] -= 1
+            if not tip[0]:
+                line.pop(0)
+    return window.worst
+
+
+# docs/safety.md, invariant 1: the windows are whole minutes, so a minute of
+# the rate (at most 1/1440 of the maximum) and one stroke (at most 500 ppm of
+# it here) may pass.
+TOLERANCE_PPM = 1000000 // 1440 + 500
+
+
+def test_no_24_hours_pass_the_drugs_hard_maximum_over_random_high_dose_courses():
+    for seed in range(1, 13):
+        assert worst_24_hours_of_a_high_dose_course(seed) <= 1000000 + TOLERANCE_PPM, seed
