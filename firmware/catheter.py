@@ -66,6 +66,13 @@ class Catheter:
             return self.old, self.old_weight
         return drug_in_line, max(self.weight, self.old_weight) if self.old else self.weight
 
+    def bridge_strokes(self, weight):
+        # After a change to drug of `weight`: the strokes until it reaches the
+        # tip (saline still ahead of the earlier drug included); 0 when the
+        # line holds no earlier drug.
+        n = self.after_change(weight, True)[0]
+        return n + self.saline if n else 0
+
     def set_drug(self, weight, changed=False):
         self.old, self.old_weight = self.after_change(weight, changed)
         self.weight = weight

@@ -24,8 +24,8 @@ from daytotals import END_CLOCK, END_DRUG, END_MIDNIGHT, DayTotals
 from guard import CEILING_BUCKET_S, DoseGuard
 from limits import LimitError, check_range
 from reservoir import Reservoir
-from scheduler import (DEMAND_OK, KIND_BASAL, KIND_BRIDGE, KIND_CLINICIAN, KIND_DEMAND, KIND_NONE, KIND_PRIMING, KIND_UNCOMMANDED,
-                       Scheduler, is_exclusive)
+from scheduler import (DEMAND_OK, KIND_BASAL, KIND_BRIDGE, KIND_CLINICIAN, KIND_DEMAND, KIND_NONE, KIND_PRIMING,
+                       KIND_UNCOMMANDED, Scheduler, is_exclusive)
 from units import S_PER_DAY, fmt_mass, fmt_volume
 from walltime import WallClock
 
@@ -369,11 +369,8 @@ class Pump:
             future = self._refill_future(therapy, changed)
             overridden = self._check_ceiling("refill", future, therapy, override)
         expected = r.remaining_nl
-        # The bridge: the strokes of earlier drug the catheter holds (none
-        # when no catheter is recorded: the programmer says so).
-        bridge_n = self.catheter.after_change(self._weight(therapy), True)[0] if changed else 0
-        if bridge_n:
-            bridge_n += self.catheter.saline  # as the refill sets it: up to the new drug at the tip
+        # The bridge's length (none when no catheter is recorded: the programmer says so).
+        bridge_n = self.catheter.bridge_strokes(self._weight(therapy)) if changed else 0
         result = {"expected_nl": expected, "withdrawn_nl": withdrawn_nl, "discrepancy_nl": withdrawn_nl - expected,
                   "warning": r.discrepancy_alarm(expected, withdrawn_nl), "drug_changed": changed,
                   "bolus_cancelled": changed and self.sched.bolus_busy(), "bridge_strokes": bridge_n}
@@ -396,12 +393,9 @@ class Pump:
             if therapy is not None:
                 self._note_override(overridden, therapy.daily_ng)
                 bridge = self.sched.bridge_left  # a bridge under way goes on (the same drug refilled)
-                if changed:
-                    c = self.catheter
-                    c.set_drug(self._weight(therapy), True)
-                    # The old profile runs until the new drug reaches the tip:
-                    # through any saline still ahead of the earlier drug too.
-                    bridge = c.old + c.saline if c.old else 0
+                if changed:  # the old profile runs until the new drug reaches the tip
+                    bridge = bridge_n
+                    self.catheter.set_drug(self._weight(therapy), True)
                 self._apply(rx, therapy, bridge)
             self._check_level()
             self._restart_if_clear()
