@@ -368,10 +368,10 @@ def cmd_refill(args):
 
 def refill_done_text(done, added):
     extra = ""
-    if done.get("drug_changed") and done.get("bridge_strokes", 1):
-        extra += "; drug or concentration changed: the catheter's old drug is pushed out first (bridge bolus)"
-    elif done.get("drug_changed"):
-        extra += "; drug or concentration changed, with no bridge (no catheter volume recorded)"
+    if done.get("drug_changed"):  # bridge_strokes 0: none; absent: a pump that does not say
+        extra += ("; drug or concentration changed, with no bridge (no catheter volume recorded)"
+                  if done.get("bridge_strokes") == 0 else
+                  "; drug or concentration changed: the catheter's old drug is pushed out first (bridge bolus)")
     if done.get("bolus_cancelled"):
         extra += "; the running bolus was cancelled (it was for the old drug)"
     if done.get("override"):
