@@ -136,6 +136,18 @@ class DayTotals:
         return True
 
     # -- commands and service (may allocate) ---------------------------------
+    def reopen_all_but(self, kept):
+        # Right after close() of the same day: every kind but `kept` goes
+        # back to the open part, which goes on (the closed part is then that
+        # kind's record alone). Not when close() merged into a waiting part.
+        for a, c in ((self.strokes, self.c_strokes), (self.dosed, self.c_dosed), (self.num, self.c_num)):
+            for k in range(KINDS):
+                if k != kept:
+                    a[k] += c[k]
+                    c[k] = 0
+        self.resets, self.partial = self.c_resets, self.c_partial
+        self.c_saved = False
+
     def fold(self, conc, bconc):
         # Before the concentration changes (a refill): the dose strokes so far,
         # of both parts, are booked at the concentration they were given at.

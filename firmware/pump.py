@@ -318,11 +318,13 @@ class Pump:
         # ledger's concentrations already saved.)
         new_drug = not restoring and old is not None and old.drug != therapy.drug
         if therapy.conc_ng_ml != r.conc_ng_ml or new_drug:
-            # The old drug's count ends here; so does a count whose bridge
-            # strokes are another drug's (a strength change the day an
-            # earlier drug's bridge ended): a record never names two drugs.
-            if new_drug or r.bridge_drug and self.totals.strokes[KIND_BRIDGE]:
+            # The old drug's count ends here. At a strength change the day an
+            # earlier drug's bridge ended, that drug's bridge strokes end
+            # here (a record never names two drugs) and this drug's go on.
+            if new_drug:
                 self._end_part(self.clock.day, END_DRUG, old)
+            elif r.bridge_drug and self.totals.strokes[KIND_BRIDGE]:
+                self._end_part(self.clock.day, END_DRUG, old, bridge_only=True)
             self.totals.fold(r.conc_ng_ml, r.bridge_conc_ng_ml)  # today's dose so far at the old concentration
             r.set_drug(therapy.conc_ng_ml, old.drug if new_drug else "", self.now_s())
         if self.suspended or self.alarms.active & _STOPPING:
@@ -742,14 +744,17 @@ class Pump:
         self.window_failures += failed - (h >> (FAILURE_WINDOW - 1))
         self.attempts_failed = (h << 1 | failed) & _FAILURE_MASK
 
-    def _end_part(self, day, reason, t=None):
+    def _end_part(self, day, reason, t=None, bridge_only=False):
         # Tick path too: the counts move to the closed part for service() to
-        # log, with the drug of `t` (default: the therapy's).
+        # log, with the drug of `t` (default: the therapy's); `bridge_only`
+        # (a command): the bridge's, the rest goes on.
         r = self.reservoir
         t = t or self.therapy
         drug = t.drug if t is not None else ""
-        self.totals.close(day, reason, r.conc_ng_ml, r.bridge_conc_ng_ml, self.log.last_seq(), drug,
-                          r.bridge_drug or drug)
+        split = bridge_only and not self.totals.pending  # not once merged into a part still waiting
+        if self.totals.close(day, reason, r.conc_ng_ml, r.bridge_conc_ng_ml, self.log.last_seq(), drug,
+                             r.bridge_drug or drug) and split:
+            self.totals.reopen_all_but(KIND_BRIDGE)
 
     def _debit(self, kind):
         now = self.sched.mono_s

@@ -6,6 +6,7 @@
 # ledger's drug total and every drug's daily totals must equal the oracle's.
 # mprun: native (also run on the emulator's native build: tests/mprun.py)
 import array
+import gc
 import random
 
 import events
@@ -277,3 +278,65 @@ TOLERANCE_PPM = 1000000 // 1440 + 500
 def test_no_24_hours_pass_the_drugs_hard_maximum_over_random_high_dose_courses():
     for seed in range(1, 13):
         assert worst_24_hours_of_a_high_dose_course(seed) <= 1000000 + TOLERANCE_PPM, seed
+
+
+def test_delivered_today_is_the_current_drugs_since_midnight_or_its_change_over_random_courses():
+    # The status's "delivered today": every stroke since midnight, or since
+    # the last change to another drug, whose drug at the tip (the oracle's)
+    # is the pump's drug now, each at its own strength.
+    for seed in range(1, 31):
+        random.seed(seed)
+        drug = DRUGS[0]
+        pump = make_pump(rx_of(drug))
+        pump.catheter.assume_primed(CATHETER_NL)
+        oracle = CatheterOracle(drug)
+        strokes = StrokesAtTheTip(pump, oracle)
+        changed_ms = 0
+        for step in range(50):
+            op = random.choice(("run", "run", "change", "bolus", "refill", "revise"))
+            try:
+                if op == "run":
+                    run(pump, random.randint(1, 10) * HOUR_MS + random.randint(0, 3000))
+                elif op == "change":
+                    new = random.choice(DRUGS)
+                    pump.refill(pump.reservoir.remaining_nl, 20000000, rx_of(new))
+                    if new[0] != drug[0]:
+                        changed_ms = pump.board.clock.elapsed_ms
+                    drug = oracle.reservoir = new
+                elif op == "refill":
+                    pump.refill(pump.reservoir.remaining_nl, 20000000)
+                elif op == "bolus":
+                    pump.clinician_bolus(random.randint(1, 20) * 1000 * drug[1] // 10000000, 600)
+                else:
+                    strokes.take()
+                    pump.revise_catheter(CATHETER_NL)
+                    oracle.new_catheter()
+                    pump.priming_bolus(CATHETER_NL, 1200)
+            except LimitError:
+                pass
+            strokes.take()
+            since = max(pump.board.clock.elapsed_ms // DAY_MS * DAY_MS, changed_ms)  # the clock began at 00:00
+            strokes.forget_before(since)
+            today = sum(ng for t, d, ng in strokes.given if d == drug[0])
+            assert pump.status()["today_dose_ng"] == today, (seed, step, op, drug, today)
+        gc.collect()
+
+
+class StrokesAtTheTip:
+    # The strokes the motor completed, each (board ms, drug at the tip, ng)
+    # from the oracle, kept from a given time on.
+    def __init__(self, pump, oracle):
+        self.pump, self.oracle = pump, oracle
+        self.seen = 0
+        self.given = []
+
+    def take(self):
+        times = self.pump.board.motor.times(self.seen, 1000000)[0]
+        self.seen += len(times)
+        for t in times:
+            tip = self.oracle.line[0]
+            self.given.append((t, tip[1], STROKE_NL * tip[2] // 1000000 if tip[1] != SALINE else 0))
+            self.oracle.strokes(1)
+
+    def forget_before(self, t0):
+        self.given = [g for g in self.given if g[0] >= t0]
