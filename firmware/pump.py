@@ -324,7 +324,7 @@ class Pump:
             if new_drug:
                 self._end_part(self.clock.day, END_DRUG, old)
             elif r.bridge_drug and self.totals.strokes[KIND_BRIDGE]:
-                self._end_part(self.clock.day, END_DRUG, old, bridge_only=True)
+                self._end_bridge_part(old)
             self.totals.fold(r.conc_ng_ml, r.bridge_conc_ng_ml)  # today's dose so far at the old concentration
             r.set_drug(therapy.conc_ng_ml, old.drug if new_drug else "", self.now_s())
         if self.suspended or self.alarms.active & _STOPPING:
@@ -744,16 +744,22 @@ class Pump:
         self.window_failures += failed - (h >> (FAILURE_WINDOW - 1))
         self.attempts_failed = (h << 1 | failed) & _FAILURE_MASK
 
-    def _end_part(self, day, reason, t=None, bridge_only=False):
+    def _end_part(self, day, reason, t=None):
         # Tick path too: the counts move to the closed part for service() to
-        # log, with the drug of `t` (default: the therapy's); `bridge_only`
-        # (a command): the bridge's, the rest goes on.
+        # log, with the drug of `t` (default: the therapy's).
         r = self.reservoir
         t = t or self.therapy
         drug = t.drug if t is not None else ""
-        split = bridge_only and not self.totals.pending  # not once merged into a part still waiting
-        if self.totals.close(day, reason, r.conc_ng_ml, r.bridge_conc_ng_ml, self.log.last_seq(), drug,
-                             r.bridge_drug or drug) and split:
+        self.totals.close(day, reason, r.conc_ng_ml, r.bridge_conc_ng_ml, self.log.last_seq(), drug,
+                          r.bridge_drug or drug)
+
+    def _end_bridge_part(self, t):
+        # Only the other drug's bridge strokes end here, as their own record;
+        # the count of `t`'s drug goes on. (Merged into a part still waiting
+        # to be logged, the part ends as a whole.)
+        fresh = not self.totals.pending
+        self._end_part(self.clock.day, END_DRUG, t)
+        if fresh:
             self.totals.reopen_all_but(KIND_BRIDGE)
 
     def _debit(self, kind):
