@@ -82,6 +82,10 @@ class Catheter:
         return self.saline + -(-self.strokes() * PRIME_MARGIN_PCT // 100) if self.saline else 0
 
     # -- tick path ---------------------------------------------------------
+    def in_transition(self):
+        # Saline or an earlier drug is still ahead of the reservoir's drug.
+        return self.saline or self.old
+
     def pushes_earlier_drug(self):
         # The next stroke leaves the tip as the earlier drug (a bridge).
         return self.old and not self.saline

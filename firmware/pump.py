@@ -881,7 +881,11 @@ class Pump:
         now = self.sched.mono_s
         if now < self.flash_retry_s:
             return False
-        return self.since_checkpoint >= CHECKPOINT_STROKES or (self.since_checkpoint and now >= self.next_checkpoint)
+        n = self.since_checkpoint
+        # Every stroke while the line holds saline or an earlier drug: a reset
+        # must bring back what it truly holds, or a bridge would run on (or
+        # stop) with the wrong drug at the tip (docs/persistence.md).
+        return n >= CHECKPOINT_STROKES or n and (now >= self.next_checkpoint or self.catheter.in_transition())
 
     def service(self):
         # Never raises: a fault here (the log or the flash) must not stop the loop.

@@ -202,6 +202,53 @@ def test_bridge_in_progress_survives_a_reset():
     with_pump(check)
 
 
+
+def test_a_power_cut_during_a_bridge_brings_the_catheter_back_as_it_truly_is():
+    # Morphine 10 mg/mL, then 25 mg/mL at the same dose: 200 strokes of the
+    # weaker drug to push out at its rate, 2.5 times the new one's. A power
+    # cut 20 strokes after an ordinary checkpoint: had the pump come back
+    # with the catheter of that checkpoint, the bridge would run on for those
+    # 20 strokes with the new drug at the old, faster rate. The oracle is the
+    # motor's stroke record: the bridge must end after exactly 200 strokes.
+    def check(fp):
+        pump = fp.power_on()
+        first_fill(pump)  # 10 mg/day of 10 mg/mL: 1 mL/day
+        pump.catheter.assume_primed(100000)
+        board = fp.board
+        pump.refill(pump.reservoir.remaining_nl, 20000000, continuous(conc=25000000))
+        at_change = board.motor.completed
+        while board.motor.completed < at_change + 92 or pump.stroking:  # 20 after the checkpoint of every 24
+            run(pump, 10000)
+        fp.power_off()  # unclean: nothing saved at the cut
+        pump = fp.power_on(board=board)  # the same motor: its record spans the cut
+        left = 200 - (board.motor.completed - at_change)
+        assert pump.sched.bridge_left == left, (pump.sched.bridge_left, left)
+        assert (pump.catheter.old, pump.catheter.saline) == (left, 0)
+        while pump.sched.bridge_left:
+            run(pump, 10000)
+        assert board.motor.completed - at_change == 200
+    with_pump(check)
+
+def test_a_power_cut_while_priming_brings_back_the_saline_still_in_the_line():
+    # A revised catheter of 200 strokes primed over an hour; a power cut 20
+    # strokes after the checkpoint of every 24. The saline still ahead of the
+    # drug is what the stroke record says, not what that checkpoint said: a
+    # stroke of drug must never be counted as saline (no dose) by the
+    # 24-hour ceiling.
+    def check(fp):
+        pump = fp.power_on()
+        first_fill(pump)
+        board = fp.board
+        pump.revise_catheter(100000)
+        pump.priming_bolus(100000, 3600)
+        start = board.motor.completed
+        while board.motor.completed < start + 92 or pump.stroking:
+            run(pump, 1000)
+        fp.power_off()  # unclean: nothing saved at the cut
+        pump = fp.power_on(board=board)
+        assert pump.catheter.saline == 200 - (board.motor.completed - start)
+    with_pump(check)
+
 def test_the_largest_state_fits_one_record():
     # Ten flex steps, eight periodic boluses, demand, a bridge holding the old
     # prescription, a day at a high rate: the record must still fit, or a
