@@ -202,7 +202,6 @@ def test_bridge_in_progress_survives_a_reset():
     with_pump(check)
 
 
-
 def test_a_power_cut_during_a_bridge_brings_the_catheter_back_as_it_truly_is():
     # Morphine 10 mg/mL, then 25 mg/mL at the same dose: 200 strokes of the
     # weaker drug to push out at its rate, 2.5 times the new one's. A power
@@ -229,6 +228,7 @@ def test_a_power_cut_during_a_bridge_brings_the_catheter_back_as_it_truly_is():
         assert board.motor.completed - at_change == 200
     with_pump(check)
 
+
 def test_a_power_cut_while_priming_brings_back_the_saline_still_in_the_line():
     # A revised catheter of 200 strokes primed over an hour; a power cut 20
     # strokes after the checkpoint of every 24. The saline still ahead of the
@@ -248,6 +248,7 @@ def test_a_power_cut_while_priming_brings_back_the_saline_still_in_the_line():
         pump = fp.power_on(board=board)
         assert pump.catheter.saline == 200 - (board.motor.completed - start)
     with_pump(check)
+
 
 def test_the_largest_state_fits_one_record():
     # Ten flex steps, eight periodic boluses, demand, a bridge holding the old
