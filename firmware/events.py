@@ -16,7 +16,9 @@ BOLUS_REQUESTED = const(5)  # a = kind, b = strokes, c = duration s
 BOLUS_REFUSED = const(6)  # a = kind, b = reason code, c = seconds until allowed
 BOLUS_STARTED = const(7)  # a = kind, b = strokes, c = duration s, d = dose ng
 BOLUS_DELIVERED = const(8)  # a = kind, b = strokes delivered
-BOLUS_CANCELLED = const(9)  # a = kind, b = strokes delivered, c = strokes not delivered
+BOLUS_CANCELLED = const(9)  # a = kind, b = strokes delivered, c = strokes not delivered, d = why:
+CANCELLED_BY_COMMAND = const(0)  # a command's (a refill, a suspend)
+CANCELLED_UNSAVED = const(1)  # the flash could not save its progress (docs/persistence.md)
 CLOCK_SET = const(10)  # a = old day, b = old tod s, c = new day, d = new tod s
 REFILL = const(11)  # a = withdrawn nL, b = added nL, c = expected nL, d = discrepancy nL
 ALARM_RAISED = const(12)  # a = alarm id

@@ -147,16 +147,18 @@ class DoseGuard:
         return self.ceiling.used_sum
 
     def set_limits(self, hour_max, day_max, mono_s):
-        # A lower new limit must not count strokes of the old therapy still in
-        # the windows: each is exempted for as long as it stays in its window
-        # (a new therapy's burst, a demand bolus, would otherwise meet a day
-        # of the old rate). The 24-hour ceiling still counts them all. Boot
-        # (no limits yet) exempts nothing: the strokes before a reset count.
+        # New limits, lower or higher, must not count strokes of the therapy
+        # before them still in the windows: each is exempted for as long as it
+        # stays in its window (a new therapy's burst, a demand bolus, would
+        # otherwise meet a day of the old rate on top of its own). The 24-hour
+        # ceiling still counts them all. Boot (no limits yet) exempts nothing:
+        # the strokes before a reset count, and the exemptions made before it
+        # come back with the windows (firmware/persist.py).
         hour_max += MARGIN_STROKES
         day_max += MARGIN_STROKES
-        if self.hour_max > hour_max:
+        if self.hour_max and self.hour_max != hour_max:
             self.hour.exempt_used(mono_s)
-        if self.day_max > day_max:
+        if self.day_max and self.day_max != day_max:
             self.day.exempt_used(mono_s)
         self.hour_max = hour_max
         self.day_max = day_max

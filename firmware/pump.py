@@ -127,6 +127,10 @@ class Pump:
         self.memento = None  # and (snapshot, revert) to undo an unsaved change
         self.since_checkpoint = 0  # strokes since delivery state was last saved
         self.next_checkpoint = CHECKPOINT_S
+        self.bolus_saved = 0  # sched.boluses_started when the state was last saved (a restored bolus: 0)
+        self.bolus_cut = KIND_NONE  # a bolus stopped by the tick for the flash, for service() to log
+        self.bolus_cut_done = 0
+        self.bolus_cut_left = 0
         self.last_ticks = board.ticks_ms()
 
     # No properties on Pump: a class with one makes every attribute store
@@ -155,6 +159,7 @@ class Pump:
                 self.flash_error = None
         self.since_checkpoint = 0
         self.next_checkpoint = self.now_s() + CHECKPOINT_S
+        self.bolus_saved = self.sched.boluses_started
 
     def _flash_failed(self, exc):
         self.flash_error = exc
@@ -730,6 +735,13 @@ class Pump:
                 return
         s = self.sched
         kind = s.next_stroke_kind()
+        if s.owed_bolus and self.flash_error is not None and (
+                s.boluses_started != self.bolus_saved or self.since_checkpoint >= CHECKPOINT_STROKES):
+            # The flash refuses writes: a reset would bring this bolus back as
+            # last saved and give again what it gave since. It stops where the
+            # reserve still covers that (docs/persistence.md).
+            self._cut_bolus()
+            kind = s.next_stroke_kind()
         if s.running and kind:
             weight = self.catheter.next_weight()
             if not self.guard.allows_stroke(s.mono_s, is_exclusive(kind), weight):
@@ -737,6 +749,18 @@ class Pump:
                 return
             board.motor_begin()
             self.stroking = kind
+
+    def _cut_bolus(self):
+        # Tick path: small ints only; service() logs it.
+        s = self.sched
+        left = s.bolus_left + s.owed_bolus
+        self.bolus_cut = s.bolus_kind
+        self.bolus_cut_done = s.bolus_inc - left
+        self.bolus_cut_left = left
+        s.clear_bolus()
+        self.guard.budget = 0
+        if not s.basal_on:
+            s.running = False  # a priming bolus with no therapy yet
 
     def _count_attempt(self, failed):
         # Slides the window of attempts on by one (tick path: small ints only).
@@ -875,7 +899,8 @@ class Pump:
         s, a = self.sched, self.alarms
         return (self.active_bolus != s.bolus_kind or (self.bridging and not s.bridge_left)
                 or self.failed_strokes != self.failed_logged or a.raised or a.cleared
-                or self._checkpoint_due() or (self.totals.pending and s.mono_s >= self.flash_retry_s))
+                or self._checkpoint_due()
+                or ((self.totals.pending or self.bolus_cut) and s.mono_s >= self.flash_retry_s))
 
     def _checkpoint_due(self):
         now = self.sched.mono_s
@@ -898,6 +923,13 @@ class Pump:
 
     def _service(self):
         s, a = self.sched, self.alarms
+        if self.bolus_cut and s.mono_s >= self.flash_retry_s:
+            if self.active_bolus == self.bolus_cut:
+                self.active_bolus = KIND_NONE
+            # Kept until logged: the flash that stopped it may refuse this too.
+            if self.record(events.BOLUS_CANCELLED, self.bolus_cut, self.bolus_cut_done, self.bolus_cut_left,
+                           events.CANCELLED_UNSAVED):
+                self.bolus_cut = KIND_NONE
         if self.active_bolus != KIND_NONE and s.bolus_kind != self.active_bolus:
             if self.sched.running:
                 self.record(events.BOLUS_DELIVERED, self.active_bolus, self.active_bolus_strokes)
@@ -907,6 +939,10 @@ class Pump:
         if self.bridging and not s.bridge_left:
             self.bridging = False
             self.bridge_from = None
+            # The earlier profile's limits end with it: from now the guard
+            # holds the therapy to its own (a reset would, from the saved state).
+            hour, day = prescription.guard_limits(self.therapy, self.stroke_nl)
+            self.guard.set_limits(hour, day, self.now_s())
             self.record(events.BRIDGE_DONE)
         if self.failed_strokes != self.failed_logged:
             if self.failed_strokes:

@@ -90,6 +90,7 @@ class Scheduler:
         self.mono_s = 0
         self.basal_phase = 0
         self.owed_basal = 0
+        self.boluses_started = 0  # which bolus runs: the pump compares it with the one it last saved
         self.clear_bolus()
 
     # -- programming (not on the tick path) --------------------------------
@@ -191,6 +192,7 @@ class Scheduler:
 
     def start_bolus(self, kind, strokes, duration_s):
         # One stroke is owed at once; the rest are spread evenly over the duration.
+        self.boluses_started += 1
         self.bolus_kind = kind
         self.bolus_inc = strokes
         self.bolus_period = duration_s

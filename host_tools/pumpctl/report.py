@@ -269,8 +269,9 @@ ALARM_TODO = {
                        "(`pumpctl alarm-date`)",
     alarms.REFILL_DISCREPANCY: "check the patient for over- or under-infusion and the pump, then acknowledge "
                                "(`pumpctl alarms --ack refill-discrepancy`)",
-    alarms.FLASH_FAULT: "therapy continues, but changes cannot be saved: try again later; it clears at the next "
-                        "successful save; replace the pump if it persists",
+    alarms.FLASH_FAULT: "basal therapy continues, but changes cannot be saved and a running bolus stops (24 strokes "
+                        "after its last save): try again later and give the bolus again once it clears (at the next "
+                        "successful save); replace the pump if it persists",
     alarms.UNCOMMANDED_MOTION: "the motor moved without a command (counted as delivered): check the patient, then "
                                "acknowledge and resume (`pumpctl resume`); replace the pump if it recurs",
     alarms.CLOCK_UNCERTAIN: "set the pump clock (`pumpctl clock --set now`): until then flex steps and periodic "
@@ -406,7 +407,8 @@ def event_details(rec, unit="mg", stroke_nl=None):
     if t == events.BOLUS_DELIVERED:
         return "%s: %d strokes delivered" % (_kind(a), b)
     if t == events.BOLUS_CANCELLED:
-        return "%s: %d strokes delivered, %d not delivered" % (_kind(a), b, c)
+        why = "; stopped: the flash could not save its progress" if d == events.CANCELLED_UNSAVED else ""
+        return "%s: %d strokes delivered, %d not delivered%s" % (_kind(a), b, c, why)
     if t == events.CLOCK_SET:
         return "%s -> %s" % (u.fmt_datetime(a, b), u.fmt_datetime(c, d))
     if t == events.REFILL:

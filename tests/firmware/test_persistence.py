@@ -250,6 +250,69 @@ def test_a_power_cut_while_priming_brings_back_the_saline_still_in_the_line():
     with_pump(check)
 
 
+# The slowest basal the mechanism allows (48 uL/day, 4 strokes an hour):
+# nearly every stroke in these courses is the bolus's, so the stroke record
+# alone says how much of it was given.
+SLOW_BASAL = continuous(dose_ng_day=480000)
+
+
+def test_a_reset_during_a_flash_outage_never_gives_a_bolus_twice():
+    # The flash refuses writes from just after the bolus is confirmed; a
+    # watchdog reset near its end brings it back as last saved (from its
+    # start). Had it run on unsaved, the reset would have given it again.
+    fp = FlashPump(new_image(), flash_faults=True)
+    pump = fp.power_on()
+    first_fill(pump, SLOW_BASAL)
+    board = fp.board
+    pump.clinician_bolus(1000000, 3600)  # 100 uL = 200 strokes over an hour
+    fp.dev.failing = True
+    run(pump, 3500 * 1000)
+    assert pump.alarms.active & (1 << alarms.FLASH_FAULT)
+    fp.power_off()
+    pump = fp.power_on(hal.RESET_WATCHDOG, board=board)  # same motor: its record spans the reset
+    fp.dev.failing = False
+    run(pump, 2 * HOUR_MS)
+    basal_at_most = 4 * 3 + 2  # 3500 s + 2 h at 4 strokes an hour, and a stroke either side
+    assert board.motor.completed <= 200 + basal_at_most, board.motor.completed
+    assert board.motor.completed >= 200 - 32 - 24  # the reserve's and the outage's strokes at most are lost
+
+
+def test_a_bolus_goes_no_further_than_its_saved_progress_vouches_while_the_flash_fails():
+    # No reset: the bolus stops 24 strokes past its last save (the reserve
+    # of 32 covers them), basal resumes, and the stop is logged once the
+    # flash writes again.
+    fp = FlashPump(new_image(), flash_faults=True)
+    pump = fp.power_on()
+    first_fill(pump, SLOW_BASAL)
+    board = fp.board
+    pump.clinician_bolus(1000000, 3600)
+    start = board.motor.completed
+    fp.dev.failing = True
+    run(pump, HOUR_MS)
+    assert board.motor.completed - start <= 24 + 4 + 1, board.motor.completed - start  # and an hour of basal
+    assert pump.sched.running and not pump.sched.bolus_busy()
+    fp.dev.failing = False
+    run(pump, 2 * 60 * 1000)  # the flash is tried again after a minute
+    cut = [r[4:8] for r in pump.log.read(1, 1000) if r[3] == events.BOLUS_CANCELLED]
+    assert len(cut) == 1 and cut[0][0] == KIND_CLINICIAN and cut[0][3] == events.CANCELLED_UNSAVED, cut
+    assert cut[0][1] <= 24 and cut[0][1] + cut[0][2] == 200
+
+
+def test_a_periodic_bolus_due_while_the_flash_fails_is_not_started():
+    # It is in no saved state: a reset would bring back the day before it
+    # fired, and it would fire again.
+    rx = dict(SLOW_BASAL)
+    rx["periodic"] = [{"time_s": 9 * 3600, "dose_ng": 500000, "duration_s": 600}]  # 100 strokes at 09:00
+    fp = FlashPump(new_image(), flash_faults=True)
+    pump = fp.power_on()
+    first_fill(pump, rx)  # at 08:00
+    board = fp.board
+    start = board.motor.completed
+    fp.dev.failing = True
+    run(pump, 2 * HOUR_MS)
+    assert board.motor.completed - start <= 4 * 2 + 1, board.motor.completed - start  # basal only
+
+
 def test_the_largest_state_fits_one_record():
     # Ten flex steps, eight periodic boluses, demand, a bridge holding the old
     # prescription, a day at a high rate: the record must still fit, or a

@@ -361,3 +361,64 @@ def test_dose_guard_still_stops_a_runaway_of_the_new_therapy_after_a_lower_rate(
     pump.sched.owed_basal += 1000  # a scheduler fault under the new therapy
     run(pump, HOUR_MS)
     assert active(pump, alarms.DOSE_GUARD) and not pump.sched.running
+
+
+def test_dose_guard_does_not_trip_on_demand_boluses_after_a_change_to_a_higher_daily_maximum():
+    # Found by driving the emulator (hazard 36): a day at 10 mg/day, then
+    # 8 mg/day with three 1 mg demand boluses a day (an 11 mg/day maximum).
+    # The old rate's strokes counted against the new therapy's day, which
+    # was higher, so nothing was exempted: the second demand bolus tripped.
+    pump = make_pump(continuous())
+    run(pump, DAY_MS)
+    rx = continuous(dose_ng_day=8000000)
+    rx["demand"] = {"dose_ng": 1000000, "duration_s": 600, "lockout_s": 900, "max_per_day": 3}
+    pump.program(rx)
+    for _ in range(3):
+        assert pump.demand_bolus()[0] == 0
+        run(pump, 16 * 60 * 1000)
+    run(pump, HOUR_MS)
+    assert not active(pump, alarms.DOSE_GUARD) and pump.sched.running
+
+
+def bridged_to_a_lower_rate():
+    # 10 mg/day of 10 mg/mL (1 mL/day), refilled with 20 mg/mL at 4 mg/day
+    # (0.2 mL/day): the catheter's 0.2 mL of the old strength goes first at
+    # the old rate, then the new rate, a fifth of the volume.
+    from flashkit import FlashPump, first_fill, new_image
+    fp = FlashPump(new_image())
+    pump = fp.power_on()
+    first_fill(pump)
+    pump.catheter.assume_primed(200000)
+    run(pump, 2 * HOUR_MS)
+    pump.refill(pump.reservoir.remaining_nl, 10000000, continuous(dose_ng_day=4000000, conc=2 * MORPHINE_10MG_ML))
+    run(pump, 6 * HOUR_MS)
+    assert not pump.bridging
+    return fp, pump
+
+
+def test_a_reset_after_a_bridge_to_a_lower_rate_does_not_trip_the_dose_guard():
+    # Found by driving the emulator (hazard 36): the bridge's strokes at the
+    # old rate were exempted from the new, lower limits only while the pump
+    # ran; a reset brought the new limits back on windows that still held
+    # them, and the guard stopped therapy at the first stroke for a day.
+    fp, pump = bridged_to_a_lower_rate()
+    board = fp.board
+    fp.power_off()
+    pump = fp.power_on(board=board)
+    before = board.motor.completed
+    run(pump, 4 * HOUR_MS)
+    assert not active(pump, alarms.DOSE_GUARD) and pump.sched.running
+    assert board.motor.completed - before >= 4 * 400 // 24 - 1  # 400 strokes a day
+
+
+def test_the_dose_guard_holds_the_new_rate_once_a_bridge_ends():
+    # Found by driving the emulator (hazard 36): after the bridge the guard
+    # kept the old profile's (five times higher) limits, and a scheduler
+    # fault got 69 strokes through in the hour before it tripped.
+    fp, pump = bridged_to_a_lower_rate()
+    before = fp.board.motor.completed
+    pump.sched.owed_basal += 1000  # a scheduler fault under the new therapy
+    run(pump, HOUR_MS)
+    assert active(pump, alarms.DOSE_GUARD) and not pump.sched.running
+    # The new therapy's hour: 400 strokes a day, about 17, and the guard's margin.
+    assert fp.board.motor.completed - before <= 400 // 24 + 1 + 2 + 1, fp.board.motor.completed - before

@@ -44,6 +44,15 @@ def test_clinician_and_priming_boluses_tick_without_allocating():
     assert pump.reservoir.strokes[KIND_PRIMING] == 200
 
 
+def test_a_bolus_stopped_for_the_flash_ticks_without_allocating():
+    pump = make_pump(full_rx())  # its periodic bolus is due at 00:30
+    run(pump, 1000)
+    pump.flash_error = OSError(5)  # a save failed: a bolus no saved state knows of is not started
+    locked_ticks(pump, HOUR_MS)
+    assert pump.reservoir.strokes[KIND_PERIODIC] == 0
+    assert pump.reservoir.strokes[KIND_BASAL] > 0
+
+
 def test_bridge_end_ticks_without_allocating():
     pump = make_pump(continuous())
     pump.catheter.assume_primed(20000)

@@ -66,7 +66,7 @@ class Driver:
         checks.bench(reply)
         Driver.requests_run += 1
         snap = reply["snap"]
-        self._world(q)
+        self._world(q, t0)
         if reply["outcome"] == "ok" and q["op"] not in FAULT_OPS:
             o.acknowledged(q, reply.get("value"), t0)
         elif reply["outcome"] == "power_cut":
@@ -89,8 +89,8 @@ class Driver:
         checks.clock(o, snap)
         self.last = snap
 
-    def _world(self, q):
-        self.oracle.fault(q)
+    def _world(self, q, t_ms):
+        self.oracle.fault(q, t_ms)
         if q["op"] == "flash_fault" and q["on"]:
             self.flash_failed = True
 

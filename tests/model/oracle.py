@@ -34,6 +34,7 @@ STROKE_NL = 500  # docs/dosing.md: the emulated mechanism's stroke
 RESIDUAL_NL = 1_000_000  # docs/safety.md: at 1 mL the pump treats itself as empty
 RESERVE_STROKES = 32  # docs/persistence.md: a saved state counts up to 32 strokes ahead
 CHECKPOINT_MAX_MS = 3_600_000  # docs/persistence.md: delivery is saved at least every hour
+FLASH_RETRY_MS = 60_000  # firmware/pump.py FLASH_RETRY_S: a failed save is tried again after this
 OCCLUSION_MMHG = 200  # docs/safety.md: a stroke against more pressure than this is not delivered
 CRITICAL_SILENCE_S = 3600  # docs/safety.md: acknowledging silences a critical alarm for 1 h
 CRITICAL_REPEAT_MAX_S = 900  # docs/safety.md: the slowest critical repeat (battery, 15 min)
@@ -221,6 +222,10 @@ class Oracle:
     # reset may forget them (docs/persistence.md, "When a write fails").
     flash_failing: bool = False
     unsaved_since_fill: int = 0
+    # The last flash outage (board times): a reset during it, or before the
+    # pump saved again after it, restores a state as old as its start.
+    outage_from_ms: int = None
+    outage_to_ms: int = None
     state_lost: bool = False  # the state record decayed: the pump starts over
     decayed: bool = False  # a state record decayed since the last fill
     pending: dict = None  # command in flight when the power died
@@ -348,10 +353,14 @@ class Oracle:
         return False
 
     # -- the world --------------------------------------------------------------
-    def fault(self, q):
+    def fault(self, q, t_ms):
         if q["op"] == "pressure":
             self.occluded = q["mmhg"] > OCCLUSION_MMHG
         elif q["op"] == "flash_fault":
+            if q["on"] and not self.flash_failing:
+                self.outage_from_ms, self.outage_to_ms = t_ms, None
+            elif not q["on"] and self.flash_failing:
+                self.outage_to_ms = t_ms
             self.flash_failing = bool(q["on"])
 
     def tones(self, tones):
@@ -383,11 +392,16 @@ class Oracle:
     def boot(self, boot):
         # A bolus under way resumes for the rest of its duration as last saved
         # (docs/persistence.md): it may run on for the time the pump was off
-        # and the time it ran since its last checkpoint (an hour at most).
+        # and the time it ran since its last checkpoint (an hour at most, or
+        # since a flash outage began: the pump could save nothing after).
         down, up = boot["down_ms"], boot["t_ms"]
+        stale = CHECKPOINT_MAX_MS
+        if self.outage_from_ms is not None and (self.outage_to_ms is None
+                                                or down - self.outage_to_ms <= CHECKPOINT_MAX_MS + FLASH_RETRY_MS):
+            stale += down - self.outage_from_ms
         for b in self.boluses:
             if b.start_ms <= down < b.end_ms:
-                b.end_ms += up - down + min(down - b.start_ms, CHECKPOINT_MAX_MS)
+                b.end_ms += up - down + min(down - b.start_ms, stale)
         self.restart_ms = boot["t_ms"]
         self.unclean_since_fill += 1  # every reset in the campaign is unclean
         if self.bridge_rx is not None:

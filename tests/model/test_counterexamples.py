@@ -264,3 +264,18 @@ def test_a_second_drug_change_while_a_bridge_runs_is_refused():
                     "steps": [{"start_s": 0, "dose_ng_day": 6750000}, {"start_s": 100, "dose_ng_day": 7249999},
                               {"start_s": 341, "dose_ng_day": 7750000}]}, "override": False},
             {"op": "advance", "ms": 740603}])
+
+
+def test_a_bolus_resumed_after_a_flash_outage_may_run_as_late_as_the_outage_is_long():
+    # (b) Found by `make soak` (seed 4242). The flash failed just after a
+    # clinician bolus was confirmed; a watchdog reset near its end brought
+    # it back as saved at its start. The pump then gave it again: 1.9 times
+    # the bolus (hazard 35, docs/safety.md). Now a bolus stops 24 strokes
+    # past its last save while the flash fails; the bolus brought back by
+    # the reset still ends a whole duration after the boot, with the
+    # reserve's strokes missing at its end, which the oracle first took for
+    # a silent stop (it allowed an hour of staleness, not the outage's).
+    replay([{"op": "start", "mode": "demo"},
+            {"op": "clinician_bolus", "dose_ng": 1_400_000, "duration_s": 6301, "override": True},
+            {"op": "flash_fault", "on": True}, {"op": "advance", "ms": 6_128_719}, {"op": "watchdog"},
+            {"op": "flash_fault", "on": False}, {"op": "advance", "ms": 8_388_607}])
