@@ -15,8 +15,9 @@ THERAPY_RESUMED = const(4)
 BOLUS_REQUESTED = const(5)  # a = kind, b = strokes, c = duration s
 BOLUS_REFUSED = const(6)  # a = kind, b = reason code, c = seconds until allowed
 BOLUS_STARTED = const(7)  # a = kind, b = strokes, c = duration s, d = dose ng
-BOLUS_DELIVERED = const(8)  # a = kind, b = strokes delivered
-BOLUS_CANCELLED = const(9)  # a = kind, b = strokes delivered, c = strokes not delivered, d = why:
+BOLUS_DELIVERED = const(8)  # a = kind, b = strokes delivered (at least), c = strokes resets took off the plan
+# (some may have been given: up to pump.CHECKPOINT_STROKES a reset; docs/persistence.md)
+BOLUS_CANCELLED = const(9)  # a = kind, b = strokes delivered (at least), c = not delivered (resets: at most), d = why:
 CANCELLED_BY_COMMAND = const(0)  # a command's (a refill, a suspend)
 CANCELLED_UNSAVED = const(1)  # the flash could not save its progress (docs/persistence.md)
 CLOCK_SET = const(10)  # a = old day, b = old tod s, c = new day, d = new tod s

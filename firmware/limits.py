@@ -37,6 +37,7 @@ DRUGS = {
 # with an explicit, logged override; the hard maximum is never exceeded, and
 # the dose guard's 24-hour ceiling is the hard maximum (docs/limits.md).
 HARD_DAILY = {"ziconotide": 21600, "baclofen": 2000000}
+UG_BELOW_NG_DAY = const(10000000)  # daily maxima below 10 mg: a drug dosed in ug
 PRIME_MARGIN_PCT = const(10)  # priming may exceed the recorded catheter volume by this
 
 
@@ -53,6 +54,12 @@ def drug_limits(drug):
         return DRUGS[drug]
     except KeyError:
         raise LimitError("drug", "unknown drug %r (known: %s)" % (drug, ", ".join(sorted(DRUGS))))
+
+
+def doses_in_ug(drug):
+    # The potent drugs, whose daily doses are below 10 mg, are dosed in ug
+    # (docs/limits.md); the programmer shows them so too (pumpctl.units).
+    return DRUGS.get(drug, (0, UG_BELOW_NG_DAY, 0))[1] < UG_BELOW_NG_DAY
 
 
 def hard_daily(drug):

@@ -45,6 +45,7 @@ class Persist:
         self.saves = 0
         self.identity_saved = None  # identity as last saved
         self.fresh = False  # the image held no state at all (never used)
+        self.ended_by_reserve = None  # (kind, strokes planned) of a bolus the reserve ended at a reset
         pump.saver = self.save
         pump.memento = (lambda: self.snapshot(True), self.revert)
 
@@ -66,6 +67,9 @@ class Persist:
         r, s, g, a = p.reservoir, p.sched, p.guard, p.alarms
         reserve = 0 if clean else RESERVE_STROKES
         bolus_left = max(0, s.bolus_left + s.owed_bolus - reserve) if s.bolus_busy() else 0
+        # Strokes of the running bolus the resets took off (this save's reserve
+        # included): its log record says what it gave at least.
+        taken = p.active_bolus_taken + s.bolus_left + s.owed_bolus - bolus_left if s.bolus_busy() else 0
         c = p.catheter
         return {
             "clean": clean,
@@ -87,7 +91,7 @@ class Persist:
             "sched": {
                 "basal_phase": s.basal_phase,
                 "bolus": [s.bolus_kind if bolus_left or s.bolus_busy() and reserve == 0 else 0, bolus_left,
-                          s.bolus_inc, s.bolus_period, s.bolus_phase, s.bolus_elapsed],
+                          s.bolus_inc, s.bolus_period, s.bolus_phase, s.bolus_elapsed, taken, s.bolus_kind],
                 "demand": [list(s.demand_times), s.demand_count],
                 "per_last": list(s.per_last), "per_pending": s.per_pending,
             },
@@ -132,6 +136,11 @@ class Persist:
         t = p.totals
         if t.pending:
             t.found_in_log(p.log, events.DAILY_TOTAL)  # written before the cut: not again
+        if self.ended_by_reserve is not None:
+            # The reserve took the rest of the bolus under way: it ended at the reset.
+            kind, planned = self.ended_by_reserve
+            p.record(events.BOLUS_DELIVERED, kind, planned - p.active_bolus_taken, p.active_bolus_taken)
+            p.active_bolus_taken = 0
         if not d["clean"]:
             t.resets = min(t.resets + 1, 255)  # up to RESERVE_STROKES of the part's strokes were not counted
             p.record(events.FAULT, FAULT_RESUMED, RESERVE_STROKES, 0, 0, b"resumed from checkpoint")
@@ -220,6 +229,9 @@ class Persist:
             _load_ceiling(p.guard.ceiling, d["guard"][3])
         p.active_bolus = s.bolus_kind
         p.active_bolus_strokes = s.bolus_inc
+        bolus = d["sched"]["bolus"]
+        p.active_bolus_taken = bolus[6] if len(bolus) > 6 else 0  # earlier firmware: not kept
+        self.ended_by_reserve = (bolus[7], bolus[2]) if len(bolus) > 7 and bolus[7] and not s.bolus_kind else None
         p.next_housekeeping = s.mono_s
         p._check_level()
         if d.get("days") is not None:

@@ -46,20 +46,21 @@ def stroke_dose_ng(strokes, stroke_nl, conc):
     return volume_to_dose_ng(strokes * stroke_nl, conc)
 
 
-def _bolus_strokes(dose_ng, conc, stroke_nl, what):
+def _bolus_strokes(dose_ng, conc, stroke_nl, what, ug):
     volume = dose_to_volume_nl(dose_ng, conc)
     strokes = (volume + stroke_nl // 2) // stroke_nl
     one = stroke_dose_ng(1, stroke_nl, conc)
     if strokes < 1:
         raise LimitError("bolus_min", "%s: %s is less than one stroke (%s = %s): choose at least %s"
-                         % (what, fmt_mass(dose_ng), fmt_volume(stroke_nl), fmt_mass(one), fmt_mass(one)))
+                         % (what, fmt_mass(dose_ng, ug), fmt_volume(stroke_nl), fmt_mass(one, ug), fmt_mass(one, ug)))
     given = stroke_dose_ng(strokes, stroke_nl, conc)
     if abs(given - dose_ng) * 100 > BOLUS_ROUNDING_PCT * dose_ng:
         low = stroke_dose_ng(volume // stroke_nl, stroke_nl, conc)
         high = stroke_dose_ng(volume // stroke_nl + 1, stroke_nl, conc)
-        raise LimitError("bolus_rounding", "%s: %s is not a whole number of %s strokes (%s each): choose %s or %s"
-                         % (what, fmt_mass(dose_ng), fmt_volume(stroke_nl), fmt_mass(one),
-                            fmt_mass(low) if low else fmt_mass(high), fmt_mass(high)))
+        # Below one stroke there is one choice: the stroke (the programmer says so).
+        choice = "%s or %s" % (fmt_mass(low, ug), fmt_mass(high, ug)) if low else fmt_mass(high, ug)
+        raise LimitError("bolus_rounding", "%s: %s is not a whole number of %s strokes (%s each): choose %s"
+                         % (what, fmt_mass(dose_ng, ug), fmt_volume(stroke_nl), fmt_mass(one, ug), choice))
     return strokes
 
 
@@ -67,21 +68,22 @@ def _bolus_rate_nl_day(strokes, stroke_nl, duration_s):
     return strokes * stroke_nl * S_PER_DAY // duration_s
 
 
-def _check_bolus(dose_ng, duration_s, max_bolus_ng, what):
+def _check_bolus(dose_ng, duration_s, max_bolus_ng, what, ug):
     if dose_ng < 1:
         raise LimitError("bolus_min", "%s: dose must be positive" % what)
     if dose_ng > max_bolus_ng:
         raise LimitError("bolus_max", "%s: %s exceeds the single-bolus maximum %s: lower the dose"
-                         % (what, fmt_mass(dose_ng), fmt_mass(max_bolus_ng)))
+                         % (what, fmt_mass(dose_ng, ug), fmt_mass(max_bolus_ng, ug)))
     check_range("bolus_duration", what + " duration", duration_s,
                 limits.BOLUS_DURATION_MIN_S, limits.BOLUS_DURATION_MAX_S, "s")
 
 
-def _bolus(dose_ng, duration_s, conc, stroke_nl, max_bolus_ng, what):
+def _bolus(dose_ng, duration_s, conc, stroke_nl, drug, what):
     # Strokes of a bolus; the dose checked is the larger of entered and delivered.
-    _check_bolus(dose_ng, duration_s, max_bolus_ng, what)
-    strokes = _bolus_strokes(dose_ng, conc, stroke_nl, what)
-    _check_bolus(max(dose_ng, stroke_dose_ng(strokes, stroke_nl, conc)), duration_s, max_bolus_ng, what)
+    max_bolus_ng, ug = limits.drug_limits(drug)[2], limits.doses_in_ug(drug)
+    _check_bolus(dose_ng, duration_s, max_bolus_ng, what, ug)
+    strokes = _bolus_strokes(dose_ng, conc, stroke_nl, what, ug)
+    _check_bolus(max(dose_ng, stroke_dose_ng(strokes, stroke_nl, conc)), duration_s, max_bolus_ng, what, ug)
     return strokes
 
 
@@ -92,7 +94,7 @@ def validate(p, stroke_nl, override=False):
     drug = p.get("drug") if isinstance(p, dict) else None
     if not isinstance(drug, str):
         raise LimitError("drug", "prescription: 'drug' must name a drug")
-    max_conc, _, max_bolus = limits.drug_limits(drug)
+    max_conc = limits.drug_limits(drug)[0]
     conc = _int(p, "conc_ng_ml", "prescription")
     check_range("concentration", drug + " concentration", conc, 1, max_conc, "ng/mL")
 
@@ -128,7 +130,7 @@ def validate(p, stroke_nl, override=False):
         check_range("periodic_time", what + " time", t, 0, S_PER_DAY - 1, "s")
         if any(t == q[0] for q in periodic):
             raise LimitError("periodic_time", "%s: time %d s used twice" % (what, t))
-        strokes = _bolus(dose, dur, conc, stroke_nl, max_bolus, what)
+        strokes = _bolus(dose, dur, conc, stroke_nl, drug, what)
         _check_added_rate(max_rate, strokes, stroke_nl, dur, what)
         periodic.append((t, strokes, dur))
         daily_ng += max(dose, stroke_dose_ng(strokes, stroke_nl, conc))
@@ -146,7 +148,7 @@ def validate(p, stroke_nl, override=False):
         check_range("demand_per_day", what + " activations", per_day, 1, limits.DEMAND_MAX_PER_DAY, "per day")
         if dur > lockout:
             raise LimitError("bolus_duration", "%s: duration %d s longer than lockout %d s" % (what, dur, lockout))
-        strokes = _bolus(dose, dur, conc, stroke_nl, max_bolus, what)
+        strokes = _bolus(dose, dur, conc, stroke_nl, drug, what)
         _check_added_rate(max_rate, strokes, stroke_nl, dur, what)
         demand = (strokes, dur, lockout, per_day)
         daily_ng += per_day * max(dose, stroke_dose_ng(strokes, stroke_nl, conc))
@@ -167,13 +169,15 @@ def check_daily(drug, daily_ng, override, what):
     # The soft maximum needs an override; the hard maximum is never exceeded.
     soft = limits.drug_limits(drug)[1]
     hard = limits.hard_daily(drug)
+    ug = limits.doses_in_ug(drug)
     if daily_ng > hard:
         raise LimitError("daily_hard_max" if hard > soft else "daily_max",
                          "%s %s exceeds the hard maximum %s/day: lower the dose"
-                         % (what, fmt_mass(daily_ng), fmt_mass(hard)))
+                         % (what, fmt_mass(daily_ng, ug), fmt_mass(hard, ug)))
     if daily_ng > soft and not override:
         raise LimitError("daily_max", "%s %s exceeds the usual maximum %s/day: lower the dose, or confirm with"
-                         " override up to %s/day" % (what, fmt_mass(daily_ng), fmt_mass(soft), fmt_mass(hard)))
+                         " override up to %s/day" % (what, fmt_mass(daily_ng, ug), fmt_mass(soft, ug),
+                                                     fmt_mass(hard, ug)))
 
 
 def _check_rate(rate, what):
@@ -195,8 +199,7 @@ def clinician_bolus_strokes(dose_ng, duration_s, therapy, stroke_nl):
     # Replaces basal for its duration. Returns strokes; the 24-hour ceiling
     # with everything else delivered is the pump's check (Pump.clinician_bolus).
     what = "clinician bolus"
-    max_bolus = limits.drug_limits(therapy.drug)[2]
-    strokes = _bolus(dose_ng, duration_s, therapy.conc_ng_ml, stroke_nl, max_bolus, what)
+    strokes = _bolus(dose_ng, duration_s, therapy.conc_ng_ml, stroke_nl, therapy.drug, what)
     _check_added_rate(0, strokes, stroke_nl, duration_s, what)
     return strokes
 

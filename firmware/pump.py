@@ -117,6 +117,7 @@ class Pump:
         self.alarm_day = 0  # clinician's alarm date (day number), 0 = none
         self.active_bolus = KIND_NONE  # bolus the event log knows is running
         self.active_bolus_strokes = 0
+        self.active_bolus_taken = 0  # of those, strokes resets took off (firmware/persist.py)
         self.bridging = False
         self.fault = None  # exception that put the pump in its safe state
         self.flash_error = None  # why the last save failed
@@ -235,7 +236,7 @@ class Pump:
         if therapy is None:
             return False
         drug = therapy.drug
-        hard, soft = limits.hard_daily(drug), limits.drug_limits(drug)[1]
+        hard, soft, ug = limits.hard_daily(drug), limits.drug_limits(drug)[1], limits.doses_in_ug(drug)
         slack = future(1) - future(0) + self._heaviest(therapy)  # a minute of the rate, a stroke
         worst = self.guard.worst_window(self.now_s(), future)
         soft_units = CEILING_UNITS * soft // hard
@@ -247,8 +248,8 @@ class Pump:
             # Short enough for the wire's 100-character reasons, figures first.
             raise LimitError("daily_hard_max" if name == "hard" else "daily_max",
                              "%s: 24 h would reach %s (%s given), over the %s max %s/day: lower it or wait%s"
-                             % (what, fmt_mass(worst * hard // CEILING_UNITS), fmt_mass(past), name,
-                                fmt_mass(hard if name != "usual" else soft),
+                             % (what, fmt_mass(worst * hard // CEILING_UNITS, ug), fmt_mass(past, ug), name,
+                                fmt_mass(hard if name != "usual" else soft, ug),
                                 " or override" if name == "usual" else ""))
         return over_soft
 
@@ -271,8 +272,10 @@ class Pump:
         if old is not None and (old.drug != therapy.drug or old.conc_ng_ml != therapy.conc_ng_ml):
             raise LimitError("concentration_change",
                              "drug or concentration change (%s %s/mL to %s %s/mL) only with a refill: the reservoir"
-                             " still holds %s" % (old.drug, fmt_mass(old.conc_ng_ml), therapy.drug,
-                                                  fmt_mass(therapy.conc_ng_ml), old.drug))
+                             " still holds %s" % (old.drug, fmt_mass(old.conc_ng_ml, limits.doses_in_ug(old.drug)),
+                                                  therapy.drug,
+                                                  fmt_mass(therapy.conc_ng_ml, limits.doses_in_ug(therapy.drug)),
+                                                  old.drug))
         overridden = self._check_ceiling("program", self._future(therapy, bridge=self._bridge_now()),
                                          therapy, override)
         if check:
@@ -521,6 +524,7 @@ class Pump:
     def _note_bolus(self, kind, strokes, duration_s, dose_ng=0):
         self.active_bolus = kind
         self.active_bolus_strokes = strokes
+        self.active_bolus_taken = 0
         self.record(events.BOLUS_STARTED, kind, strokes, duration_s, dose_ng)
 
     def _cancel_bolus(self):
@@ -528,7 +532,7 @@ class Pump:
         if self.stroking and s.bolus_kind == self.stroking:
             self.board.motor_stop()  # the stroke in progress is not counted
             self.stroking = KIND_NONE
-        left = s.bolus_left + s.owed_bolus
+        left = s.bolus_left + s.owed_bolus + self.active_bolus_taken  # not given (for sure)
         self.record(events.BOLUS_CANCELLED, s.bolus_kind, s.bolus_inc - left, left)
         s.clear_bolus()
         self.active_bolus = KIND_NONE
@@ -589,7 +593,7 @@ class Pump:
             self.stroking = KIND_NONE
         s = self.sched
         if s.bolus_busy():
-            left = s.bolus_left + s.owed_bolus
+            left = s.bolus_left + s.owed_bolus + self.active_bolus_taken
             self.record(events.BOLUS_CANCELLED, s.bolus_kind, s.bolus_inc - left, left)
         self.active_bolus = KIND_NONE
         self.guard.budget = 0
@@ -753,7 +757,7 @@ class Pump:
     def _cut_bolus(self):
         # Tick path: small ints only; service() logs it.
         s = self.sched
-        left = s.bolus_left + s.owed_bolus
+        left = s.bolus_left + s.owed_bolus + self.active_bolus_taken
         self.bolus_cut = s.bolus_kind
         self.bolus_cut_done = s.bolus_inc - left
         self.bolus_cut_left = left
@@ -932,7 +936,8 @@ class Pump:
                 self.bolus_cut = KIND_NONE
         if self.active_bolus != KIND_NONE and s.bolus_kind != self.active_bolus:
             if self.sched.running:
-                self.record(events.BOLUS_DELIVERED, self.active_bolus, self.active_bolus_strokes)
+                self.record(events.BOLUS_DELIVERED, self.active_bolus,
+                            self.active_bolus_strokes - self.active_bolus_taken, self.active_bolus_taken)
             self.active_bolus = KIND_NONE
         if self.active_bolus == KIND_NONE and s.bolus_kind != KIND_NONE:
             self._note_bolus(s.bolus_kind, s.bolus_inc, s.bolus_period)  # a periodic bolus

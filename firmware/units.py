@@ -29,11 +29,13 @@ def _decimal(value, scale):
     return ("%d.%0*d" % (whole, len(str(scale)) - 1, frac)).rstrip("0")
 
 
-def fmt_mass(ng):
-    # Drug mass as a clinician reads it: mg from 1 mg up, else ug.
+def fmt_mass(ng, ug=False):
+    # Drug mass as a clinician reads it: in ug for a drug dosed in ug (`ug`:
+    # limits.doses_in_ug), else mg from 1 mg up and ug below. One drug's
+    # figures never mix the two (a 1000-fold misreading).
     if ng < 0:
-        return "-" + fmt_mass(-ng)
-    return _decimal(ng, 1000000) + " mg" if ng >= 1000000 else _decimal(ng, 1000) + " ug"
+        return "-" + fmt_mass(-ng, ug)
+    return _decimal(ng, 1000000) + " mg" if ng >= 1000000 and not ug else _decimal(ng, 1000) + " ug"
 
 
 def fmt_volume(nl):

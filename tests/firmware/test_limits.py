@@ -111,3 +111,24 @@ def test_second_bolus_while_one_runs_is_refused():
     pump = make_pump(continuous())
     pump.clinician_bolus(100000, 600)
     raises_limit("bolus_active", pump.clinician_bolus, 100000, 600)
+
+
+def test_a_drug_dosed_in_micrograms_is_refused_in_micrograms_only():
+    # 1.2 mg read as 1.2 ug would be a 1000-fold slip: a baclofen refusal
+    # names every figure in ug, as the programmer shows baclofen.
+    text = raises_limit("daily_max", check, continuous(drug="baclofen", conc=500000, dose_ng_day=1200000)).message
+    assert "1200 ug" in text and "1000 ug/day" in text and " mg" not in text, text
+    text = raises_limit("daily_max", check, continuous(drug="clonidine", conc=1000000, dose_ng_day=5000000)).message
+    assert "5000 ug" in text and "2000 ug/day" in text and " mg" not in text, text
+
+
+def test_a_drug_dosed_in_milligrams_is_refused_in_milligrams():
+    text = raises_limit("daily_max", check, continuous(dose_ng_day=21000000)).message
+    assert "21 mg" in text and "20 mg/day" in text, text
+
+
+def test_a_bolus_below_one_stroke_names_the_one_stroke_it_could_be_once():
+    # Baclofen 500 ug/mL: a stroke gives 0.25 ug; 0.2 ug rounds to it, 25 % off.
+    pump = make_pump(continuous(drug="baclofen", conc=500000, dose_ng_day=200000))
+    text = raises_limit("bolus_rounding", pump.clinician_bolus, 200, 1800).message
+    assert text.count("0.25 ug") == 2 and text.endswith("choose 0.25 ug"), text  # the stroke's dose, the choice

@@ -337,3 +337,47 @@ def test_the_largest_state_fits_one_record():
     assert pump.bridging
     size = len(json.dumps(fp.persist.snapshot()))
     assert size < MAX_PAYLOAD * 9 // 10, size  # room for a longer serial and more alarms
+
+
+def bolus_records(pump):
+    return [r[3:7] for r in pump.log.read(1, 1000) if r[3] in (events.BOLUS_DELIVERED, events.BOLUS_CANCELLED)]
+
+
+def test_a_bolus_a_reset_interrupted_is_logged_with_what_it_gave_at_least():
+    # 200 strokes planned; the reset's reserve takes 32 off the rest. The
+    # log must not say 200 were given (the visit report adds these up):
+    # the motor's record, less the basal, is the oracle.
+    fp = FlashPump(new_image())
+    pump = fp.power_on()
+    first_fill(pump, SLOW_BASAL)
+    board = fp.board
+    pump.clinician_bolus(1000000, 3600)
+    start = board.motor.completed
+    run(pump, 1800 * 1000)
+    fp.power_off()
+    pump = fp.power_on(board=board)
+    run(pump, 2 * HOUR_MS)
+    given = board.motor.completed - start - 4 * 2  # 4 basal strokes an hour after the bolus, at most
+    (_, kind, at_least, taken), = bolus_records(pump)
+    assert (kind, at_least + taken) == (KIND_CLINICIAN, 200)
+    assert taken == 32 and at_least <= given <= at_least + 24 + 4 * 2, (at_least, given)
+
+
+def test_a_bolus_the_reserve_ends_at_a_reset_is_logged_as_ended():
+    # The reset comes with fewer than 32 strokes left: the restored state
+    # ends the bolus. Its record says so, with what it gave at least.
+    fp = FlashPump(new_image())
+    pump = fp.power_on()
+    first_fill(pump, SLOW_BASAL)
+    board = fp.board
+    pump.clinician_bolus(1000000, 3600)
+    start = board.motor.completed
+    run(pump, 3400 * 1000)
+    given = board.motor.completed - start
+    assert 200 - 32 < given < 200
+    fp.power_off()
+    pump = fp.power_on(board=board)
+    assert not pump.sched.bolus_busy()
+    (_, kind, at_least, taken), = bolus_records(pump)
+    assert (kind, at_least + taken) == (KIND_CLINICIAN, 200)
+    assert at_least <= given <= at_least + taken, (at_least, taken, given)  # its strokes and up to 4 basal ones
