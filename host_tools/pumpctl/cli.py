@@ -16,25 +16,60 @@ Exit codes:
 130  interrupted (Ctrl-C)
 141  standard output closed (e.g. piped into `head`): the rest of the output is dropped
 """
-import argparse
-import errno
-import json
-import os
-import select
 import sys
-import traceback
 
-from pumpctl import console, paths, report
-from pumpctl import units as u
-from pumpctl.commands import accuracy, campaign, device, diary, implant, reading, settings, therapy, trial, visit, web
-from pumpctl.console import (DEBUG_ENV, EXIT_AUTH, EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED,
-                             EXIT_LINK, EXIT_OK, EXIT_OUTPUT, EXIT_PIPE, EXIT_REFUSED, Cancelled, DryRun, Interrupted,
-                             Once, Parser, UsageError, emit, fail, jsonable, quiet_stdout)
-from pumpctl.emulator import EmulatorError
-from pumpctl.fw import link_commands as lc
-from pumpctl.fw import wire
-from pumpctl.keystore import KeyStoreError
-from pumpctl.link import AuthError, LinkError, PumpError
+from pumpctl.argv import json_requested
+
+EXIT_INTERRUPTED_AT_START = 130  # = console.EXIT_INTERRUPTED (console is not loaded yet when it is needed)
+
+
+def _interrupted_while_starting():
+    """Ctrl-C while Python loads pumpctl (its first tenth of a second or so):
+    exit 130 with one line (and under --json the JSON error), never a
+    traceback. Nothing had been sent to a pump."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: the same answer, not a traceback
+    message = "interrupted while starting: nothing was sent to the pump"
+    try:
+        sys.stderr.write("\npumpctl: %s\n" % message)
+        sys.stderr.flush()
+        if json_requested(sys.argv[1:]):
+            import json
+            sys.stdout.write(json.dumps({"error": {"code": "INTERRUPTED", "limit": None, "message": message,
+                                                   "exit": EXIT_INTERRUPTED_AT_START, "changed": False}},
+                                        indent=2, sort_keys=True) + "\n")
+            sys.stdout.flush()
+    except (OSError, ValueError):
+        pass  # stdout or stderr closed: the exit code still says it
+    return EXIT_INTERRUPTED_AT_START
+
+
+# The console script `pumpctl` imports this module first: Ctrl-C during the
+# imports below (cryptography, rich, pyserial: most of a short command's
+# time) is an interruption like any other, not a Python traceback.
+try:
+    import argparse
+    import errno
+    import json
+    import os
+    import select
+    import traceback
+
+    from pumpctl import console, paths, report
+    from pumpctl import units as u
+    from pumpctl.commands import (accuracy, campaign, device, diary, implant, reading, settings, therapy, trial,
+                                  visit, web)
+    from pumpctl.console import (DEBUG_ENV, EXIT_AUTH, EXIT_CANCELLED, EXIT_INPUT, EXIT_INTERNAL,
+                                 EXIT_INTERRUPTED, EXIT_LINK, EXIT_OK, EXIT_OUTPUT, EXIT_PIPE, EXIT_REFUSED,
+                                 Cancelled, DryRun, Interrupted, Once, Parser, UsageError, emit, fail, jsonable,
+                                 quiet_stdout)
+    from pumpctl.emulator import EmulatorError
+    from pumpctl.fw import link_commands as lc
+    from pumpctl.fw import wire
+    from pumpctl.keystore import KeyStoreError
+    from pumpctl.link import AuthError, LinkError, PumpError
+except KeyboardInterrupt:
+    raise SystemExit(_interrupted_while_starting()) from None
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_INPUT", "EXIT_REFUSED", "EXIT_LINK", "EXIT_AUTH", "EXIT_CANCELLED",
            "EXIT_INTERNAL", "EXIT_OUTPUT", "EXIT_INTERRUPTED", "EXIT_PIPE", "DEBUG_ENV"]
@@ -55,7 +90,9 @@ STATE_HELP = ("emulator state folder (default: $%s, else run/ in the checkout, %
 
 def _json_arg(text):
     try:
-        return json.loads(text)
+        return paths.loads_json(text)
+    except paths.DuplicateKeyError as e:
+        raise argparse.ArgumentTypeError(str(e))
     except ValueError as e:
         raise argparse.ArgumentTypeError("not JSON (%s): e.g. '{\"drug\": \"morphine\", \"conc\": \"10mg/mL\", "
                                          "\"dose\": \"4mg/day\"}'" % e)
@@ -196,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
             reviewed)
     s.add_argument("--ack", help="alarm id or name (e.g. motor-stall, low-reservoir), or 'all'")
     s = add("clock", settings.cmd_clock, "show or set the pump clock", reviewed)
-    s.add_argument("--set", action=Once, help="'now' (this computer's local time) or YYYY-MM-DDTHH:MM[:SS]")
+    s.add_argument("--set", action=Once, help="'now' (this computer's local time) or the pump's local date and time "
+                                                "YYYY-MM-DDTHH:MM[:SS] (no time zone)")
     s = add("low-threshold", settings.cmd_low, "set the low-reservoir alarm volume", reviewed)
     s.add_argument("volume", help="e.g. 3mL")
     s = add("alarm-date", settings.cmd_alarm_date, "set the alarm (next refill) date", reviewed)
@@ -280,20 +318,6 @@ def _stdout_closed():
         return True
 
 
-def _fix_negative_values(argv):
-    # argparse takes "-1mg/day" after an option for another option ("expected
-    # one argument"): pass it as the option's value, for units.py to refuse
-    # with its reason.
-    out = []
-    for a in argv:
-        if (out and len(a) > 1 and a[0] == "-" and (a[1].isdigit() or a[1] == ".")
-                and out[-1].startswith("--") and "=" not in out[-1]):
-            out[-1] = "%s=%s" % (out[-1], a)
-        else:
-            out.append(a)
-    return out
-
-
 def version_text():
     try:
         from importlib.metadata import version
@@ -356,7 +380,7 @@ def _main(argv) -> int:
     if argv[:1] == ["diary"] and argv[1:2] in (["add"], ["list"]):
         # `diary add ...` is `diary ...` (patient); `diary list` is the clinician's listing.
         argv = (["diary"] if argv[1] == "add" else ["diary-list"]) + argv[2:]
-    argv = _fix_negative_values([a for a in argv if a != "--debug"])
+    argv = [a for a in argv if a != "--debug"]
     console.JSON_ARGV[:] = argv
     args = None
     try:

@@ -5,8 +5,10 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 
+from pumpctl.argv import json_requested
 from pumpctl.fw import link_commands as lc
 from pumpctl.fw import wire
 from pumpctl.link import LinkError, PumpError
@@ -287,6 +289,17 @@ def _rich_table(rows, headers, indent):
 
 # -- errors ------------------------------------------------------------------------
 class Parser(argparse.ArgumentParser):
+    # argparse takes only "-1" or "-1.5" for a negative number: "-1mL" or
+    # "-30min" would be an unknown option ("the following arguments are
+    # required: volume"). Anything starting "-" and a digit is a value here
+    # (no pumpctl option looks like that), for its command to refuse with the
+    # reason ("is negative").
+    NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._negative_number_matcher = self.NEGATIVE_VALUE
+
     def error(self, message):  # exit 1 (refused input), not argparse's 2 (= refused by the pump)
         self.print_usage(sys.stderr)
         raise UsageError(message)
@@ -307,7 +320,7 @@ class Once(argparse.Action):
 def _json_mode(args, argv):
     if args is not None:
         return bool(getattr(args, "json", False))
-    return "--json" in argv
+    return json_requested(argv)
 
 
 JSON_ARGV: "list[str]" = []  # the command line being run, for errors raised before its options are parsed

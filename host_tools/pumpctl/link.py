@@ -33,6 +33,30 @@ class LinkError(RuntimeError):
     request_sent = False
 
 
+class PumpGone(LinkError):
+    """The port closed under pumpctl: the emulator stopped, the Pico was
+    unplugged or reset. The message says so and what to do, not the serial
+    library's words ("device reports readiness to read but returned no data")."""
+
+
+def gone_message(port, emulator_state=None):
+    """What a user reads when the pump at `port` stops answering: for the
+    emulator running with state folder `emulator_state`, that it is not
+    running any more and how to start it; else, how to reconnect a Pico."""
+    if emulator_state is not None:
+        state = paths.shown(emulator_state)
+        return ("the pump is not answering: the emulator with state folder %s is not running any more (its port %s "
+                "closed; its output is in %s): start it again with `pumpctl emulate --state %s` (`--virtual` for "
+                "virtual time) or `make run`, then check the pump with `pumpctl status`"
+                % (state, port, paths.shown(Path(emulator_state) / "emulator.log"), state))
+    if "://" in str(port):
+        return ("the pump is not answering: the connection to %s closed: check that the pump (or the program "
+                "serving it there) is still running, then run the command again" % port)
+    return ("the pump is not answering: its port %s closed: for a Pico, check its USB cable and that it is powered "
+            "(`pumpctl devices` lists the pumps pumpctl can reach); for an emulator, start it again with `pumpctl "
+            "emulate` or `make run`; then check the pump with `pumpctl status`" % port)
+
+
 class AuthError(RuntimeError):
     """Authentication failed: no key, wrong key, locked out, not provisioned."""
 
@@ -153,8 +177,9 @@ class Client:
     reply payload, retransmitting with the same message id when no reply
     comes (the pump's reply cache makes that safe: never executed twice)."""
 
-    def __init__(self, port, timeout=2.0, retries=2):
+    def __init__(self, port, timeout=2.0, retries=2, gone=None):
         self.port = port
+        self.gone = gone  # the message when the port closes under us (gone_message), None: the general one
         self.timeout = timeout
         self.retries = retries
         self.session = wire.Session()
@@ -176,8 +201,8 @@ class Client:
         try:
             self.port.write(data)
             self.port.flush()
-        except (serial.SerialException, OSError) as e:
-            raise LinkError("write to the pump failed: %s" % e)
+        except (serial.SerialException, OSError):
+            raise PumpGone(self._gone_text()) from None
         self.sent += len(data)
 
     def _frames(self, deadline):
@@ -194,8 +219,8 @@ class Client:
                 return
             try:
                 data = self.port.read(max(1, self.port.in_waiting))
-            except (serial.SerialException, OSError) as e:
-                raise LinkError("read from the pump failed: %s" % e)
+            except (serial.SerialException, OSError):
+                raise PumpGone(self._gone_text()) from None
             self.received += len(data)
             self.rx += data
             if len(self.rx) > 4 * wire.MAX_ENCODED:  # a stream without delimiters: not our pump
@@ -276,6 +301,9 @@ class Client:
             if self.role == "clinician":
                 st["max_daily_nl"] = self.request(lc.THERAPY).get("max_daily_nl")
         return st
+
+    def _gone_text(self):
+        return self.gone or gone_message(self._port_name())
 
     def _port_name(self):
         return getattr(self.port, "portstr", None) or getattr(self.port, "name", "port")

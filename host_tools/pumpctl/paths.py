@@ -1,5 +1,6 @@
 """Where things are: the firmware, the MicroPython unix port, the emulator's
 state folder; and reading a small input file without hanging on a device."""
+import json
 import os
 import shutil
 import stat
@@ -83,3 +84,33 @@ def read_text(path, what="file", limit=INPUT_MAX_BYTES) -> str:
         raise InputFileError("%s %s: %s" % (what, path, e.strerror or e)) from None
     finally:
         os.close(fd)
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object with a key given twice."""
+
+    def __init__(self, key, first, then):
+        self.key = key
+        super().__init__("key %s given twice (%s, then %s): give it once"
+                         % (json.dumps(key), _brief(first), _brief(then)))
+
+
+def _brief(value, limit=40):
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _refuse_duplicate_keys(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DuplicateKeyError(key, obj[key], value)
+        obj[key] = value
+    return obj
+
+
+def loads_json(text: str):
+    """JSON a person wrote (a prescription, a scenario): a key given twice in
+    any object is refused (DuplicateKeyError, naming it) rather than the last
+    one silently kept: which one did the clinician mean?"""
+    return json.loads(text, object_pairs_hook=_refuse_duplicate_keys)

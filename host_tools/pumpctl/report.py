@@ -405,6 +405,8 @@ def event_details(rec, unit="mg", stroke_nl=None):
     if t == events.BOLUS_STARTED:
         return "%s: %d strokes over %s%s" % (_kind(a), b, u.fmt_duration(c), ", %s" % u.fmt_mass(d, unit) if d else "")
     if t == events.BOLUS_DELIVERED:
+        if c:  # a reset took strokes off the plan; some of them may have been given
+            return "%s: at least %d strokes delivered (a reset interrupted it: up to %d more)" % (_kind(a), b, c)
         return "%s: %d strokes delivered" % (_kind(a), b)
     if t == events.BOLUS_CANCELLED:
         why = "; stopped: the flash could not save its progress" if d == events.CANCELLED_UNSAVED else ""
@@ -559,6 +561,10 @@ NEXT_STEP = {
                        "catheter record it first (`pumpctl catheter --segments ...`); for drug, give a clinician "
                        "bolus (`pumpctl bolus`)",
     "bolus_rounding": "choose one of the two deliverable doses named above (a bolus is whole 0.5 µL strokes)",
+    # below two strokes the pump names one dose: the stroke (or more strokes, a larger dose)
+    "bolus_rounding_one": "give the deliverable dose named above, one 0.5 µL stroke (a bolus is whole strokes), or a "
+                          "larger one of whole strokes",
+    "bolus_rounding_cut": "give a dose of whole 0.5 µL strokes: a whole multiple of the dose per stroke named above",
     "flash_fault": "nothing was changed and therapy continues as before: try again; if it fails again the pump's "
                    "flash is failing (the flash-fault alarm): plan to replace the pump",
     "clock": "give the current date and time (the pump keeps dates from 1970-01-01 to 2149-06-06)",
@@ -603,7 +609,23 @@ def clinical_reason(reason, drug=None):
     text = _RANGE.sub(lambda m: _range_text(int(m.group(1)), int(m.group(2)), m.group(3), unit), text)
     text = _VALUE.sub(lambda m: u.fmt_pump_value(int(m.group(1)), m.group(2), unit), text)
     text = re.sub(r"(?<=\d) u(g|L)\b", r" µ\1", text)  # the pump writes ASCII micro
+    text = _SAME_DOSE_TWICE.sub(r"choose \1", text)
     return re.sub(r"\bconfirm with override\b", "confirm with --override", text)
+
+
+# A pump whose firmware names the one deliverable dose twice below two strokes
+# ("choose 0.25 ug or 0.25 ug": firmware/prescription.py _bolus_strokes up to
+# commit fb6dab9, still on a Pico not updated): one choice, said once.
+_SAME_DOSE_TWICE = re.compile(r"\bchoose (\d[\d.]* [µm]g) or \1(?![\d.])")
+
+
+def _rounding_choices(reason):
+    """How many deliverable doses a bolus_rounding refusal names: 2, 1, or 0
+    (the pump's 100 characters ended before them)."""
+    text = clinical_reason(reason)
+    if "choose " not in text:
+        return 0
+    return 2 if " or " in text.rpartition("choose ")[2] else 1
 
 
 def daily_max_lines(limit, drug, given_ng=None, override_sent=False):
@@ -710,6 +732,8 @@ def refusal_parts(limit, reason, drug=None, conc_ng_ml=None, given_ng=None, over
     hint = clinical_hint(limit, reason, drug, conc_ng_ml)
     if hint:
         out.append(("hint", hint))
+    if limit == "bolus_rounding":
+        limit = {2: limit, 1: "bolus_rounding_one", 0: "bolus_rounding_cut"}[_rounding_choices(reason or "")]
     todo = NEXT_STEP.get(limit) if limit else _next_step_for_code(name, reason or "")
     if todo:
         out.append(("what to do", todo))

@@ -4,7 +4,6 @@ pumpctl's own commands (cli.main) or the link, as a clinician or patient
 would; time and faults go through the emulator's bench port."""
 from __future__ import annotations
 
-import json
 import shutil
 from fractions import Fraction
 import sys
@@ -78,9 +77,11 @@ def _pain(p: Any, where: str) -> None:
 def load(path: str | Path) -> dict[str, Any]:
     """Reads and checks a scenario: every error before the emulator starts."""
     try:
-        sc = json.loads(paths.read_text(path, "scenario"))
+        sc = paths.loads_json(paths.read_text(path, "scenario"))
     except paths.InputFileError as e:
         raise ScenarioError(str(e)) from None
+    except paths.DuplicateKeyError as e:
+        raise ScenarioError("%s: %s" % (path, e)) from None
     except ValueError as e:
         raise ScenarioError("%s: not valid JSON (%s)" % (path, e)) from None
     if not isinstance(sc, dict) or not isinstance(sc.get("steps"), list) or not sc["steps"]:

@@ -11,7 +11,8 @@ from pumpctl.emulator import Emulator, StateBusy
 from pumpctl.inflight import Journal, outcome
 from pumpctl.fw import link_commands as lc
 from pumpctl.keystore import KeyStore, KeyStoreError
-from pumpctl.link import AuthError, Client, LinkError, find_auto, open_port, unpack_log
+from pumpctl.link import (AuthError, Client, LinkError, emulator_port, find_auto, gone_message, open_port,
+                          unpack_log)
 
 
 def provision_if_new(client, keystore):
@@ -65,8 +66,12 @@ def connected(args, role=None):
         spec = emu.port
     elif spec == "auto":
         spec = find_auto(state_dir(args))
+    # An emulator (ours, or the one running with --state) that stops is told
+    # apart from a Pico unplugged: each has its own what to do.
+    emulated = emu is not None or spec == emulator_port(state_dir(args))
+    gone = gone_message(spec, state_dir(args) if emulated else None)
     try:
-        client = Client(open_port(spec), timeout=args.timeout)
+        client = Client(open_port(spec), timeout=args.timeout, gone=gone)
         try:
             store = KeyStore(args.keystore)
             if emu is not None:

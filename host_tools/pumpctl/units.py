@@ -16,7 +16,6 @@ duration without a number) is refused too. Nothing here talks to a pump.
     demand    0.2mg/5min,lockout=30min,max=4
 """
 import datetime
-import json
 import math
 import re
 from decimal import Decimal
@@ -282,9 +281,11 @@ def prescription_file(path):
     ("dose": "4mg/day" instead of steps for continuous), or the firmware's
     integer form {"drug", "conc_ng_ml", "steps": [{"start_s", "dose_ng_day"}], ...}."""
     try:
-        data = json.loads(paths.read_text(path, "prescription file"))
+        data = paths.loads_json(paths.read_text(path, "prescription file"))
     except paths.InputFileError as e:
         raise UnitError(str(e))
+    except paths.DuplicateKeyError as e:
+        raise UnitError("prescription file %s: %s" % (path, e))
     except ValueError as e:
         raise UnitError("prescription file %s is not JSON: %s" % (path, e))
     return prescription_data(data, "prescription file %s" % path)
@@ -435,24 +436,56 @@ def _pump_day(d, text):
     return (d - EPOCH).days
 
 
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+
+
 def parse_date(text):
-    """'2025-06-01' -> day number since 1970-01-01."""
+    """'2025-06-01' -> day number since 1970-01-01; no other form (the compact
+    20250601 or the week date 2025-W22-7 could be misread)."""
     try:
+        if not _DATE.fullmatch(text.strip()):
+            raise ValueError(text)
         d = datetime.date.fromisoformat(text.strip())
     except (ValueError, AttributeError):
-        raise UnitError("date %r is not YYYY-MM-DD" % (text,))
+        raise UnitError("date %r is not YYYY-MM-DD: give it as e.g. 2025-06-01" % (text,))
     return _pump_day(d, text)
 
 
+# The pump's clock is local time with no zone: a date and a time of day,
+# exactly these forms (docs/pumpctl.md, section 8). Anything else that
+# datetime.fromisoformat also takes could be read two ways and is refused: a
+# zone offset or Z (the pump cannot keep one: which local time was meant?), a
+# date alone (midnight?), a week date, the compact form, the hour alone,
+# fractions of a second (cut off?).
+DATETIME_FORMAT = "YYYY-MM-DDTHH:MM[:SS]"
+DATETIME_EXAMPLE = "2025-06-01T08:00"
+_DATETIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2}))?", re.ASCII)
+_ZONE = re.compile(r"(.*\d)(Z|[+-]\d{2}(?::?\d{2})?)", re.ASCII | re.IGNORECASE)
+
+
 def parse_datetime(text):
-    """'2025-06-01T08:30:00' or 'now' (this computer's local time) -> (day, tod_s)."""
+    """'2025-06-01T08:30', '2025-06-01T08:30:00' or 'now' (this computer's
+    local time) -> (day, tod_s). Every other form is refused."""
     if text == "now":
         t = datetime.datetime.now()
-    else:
-        try:
-            t = datetime.datetime.fromisoformat(text.strip())
-        except (ValueError, AttributeError):
-            raise UnitError("time %r is not YYYY-MM-DDTHH:MM[:SS] or 'now'" % (text,))
+        return _pump_day(t.date(), text), t.hour * 3600 + t.minute * 60 + t.second
+    given = text.strip() if isinstance(text, str) else text
+    m = _DATETIME.fullmatch(given) if isinstance(given, str) else None
+    if m is None:
+        zone = _ZONE.fullmatch(given) if isinstance(given, str) else None
+        if zone and _DATETIME.fullmatch(zone.group(1)):
+            raise UnitError("time %r has a time zone (%s): the pump clock is local time without a zone; give the "
+                            "date and time as a clock where the patient lives reads them, %s with no offset or Z "
+                            "(e.g. %s if that is the local time), or 'now' for this computer's local time"
+                            % (text, zone.group(2), DATETIME_FORMAT, zone.group(1)))
+        raise UnitError("time %r is not %s or 'now': give the pump's local date and time, e.g. %s or %s:30"
+                        % (text, DATETIME_FORMAT, DATETIME_EXAMPLE, DATETIME_EXAMPLE))
+    year, month, day, hour, minute, second = (int(g or 0) for g in m.groups())
+    try:
+        t = datetime.datetime(year, month, day, hour, minute, second)
+    except ValueError as e:
+        raise UnitError("time %r is not a date and time that exists (%s): give it as %s, e.g. %s"
+                        % (text, e, DATETIME_FORMAT, DATETIME_EXAMPLE)) from None
     return _pump_day(t.date(), text), t.hour * 3600 + t.minute * 60 + t.second
 
 

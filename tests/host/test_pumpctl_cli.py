@@ -226,3 +226,171 @@ def test_a_short_status_is_completed_from_identity_and_therapy():
     c.role = "patient"  # THERAPY is the clinician's
     assert c._completed_status({"short": True})["max_daily_nl"] is None and asked == [lc.THERAPY]
     assert c._completed_status({"remaining_nl": 1}) == {"remaining_nl": 1}  # a whole one as it came
+
+
+# -- audit rx #2: the pump clock takes exactly the documented forms ----------------------------
+@pytest.mark.parametrize("text,expected", [
+    ("2026-11-28T10:00", (20785, 36000)),
+    ("2026-11-28T10:00:30", (20785, 36030)),
+    ("2026-11-28", "refused"),  # a date alone: midnight?
+    ("2026-W48-6T10:00", "refused"),  # an ISO week date
+    ("20261128T1000", "refused"),  # the compact form
+    ("2026-11-28T10", "refused"),  # the hour alone
+    ("2026-11-28T10:00:00.999", "refused"),  # a fraction of a second: cut off?
+    ("2026-11-28 10:00", "refused"),
+])
+def test_the_clock_takes_exactly_the_documented_forms(text, expected):
+    if expected != "refused":
+        assert u.parse_datetime(text) == expected
+        return
+    with pytest.raises(u.UnitError) as e:
+        u.parse_datetime(text)
+    assert "YYYY-MM-DDTHH:MM[:SS]" in str(e.value) and "e.g. 2025-06-01T08:00" in str(e.value)
+
+
+@pytest.mark.parametrize("text", ["2026-W48-6", "20261128", "2026-11-28T10:00"])
+def test_an_alarm_date_takes_only_the_documented_form(text):
+    assert u.parse_date("2026-11-28") == 20785
+    with pytest.raises(u.UnitError, match=r"is not YYYY-MM-DD: give it as e\.g\. 2025-06-01"):
+        u.parse_date(text)
+
+
+@pytest.mark.parametrize("text", ["2026-11-28T10:00+05:00", "2026-11-28T10:00:00-08:00", "2026-11-28T10:00Z"])
+def test_a_clock_time_with_a_time_zone_is_refused_before_reaching_the_pump(text, capsys):
+    rc = cli.main(["clock", "--set", text, "--port", "/dev/nonexistent-pump"])
+    line = one_clear_line(capsys.readouterr().err)
+    assert rc == cli.EXIT_INPUT
+    assert "time zone" in line and "the pump clock is local time without a zone" in line
+    assert "with no offset or Z" in line and "nothing sent" in line
+
+
+# -- audit rx #3: a key given twice in a prescription file ---------------------------------------
+@pytest.mark.parametrize("text,key", [
+    ('{"drug": "clonidine", "conc": "1000ug/mL", "dose": "100ug/day", "dose": "150ug/day"}', "dose"),
+    ('{"drug": "clonidine", "conc": "1000ug/mL", "drug": "morphine", "dose": "100ug/day"}', "drug"),
+    ('{"drug": "morphine", "conc_ng_ml": 10000000, '
+     '"steps": [{"start_s": 0, "dose_ng_day": 1000000, "dose_ng_day": 5000000}]}', "dose_ng_day"),
+])
+def test_a_key_given_twice_in_a_prescription_file_is_refused_naming_it(text, key, tmp_path, capsys):
+    f = tmp_path / "rx.json"
+    f.write_text(text)
+    rc = cli.main(["program", "--file", str(f), "--port", "/dev/nonexistent-pump"])
+    line = one_clear_line(capsys.readouterr().err)
+    assert rc == cli.EXIT_INPUT
+    assert 'key "%s" given twice' % key in line and "give it once" in line and "nothing sent" in line
+
+
+# -- audit rx #6: Ctrl-C while pumpctl is still loading -----------------------------------------
+# As the console script `pumpctl` starts, with Ctrl-C arriving while Python
+# imports `module` (the first tenth of a second of every command).
+CTRL_C_WHILE_IMPORTING = """
+import os, signal, sys
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["CTRL_C_AT"]:
+            os.kill(os.getpid(), signal.SIGINT)
+sys.meta_path.insert(0, CtrlC())
+from pumpctl.cli import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("module", ["pumpctl.console", "cryptography"])
+@pytest.mark.parametrize("json_output", [False, True], ids=["text", "json"])
+def test_ctrl_c_while_pumpctl_loads_exits_130_without_a_traceback(module, json_output, tmp_path):
+    env = dict(os.environ, CTRL_C_AT=module, PUMPCTL_STATE=str(tmp_path / "none"))
+    env.pop(cli.DEBUG_ENV, None)
+    proc = subprocess.run([sys.executable, "-c", CTRL_C_WHILE_IMPORTING, "status"] + ["--json"] * json_output,
+                          capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=60)
+    assert proc.returncode == cli.EXIT_INTERRUPTED, proc.stderr
+    assert "interrupted" in one_clear_line(proc.stderr)
+    if json_output:
+        err = json.loads(proc.stdout)["error"]
+        assert err["code"] == "INTERRUPTED" and err["exit"] == cli.EXIT_INTERRUPTED and err["changed"] is False
+    else:
+        assert proc.stdout == ""
+
+
+# -- audit rx #7: a negative value where a command takes a value -----------------------------------
+@pytest.mark.parametrize("argv,says", [
+    (["low-threshold", "-1mL"], "low-reservoir threshold: '-1mL' is negative"),
+    (["low-threshold", "--", "-1mL"], "low-reservoir threshold: '-1mL' is negative"),
+    (["low-threshold", "--yes", "-.5mL"], "low-reservoir threshold: '-.5mL' is negative"),
+    (["advance", "-1h"], "time to advance: '-1h' is negative"),
+    (["bolus", "--dose", "1mg", "--over", "-30min"], "is negative"),
+])
+def test_a_negative_value_reaches_its_commands_own_check(argv, says, tmp_path, capsys):
+    where = ["--state", str(tmp_path)] + ["--port", "/dev/nonexistent-pump"] * (argv[0] != "advance")
+    rc = cli.main(argv[:1] + where + argv[1:])  # (after "--" all is the value)
+    line = one_clear_line(capsys.readouterr().err)
+    assert rc == cli.EXIT_INPUT
+    assert says in line and "give a positive value" in line and "nothing sent" in line
+
+
+@pytest.mark.parametrize("argv", [
+    ["low-threshold", "--json", "-1mL"],
+    ["advance", "--json", "-1h"],
+    ["low-threshold", "--json"],  # the volume missing
+    ["low-threshold", "--js", "3mL", "--bogus"],  # argparse takes --js for --json
+    ["status", "--json", "--bogus"],
+])
+def test_every_usage_error_under_json_is_a_json_error_on_stdout(argv, tmp_path, capsys):
+    rc = cli.main(argv + ["--state", str(tmp_path)])
+    err = json.loads(capsys.readouterr().out)["error"]
+    assert rc == cli.EXIT_INPUT
+    assert err["code"] in ("USAGE", "INPUT") and err["exit"] == cli.EXIT_INPUT and err["changed"] is False
+
+
+# -- audit rx #8: a rounding refusal names each deliverable dose once ----------------------------
+@pytest.mark.parametrize("reason,choice,todo", [
+    # the firmware before this fix named the one stroke twice below two strokes
+    ("clinician bolus: 0.2 ug is not a whole number of 0.5 uL strokes (0.25 ug each): choose 0.25 ug or 0.25 ug",
+     "choose 0.25 µg", "one 0.5 µL stroke"),
+    ("periodic bolus 1: 2.5 ug is not a whole number of 0.5 uL strokes (5 ug each): choose 5 ug (one stroke)",
+     "choose 5 µg (one stroke)", "one 0.5 µL stroke"),
+    ("clinician bolus: 12.5 ug is not a whole number of 0.5 uL strokes (5 ug each): choose 10 ug or 15 ug",
+     "choose 10 µg or 15 µg", "one of the two deliverable doses"),
+])
+def test_a_rounding_refusal_names_each_deliverable_dose_once(reason, choice, todo):
+    lines = report.refusal_lines("LIMIT", "bolus_rounding", reason, "baclofen", 500_000)
+    assert lines[0].endswith(choice), lines
+    assert lines[1].startswith("  what to do: ") and todo in lines[1], lines
+
+
+# -- audit fl #6: the pump stops answering -----------------------------------------------------------
+def test_advance_says_the_emulator_is_not_running_when_its_bench_port_does_not_answer(tmp_path, capsys):
+    import socket
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(tmp_path / "bench.sock"))  # left by an emulator that was killed: nobody listens
+    stale.close()
+    rc = cli.main(["advance", "1h", "--state", str(tmp_path)])
+    line = one_clear_line(capsys.readouterr().err)
+    assert rc == cli.EXIT_LINK
+    assert "the pump is not answering: the emulator with state folder" in line and "is not running" in line
+    assert "start it again with `pumpctl emulate --virtual --state" in line and "refused" not in line
+
+
+@pytest.mark.parametrize("kind", ["emulator", "device"])
+def test_status_says_the_pump_stopped_answering_and_what_to_do(kind, tmp_path, monkeypatch, capsys):
+    master, slave = os.openpty()
+    port = os.ttyname(slave)
+    os.close(slave)
+    if kind == "emulator":  # the port record of the emulator running with this state folder
+        (tmp_path / "port.json").write_text(json.dumps({"port": port, "pid": os.getpid(), "virtual": True}))
+    real_open = session.open_port
+
+    def open_then_the_other_end_goes(spec, *a, **kw):
+        opened = real_open(spec, *a, **kw)
+        os.close(master)  # the emulator killed, the Pico unplugged
+        return opened
+
+    monkeypatch.setattr(session, "open_port", open_then_the_other_end_goes)
+    rc = cli.main(["status", "--state", str(tmp_path)] + (["--port", port] if kind == "device" else []))
+    line = one_clear_line(capsys.readouterr().err)
+    assert rc == cli.EXIT_LINK
+    assert line.startswith("pumpctl: the pump is not answering: ") and "device reports" not in line
+    if kind == "emulator":
+        assert "the emulator with state folder" in line and "not running any more" in line
+        assert "start it again with `pumpctl emulate --state" in line
+    else:
+        assert "check its USB cable" in line and "`pumpctl emulate`" in line

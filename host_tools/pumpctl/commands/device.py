@@ -110,6 +110,17 @@ def kind_text(dev):
 ADVANCE_STEP_S = 366 * 86400
 
 
+def _bench_gone(bench, state, bench_given, what):
+    # As `pumpctl status` says it for the serial port (link.gone_message).
+    if bench_given:
+        return ("the pump is not answering: the emulator of bench port %s %s (the port does not answer): start it "
+                "again with `pumpctl emulate --virtual --state DIR`, then give --bench DIR/bench.sock"
+                % (paths.shown(bench), what))
+    return ("the pump is not answering: the emulator with state folder %s %s (its bench port %s does not answer): "
+            "start it again with `pumpctl emulate --virtual --state %s` (or `make run EMULATE=--virtual`), then "
+            "advance its clock" % (paths.shown(state), what, paths.shown(bench), paths.shown(state)))
+
+
 def cmd_advance(args):
     """Advances a virtual-time emulator through its bench port."""
     from pumpctl.bench import BenchClient, BenchError
@@ -137,7 +148,14 @@ def cmd_advance(args):
         msg = str(e).removeprefix("bench: ")
         if "virtual" in msg:
             raise UsageError("%s: only a virtual-time emulator (`pumpctl emulate --virtual`) can be advanced" % msg)
+        if "closed the connection" in msg:
+            raise LinkError(_bench_gone(bench, state, args.bench, "stopped while its clock was advancing"))
         raise LinkError("bench port %s: %s" % (paths.shown(bench), msg))
+    except (ConnectionRefusedError, FileNotFoundError):
+        # The socket file of an emulator that stopped (killed, a power cut) without removing it.
+        raise LinkError(_bench_gone(bench, state, args.bench, "is not running")) from None
+    except (ConnectionResetError, BrokenPipeError):
+        raise LinkError(_bench_gone(bench, state, args.bench, "stopped while its clock was advancing")) from None
     except OSError as e:
         raise LinkError("bench port %s: %s" % (paths.shown(bench), e.strerror or e))
     names = [report.alarm_slug(report.alarm_lookup(a)) if report.alarm_lookup(a) is not None else a

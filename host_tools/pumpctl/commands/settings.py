@@ -7,13 +7,16 @@ from pumpctl.session import connected, session_role
 
 
 def cmd_clock(args):
+    new = None if args.set is None else u.parse_datetime(args.set)  # refused before a pump is reached
     with connected(args, session_role(args, "clinician")) as c:
         st = c.request(lc.STATUS)
         now = u.fmt_datetime(st["day"], st["tod_s"])
-        if args.set is None:
+        if new is None:
             emit(args, {"day": st["day"], "tod_s": st["tod_s"]}, "pump clock: %s" % now)
             return EXIT_OK
-        day, tod = u.parse_datetime(args.set)
+        if args.set == "now":
+            new = u.parse_datetime("now")  # this computer's time once the pump answered
+        day, tod = new
         if not args.json:
             print("Review: pump clock %s -> %s (flex steps and periodic boluses follow the new time; "
                   "no catch-up or repeat of delivery)" % (now, u.fmt_datetime(day, tod)))
