@@ -792,8 +792,8 @@ class Link:
 
     def _suspend(self, p):
         _args(p, ())
-        self.pump.suspend()
-        return {"state": self.pump.status()["state"]}
+        saved = self.pump.suspend()
+        return {"state": self.pump.status()["state"], "saved": saved}
 
     def _resume(self, p):
         _args(p, ())
@@ -814,7 +814,8 @@ class Link:
 
     def _ack(self, p):
         p = _args(p, ("alarm",))
-        return {"acknowledged": self.pump.acknowledge(_int(p, "alarm"))}
+        acknowledged, saved = self.pump.acknowledge(_int(p, "alarm"))
+        return {"acknowledged": acknowledged, "saved": saved}
 
     def _set_clock(self, p):
         p = _args(p, ("day", "tod_s"))

@@ -127,6 +127,7 @@ class Pump:
         self.saver = None  # persistence hook (firmware/persist.py): save()
         self.memento = None  # and (snapshot, revert) to undo an unsaved change
         self.since_checkpoint = 0  # strokes since delivery state was last saved
+        self.unsaved_change = False  # a stop or a silence obeyed without flash: saved at the next try
         self.next_checkpoint = CHECKPOINT_S
         self.bolus_saved = 0  # sched.boluses_started when the state was last saved (a restored bolus: 0)
         self.bolus_cut = KIND_NONE  # a bolus stopped by the tick for the flash, for service() to log
@@ -161,6 +162,7 @@ class Pump:
         self.since_checkpoint = 0
         self.next_checkpoint = self.now_s() + CHECKPOINT_S
         self.bolus_saved = self.sched.boluses_started
+        self.unsaved_change = False
 
     def _flash_failed(self, exc):
         self.flash_error = exc
@@ -189,6 +191,20 @@ class Pump:
             raise LimitError("flash_fault", "%s not done: it could not be saved to flash (%s); therapy continues as"
                              " before: try again, and replace the pump if the flash fault persists" % (what, e))
         return result
+
+    def _obeyed(self, what, apply):
+        # A stop or a silence is obeyed even when the flash cannot save it (a
+        # clinician must always be able to stop the pump): returns (result,
+        # saved). Unsaved, it is saved at the next try (FLASH_RETRY_S); a
+        # reset before then brings back the state as last saved.
+        try:
+            return self._durably(what, apply), True
+        except LimitError as e:
+            if e.limit != "flash_fault":
+                raise e
+        result = apply()  # the undo restored the state before: applied once
+        self.unsaved_change = True
+        return result, False
 
     # -- the 24-hour ceiling (one home for the rule) --------------------------
     def _weight(self, therapy):
@@ -541,13 +557,14 @@ class Pump:
             s.running = False
 
     def suspend(self):
+        # Returns whether it is saved (see _obeyed).
         def apply():
             self.suspended = True
             self.restart_when_clear = False
             self._halt()
             self.record(events.THERAPY_SUSPENDED)
 
-        self._durably("suspend", apply)
+        return self._obeyed("suspend", apply)[1]
 
     def resume(self):
         # Before any therapy (an implant test a stall or an occlusion stopped
@@ -648,9 +665,10 @@ class Pump:
         self._durably("alarm date", apply)
 
     def acknowledge(self, alarm):
+        # Returns (acknowledged, saved): see _obeyed.
         check_range("alarm", "alarm id", alarm, 0, alarms.COUNT - 1, "")
         if not self.alarms.active & (1 << alarm):
-            return False
+            return False, True
 
         def apply():
             self.alarms.acknowledge(alarm, self.now_s())
@@ -664,7 +682,7 @@ class Pump:
             self.board.buzzer(0)
             return True
 
-        return self._durably("acknowledge", apply)
+        return self._obeyed("acknowledge", apply)
 
     # -- the tick path -----------------------------------------------------
     # It reads the time as self.sched.mono_s, not through now_s(): a call
@@ -914,7 +932,8 @@ class Pump:
         # Every stroke while the line holds saline or an earlier drug: a reset
         # must bring back what it truly holds, or a bridge would run on (or
         # stop) with the wrong drug at the tip (docs/persistence.md).
-        return n >= CHECKPOINT_STROKES or n and (now >= self.next_checkpoint or self.catheter.in_transition())
+        return (n >= CHECKPOINT_STROKES or n and (now >= self.next_checkpoint or self.catheter.in_transition())
+                or self.unsaved_change)
 
     def service(self):
         # Never raises: a fault here (the log or the flash) must not stop the loop.

@@ -288,3 +288,15 @@ def test_a_flash_that_refuses_writes_refuses_the_change_and_therapy_continues(pu
     pump.bench("flash_fault", on=False)
     st = pump.bench("advance", ms=60 * MIN_MS)
     assert "flash fault" not in st["alarms"], st
+
+
+def test_a_suspend_the_flash_cannot_save_stops_delivery_and_says_it_is_not_saved(pump, capsys):
+    # A clinician can always stop the pump; the programmer says what a reset would undo.
+    pump.bench("flash_fault", on=True)
+    rc, out, err = pump.pumpctl(capsys, "suspend", "--yes")
+    assert rc == 0 and "pump suspended" in out and "could not save it" in out and "Traceback" not in err, (out, err)
+    before = pump.bench("status")["strokes"]
+    st = pump.bench("advance", ms=60 * MIN_MS)
+    assert st["strokes"] == before and st["state"] == "suspended", st
+    rc, out, err = pump.pumpctl(capsys, "alarms", "--ack", "flash-fault")
+    assert rc == 0 and "acknowledged flash-fault: yes, but not saved" in out, (out, err)

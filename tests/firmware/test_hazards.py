@@ -247,6 +247,44 @@ def test_a_failed_flash_write_refuses_the_change_and_therapy_continues():
     assert fp.power_on().rx == continuous(10000000)
 
 
+
+def test_a_suspend_the_flash_cannot_save_still_stops_the_pump_and_is_saved_once_it_can():
+    # A clinician must always be able to stop delivery: with the flash
+    # failing, a suspend is obeyed and says it is not saved; it is saved at
+    # the first write the flash takes again.
+    fp = FlashPump(new_image(), flash_faults=True)
+    pump = fp.power_on()
+    pump.reservoir.fill(20000000)
+    pump.program(continuous(10000000))
+    run(pump, HOUR_MS)
+    pump.set_low_threshold(3000000)  # saved: no delivery since would make the pump save again
+    fp.dev.failing = True
+    assert pump.suspend() is False  # obeyed, not saved
+    before = strokes(pump)
+    run(pump, HOUR_MS)
+    assert strokes(pump) == before
+    fp.dev.failing = False
+    run(pump, 2 * 60 * 1000)  # the flash is tried again after a minute
+    fp.power_off()
+    pump = fp.power_on()
+    assert pump.suspended
+    run(pump, HOUR_MS)
+    assert strokes(pump) == 0
+
+
+def test_an_alarm_the_flash_cannot_save_as_acknowledged_is_silenced_all_the_same():
+    fp = FlashPump(new_image(), flash_faults=True)
+    pump = fp.power_on()
+    pump.reservoir.fill(20000000)
+    pump.program(continuous(10000000))
+    fp.dev.failing = True
+    run(pump, HOUR_MS)  # a checkpoint fails: the flash-fault alarm sounds
+    assert active(pump, alarms.FLASH_FAULT)
+    assert pump.acknowledge(alarms.FLASH_FAULT) == (True, False)
+    changes = pump.board.tone_changes
+    run(pump, 5 * 60 * 1000)
+    assert pump.board.tone_changes == changes and pump.board.tone_hz == 0  # silent
+
 def test_refill_discrepancy_warns_on_either_twenty_percent_or_two_ml():
     # Hazard 8: 1.5 mL expected, nothing withdrawn: no warning (needed both).
     pump = make_pump(continuous(), fill_nl=1500000 + 1000000)

@@ -468,10 +468,10 @@ def test_every_clinician_command():
     host.login(wire.ROLE_CLINICIAN, keys["clinician"])  # the old session went idle
     al = host.ok(lc.ALARMS)["alarms"]
     assert [a[0] for a in al] == [9] and al[0][1] == "alarm date reached", al
-    assert host.ok(lc.ACK_ALARM, {"alarm": 9}) == {"acknowledged": True}
+    assert host.ok(lc.ACK_ALARM, {"alarm": 9}) == {"acknowledged": True, "saved": True}
     assert host.ok(lc.ALARMS)["alarms"] == []
-    assert host.ok(lc.ACK_ALARM, {"alarm": 9}) == {"acknowledged": False}
-    assert host.ok(lc.SUSPEND) == {"state": "suspended"}
+    assert host.ok(lc.ACK_ALARM, {"alarm": 9}) == {"acknowledged": False, "saved": True}
+    assert host.ok(lc.SUSPEND) == {"state": "suspended", "saved": True}
     assert host.err(lc.BOLUS, {"dose_ng": 500000, "duration_s": 600}, wire.LIMIT)["limit"] == "not_running"
     assert host.ok(lc.RESUME) == {"state": "delivering"}
     b = host.ok(lc.BOLUS, {"dose_ng": 500000, "duration_s": 600})

@@ -78,7 +78,7 @@ def test_acknowledging_stroke_failures_clears_it_and_only_new_failures_raise_it_
     pump.board.motor.intermittent = 5
     run_until_failed(pump, 3)
     pump.board.motor.intermittent = 0
-    assert pump.acknowledge(alarms.STROKE_FAILURES)
+    assert pump.acknowledge(alarms.STROKE_FAILURES) == (True, True)
     assert not active(pump, alarms.STROKE_FAILURES)
     pump.board.motor.intermittent = 5
     failed = pump.board.motor.failed
@@ -230,7 +230,7 @@ def test_acknowledging_silences_then_a_persisting_critical_alarm_comes_back():
     pump = make_pump(continuous())
     pump.board.motor.stalled = True
     run(pump, 60 * 1000)
-    assert pump.acknowledge(alarms.MOTOR_STALL)
+    assert pump.acknowledge(alarms.MOTOR_STALL) == (True, True)
     n = pump.board.tone_changes
     run(pump, 30 * 60 * 1000)
     assert pump.board.tone_changes == n  # silent for a while

@@ -209,6 +209,11 @@ class Checks:
             self._decayed(oracle, snap)
             return
         diffs = oracle.acked.differences(obs)
+        if snap["boots"] and diffs and oracle.unsaved_before is not None \
+                and oracle.unsaved_before.differences(obs) == {}:
+            oracle.acked, diffs = oracle.unsaved_before, {}  # obeyed unsaved, then lost at the reset
+        if snap["boots"]:
+            oracle.unsaved_before = None
         if snap["boots"] and diffs:
             raise _fail(AcknowledgedLost, "after the reset the pump holds other settings than it acknowledged",
                         differences_acked_vs_pump=diffs, boots=snap["boots"])

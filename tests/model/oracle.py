@@ -34,6 +34,9 @@ STROKE_NL = 500  # docs/dosing.md: the emulated mechanism's stroke
 RESIDUAL_NL = 1_000_000  # docs/safety.md: at 1 mL the pump treats itself as empty
 RESERVE_STROKES = 32  # docs/persistence.md: a saved state counts up to 32 strokes ahead
 CHECKPOINT_MAX_MS = 3_600_000  # docs/persistence.md: delivery is saved at least every hour
+# Commands the pump acknowledges only once saved (a demand may be refused unsaved).
+SAVING_OPS = {"program", "clinician_bolus", "priming_bolus", "refill", "resume", "set_clock", "low_threshold",
+              "identity", "catheter", "first_fill", "prime", "start_therapy"}
 FLASH_RETRY_MS = 60_000  # firmware/pump.py FLASH_RETRY_S: a failed save is tried again after this
 OCCLUSION_MMHG = 200  # docs/safety.md: a stroke against more pressure than this is not delivered
 CRITICAL_SILENCE_S = 3600  # docs/safety.md: acknowledging silences a critical alarm for 1 h
@@ -229,6 +232,10 @@ class Oracle:
     state_lost: bool = False  # the state record decayed: the pump starts over
     decayed: bool = False  # a state record decayed since the last fill
     pending: dict = None  # command in flight when the power died
+    # The settings before a stop or a silence the pump obeyed without flash
+    # (docs/persistence.md): a reset may bring them back, until a later
+    # command is saved.
+    unsaved_before: Acked = None
 
     # -- start --------------------------------------------------------------
     @classmethod
@@ -242,8 +249,17 @@ class Oracle:
     def acknowledged(self, q, value, t_ms):
         """The pump acknowledged command `q` at board time t_ms."""
         old_rx = self.acked.rx
-        self.acked = self.after(q, self.acked)
         op = q["op"]
+        if op in ("suspend", "acknowledge") and value is not None:
+            saved = value[1] if op == "acknowledge" else value  # (acknowledged, saved) / saved
+            value = value[0] if op == "acknowledge" else None
+            if not saved and self.unsaved_before is None:
+                self.unsaved_before = self.acked
+            elif saved:
+                self.unsaved_before = None
+        elif op in SAVING_OPS:
+            self.unsaved_before = None  # a command saved: everything before it is on flash
+        self.acked = self.after(q, self.acked)
         if op == "first_fill":
             self.reservoir = Reservoir(q["volume_nl"], q.get("drug"), q.get("conc_ng_ml", 0))
             self.unclean_since_fill = self.unsaved_since_fill = 0

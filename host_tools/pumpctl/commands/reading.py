@@ -48,15 +48,27 @@ def cmd_alarms(args):
             al = c.request(lc.ALARMS)["alarms"]
         raised = alarms_raised_at(c, [a[0] for a in al]) if al else {}
     emit(args, {"alarms": report.alarm_rows(al, raised), "acknowledged": acked},
-         lambda: "\n".join(["acknowledged %s: %s" % (a["name"], "yes" if a["acknowledged"] else "was not active")
-                            for a in acked] + [report.alarms_text(al, raised)]))
+         lambda: "\n".join(["acknowledged %s: %s" % (a["name"], ack_text(a)) for a in acked]
+                           + [report.alarms_text(al, raised)]))
     return EXIT_OK
 
 
+def ack_text(a):
+    if not a["acknowledged"]:
+        return "was not active"
+    if a.get("saved") is False:  # obeyed without flash (docs/persistence.md)
+        return "yes, but not saved (flash fault): after a reset of the pump it may sound again"
+    return "yes"
+
+
 def acknowledge(c, ids):
-    """Acknowledges the alarms `ids` on a logged-in clinician client: [{id, name, acknowledged}]."""
-    return [{"id": a, "name": report.alarm_slug(a), "acknowledged": c.request(lc.ACK_ALARM, {"alarm": a})["acknowledged"]}
-            for a in ids]
+    """Acknowledges the alarms `ids` on a logged-in clinician client: [{id, name, acknowledged, saved}]."""
+    out = []
+    for a in ids:
+        r = c.request(lc.ACK_ALARM, {"alarm": a})
+        out.append({"id": a, "name": report.alarm_slug(a), "acknowledged": r["acknowledged"],
+                    "saved": r.get("saved", True)})
+    return out
 
 
 def alarm_id(text):

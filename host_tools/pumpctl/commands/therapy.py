@@ -329,8 +329,17 @@ def cmd_suspend(args):
             if warning:
                 print("WARNING: %s" % warning)
         r = send_reviewed(args, c, "Suspend?", lc.SUSPEND, None, {"current": u.labelled_rx(rx), "warning": warning})
-    emit(args, r, "pump %s" % r["state"])
+    r.setdefault("saved", True)  # firmware before 0.2.x refused a suspend it could not save
+    text = "pump %s" % r["state"]
+    if r["saved"] is False:  # a stop is obeyed even when the pump's flash cannot save it
+        text += "\n" + NOT_SAVED % "the suspend"
+    emit(args, r, text)
     return EXIT_OK
+
+
+NOT_SAVED = ("WARNING: %s is in effect, but the pump's flash could not save it (flash fault): a reset of the pump "
+             "before its next successful save would bring back the state before it. Stay with the patient, watch "
+             "the pump, and plan to replace it.")
 
 
 def cmd_maintenance(args):

@@ -490,7 +490,7 @@ def create_app(cfg: WebConfig, guard: "Guard | None" = None, wall: "Callable[[],
         except ERRORS as e:
             return page("problem.html", problem=explain(e, args), title="Alarms")
         for a in acked:
-            flash("info", "acknowledged %s: %s" % (a["name"], "yes" if a["acknowledged"] else "was not active"))
+            flash("info", "acknowledged %s: %s" % (a["name"], reading.ack_text(a)))
         return redirect(url_for("alarms_page"))
 
     # -- event log, diary, reports ------------------------------------------------------------------------
