@@ -582,6 +582,7 @@ class Pump:
                     self.alarms.set(a, False, self.now_s())
             if self.therapy is None:
                 self.failed_strokes = 0
+                self.suspended = False  # the clinician's resume ends a suspend; there is nothing to start
                 return
             self.guard.tripped = False
             self.fault = None

@@ -422,3 +422,25 @@ def test_the_dose_guard_holds_the_new_rate_once_a_bridge_ends():
     assert active(pump, alarms.DOSE_GUARD) and not pump.sched.running
     # The new therapy's hour: 400 strokes a day, about 17, and the guard's margin.
     assert fp.board.motor.completed - before <= 400 // 24 + 1 + 2 + 1, fp.board.motor.completed - before
+
+
+def test_a_resume_before_any_therapy_ends_the_suspend_it_answers():
+    # Found by the model soak (seed 9108): suspended before the first
+    # therapy, a priming stopped by an occlusion, then a resume: it cleared
+    # the occlusion and was acknowledged, but the pump stayed suspended, and
+    # the therapy programmed next did not start.
+    pump = make_pump(None)
+    pump.revise_catheter(118078)
+    pump.suspend()
+    pump.board.pressure = 300
+    pump.priming_bolus(47592, 1996)
+    run(pump, 1000)
+    assert active(pump, alarms.OCCLUSION)
+    pump.board.pressure = 0
+    pump.resume()
+    assert not pump.suspended
+    pump.reservoir.fill(20000000)
+    pump.program(continuous())
+    before = strokes(pump)
+    run(pump, HOUR_MS)
+    assert strokes(pump) - before >= 80  # 1 mL/day

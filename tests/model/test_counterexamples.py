@@ -279,3 +279,13 @@ def test_a_bolus_resumed_after_a_flash_outage_may_run_as_late_as_the_outage_is_l
             {"op": "clinician_bolus", "dose_ng": 1_400_000, "duration_s": 6301, "override": True},
             {"op": "flash_fault", "on": True}, {"op": "advance", "ms": 6_128_719}, {"op": "watchdog"},
             {"op": "flash_fault", "on": False}, {"op": "advance", "ms": 8_388_607}])
+
+
+def test_a_resume_before_any_therapy_ends_a_suspend():
+    # (d) Found by `make soak` (seed 9108): suspended before the first
+    # therapy, a priming an occlusion stopped, then a resume: acknowledged,
+    # but the pump stayed suspended (hazard 38, docs/safety.md).
+    replay([{"op": "start", "mode": "implant"}, {"op": "catheter", "segments": [[405, 68780], [290, 49298]]},
+            {"op": "suspend"}, {"op": "pressure", "mmhg": 300},
+            {"duration_s": 1996, "op": "priming_bolus", "volume_nl": 47592}, {"op": "advance", "ms": 847},
+            {"op": "resume"}])
