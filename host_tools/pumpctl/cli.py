@@ -289,13 +289,16 @@ def _refusal(e, args):
     except u.UnitError:
         conc = e.context.get("conc")
     given, sent = e.context.get("given_ng"), bool(e.context.get("override_sent"))
-    lines = report.refusal_lines(e.name, e.limit, e.reason, drug, conc, given, sent)
+    other, request = e.context.get("other"), e.context.get("request")  # after a drug change; what was sent
+    given, other = report.ceiling_for(drug, given, e.context.get("given_drug"), other)  # a refill to another drug
+    lines = report.refusal_lines(e.name, e.limit, e.reason, drug, conc, given, sent, other, request)
     if not e.trusted:
         lines.append("  (unauthenticated reply)")
     lines.append("nothing was changed on the pump")
-    err = {"code": e.name, "limit": e.limit, "message": report.clinical_reason(e.reason, drug), "exit": EXIT_REFUSED,
+    err = {"code": e.name, "limit": e.limit, "message": report.clinical_reason(e.reason, drug, other, e.limit),
+           "exit": EXIT_REFUSED,
            "pump_code": e.code, "trusted": e.trusted, "changed": False}
-    for k, v in report.refusal_parts(e.limit, e.reason, drug, conc, given, sent, e.name):
+    for k, v in report.refusal_parts(e.limit, e.reason, drug, conc, given, sent, e.name, other, request):
         err["what_to_do" if k == "what to do" else "hint"] = v
     for k in ("wait_s", "retry_s"):
         if k in e.reply:

@@ -1,6 +1,8 @@
 """Human-readable views of what the pump reports: plain-text tables, drug and
 volume units side by side. Pure functions of reply payloads (no I/O)."""
 import re
+from decimal import Decimal
+from fractions import Fraction
 
 from pumpctl import units as u
 from pumpctl.console import table
@@ -22,6 +24,11 @@ def _bolus(dose_ng, dur_s, conc, unit):
                                 u.fmt_volume(fw_units.dose_to_volume_nl(dose_ng, conc)))
 
 
+def _unit_of(rx, unit=None):
+    # A drug's figures in its own unit, whatever another drug beside it uses.
+    return u.drug_unit(rx["drug"]) if rx and rx.get("drug") in limits.DRUGS else (unit or "mg")
+
+
 def _rate_at(rx, tod):
     if rx is None:
         return None
@@ -32,10 +39,12 @@ def _rate_at(rx, tod):
     return rate
 
 
-def therapy_rows(rx, unit):
-    """One column of the therapy: {row label: text}."""
+def therapy_rows(rx, unit=None):
+    """One column of the therapy: {row label: text}, in the drug's own unit
+    (mg or µg: `unit` only for a drug pumpctl does not know)."""
     if rx is None:
         return {}
+    unit = _unit_of(rx, unit)
     conc = rx["conc"]
     col = {"drug": "%s %s" % (rx["drug"], u.fmt_conc(conc, unit))}
     for start, dose in rx["steps"]:
@@ -68,7 +77,7 @@ def compare_rows(cur, new, cur_extra, new_extra, unit):
         cells = []
         for rx in (cur, new):
             r = _rate_at(rx, t)
-            cells.append(_rate(r, rx["conc"], unit) if r is not None else "-")
+            cells.append(_rate(r, rx["conc"], _unit_of(rx, unit)) if r is not None else "-")
         rows.append(["basal from %s" % u.fmt_tod(t)] + cells)
     per = sorted({k for k in list(c) + list(n) if k.startswith("periodic")})
     for k in per:
@@ -102,12 +111,13 @@ def _below(st, level):
     return st.get(level) is not None and st["remaining_nl"] <= st[level]
 
 
-def status_text(ident, st):
-    return table(status_rows(ident, st))
+def status_text(ident, st, earlier=None):
+    return table(status_rows(ident, st, earlier))
 
 
-def status_rows(ident, st):
-    """The status screen's rows [label, text]."""
+def status_rows(ident, st, earlier=None):
+    """The status screen's rows [label, text]; `earlier`: the drug before a
+    drug change in the last 24 h, when the log names it."""
     unit = u.drug_unit(st.get("drug"))
     day, tod = st["day"], st["tod_s"]
     low = u.date_after(day, tod, st.get("low_in_s"))
@@ -155,9 +165,12 @@ def status_rows(ident, st):
             last = "%s of %s since the drug change %s (%s)" % (last, st["drug"], when, both)
         rows += [["delivered today", today], ["last 24 h", last]]
         if st.get("ceiling_24h_ng") is not None:
-            rows.append([CEILING_LABEL, ceiling_text(st["drug"], st["ceiling_24h_ng"])])
-        rows.append(["delivered total", "%s, %s drug" % (u.fmt_volume(st["delivered_nl"]),
-                                                         u.fmt_mass(st["drug_delivered_ng"], unit))])
+            rows.append([CEILING_LABEL, ceiling_text(st["drug"], st["ceiling_24h_ng"], ceiling_other(st, earlier))])
+        # The volume only: the pump's lifetime drug_delivered_ng adds every
+        # drug's mass since the first fill, which means nothing once a refill
+        # changed the drug (and the status cannot say whether one did).
+        rows.append(["delivered total", "%s since the first fill (each drug's dose: its daily totals, "
+                                        "`pumpctl log`)" % u.fmt_volume(st["delivered_nl"])])
     return rows
 
 
@@ -185,13 +198,57 @@ def maxima_text(drug):
 CEILING_LABEL = "drug 24-h max"
 
 
-def ceiling_text(drug, given_ng):
-    """What the rolling 24-hour ceiling holds: 'given in the last 24 h: 12.5 mg of 20 mg/day'."""
+def ceiling_text(drug, given_ng, other=None):
+    """What the rolling 24-hour ceiling holds: 'given in the last 24 h: 12.5
+    mg of 20 mg/day' when it holds this drug only. After a drug change
+    (`other`: the earlier drug's name, "" if not known; None: no change in
+    the last 24 h) it holds the earlier drug too, each stroke as its share of
+    its own drug's maximum, so the figure is a share of the limit, not a dose
+    given: '24-hour limit used: 50 % of 25 mg/day (12.494 mg-equivalent of
+    hydromorphone, counting the morphine given before the drug change at its
+    share of its own maximum)' (docs/pumpctl.md, section 4)."""
     # To 3 decimals: the ceiling counts each stroke in units of the drug's
     # maximum, rounded up, so its figure in mg or µg has no exact meaning beyond.
     if drug not in limits.DRUGS:
         return "given in the last 24 h: %s" % u.fmt_mass(given_ng, "mg", 3)
-    return "given in the last 24 h: %s of %s" % (u.fmt_mass(given_ng, u.drug_unit(drug), 3), maxima_text(drug))
+    if other is None:
+        return "given in the last 24 h: %s of %s" % (u.fmt_mass(given_ng, u.drug_unit(drug), 3), maxima_text(drug))
+    unit = u.drug_unit(drug)
+    soft, hard = daily_maxima(drug)
+    of = ("the hard maximum %s/day (usual maximum %s/day)" % (u.fmt_mass(hard, unit), u.fmt_mass(soft, unit))
+          if hard > soft else "%s/day" % u.fmt_mass(hard, unit))
+    return "%s of %s (%s)" % (_limit_used(given_ng, hard), of, _equivalent(drug, given_ng, other))
+
+
+def _limit_used(given_ng, hard_ng):
+    # Rounded up: the share of the limit is never shown below what it is.
+    return "24-hour limit used: %d %%" % -(-max(0, given_ng) * 100 // hard_ng)
+
+
+def _equivalent(drug, given_ng, other):
+    earlier = other or "the earlier drug"
+    return ("%s-equivalent of %s, counting the %s given before the drug change, and its bridge, at its share of its "
+            "own maximum" % (u.fmt_mass(given_ng, u.drug_unit(drug), 3), drug, earlier))
+
+
+def ceiling_for(drug, given_ng, given_drug, other=None):
+    """(given_ng, other) of the ceiling for `drug` from a STATUS figure in
+    `given_drug`'s mass (its `ceiling_24h_ng`): at a refill to another drug,
+    the same share of the limit in the new drug's mass, the pump's drug
+    then being the earlier one."""
+    if given_ng is None or not given_drug or given_drug == drug or drug not in limits.DRUGS \
+            or given_drug not in limits.DRUGS:
+        return given_ng, other
+    both = given_drug if not other or other == given_drug else "%s and %s" % (other, given_drug)
+    return given_ng * daily_maxima(drug)[1] // daily_maxima(given_drug)[1], both
+
+
+def ceiling_other(st, earlier=None):
+    """`other` for ceiling_text from a STATUS: None while the last 24 h hold
+    this drug only, else the earlier drug's name (`earlier`, "" unknown).
+    The pump's `drug_changed_s` is there while the change or the bridge's
+    strokes of the earlier drug are in the last 24 h."""
+    return None if st.get("drug_changed_s") is None else (earlier or "")
 
 
 def alarm_ids(listing):
@@ -587,6 +644,12 @@ NEXT_STEP = {
     "demand_not_running": "therapy is stopped: call your clinician (an alarm may say why: `pumpctl status`)",
     "steps": "give 1 to 10 flex steps",
     "periodic": "give at most 8 periodic boluses",
+    "step_start": "start the first step at 00:00 and each later step at a later time of day, up to 23:59:59, "
+                  "e.g. --step 00:00=5mg/day --step 08:00=6mg/day",
+    "periodic_time": "give each periodic bolus its own time of day, between 00:00 and 23:59:59",
+    "bridge_running": "refill with the drug and concentration now in the pump (leave out --drug and --conc, or give "
+                      "the same ones); change the drug at a refill after the bridge ends: until then `pumpctl "
+                      "interrogate` lists `bridge bolus: in progress`, and the log then shows `bridge bolus done`",
 }
 
 
@@ -602,15 +665,46 @@ def complete_clauses(reason):
     return (reason[:cut] if cut > 0 else reason.rsplit(" ", 1)[0]) + " …"
 
 
-def clinical_reason(reason, drug=None):
-    """The pump's reason with every number in nL, ng, ng/mL or s in clinical units."""
+def clinical_reason(reason, drug=None, other=None, limit=None):
+    """The pump's reason with every number in nL, ng, ng/mL or s in clinical
+    units: every mass in the drug's own unit (mg or µg, never both), a time
+    of day as a clock time, a wait in hours and minutes; `other` (as for
+    ceiling_text): the 24-hour figure holds an earlier drug too."""
     unit = u.drug_unit(drug) if drug in limits.DRUGS else None
     text = _BASAL.sub(r"basal \1 nL/day exceeds", complete_clauses(reason))
+    if limit in TIME_OF_DAY_LIMITS:
+        text = _RANGE.sub(lambda m: "%s to %s" % (_clock(int(m.group(1))), _clock(int(m.group(2))))
+                          if m.group(3) == "s" else m.group(0), text)
+        text = _VALUE.sub(lambda m: _clock(int(m.group(1))) if m.group(2) == "s" else m.group(0), text)
     text = _RANGE.sub(lambda m: _range_text(int(m.group(1)), int(m.group(2)), m.group(3), unit), text)
     text = _VALUE.sub(lambda m: u.fmt_pump_value(int(m.group(1)), m.group(2), unit), text)
     text = re.sub(r"(?<=\d) u(g|L)\b", r" µ\1", text)  # the pump writes ASCII micro
+    if unit:  # the pump writes a mg drug's doses below 1 mg in ug (firmware/units.py fmt_mass)
+        text = _MASS.sub(lambda m: _in_unit(m, unit), text)
     text = _SAME_DOSE_TWICE.sub(r"choose \1", text)
+    text = _WAIT_MIN.sub(lambda m: "allowed again in %s" % u.fmt_duration(int(m.group(1)) * 60), text)
+    if other is not None:  # the ceiling's figure is not a dose of this drug alone
+        text = _GIVEN.sub(lambda m: "(%s-equivalent counted, the %s before the drug change included)"
+                          % (m.group(1), other or "earlier drug"), text)
     return re.sub(r"\bconfirm with override\b", "confirm with --override", text)
+
+
+# The limits whose seconds are a time of day (firmware/prescription.py).
+TIME_OF_DAY_LIMITS = ("step_start", "periodic_time")
+_MASS = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?) (mg|µg)(?![\w])")
+_WAIT_MIN = re.compile(r"\ballowed again in (\d+) min\b")
+_GIVEN = re.compile(r"\((\d[\d.]* [µm]g) given\)")
+
+
+def _in_unit(m, unit):
+    ng = Fraction(Decimal(m.group(1))) * u.MASS_NG[m.group(2)]
+    return u.fmt_mass(ng, unit)
+
+
+def _clock(s):
+    """A time of day in seconds as a clock time; past midnight as the hours it names (25:00)."""
+    return u.fmt_tod(s) if 0 <= s < fw_units.S_PER_DAY else "%02d:%02d" % (s // 3600, s // 60 % 60) + (
+        ":%02d" % (s % 60) if s % 60 else "")
 
 
 # A pump whose firmware names the one deliverable dose twice below two strokes
@@ -628,8 +722,9 @@ def _rounding_choices(reason):
     return 2 if " or " in text.rpartition("choose ")[2] else 1
 
 
-def daily_max_lines(limit, drug, given_ng=None, override_sent=False):
-    """(figures, what to do) for a refusal at a drug's 24-hour maximum."""
+def daily_max_lines(limit, drug, given_ng=None, override_sent=False, other=None):
+    """(figures, what to do) for a refusal at a drug's 24-hour maximum
+    (`other`: as for ceiling_text)."""
     if drug not in limits.DRUGS:
         return None, "lower the dose, or wait until earlier doses leave the 24-hour window"
     unit = u.drug_unit(drug)
@@ -637,8 +732,10 @@ def daily_max_lines(limit, drug, given_ng=None, override_sent=False):
     figures = "24-hour maximum for %s: %s/day" % (drug, u.fmt_mass(soft, unit))
     if hard > soft:
         figures += " usual, %s/day hard (never exceeded)" % u.fmt_mass(hard, unit)
-    if given_ng is not None:
+    if given_ng is not None and other is None:
         figures += "; given in the last 24 h: %s" % u.fmt_mass(given_ng, unit, 3)
+    elif given_ng is not None:
+        figures += "; %s (%s)" % (_limit_used(given_ng, hard), _equivalent(drug, given_ng, other))
     lower = ("lower the dose (the bolus, a step, a periodic or demand bolus), or wait until earlier doses leave "
              "the 24-hour window")
     if limit == "daily_hard_max" or (hard > soft and override_sent):
@@ -675,7 +772,8 @@ def clinical_hint(limit, reason, drug=None, conc_ng_ml=None):
         lo, hi, what = int(m.group(1)), int(m.group(2)), m.group(3)
         fmt = {"nL/day": lambda v: u.fmt_volume(v, 3) + "/day", "nL": lambda v: u.fmt_volume(v, 4),
                "ng/mL": lambda v: u.fmt_conc(v, unit), "ng": lambda v: u.fmt_mass(v, unit),
-               "ng/day": lambda v: u.fmt_mass(v, unit) + "/day", "s": u.fmt_duration}[what]
+               "ng/day": lambda v: u.fmt_mass(v, unit) + "/day",
+               "s": _clock if limit in TIME_OF_DAY_LIMITS else u.fmt_duration}[what]
         if lo > 1 or what == "s":
             hint = "allowed range: %s to %s" % (fmt(lo), fmt(hi))
         else:
@@ -700,12 +798,17 @@ def clinical_hint(limit, reason, drug=None, conc_ng_ml=None):
     return None
 
 
-def refusal_lines(name, limit, reason, drug=None, conc_ng_ml=None, given_ng=None, override_sent=False):
+def refusal_lines(name, limit, reason, drug=None, conc_ng_ml=None, given_ng=None, override_sent=False, other=None,
+                  request=None):
     """What a clinician reads for a refusal: the reason in clinical units
-    naming the limit, the allowed range, and what to do next."""
-    return ["pump refused: %s%s: %s" % (name, " (%s)" % limit if limit else "", clinical_reason(reason, drug))] + [
+    naming the limit, the allowed range, and what to do next. `other`: as
+    for ceiling_text; `request`: what was sent, when known ({"rx": ...},
+    {"bolus": [dose_ng, duration_s]}, {"priming": volume_nl}, with
+    "stroke_nl"), for figures the pump's reason has no room for."""
+    return ["pump refused: %s%s: %s" % (name, " (%s)" % limit if limit else "",
+                                        clinical_reason(reason, drug, other, limit))] + [
         "  %s: %s" % (k, v) if k == "what to do" else "  " + v
-        for k, v in refusal_parts(limit, reason, drug, conc_ng_ml, given_ng, override_sent, name)]
+        for k, v in refusal_parts(limit, reason, drug, conc_ng_ml, given_ng, override_sent, name, other, request)]
 
 
 def _next_step_for_code(name, reason):
@@ -720,11 +823,12 @@ def _next_step_for_code(name, reason):
     return None
 
 
-def refusal_parts(limit, reason, drug=None, conc_ng_ml=None, given_ng=None, override_sent=False, name=None):
+def refusal_parts(limit, reason, drug=None, conc_ng_ml=None, given_ng=None, override_sent=False, name=None,
+                  other=None, request=None):
     """[("hint", text), ("what to do", text)] for a refusal, those that apply."""
     out = []
     if limit in ("daily_max", "daily_hard_max"):
-        figures, todo = daily_max_lines(limit, drug, given_ng, override_sent)
+        figures, todo = daily_max_lines(limit, drug, given_ng, override_sent, other)
         if figures:
             out.append(("hint", figures))
         out.append(("what to do", todo))
@@ -735,6 +839,66 @@ def refusal_parts(limit, reason, drug=None, conc_ng_ml=None, given_ng=None, over
     if limit == "bolus_rounding":
         limit = {2: limit, 1: "bolus_rounding_one", 0: "bolus_rounding_cut"}[_rounding_choices(reason or "")]
     todo = NEXT_STEP.get(limit) if limit else _next_step_for_code(name, reason or "")
+    sent = request or {}
+    if limit == "rate" and "on top of" in (reason or ""):
+        todo = added_rate_todo(reason, conc_ng_ml, sent) or todo
+    elif limit == "steps" and sent.get("rx"):
+        todo = "%d steps were given: give 1 to %d flex steps" % (len(sent["rx"]["steps"]), limits.MAX_STEPS)
     if todo:
         out.append(("what to do", todo))
     return out
+
+
+def shortest_bolus_s(strokes, stroke_nl, basal_nl_day):
+    """The shortest whole-minute duration at which `strokes` fit the
+    mechanism beside a basal of `basal_nl_day` (firmware/prescription.py
+    _check_added_rate: basal + the bolus's rate <= 24 mL/day); None if none does."""
+    room = limits.RATE_MAX_NL_DAY - basal_nl_day
+    if room <= 0:
+        return None
+    shortest = strokes * stroke_nl * fw_units.S_PER_DAY // (room + 1) + 1
+    return max(limits.BOLUS_DURATION_MIN_S, -(-shortest // 60) * 60)
+
+
+def _sent_bolus(what, request, conc):
+    # (strokes, basal nL/day, what it is) of the bolus a rate refusal names, from what was sent.
+    stroke_nl = request.get("stroke_nl") or 500
+    rx = request.get("rx")
+    basal = max(fw_units.dose_to_volume_nl(d, rx["conc"]) for _, d in rx["steps"]) if rx else 0
+    conc = rx["conc"] if rx else conc
+    if what == "priming bolus" and request.get("priming"):
+        return -(-request["priming"] // stroke_nl), 0, None
+    dose = None
+    if what == "clinician bolus" and request.get("bolus"):
+        dose, basal = request["bolus"][0], 0  # a clinician bolus replaces the basal
+    elif rx and what == "demand bolus" and rx.get("demand"):
+        dose = rx["demand"][0]
+    elif rx and what.startswith("periodic bolus "):
+        i = what[len("periodic bolus "):]
+        per = rx.get("periodic") or []
+        if i.isdigit() and 1 <= int(i) <= len(per):
+            dose = per[int(i) - 1][1]
+    if dose is None or not conc:
+        return None
+    strokes = (fw_units.dose_to_volume_nl(dose, conc) + stroke_nl // 2) // stroke_nl
+    return strokes, basal, dose
+
+
+def added_rate_todo(reason, conc, request):
+    """What to do when a bolus is too fast beside the basal: the shortest
+    duration the mechanism allows for that dose (None: not known)."""
+    what = (reason or "").split(":", 1)[0]
+    found = _sent_bolus(what, request, conc)
+    if not found or found[0] < 1:
+        return None
+    strokes, basal, _dose = found
+    shortest = shortest_bolus_s(strokes, request.get("stroke_nl") or 500, basal)
+    beside = ", with the basal's %s/day" % u.fmt_volume(basal) if basal else ""
+    most = "%s mL/day" % u.ml_number(limits.RATE_MAX_NL_DAY)
+    if shortest is None or shortest > limits.BOLUS_DURATION_MAX_S:
+        return ("the mechanism moves at most %s%s: no duration up to 24 h fits this %s; lower its dose or the "
+                "basal" % (most, beside, what))
+    limit_note = " (and no longer than its lockout)" if what == "demand bolus" else ""
+    return "give the %s over at least %s%s: the shortest the mechanism allows for its %s (at most %s%s)" % (
+        what, u.fmt_duration(shortest), limit_note, u.fmt_volume(strokes * (request.get("stroke_nl") or 500), 4),
+        most, beside)

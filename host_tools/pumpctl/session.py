@@ -9,10 +9,11 @@ from pumpctl import units as u
 from pumpctl.console import Progress, note
 from pumpctl.emulator import Emulator, StateBusy
 from pumpctl.inflight import Journal, outcome
+from pumpctl.fw import events
 from pumpctl.fw import link_commands as lc
 from pumpctl.keystore import KeyStore, KeyStoreError
-from pumpctl.link import (AuthError, Client, LinkError, emulator_port, find_auto, gone_message, open_port,
-                          unpack_log)
+from pumpctl.link import (AuthError, Client, LinkError, PumpError, emulator_port, find_auto, gone_message,
+                          open_port, unpack_log)
 
 
 def provision_if_new(client, keystore):
@@ -141,3 +142,32 @@ def read_log(c, first=1, last=None, show_progress=False):
         progress.update(min(nxt, last + 1) - start)
     progress.done()
     return recs, info
+
+
+_EARLIER_SCAN = 512  # log records read back to find the drug before a drug change
+
+
+def earlier_drug(c, st):
+    """The drug before the drug change the STATUS `st` reports (its
+    `drug_changed_s`: a change in the last 24 h), from the newest `therapy
+    programmed` record of another drug in the last _EARLIER_SCAN log records;
+    None without a change in the last 24 h, "" when the log does not say (a
+    patient session cannot read it)."""
+    if st.get("drug_changed_s") is None:
+        return None
+    if getattr(c, "role", None) != "clinician":
+        return ""
+    try:
+        info = c.request(lc.LOG_READ, {"first": 1, "max": 1})
+        end = info["last_seq"]
+        while end >= info["first_seq"] and info["last_seq"] - end < _EARLIER_SCAN:
+            start = max(info["first_seq"], end - 127)
+            recs, _ = read_log(c, start, end)
+            for r in reversed(recs):
+                drug = r[8].decode("utf-8", "replace") if r[3] == events.THERAPY_PROGRAMMED else ""
+                if drug and drug != st.get("drug"):
+                    return drug
+            end = start - 1
+    except PumpError:  # the log is a courtesy here: the figure is labelled either way
+        return ""
+    return ""

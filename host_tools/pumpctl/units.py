@@ -18,6 +18,7 @@ duration without a number) is refused too. Nothing here talks to a pump.
 import datetime
 import math
 import re
+import unicodedata
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -38,8 +39,8 @@ MASS_NG = {"g": 10**9, "mg": 10**6, "ug": 10**3, "µg": 10**3, "μg": 10**3, "mc
 VOLUME_NL = {"l": 10**9, "ml": 10**6, "ul": 10**3, "µl": 10**3, "μl": 10**3, "nl": 1}
 TIME_S = {"s": 1, "sec": 1, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "day": 86400}
 
-_QTY = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)?\s*([^\W\d_]+)\s*")
-_TOD = re.compile(r"\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*")
+_QTY = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)?\s*([^\W\d_]+)\s*")
+_TOD = re.compile(r"\s*([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?\s*")
 
 
 class UnitError(ValueError):
@@ -47,9 +48,22 @@ class UnitError(ValueError):
 
 
 # -- parsing ---------------------------------------------------------------------
+def ascii_digits(text, what):
+    """Refuses a digit of another script (fullwidth ５, Arabic-Indic ٥, whose
+    zero ٠ looks like a decimal point): a number is typed with 0-9 only."""
+    if isinstance(text, str):
+        odd = [ch for ch in text if ch.isdigit() and ch not in "0123456789"]
+        if odd:
+            raise UnitError("%s: %r has %s, not a digit 0-9: type the number with the digits 0-9 (e.g. on a "
+                            "keyboard set to English)" % (what, text, ", ".join(
+                                "%r (%s)" % (ch, unicodedata.name(ch, "a digit of another script")) for ch in odd)))
+    return text
+
+
 def _quantity(text, table, what, example, need_number=True):
     if not isinstance(text, str):
         raise UnitError("%s: expected text like %s, got %r" % (what, example, text))
+    ascii_digits(text, what)
     if text.strip().startswith("-"):
         raise UnitError("%s: %r is negative: give a positive value, e.g. %s" % (what, text, example))
     if "," in text:
@@ -162,13 +176,14 @@ def volume_rate_nl_day(text, what="flow rate"):
     return _per_day(text, what, VOLUME_NL, "1mL/day", "nL/day")
 
 
-_PERCENT = re.compile(r"\s*([+-])?\s*(\d+(?:\.\d+)?|\.\d+)\s*%\s*")
+_PERCENT = re.compile(r"\s*([+-])?\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*%\s*")
 
 
 def percent_ppm(text, what="percentage", signed=False):
     """'-10%', '+2.5%', '0%' -> parts per million (-100000, 25000, 0), exact:
     finer than 0.0001 % is refused. A sign only where `signed`."""
     example = "-10%" if signed else "2%"
+    ascii_digits(text, what)
     m = _PERCENT.fullmatch(text) if isinstance(text, str) else None
     if not m:
         raise UnitError("%s: %r is not a percentage, e.g. %s" % (what, text, example))
@@ -191,12 +206,14 @@ def bolus(text, what="bolus"):
 
 
 def time_of_day(text, what="time"):
+    ascii_digits(text, what)
     m = _TOD.fullmatch(text) if isinstance(text, str) else None
     if not m:
-        raise UnitError("%s: %r is not a time of day HH:MM" % (what, text))
+        raise UnitError("%s: %r is not a time of day HH:MM or HH:MM:SS, e.g. 08:00" % (what, text))
     h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
     if h > 23 or mi > 59 or s > 59:
-        raise UnitError("%s: %r is not a time of day between 00:00 and 23:59" % (what, text))
+        # what is accepted: 00:00 up to 23:59:59 (midnight is the next day's 00:00)
+        raise UnitError("%s: %r is not a time of day between 00:00 and 23:59:59 (midnight is 00:00)" % (what, text))
     return h * 3600 + mi * 60 + s
 
 
@@ -233,7 +250,7 @@ def demand(text):
         opts[k] = v.strip()
     if set(opts) != {"lockout", "max"}:
         raise UnitError("demand: give both lockout and max, e.g. 0.2mg/5min,lockout=30min,max=4")
-    if not opts["max"].isdigit():
+    if not (ascii_digits(opts["max"], "demand max") and opts["max"].isdigit()):
         raise UnitError("demand: max=%r must be a whole number of boluses per 24 h" % opts["max"])
     return [dose, dur, duration_s(opts["lockout"], "demand lockout"), _bounded(int(opts["max"]), "demand max", "per day")]
 
@@ -402,12 +419,14 @@ def catheter_segments(text):
         length, sep, vol = part.strip().partition(":")
         if not sep:
             raise UnitError("catheter segment %r: LENGTH:VOLUME, e.g. 500mm:120uL" % part.strip())
-        length = length.strip().lower()
+        typed = length.strip()  # echoed as typed
+        ascii_digits(typed, "catheter length")
+        length = typed.lower()
         scale = 10 if length.endswith("cm") else 1
         num = length[:-2] if length.endswith(("mm", "cm")) else None
         if num is None or not num.strip().isdigit():
-            raise UnitError("catheter length %r: whole mm or cm, e.g. 500mm" % length)
-        mm = _bounded(int(num) * scale, "catheter segment length", "mm", length)
+            raise UnitError("catheter length %r: whole mm or cm, e.g. 500mm" % typed)
+        mm = _bounded(int(num) * scale, "catheter segment length", "mm", typed)
         nl = volume_nl(vol.strip(), "catheter segment volume")
         if not mm or not nl:
             raise UnitError("catheter segment %r: a segment has a length and holds a volume (from the catheter's "

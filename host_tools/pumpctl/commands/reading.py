@@ -6,14 +6,15 @@ from pumpctl import units as u
 from pumpctl.console import EXIT_OK, DryRun, emit, write_csv
 from pumpctl.fw import alarms, events
 from pumpctl.fw import link_commands as lc
-from pumpctl.session import connected, read_log, session_role
+from pumpctl.session import connected, earlier_drug, read_log, session_role
 
 
 def cmd_status(args):
     with connected(args, session_role(args, "clinician")) as c:
         st = c.request(lc.STATUS)
         ident = c.identity
-    emit(args, {"identity": ident, "status": report.status_json(st)}, lambda: report.status_text(ident, st))
+        earlier = None if args.json else earlier_drug(c, st)  # the text names it; --json has drug_changed_s
+    emit(args, {"identity": ident, "status": report.status_json(st)}, lambda: report.status_text(ident, st, earlier))
     return EXIT_OK
 
 
@@ -28,9 +29,11 @@ def interrogate(c):
 def cmd_interrogate(args):
     with connected(args, session_role(args, "clinician")) as c:
         ident, st, th, al, raised = interrogate(c)
+        earlier = None if args.json else earlier_drug(c, st)
     data = {"identity": ident, "status": report.status_json(st), "therapy": dict(th, rx=u.labelled_rx(th.get("rx"))),
             "alarms": report.alarm_rows(al, raised)}
-    emit(args, data, lambda: "\n\n".join([report.status_text(ident, st), "therapy:\n" + report.therapy_text(th),
+    emit(args, data, lambda: "\n\n".join([report.status_text(ident, st, earlier),
+                                          "therapy:\n" + report.therapy_text(th),
                                           "alarms:\n" + report.alarms_text(al, raised)]))
     return EXIT_OK
 

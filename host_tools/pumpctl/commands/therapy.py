@@ -9,7 +9,7 @@ from pumpctl.console import EXIT_OK, Cancelled, ask, emit, interactive, note, se
 from pumpctl.fw import alarms, wire
 from pumpctl.fw import link_commands as lc
 from pumpctl.link import PumpError
-from pumpctl.session import connected, session_role
+from pumpctl.session import connected, earlier_drug, session_role
 
 
 def rx_option(args) -> "dict[str, Any] | None":
@@ -38,10 +38,26 @@ def projection(day, tod, total_ng, total_nl, empty_in_s, unit):
             "empty": u.fmt_date(u.date_after(day, tod, empty_in_s)) if empty_in_s is not None else "-"}
 
 
+def rx_unit(rx, default="mg"):
+    """The unit (mg or µg) of a prescription's drug."""
+    return u.drug_unit(rx["drug"]) if rx and rx.get("drug") in report.limits.DRUGS else default
+
+
 def know_status(c, st):
-    # A refusal at the 24-hour maximum then names what was given in the last 24 h.
+    """A refusal at the 24-hour maximum then names what the ceiling holds,
+    and after a drug change in the last 24 h says it holds the earlier drug
+    too (report.ceiling_text). Returns ceiling_text's `other`."""
     if st.get("ceiling_24h_ng") is not None:
-        c.context["given_ng"] = st["ceiling_24h_ng"]
+        c.context.update(given_ng=st["ceiling_24h_ng"], given_drug=st.get("drug"))  # in that drug's mass
+    other = report.ceiling_other(st, earlier_drug(c, st))
+    if other is not None:
+        c.context["other"] = other
+    return other
+
+
+def know_request(c, **sent):
+    # A refusal then has what was sent (a bolus's shortest duration, the steps given).
+    c.context["request"] = dict(sent, stroke_nl=c.identity.get("stroke_nl", 500))
 
 
 def checked(args, c, mtype, payload, drug):
@@ -115,9 +131,11 @@ def program_review(args, c, rx) -> Review:
     st = c.request(lc.STATUS)
     th = c.request(lc.THERAPY)
     know_status(c, st)
+    know_request(c, rx=rx)
     check, soft = checked(args, c, lc.PROGRAM, {"rx": rx}, rx["drug"])
     day, tod = st["day"], st["tod_s"]
-    cur = projection(day, tod, th.get("daily_ng"), th.get("max_daily_nl"), st.get("empty_in_s"), unit)
+    cur = projection(day, tod, th.get("daily_ng"), th.get("max_daily_nl"), st.get("empty_in_s"),
+                     rx_unit(th.get("rx"), unit))
     new = projection(day, tod, check["daily_ng"], check["max_daily_nl"], check["empty_in_s"], unit)
     return Review("Review: new therapy for pump %s (reservoir %s)" % (c.identity["serial"],
                                                                        u.fmt_volume(st["remaining_nl"])),
@@ -169,11 +187,12 @@ def bolus_reviewed(args, c, dose, dur) -> Review:
     """The review of a clinician bolus on a logged-in clinician client, from the pump's dry run."""
     rx = current_rx(c)
     st = c.request(lc.STATUS)
-    know_status(c, st)
+    other = know_status(c, st)
+    know_request(c, bolus=[dose, dur])
     unit = u.drug_unit(rx["drug"])
     req = {"dose_ng": dose, "duration_s": dur}
     check, soft = checked(args, c, lc.BOLUS, req, rx["drug"])
-    review = bolus_review(rx, st, dose, dur, check, c.identity.get("stroke_nl", 500))
+    review = bolus_review(rx, st, dose, dur, check, c.identity.get("stroke_nl", 500), other)
     return Review("Review: clinician bolus on pump %s" % c.identity["serial"], review, None,
                   override_warning(args, soft, rx["drug"]),
                   "Start this bolus%s?" % (" ABOVE the usual maximum" if soft else ""), lc.BOLUS,
@@ -203,7 +222,7 @@ def cmd_bolus(args):
     return EXIT_OK
 
 
-def bolus_review(rx, st, dose, dur, check, stroke_nl):
+def bolus_review(rx, st, dose, dur, check, stroke_nl, other=None):
     """Review rows of a clinician bolus from the pump's dry run: the dose the
     whole strokes deliver, beside the dose asked when rounding changed it."""
     unit = u.drug_unit(rx["drug"])
@@ -218,7 +237,7 @@ def bolus_review(rx, st, dose, dur, check, stroke_nl):
                  ["dose delivered", "%s: %s, rounded to whole strokes" % (u.fmt_mass(given, unit), strokes)]]
     rows.append(["over", "%s (basal delivery pauses meanwhile)" % u.fmt_duration(dur)])
     if st.get("ceiling_24h_ng") is not None:
-        rows.append([report.CEILING_LABEL, report.ceiling_text(rx["drug"], st["ceiling_24h_ng"])])
+        rows.append([report.CEILING_LABEL, report.ceiling_text(rx["drug"], st["ceiling_24h_ng"], other)])
     return rows
 
 
@@ -229,10 +248,11 @@ def cmd_prime(args):
         st = c.request(lc.STATUS)
         th = c.request(lc.THERAPY)
         know_therapy(c, th.get("rx"))
-        know_status(c, st)
+        other = know_status(c, st)
+        know_request(c, priming=vol)
         req = {"volume_nl": vol, "duration_s": dur}
         check = c.request(lc.PRIME, dict(req, check=True))
-        review = prime_review(th, st, vol, dur, check)
+        review = prime_review(th, st, vol, dur, check, other)
         if not args.json:
             print("Review: priming bolus on pump %s\n%s\n" % (c.identity["serial"], table(review)))
         r = send_reviewed(args, c, "Start priming?", lc.PRIME, req, {"rows": dict(review), "check": check})
@@ -241,7 +261,7 @@ def cmd_prime(args):
     return EXIT_OK
 
 
-def prime_review(th, st, vol, dur, check):
+def prime_review(th, st, vol, dur, check, other=None):
     cath = th.get("catheter_nl") or 0
     rows = [["catheter", "%s, %s" % (u.fmt_volume(cath, 4), "primed" if st.get("catheter_primed") else "not primed")],
             ["priming", "%s over %s: %d strokes (%s)" % (u.fmt_volume(vol, 4), u.fmt_duration(dur), check["strokes"],
@@ -257,7 +277,7 @@ def prime_review(th, st, vol, dur, check):
         rows.append(["counted", "volume only: it fills the catheter with drug (what leaves the tip is the "
                                 "catheter's saline, not dose)"])
     if rx and st.get("ceiling_24h_ng") is not None:
-        rows.append([report.CEILING_LABEL, report.ceiling_text(rx["drug"], st["ceiling_24h_ng"])])
+        rows.append([report.CEILING_LABEL, report.ceiling_text(rx["drug"], st["ceiling_24h_ng"], other)])
     return rows
 
 
@@ -417,6 +437,8 @@ def refill_review(args, c, withdrawn, added, rx) -> Review:
     th = c.request(lc.THERAPY)
     know_therapy(c, rx or th.get("rx"))
     know_status(c, st)
+    if rx is not None:
+        know_request(c, rx=rx)
     req = {"withdrawn_nl": withdrawn, "added_nl": added}
     if rx is not None:
         req["rx"] = rx
@@ -446,7 +468,9 @@ def refill_review(args, c, withdrawn, added, rx) -> Review:
     empty = None
     if rx is not None:
         day, tod = st["day"], st["tod_s"]
-        cur = projection(day, tod, th.get("daily_ng"), th.get("max_daily_nl"), st.get("empty_in_s"), unit)
+        # Each column in its own drug's unit: morphine in mg beside baclofen in µg.
+        cur = projection(day, tod, th.get("daily_ng"), th.get("max_daily_nl"), st.get("empty_in_s"),
+                         rx_unit(old, unit))
         new = projection(day, tod, check["daily_ng"], check["max_daily_nl"], check["empty_in_s"], unit)
         compare_rows = report.compare_rows(old, rx, cur, new, unit)
         notes.append("New prescription:\n%s\n" % table(compare_rows, list(report.COMPARE_HEADERS)))

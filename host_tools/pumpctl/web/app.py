@@ -30,7 +30,7 @@ from pumpctl.fw import limits, wire
 from pumpctl.fw import link_commands as lc
 from pumpctl.keystore import KeyStoreError
 from pumpctl.link import AuthError, Client, LinkError, PumpError
-from pumpctl.session import connected, read_log
+from pumpctl.session import connected, earlier_drug, read_log
 from pumpctl.web.security import COOKIE, HEADERS, Guard, WebSession
 
 ROLES = ("clinician", "patient")
@@ -245,6 +245,7 @@ def create_app(cfg: WebConfig, guard: "Guard | None" = None, wall: "Callable[[],
         try:
             with pump(args) as c:
                 ident, st, th, al, raised = reading.interrogate(c)
+                earlier = earlier_drug(c, st)
         except ERRORS as e:
             return page("problem.html", problem=explain(e, args), title="Interrogate")
         cap = st.get("capacity_nl") or 1
@@ -252,7 +253,7 @@ def create_app(cfg: WebConfig, guard: "Guard | None" = None, wall: "Callable[[],
                  "low_pct": max(0, min(100, round(100 * st.get("low_nl", 0) / cap))),
                  "remaining": u.fmt_volume(st["remaining_nl"]), "capacity": u.fmt_volume(cap),
                  "low": st["remaining_nl"] <= st.get("low_nl", 0)}
-        return page("interrogate.html", ident=ident, status=report.status_rows(ident, st),
+        return page("interrogate.html", ident=ident, status=report.status_rows(ident, st, earlier),
                     therapy=report.therapy_table_rows(th), alarms=report.alarm_rows(al, raised), gauge=gauge,
                     state=st["state"])
 
