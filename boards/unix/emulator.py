@@ -73,11 +73,14 @@ class Emulator:
     def boot(self, cause):
         self.pump, self.persist, self.cause = start_pump(self.board, cause)
         pump = self.pump
-        if not self.board.clock.virtual or pump.rx is None:
-            now = int(time.time())  # the host clock stands in for the pump's RTC
+        fresh = self.persist is None or self.persist.fresh
+        # The host clock stands in for the pump's RTC; in virtual time only for
+        # a new pump: after a reset the clock comes back from flash (set since,
+        # it may be far from the host's), uncertain until the clinician sets it.
+        if not self.board.clock.virtual or pump.rx is None and fresh:
+            now = int(time.time())
             pump.clock.set(now // 86400, now % 86400)
             pump.alarms.set(alarms.CLOCK_UNCERTAIN, False, pump.now_s())  # it has a clock to trust
-        fresh = self.persist is None or self.persist.fresh
         self.start_fluid(fresh)
         if fresh and not pump.device["serial"]:
             pump.device["serial"] = "EMU-" + "".join("%02X" % b for b in os.urandom(4))
