@@ -31,6 +31,10 @@ class Catheter:
         self.old = 0  # strokes of earlier drug after the saline
         self.old_weight = 0
         self.weight = 0  # weight of the reservoir's drug
+        # Strokes of drug that left the tip before a prescription named it
+        # (0 weight: the priming margin, the implant's motor test): booked as
+        # dose when one does (Pump.load_therapy).
+        self.unnamed_out = 0
 
     def strokes(self):
         return -(-self.volume_nl // self.stroke_nl)
@@ -105,4 +109,6 @@ class Catheter:
         if self.old:
             self.old -= 1
             return self.old_weight
+        if not self.weight:
+            self.unnamed_out += 1
         return self.weight

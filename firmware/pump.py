@@ -351,10 +351,25 @@ class Pump:
                 self._end_bridge_part(old)
             self.totals.fold(r.conc_ng_ml, r.bridge_conc_ng_ml)  # today's dose so far at the old concentration
             r.set_drug(therapy.conc_ng_ml, old.drug if new_drug else "", self.now_s())
+        if not restoring and self.catheter.unnamed_out:
+            self._book_unnamed(self.catheter.weight)
         if self.suspended or self.alarms.active & _STOPPING:
             self.sched.stop()
             if not self.suspended and self.alarms.active & _STOPPING & _SELF_CLEARING:
                 self.restart_when_clear = True  # programmed to run once the stop clears
+
+    def _book_unnamed(self, weight):
+        # The first prescription names the drug the implant's priming margin
+        # and motor test pushed out of the tip: those strokes are dose, in
+        # the ledger, the day's count and the 24-hour ceiling (now: late,
+        # never under-counted).
+        n = self.catheter.unnamed_out
+        self.catheter.unnamed_out = 0
+        now = self.now_s()
+        self.reservoir.dose_named(n, now)
+        t = self.totals
+        t.dosed[KIND_PRIMING] += min(n, t.strokes[KIND_PRIMING] - t.dosed[KIND_PRIMING])  # today's part
+        self.guard.ceiling.add(now, n * weight, 0)
 
     def refill(self, withdrawn_nl, added_nl, rx=None, override=False, check=False):
         # Empty-and-fill. A new drug or concentration comes only here, with its

@@ -103,6 +103,14 @@ class Reservoir:
         else:
             self.hour_dose[b] += 1
 
+    def dose_named(self, strokes, mono_s):
+        # Strokes of drug that left the catheter before any prescription named
+        # it, booked as dose once one does (after set_drug: at its strength),
+        # in the current hour (counted late: never under-counted).
+        self.undosed -= strokes
+        self.roll(mono_s)
+        self.hour_dose[self.hour % _BUCKETS] += strokes
+
     def roll(self, mono_s):
         h = mono_s // _BUCKET_S
         n = h - self.hour

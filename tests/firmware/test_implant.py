@@ -43,7 +43,9 @@ def test_full_implant_sequence_logs_every_step_and_starts_therapy():
     assert pump.status()["state"] == "delivering"
     assert [s for s, ok in steps_logged(pump)] == [1, 2, 3, 4, 5, 6, 7]
     assert all(ok for s, ok in steps_logged(pump))
-    assert pump.reservoir.drug_delivered_ng() == 0  # priming and motor test: volume only
+    # The catheter's 400 strokes pushed saline; the motor test's 4 pushed
+    # morphine 10 mg/mL out of the tip: 4 x 0.5 uL x 10 mg/mL.
+    assert pump.reservoir.drug_delivered_ng() == 4 * 500 * 10000000 // 1000000
 
 
 def test_alarm_test_sounds_every_alarm_tone_once():
@@ -146,3 +148,25 @@ def test_an_implant_step_that_cannot_be_saved_changes_nothing_and_can_be_repeate
     assert pump.device["serial"] == "SN-0002" and pump.catheter.volume_nl == 120000
     assert pump.reservoir.remaining_nl == 20000000
     fp.power_off()
+
+
+def test_the_motor_tests_strokes_of_drug_count_once_the_therapy_names_it():
+    # Found by driving the emulator: the implant names the drug only when
+    # therapy starts, so the motor test's strokes of drug beyond the primed
+    # catheter were booked as priming with no dose, and the 24-hour ceiling
+    # did not count them. Oracle: the stroke record, less the catheter.
+    pump = new_pump()
+    implant.set_catheter(pump, [[500, 200000]])  # 400 strokes
+    implant.first_fill(pump, 20000000)
+    implant.prime(pump, 900)
+    run(pump, 1000 * 1000)
+    implant.start_motor_test(pump)
+    assert run_until(pump, implant.motor_test_result)[0]
+    beyond = pump.board.motor.completed - 400
+    assert beyond == implant.MOTOR_TEST_STROKES
+    implant.start_therapy(pump, continuous())
+    st = pump.status()
+    dose_ng = beyond * 500 * 10000000 // 1000000  # morphine 10 mg/mL
+    assert st["drug_delivered_ng"] == dose_ng
+    assert st["ceiling_24h_ng"] >= dose_ng
+    assert st["today_dose_ng"] == dose_ng  # the day's count

@@ -317,7 +317,6 @@ def test_the_largest_state_fits_one_record():
     # Ten flex steps, eight periodic boluses, demand, a bridge holding the old
     # prescription, a day at a high rate: the record must still fit, or a
     # save would fail and stop therapy.
-    import json
     from records import MAX_PAYLOAD
     fp = FlashPump(new_image())
     pump = fp.power_on()
@@ -335,7 +334,7 @@ def test_the_largest_state_fits_one_record():
     pump.refill(pump.reservoir.remaining_nl, 20000000, rx(2000000))
     run(pump, 600 * 1000)
     assert pump.bridging
-    size = len(json.dumps(fp.persist.snapshot()))
+    size = len(fp.persist.record())
     assert size < MAX_PAYLOAD * 9 // 10, size  # room for a longer serial and more alarms
 
 
