@@ -8,6 +8,7 @@ import time
 from micropython import const
 
 import alarms
+import events
 import hal
 from flash_fault import FlashFaultDevice
 from fluid_model import DEAD_VOLUME_NL, FluidModel
@@ -22,6 +23,7 @@ from watchdog_model import WatchdogModel, reset
 
 RESET_MARKER = "reset"  # host_tools/pumpctl/emulator.py boots the board again on it
 FLUID_STATE = "fluid.json"  # the fluid model's truth, beside the flash image: it outlives resets
+RTC_SLACK_S = const(60)  # a clock the RTC stand-in moves further than this at boot is logged as set
 FLUID_SAVE_TICKS = const(600)  # real time: the truth is also saved every minute (a SIGKILL loses less)
 
 
@@ -74,12 +76,15 @@ class Emulator:
         self.pump, self.persist, self.cause = start_pump(self.board, cause)
         pump = self.pump
         fresh = self.persist is None or self.persist.fresh
-        # The host clock stands in for the pump's RTC; in virtual time only for
-        # a new pump: after a reset the clock comes back from flash (set since,
-        # it may be far from the host's), uncertain until the clinician sets it.
-        if not self.board.clock.virtual or pump.rx is None and fresh:
+        if not self.board.clock.virtual or pump.rx is None:
+            # The host clock stands in for the pump's RTC. A clock it moves
+            # (set by the clinician to another time before a reset) is logged
+            # as set, so the log's timeline says why it jumped.
             now = int(time.time())
+            before = pump.clock.day, pump.clock.tod_s
             pump.clock.set(now // 86400, now % 86400)
+            if not fresh and abs(before[0] * 86400 + before[1] - now) > RTC_SLACK_S:
+                pump.record(events.CLOCK_SET, before[0], before[1], pump.clock.day, pump.clock.tod_s)
             pump.alarms.set(alarms.CLOCK_UNCERTAIN, False, pump.now_s())  # it has a clock to trust
         self.start_fluid(fresh)
         if fresh and not pump.device["serial"]:
