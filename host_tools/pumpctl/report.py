@@ -226,7 +226,7 @@ def _limit_used(given_ng, hard_ng):
 
 
 def _equivalent(drug, given_ng, other):
-    earlier = other or "the earlier drug"
+    earlier = other or "earlier drug"
     return ("%s-equivalent of %s, counting the %s given before the drug change, and its bridge, at its share of its "
             "own maximum" % (u.fmt_mass(given_ng, u.drug_unit(drug), 3), drug, earlier))
 
@@ -444,9 +444,28 @@ def _kind(k):
     return BOLUS_KINDS.get(k, "kind %s" % k)
 
 
-def event_details(rec, unit="mg", stroke_nl=None):
+def _strokes_amount(kind, strokes, unit, stroke_nl, conc, dose_ng=None):
+    """', 0.1 mg (0.010 mL)' for a bolus record's strokes: the dose from the
+    record (`dose_ng`) or strokes x stroke volume x concentration; a priming
+    fills the catheter (its volume only); '' when the stroke is unknown."""
+    if not stroke_nl:
+        return ", %s" % u.fmt_mass(dose_ng, unit) if dose_ng else ""
+    nl = strokes * stroke_nl
+    if kind == KIND_PRIMING_BOLUS:
+        return ", %s (filling the catheter)" % u.fmt_volume(nl, 4)
+    if dose_ng is None and conc:
+        dose_ng = fw_units.volume_to_dose_ng(nl, conc)
+    return ", %s (%s)" % (u.fmt_mass(dose_ng, unit), u.fmt_volume(nl)) if dose_ng is not None else \
+        ", %s" % u.fmt_volume(nl)
+
+
+KIND_PRIMING_BOLUS = 4  # firmware/scheduler.py KIND_PRIMING
+
+
+def event_details(rec, unit="mg", stroke_nl=None, conc_ng_ml=None):
     """The numbers of one event record in words and clinical units (volumes
-    of strokes need the pump's stroke volume, `stroke_nl`)."""
+    of strokes need the pump's stroke volume, `stroke_nl`; the dose of a
+    bolus's strokes the concentration they were given at, `conc_ng_ml`)."""
     _seq, _day, _tod, t, a, b, c, d, text = rec
     vol = u.fmt_volume
     if t == events.BOOT:
@@ -455,19 +474,24 @@ def event_details(rec, unit="mg", stroke_nl=None):
         return "%d step(s), basal %s/day, 24-h maximum %s%s" % (a, vol(b), u.fmt_mass(c, unit),
                                                                 ", bridge %d strokes" % d if d else "")
     if t == events.BOLUS_REQUESTED:
-        return "%s: %d strokes over %s" % (_kind(a), b, u.fmt_duration(c))
+        return "%s: %d strokes over %s%s" % (_kind(a), b, u.fmt_duration(c),
+                                             _strokes_amount(a, b, unit, stroke_nl, conc_ng_ml))
     if t == events.BOLUS_REFUSED:
         return "%s: %s%s" % (_kind(a), _named(DEMAND_REFUSALS, b), ", allowed again in %s" % u.fmt_duration(c)
                              if c else "")
     if t == events.BOLUS_STARTED:
-        return "%s: %d strokes over %s%s" % (_kind(a), b, u.fmt_duration(c), ", %s" % u.fmt_mass(d, unit) if d else "")
+        return "%s: %d strokes over %s%s" % (_kind(a), b, u.fmt_duration(c),
+                                             _strokes_amount(a, b, unit, stroke_nl, conc_ng_ml, d or None))
     if t == events.BOLUS_DELIVERED:
+        amount = _strokes_amount(a, b, unit, stroke_nl, conc_ng_ml)
         if c:  # a reset took strokes off the plan; some of them may have been given
-            return "%s: at least %d strokes delivered (a reset interrupted it: up to %d more)" % (_kind(a), b, c)
-        return "%s: %d strokes delivered" % (_kind(a), b)
+            return "%s: at least %d strokes delivered%s (a reset interrupted it: up to %d more%s)" % (
+                _kind(a), b, amount, c, _strokes_amount(a, c, unit, stroke_nl, conc_ng_ml))
+        return "%s: %d strokes delivered%s" % (_kind(a), b, amount)
     if t == events.BOLUS_CANCELLED:
         why = "; stopped: the flash could not save its progress" if d == events.CANCELLED_UNSAVED else ""
-        return "%s: %d strokes delivered, %d not delivered%s" % (_kind(a), b, c, why)
+        return "%s: %d strokes delivered%s, %d not delivered%s" % (
+            _kind(a), b, _strokes_amount(a, b, unit, stroke_nl, conc_ng_ml), c, why)
     if t == events.CLOCK_SET:
         return "%s -> %s" % (u.fmt_datetime(a, b), u.fmt_datetime(c, d))
     if t == events.REFILL:
@@ -484,6 +508,9 @@ def event_details(rec, unit="mg", stroke_nl=None):
     if t == events.RESERVOIR_SET:
         return "reservoir %s" % u.fmt_ml(a)
     if t == events.IMPLANT_STEP:
+        if a == 4 and b:  # the priming step is logged when its bolus starts: its end is that bolus's record
+            return "%s: started, %d strokes over %s (done at its `bolus delivered` record)" % (
+                _named(IMPLANT_STEP_NAMES, a), c, u.fmt_duration(d))
         return "%s: %s" % (_named(IMPLANT_STEP_NAMES, a), "passed" if b else "FAILED")
     if t == getattr(events, "OVERRIDE", -1):
         return "%s confirmed above the usual 24-hour maximum" % u.fmt_mass(a, unit)
@@ -555,37 +582,64 @@ def _repeated(rec, unit):
     return "%d more: %s, from %s" % (b, what, u.fmt_datetime(day, max(0, tod - d)))
 
 
-def log_records(recs, stroke_nl=None):
+def _concentrations(recs, stroke_nl, conc_now):
+    """The concentration in force at each record (None: not known). The log
+    does not record it: a therapy programmed may change it, so each stretch
+    between THERAPY_PROGRAMMED records takes it from a record that tells it
+    (a clinician bolus's dose per stroke, a daily total of that drug), the
+    last stretch from the pump's therapy now (`conc_now`)."""
+    seg, found = [], {}
+    n, drug = 0, None
+    for rec in recs:
+        _seq, _day, _tod, etype, a, b, c, d, text = rec
+        if etype == events.THERAPY_PROGRAMMED:
+            n, drug = n + 1, text.decode("utf-8", "replace")
+        seg.append(n)
+        if n in found or not stroke_nl:
+            continue
+        if etype == events.BOLUS_STARTED and a == 3 and b and d:  # a clinician bolus: its dose
+            found[n] = d * 1_000_000 // (b * stroke_nl)
+        elif etype == events.DAILY_TOTAL and c and d and drug and text.decode("utf-8", "replace") == drug:
+            found[n] = d * 1_000_000 // (c * stroke_nl)
+    if conc_now:
+        found[n] = conc_now
+    return [found.get(i) for i in seg]
+
+
+def log_records(recs, stroke_nl=None, conc_ng_ml=None):
     """Labelled records with their event name and details in words; the drug
     unit follows the therapy programmed in the log (volumes of strokes with
-    the pump's `stroke_nl`)."""
+    the pump's `stroke_nl`; doses of a bolus's strokes at the concentration
+    in force, the pump's current one `conc_ng_ml` after its last therapy
+    programmed)."""
     out = []
     unit = "mg"
-    for rec in recs:
+    concs = _concentrations(recs, stroke_nl, conc_ng_ml)
+    for rec, conc in zip(recs, concs):
         seq, day, tod, etype, a, b, c, d, text = rec
         if etype == events.THERAPY_PROGRAMMED and text:
             unit = u.drug_unit(text.decode("utf-8", "replace"))
         out.append({"seq": seq, "day": day, "tod_s": tod, "time": u.fmt_datetime(day, tod), "type": etype,
-                    "event": event_name(etype, text), "details": event_details(rec, unit, stroke_nl),
+                    "event": event_name(etype, text), "details": event_details(rec, unit, stroke_nl, conc),
                     "a": a, "b": b, "c": c, "d": d, "text": text.decode("utf-8", "replace")})
     return out
 
 
-def log_rows(recs, stroke_nl=None):
+def log_rows(recs, stroke_nl=None, conc_ng_ml=None):
     """Rows for the table and CSV: LOG_HEADERS."""
     return [[r["seq"], r["time"], r["event"], r["details"], r["a"], r["b"], r["c"], r["d"], r["text"]]
-            for r in log_records(recs, stroke_nl)]
+            for r in log_records(recs, stroke_nl, conc_ng_ml)]
 
 
 LOG_HEADERS = ["seq", "time", "event", "details", "a", "b", "c", "d", "text"]
 LOG_TABLE_HEADERS = ["seq", "time", "event", "details", "text"]
 
 
-def log_table(recs, stroke_nl=None):
+def log_table(recs, stroke_nl=None, conc_ng_ml=None):
     return table([[r["seq"], r["time"], r["event"], r["details"],
                    "" if r["text"] in r["event"] + r["details"] or r["text"].startswith(("link ", "session end"))
                    else r["text"]]
-                  for r in log_records(recs, stroke_nl)], LOG_TABLE_HEADERS)
+                  for r in log_records(recs, stroke_nl, conc_ng_ml)], LOG_TABLE_HEADERS)
 
 
 # -- limits, in clinical units ---------------------------------------------------

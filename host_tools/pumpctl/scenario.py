@@ -401,8 +401,12 @@ class Runner:
             argv += _rx_argv(st["prescription"])
         self.pumpctl(*argv)
         from pumpctl import visitrun
-        s = self.bench("status")
-        self.visits.append(str(visitrun.report_path(self.report_dir, self._serial(), _date(s["day"]))))
+        last = visitrun.load_visits(self.report_dir).get(self._serial(), {})
+        if last.get("report"):  # the file this visit wrote (a second visit the same day: -2, ...)
+            self.visits.append(str(Path(self.report_dir) / last["report"]))
+        else:
+            s = self.bench("status")
+            self.visits.append(str(visitrun.report_path(self.report_dir, self._serial(), _date(s["day"]))))
 
     def _serial(self) -> str:
         c = self.client("clinician")

@@ -59,6 +59,9 @@ SIDE_EFFECTS = ("nausea", "vomiting", "pruritus", "urinary retention", "sedation
 SEVERITIES = ("mild", "moderate", "severe")
 ALWAYS_FLAGGED = ("respiratory depression",)  # flagged at any severity
 DECISIONS = ("implant", "no implant", "extend or repeat trial")
+# Bounds of what a screening trial records (docs/clinical-path.md section 1):
+# a trial lasts days, a few weeks at most; longer is a typing slip.
+MAX_PLANNED_DAYS = 60
 
 
 class TrialError(ValueError):
@@ -208,6 +211,14 @@ class PhysicianDecision:
         self.tool_recommendation = _text(self.tool_recommendation, "tool recommendation", max_len=2000)
 
 
+def _planned_days(value: Any, mode: str) -> int:
+    low = 2 if mode == "continuous" else 1  # day 1 of an infusion is not evaluated
+    if type(value) is not int or not low <= value <= MAX_PLANNED_DAYS:
+        raise TrialError("planned days (--days) must be a whole number from %d to %d%s, got %r" % (
+            low, MAX_PLANNED_DAYS, " for a continuous trial (day 1 is not evaluated)" if low > 1 else "", value))
+    return value
+
+
 def _default_screening() -> dict[str, ScreeningAnswer]:
     return {k: ScreeningAnswer() for k in SCREENING_ITEMS}
 
@@ -233,17 +244,19 @@ class Trial:
         self.drug = _text(self.drug, "drug", required=True, max_len=40).lower()
         self.mode = _choice(self.mode, MODES, "trial mode")
         self.start_date = _date(self.start_date, "start date")
-        self.planned_days = _count(self.planned_days, "planned days", 1)
-        if self.mode == "continuous" and self.planned_days < 2:
-            raise TrialError("a continuous trial needs at least 2 planned days (day 1 is not evaluated)")
+        self.planned_days = _planned_days(self.planned_days, self.mode)
         self.baseline_pain = _pain(self.baseline_pain, "baseline pain score")
         if self.mode == "continuous":
             if self.rate_ng_day is None:
-                raise TrialError("a continuous trial needs its starting rate (rate_ng_day)")
-            self.rate_ng_day = _count(self.rate_ng_day, "starting rate (ng/day)")
+                raise TrialError("a continuous trial needs its starting rate: give --rate, e.g. --rate 0.5mg/day")
+            self.rate_ng_day = _count(self.rate_ng_day, "starting rate (--rate, in ng/day)")
+            if not self.rate_ng_day:
+                raise TrialError("starting rate (--rate) 0/day: a continuous trial infuses the drug; give the "
+                                 "rate it starts at, e.g. --rate 0.5mg/day")
             self._within_daily_max(self.rate_ng_day, "starting rate")
         elif self.rate_ng_day is not None:
-            raise TrialError("an injection trial has no infusion rate: record each injection's dose instead")
+            raise TrialError("an injection trial has no infusion rate (--rate): record each injection's dose "
+                             "instead (`pumpctl trial inject`)")
         screening = _default_screening()
         for key, ans in dict(self.screening).items():
             self._screening_key(key)
@@ -276,8 +289,20 @@ class Trial:
 
     def _in_window(self, date: dt.date, what: str) -> None:
         if not self.start_date <= date <= self.end_date:
-            raise TrialError("%s %s is outside the trial (%s to %s, day 1 to %d); change planned_days to extend it"
+            raise TrialError("%s %s is outside the trial (%s to %s, day 1 to %d): check the date; to record later "
+                             "days, extend the trial (`pumpctl trial extend --days N`)"
                              % (what, date, self.start_date, self.end_date, self.planned_days))
+
+    def extend(self, planned_days: int) -> None:
+        """Change the planned days (longer, or shorter down to the last day recorded)."""
+        days = _planned_days(planned_days, self.mode)
+        recorded = [e.date for e in self.entries] + [t.date for t in self.titrations] + \
+            [i.time.date() for i in self.injections]
+        last = max(recorded, default=None)
+        if last is not None and self.day_number(last) > days:
+            raise TrialError("planned days (--days) %d would leave out what is recorded up to %s (day %d): give at "
+                             "least %d" % (days, last, self.day_number(last), self.day_number(last)))
+        self.planned_days = days
 
     # -- recording ---------------------------------------------------------------
     @staticmethod
@@ -296,7 +321,7 @@ class Trial:
         for i, old in enumerate(self.entries):
             if old.date == entry.date:
                 if not replace:
-                    raise TrialError("there is already an entry for %s (day %d); use replace to correct it"
+                    raise TrialError("there is already an entry for %s (day %d): to correct it, give --replace"
                                      % (entry.date, self.day_number(entry.date)))
                 self.entries[i] = entry
                 return
@@ -581,10 +606,20 @@ def evaluate(trial: Trial) -> Evaluation:
 
 
 def decide(trial: Trial, name: str, decision: str, note: str = "",
-           date: dt.date | None = None) -> PhysicianDecision:
-    """Record the physician's decision with the tool's recommendation beside it."""
+           date: dt.date | None = None, replace: bool = False) -> PhysicianDecision:
+    """Record the physician's decision with the tool's recommendation beside
+    it. A decision already recorded is kept unless `replace` is given (a
+    deliberate correction, as for a day's entry); a decision dated before
+    the trial's first day is refused."""
     d = PhysicianDecision(name=name, decision=decision, date=date or dt.date.today(), note=note,
                           tool_recommendation=evaluate(trial).recommendation)
+    old = trial.physician_decision
+    if old is not None and not replace:
+        raise TrialError("a decision is already recorded (%s, %s: %s): to correct it, give --replace"
+                         % (old.name, old.date, old.decision))
+    if d.date < trial.start_date:
+        raise TrialError("decision date (--date) %s is before the trial's first day, %s: give the date of the "
+                         "decision" % (d.date, trial.start_date))
     trial.physician_decision = d
     return d
 

@@ -105,6 +105,14 @@ class DayDelivery:
     # volume_nl, drug). Their volume is in the day's, their dose is not: two
     # drugs' milligrams do not add up.
     other: tuple[tuple[int, int, int, int, str], ...] = ()
+    # The part of the day the figures cover, seconds from its midnight: the
+    # pump's daily total the whole day (days x 24 h); the visit day so far
+    # until the visit; an estimated day the part of the interval in it.
+    from_s: int = 0
+    to_s: int | None = None  # None: the end of the record's last day
+
+    def span_s(self) -> tuple[int, int]:
+        return self.from_s, self.days * S_PER_DAY if self.to_s is None else self.to_s
 
 
 # -- input ---------------------------------------------------------------------------------
@@ -221,6 +229,8 @@ class DayRow:
     demand_given: int
     demand_refused: int
     delivery: DayDelivery | None = None  # where dose and volume come from (None: unknown)
+    interrupted: tuple[int, int, int] = (0, 0, 0)  # demand boluses a reset cut short: (boluses, strokes
+    # delivered at least, strokes that may or may not have been given)
 
 
 @dataclass(frozen=True)
@@ -230,8 +240,14 @@ class BolusSummary:
     refused: int
     refused_by_reason: dict[str, int]
     delivered: int  # demand boluses completed
-    cancelled: int  # demand boluses stopped before the end
+    cancelled: int  # demand boluses stopped before the end by a command
     other_given: dict[str, int]  # clinician, periodic, priming, ... boluses started
+    # Demand boluses a reset (a power loss) or the flash cut short: a
+    # BOLUS_DELIVERED record with strokes a reset took off its plan, or a
+    # BOLUS_CANCELLED one because the flash could not save its progress.
+    interrupted: int = 0
+    interrupted_strokes: int = 0  # delivered, at least
+    interrupted_unsure: int = 0  # strokes of theirs that may or may not have been given
 
 
 @dataclass(frozen=True)
@@ -297,8 +313,17 @@ class VisitSummary:
     total_dose_ng: int
     total_volume_nl: int
     days_with_delivery_data: int
-    mean_daily_dose_ng: Fraction | None  # over mean_days: the days of the interval's drug alone
-    mean_days: int
+    # The means are over one span, exact to the second: the days with data of
+    # the interval's drug alone (a day with another drug's strokes, a drug
+    # change, holds only part of its dose), each for the time its figures
+    # cover (a partial visit day counts its hours, not a whole day).
+    mean_daily_dose_ng: Fraction | None  # ng/day over mean_span_s
+    mean_days: int  # calendar days in the span
+    mean_daily_volume_nl: Fraction | None  # nL/day over the same span
+    mean_span_s: int  # seconds of delivery data in the span
+    mean_from: dt.datetime | None  # where the span starts and ends
+    mean_to: dt.datetime | None
+    mean_gaps: int  # days between mean_from and mean_to left out (no data, or another drug)
     boluses: BolusSummary
     alarms: tuple[AlarmRow, ...]
     refill: RefillSummary | None
@@ -307,6 +332,8 @@ class VisitSummary:
     therapy_changed: bool
     attention: tuple[str, ...]  # what to read first
     problems: tuple[str, ...]  # records that could not be read or were ignored
+    stroke_nl: int = 0  # the pump's stroke (identity), 0: unknown
+    conc_ng_ml: int = 0  # the interval drug's concentration, 0: unknown
 
 
 def _therapy_cells(rx: Rx | None) -> dict[str, str]:
@@ -377,6 +404,11 @@ def _refill_summary(rf: dict[str, Any], added_nl: int | None = None) -> RefillSu
                          rf.get("added_nl", added_nl))
 
 
+def _moment(day, secs):
+    """The moment `secs` seconds into the date `day`."""
+    return dt.datetime.combine(day, dt.time()) + dt.timedelta(seconds=secs)
+
+
 def summarize(data: VisitData) -> VisitSummary:
     first, last = data.previous_visit, data.visit_date
     lo, hi = day_number(first), day_number(last)
@@ -403,7 +435,8 @@ def summarize(data: VisitData) -> VisitSummary:
     day_means = {d: Fraction(sum(v), len(v)) for d, v in by_day.items()}
 
     # boluses
-    requested = given = refused = delivered = cancelled = 0
+    requested = given = refused = delivered = cancelled = interrupted = cut_strokes = cut_unsure = 0
+    cut_on: dict[dt.date, list[int]] = {}  # day -> [boluses, strokes at least, strokes unsure]
     reasons: dict[str, int] = {}
     other: dict[str, int] = {}
     given_on: dict[dt.date, int] = {}
@@ -427,12 +460,23 @@ def summarize(data: VisitData) -> VisitSummary:
         elif etype == events.BOLUS_STARTED:
             name: str = BOLUS_KINDS.get(kind, "kind %d" % kind)
             other[name] = other.get(name, 0) + 1
+        elif etype in (events.BOLUS_DELIVERED, events.BOLUS_CANCELLED) and kind == demand and (
+                fields[2] if etype == events.BOLUS_DELIVERED else fields[3] == events.CANCELLED_UNSAVED):
+            # cut short by a reset (b: delivered at least, c: taken off its
+            # plan, of which some may have been given) or stopped because the
+            # flash could not save it (c: not delivered)
+            interrupted += 1
+            cut_strokes += fields[1]
+            unsure = fields[2] if etype == events.BOLUS_DELIVERED else 0
+            cut_unsure += unsure
+            c = cut_on.setdefault(date, [0, 0, 0])
+            c[0], c[1], c[2] = c[0] + 1, c[1] + fields[1], c[2] + unsure
         elif etype == events.BOLUS_DELIVERED and kind == demand:
             delivered += 1
         elif etype == events.BOLUS_CANCELLED and kind == demand:
             cancelled += 1
     boluses = BolusSummary(requested, given, refused, dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-                           delivered, cancelled, other)
+                           delivered, cancelled, other, interrupted, cut_strokes, cut_unsure)
 
     # alarms
     active = set(alarm_ids(data.status.get("alarms")))
@@ -487,13 +531,23 @@ def summarize(data: VisitData) -> VisitSummary:
     while d <= last:
         ng, nl = dmap.get(d, (None, None))
         days.append(DayRow(d, ng, nl, day_means.get(d), len(by_day.get(d, ())), given_on.get(d, 0), refused_on.get(d, 0),
-                           data.delivery_detail.get(d) if d in dmap else None))
+                           data.delivery_detail.get(d) if d in dmap else None, _three(cut_on.get(d, [0, 0, 0]))))
         d += dt.timedelta(days=1)
     total_ng = sum(v[0] for v in dmap.values())
     total_nl = sum(v[1] for v in dmap.values())
-    # The mean dose is the interval drug's over the days it alone was given:
-    # a day with another drug's strokes (a drug change) holds only part of it.
-    alone = [dmap[r.date][0] for r in days if r.date in dmap and not (r.delivery and r.delivery.other)]
+    # The means are the interval drug's over the time it alone was given: a
+    # day with another drug's strokes (a drug change) holds only part of it.
+    # Each day counts for the time its figures cover (VisitSummary).
+    alone = [r for r in days if r.date in dmap and not (r.delivery and r.delivery.other)]
+    spans = {r.date: _covered(r, last, st) for r in alone}
+    alone = [r for r in alone if spans[r.date][1] > spans[r.date][0]]
+    span_s = sum(spans[r.date][1] - spans[r.date][0] for r in alone)
+    mean_ng = Fraction(sum(dmap[r.date][0] for r in alone) * S_PER_DAY, span_s) if span_s else None
+    mean_nl = Fraction(sum(dmap[r.date][1] for r in alone) * S_PER_DAY, span_s) if span_s else None
+    mean_from = _moment(alone[0].date, spans[alone[0].date][0]) if alone else None
+    mean_to = _moment(alone[-1].date, spans[alone[-1].date][1]) if alone else None
+    covered_days = sum((r.delivery.days if r.delivery else 1) for r in alone)
+    gaps = (alone[-1].date - alone[0].date).days + 1 - covered_days if alone else 0
     pains = [e.pain for e in entries]
 
     rows = therapy_rows(old, new)
@@ -504,11 +558,69 @@ def summarize(data: VisitData) -> VisitSummary:
         pain_mean=sum(day_means.values(), Fraction(0)) / len(day_means) if day_means else None,
         pain_min=min(pains) if pains else None, pain_max=max(pains) if pains else None,
         days_with_diary=len(by_day), days=tuple(days), total_dose_ng=total_ng, total_volume_nl=total_nl,
-        days_with_delivery_data=len(dmap), mean_daily_dose_ng=Fraction(sum(alone), len(alone)) if alone else None,
-        mean_days=len(alone),
+        days_with_delivery_data=len(dmap), mean_daily_dose_ng=mean_ng, mean_days=len(alone),
+        mean_daily_volume_nl=mean_nl, mean_span_s=span_s, mean_from=mean_from, mean_to=mean_to,
+        mean_gaps=max(gaps, 0),
         boluses=boluses, alarms=tuple(alarm_rows), refill=refill, reservoir=res, therapy=tuple(rows),
-        therapy_changed=changed, attention=(), problems=tuple(problems))
+        therapy_changed=changed, attention=(), problems=tuple(problems),
+        stroke_nl=int(data.device.get("stroke_nl") or 0), conc_ng_ml=old.conc_ng_ml if old else 0)
     return dataclasses.replace(summary, attention=tuple(_attention(summary)))
+
+
+def _three(v: list[int]) -> tuple[int, int, int]:
+    return v[0], v[1], v[2]
+
+
+def _covered(row: DayRow, visit_date: dt.date, status: dict[str, Any]) -> tuple[int, int]:
+    """The seconds of its day (from, to) a day row's figures cover: its
+    DayDelivery's span; without one the whole day, the visit day until the
+    visit (the status's time)."""
+    if row.delivery is not None:
+        return row.delivery.span_s()
+    if row.date == visit_date and as_date(status.get("day", day_number(visit_date))) == visit_date:
+        return 0, int(status.get("tod_s", S_PER_DAY))
+    return 0, S_PER_DAY
+
+
+def _span_text(secs: int) -> str:
+    hours = Fraction(secs, 3600)
+    text = "%s h" % (int(hours) if hours == int(hours) else "%.1f" % float(hours))
+    return text + (" (%.1f days)" % (secs / S_PER_DAY) if secs >= 2 * S_PER_DAY else "")
+
+
+def mean_text(s: VisitSummary) -> str:
+    """The mean dose and volume per day, and the one span both are over."""
+    if s.mean_daily_dose_ng is None or s.mean_daily_volume_nl is None or s.mean_from is None or s.mean_to is None:
+        return "no mean: no time with delivery data of %s alone" % (s.drug or "the drug")
+    drug_change = any(d.delivery is not None and d.delivery.other for d in s.days)
+    text = "mean %s/day (%s/day) over the %s%s from %s to %s" % (
+        fmt_mass(s.mean_daily_dose_ng, s.unit, 3), fmt_volume(s.mean_daily_volume_nl), _span_text(s.mean_span_s),
+        " of %s alone" % (s.drug or "the drug") if drug_change else "",
+        s.mean_from.strftime("%Y-%m-%d %H:%M"), s.mean_to.strftime("%Y-%m-%d %H:%M"))
+    if s.mean_gaps:
+        text += " (%d day%s in it left out: no data%s)" % (s.mean_gaps, "s" * (s.mean_gaps != 1),
+                                                          " or another drug" if drug_change else "")
+    return text
+
+
+def strokes_text(s: VisitSummary, strokes: int) -> str:
+    """Strokes in the drug's unit and mL (when the stroke and concentration
+    are known), with the count."""
+    if not s.stroke_nl:
+        return "%d strokes" % strokes
+    nl = strokes * s.stroke_nl
+    if not s.conc_ng_ml:
+        return "%s (%d strokes)" % (fmt_volume(nl), strokes)
+    return "%s (%s, %d strokes)" % (fmt_mass(Fraction(nl * s.conc_ng_ml, NL_PER_ML), s.unit, 3), fmt_volume(nl), strokes)
+
+
+def interrupted_text(s: VisitSummary, boluses: int, strokes: int, unsure: int) -> str:
+    """Demand boluses a reset cut short: what they gave at least and what may have been given too."""
+    text = "%d interrupted by a reset or the flash (not completed): at least %s delivered" % (
+        boluses, strokes_text(s, strokes))
+    if unsure:
+        text += ", up to %s more may have been given" % strokes_text(s, unsure)
+    return text
 
 
 def _attention(s: VisitSummary) -> list[str]:
@@ -536,6 +648,10 @@ def _attention(s: VisitSummary) -> list[str]:
     if still:
         out.append("active now: %s" % ", ".join(still))
     b = s.boluses
+    for d in s.days:
+        if d.interrupted[0]:
+            out.append("%s: demand boluses: %s (the log's figures; the day's total counts only what the pump "
+                       "saved before the reset)" % (d.date, interrupted_text(s, *d.interrupted)))
     if b.refused:
         out.append("%d of %d demand requests refused (%s)" % (
             b.refused, b.requested, ", ".join("%s %d" % kv for kv in b.refused_by_reason.items())))
@@ -640,16 +756,9 @@ def headline(s: VisitSummary) -> dict[str, str]:
             refill += "; filled %s" % fmt_ml(rf.added_nl)
     delivered = "- (the last visit was today)" if not s.interval_days and not s.days_with_delivery_data else "-"
     if s.days_with_delivery_data:
-        if s.mean_daily_dose_ng is None:
-            mean = "no day of %s alone for a mean" % (s.drug or "it")
-        else:
-            mean = "mean %s/day" % fmt_mass(s.mean_daily_dose_ng, u, 3)
-            if s.mean_days != s.days_with_delivery_data:
-                mean += " over the %d day%s of %s alone" % (s.mean_days, "s" * (s.mean_days != 1), s.drug or "it")
-        delivered = "%s%s over %d calendar day%s, %s (%s/day)" % (
-            s.drug + " " if s.drug else "", fmt_mass(s.total_dose_ng, u, 3), s.days_with_delivery_data,
-            "s" * (s.days_with_delivery_data != 1), mean,
-            fmt_volume(Fraction(s.total_volume_nl, s.days_with_delivery_data)))
+        delivered = "%s%s (%s) on %d calendar day%s; %s" % (
+            s.drug + " " if s.drug else "", fmt_mass(s.total_dose_ng, u, 3), fmt_volume(s.total_volume_nl),
+            s.days_with_delivery_data, "s" * (s.days_with_delivery_data != 1), mean_text(s))
         src = [d.delivery.source for d in s.days if d.delivery is not None]
         est = src.count("estimated")
         if src.count("pump") + src.count(SO_FAR):
@@ -667,8 +776,12 @@ def headline(s: VisitSummary) -> dict[str, str]:
     demand = "%d requested, %d given, %d refused" % (b.requested, b.given, b.refused)
     if b.refused_by_reason:
         demand += " (%s)" % ", ".join("%s %d" % kv for kv in b.refused_by_reason.items())
+    if b.delivered != b.given:
+        demand += "; %d completed" % b.delivered
     if b.cancelled:
         demand += "; %d stopped early" % b.cancelled
+    if b.interrupted:
+        demand += "; %s" % interrupted_text(s, b.interrupted, b.interrupted_strokes, b.interrupted_unsure)
     if b.other_given:
         demand += "; other boluses: %s" % ", ".join("%s %d" % kv for kv in sorted(b.other_given.items()))
     alarms = "; ".join("%s: raised %d, acknowledged %d, cleared %d%s" % (
@@ -684,9 +797,10 @@ def day_table(s: VisitSummary) -> tuple[list[str], list[list[str]]]:
     headers = ["date", "dose", "volume", "delivered by kind (pump's daily total)", "pain", "entries",
                "demand given", "refused"]
     rows = [[str(d.date), fmt_mass(d.dose_ng, s.unit, 3), fmt_volume(d.volume_nl),
-             by_kind(d.delivery, s.unit) if d.date != s.visit_date or d.delivery is None
-             or d.delivery.source in ("pump", SO_FAR) else "estimated (day in progress)", fmt_pain(d.pain_mean),
-             str(d.pain_entries), str(d.demand_given), str(d.demand_refused)] for d in s.days]
+             (by_kind(d.delivery, s.unit) if d.date != s.visit_date or d.delivery is None
+              or d.delivery.source in ("pump", SO_FAR) else "estimated (day in progress)")
+             + ("; demand boluses: %s" % interrupted_text(s, *d.interrupted) if d.interrupted[0] else ""),
+             fmt_pain(d.pain_mean), str(d.pain_entries), str(d.demand_given), str(d.demand_refused)] for d in s.days]
     return headers, rows
 
 
@@ -866,8 +980,12 @@ def html_document(s: VisitSummary) -> str:
                                  numeric={0, 1, 2, 3}))
     parts.append("<h2>Demand boluses</h2>" + img("boluses", "demand boluses given and refused by day"))
     b = s.boluses
-    parts.append(_html_table(["requested", "given", "refused", "completed", "stopped early"],
-                             [[b.requested, b.given, b.refused, b.delivered, b.cancelled]], numeric={0, 1, 2, 3, 4}))
+    parts.append(_html_table(["requested", "given", "refused", "completed", "stopped early", "interrupted (reset)"],
+                             [[b.requested, b.given, b.refused, b.delivered, b.cancelled, b.interrupted]],
+                             numeric={0, 1, 2, 3, 4, 5}))
+    if b.interrupted:
+        parts.append("<p>%s.</p>" % e(interrupted_text(s, b.interrupted, b.interrupted_strokes,
+                                                        b.interrupted_unsure).capitalize()))
     if b.refused_by_reason:
         parts.append(_html_table(["refusal reason", "count"], [[k, v] for k, v in b.refused_by_reason.items()],
                                  numeric={1}))

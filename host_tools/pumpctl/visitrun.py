@@ -193,7 +193,9 @@ def delivered(records: list[tuple], start: tuple[int, int], end: tuple[int, int]
     for day, ng, nl in estimate:
         if day not in detail and day not in covered:
             rows.append((day, ng, nl))
-            detail[day] = visit.DayDelivery("estimated")
+            # the part of the interval in the day: from the start, to the end
+            detail[day] = visit.DayDelivery("estimated", from_s=start[1] if day == start[0] else 0,
+                                            to_s=end[1] if day == end[0] else S_PER_DAY)
     return sorted(rows), detail, state
 
 
@@ -207,7 +209,7 @@ def with_today(rows: list[tuple[int, int, int]], detail: dict[int, visit.DayDeli
     d = detail.get(day)
     if "today_dose_ng" not in st or start_day >= day or (d is not None and d.source != "estimated"):
         return rows
-    detail[day] = visit.DayDelivery(visit.SO_FAR)
+    detail[day] = visit.DayDelivery(visit.SO_FAR, to_s=st["tod_s"])  # midnight until the status's time
     return sorted([r for r in rows if r[0] != day] + [(day, st["today_dose_ng"], st["today_nl"])])
 
 
@@ -227,5 +229,28 @@ def first_interval(records: list[tuple]) -> list[tuple]:
     return [r for r in recs if r[1] > 0]
 
 
-def report_path(report_dir: str | os.PathLike[str], serial: str, date: dt.date) -> Path:
-    return Path(report_dir) / ("visit-%s-%s.html" % (paths.file_part(serial), date.isoformat()))
+def report_path(report_dir: str | os.PathLike[str], serial: str, date: dt.date, n: int = 1) -> Path:
+    """The report file of a pump's visit on `date`: visit-<serial>-<date>.html,
+    the n-th visit of that day visit-<serial>-<date>-<n>.html."""
+    return Path(report_dir) / ("visit-%s-%s%s.html" % (paths.file_part(serial), date.isoformat(),
+                                                       "-%d" % n if n > 1 else ""))
+
+
+def write_report(document: str, report_dir: str | os.PathLike[str], serial: str, date: dt.date) -> Path:
+    """Write a visit report under a name no earlier report has: a second
+    visit the same day gets -2, a third -3, ... (a report is a record: never
+    overwritten). The file appears whole or not at all. Returns its path."""
+    first = report_path(report_dir, serial, date)
+    tmp = first.with_name(".%s.%d.tmp" % (first.name, os.getpid()))
+    tmp.write_text(document, encoding="utf-8")
+    try:
+        n = 1
+        while True:
+            path = report_path(report_dir, serial, date, n)
+            try:
+                os.link(tmp, path)  # fails if the name is taken: never replaces a file
+                return path
+            except FileExistsError:
+                n += 1
+    finally:
+        tmp.unlink()

@@ -105,7 +105,7 @@ def test_an_interrupted_implant_resumes_from_its_step_with_a_countdown(blank, ca
     monkeypatch.setattr(implant.TimeSource, "wait", wait_then_interrupt)
     rc, out, err = blank.pumpctl(capsys, *IMPLANT, "--resume", *bench)
     assert rc == cli.EXIT_INTERRUPTED and "interrupted at step 'priming'" in err and "--resume" in err, err
-    assert "done before: identity, catheter, first fill, priming" in out and "waits for the priming" in out, out
+    assert "done before: identity, catheter, first fill)" in out and "waits for the priming" in out, out  # under way
     monkeypatch.setattr(implant.TimeSource, "wait", real_wait)
     rc, out, err = blank.pumpctl(capsys, *IMPLANT, "--resume", *bench)
     assert rc == 0 and "implant test complete: pump SN-7" in out, err
@@ -233,3 +233,37 @@ def test_trial_cli_round_trip(tmp_path, capsys):
     assert data["physician_decision"]["decision"] == "implant"
     assert "consider implant" in data["physician_decision"]["tool_recommendation"]
     assert data["titrations"][0]["rate_ng_day"] == 1_000_000
+
+
+def test_a_pump_with_no_catheter_recorded_is_programmed_only_past_a_warning_about_it(blank, capsys):
+    # Found by driving the emulator: a factory-blank pump was programmed,
+    # refilled and given a bolus with no catheter recorded, and nothing said
+    # that an implanted catheter's saline would then be booked as drug. The
+    # review says so (a pump on the bench has no catheter: it may go on).
+    for argv in (["refill", "--withdrawn", "0mL", "--added", "20mL", *RX, "--yes"],
+                 ["bolus", "--dose", "0.5mg", "--over", "30min", "--yes"]):
+        rc, out, err = blank.pumpctl(capsys, *argv)
+        assert rc == 0 and "no catheter is recorded" in out and "pumpctl implant" in out, (argv, out, err)
+
+
+def test_a_clock_the_rtc_moves_at_a_reset_before_any_therapy_is_logged_as_set(blank, capsys):
+    # Found by driving the emulator: before the first therapy the emulator's
+    # RTC stand-in (this computer's clock) replaced a clock the clinician had
+    # set to another date at a reset, with nothing in the log to say why the
+    # timeline jumped. It is logged as a clock setting.
+    import socket
+    import time
+    from linkkit import wait_for
+    rc, out, err = blank.pumpctl(capsys, "clock", "--set", "2025-01-06T09:00", "--yes")
+    assert rc == 0, err
+    seq = blank.last_seq()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(blank.emu.bench_path))
+        s.sendall(b'{"cmd": "soft_reset"}\n')
+        s.settimeout(10)
+        assert s.recv(100) == b""  # the connection closes: no reply
+    assert wait_for(lambda: blank.emu.resets and blank.emu.bench_path.exists())
+    st = blank.call(lc.STATUS)
+    assert abs(st["day"] * 86400 + st["tod_s"] - time.time()) < 120, st  # the RTC's time
+    moved = of_type(blank.log(seq + 1), events.CLOCK_SET)
+    assert [tuple(r[4:6]) for r in moved] == [(20094, 9 * 3600)], moved  # from 2025-01-06 09:00

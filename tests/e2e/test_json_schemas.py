@@ -362,6 +362,9 @@ CASES = [
     Case("trial-decide-records-the-physicians-decision", "trial decide",
          lambda p: ["trial", "decide", "--file", str(trial_path(p)), "--name", "Dr A", "--decision", "implant",
                     "--date", "2025-03-06"], before=trial_made),
+    Case("trial-extend-changes-the-planned-days", "trial extend",
+         lambda p: ["trial", "extend", "--file", str(trial_path(p)), "--days", "7"], before=trial_made,
+         check=lambda d, p: d["trial"]["planned_days"] == 7),
     # the accuracy test (its own fresh emulator, no pump of this file)
     Case("accuracy-measures-a-rate-and-gives-a-and-the-trumpet-figures", "accuracy",
          ["accuracy", "--rate", "1mL/day", "--hours", "1", "--stabilise", "30min", "--stroke-bias", "-10%",

@@ -133,7 +133,7 @@ def test_a_refusal_at_the_24_hour_ceiling_names_the_figures_and_what_to_do(pump,
 
 def test_a_bolus_that_is_not_whole_strokes_is_refused_with_the_deliverable_doses(pump, capsys):
     rc, _, err = pump.pumpctl(capsys, "bolus", "--dose", "7.5ug", "--over", "30min", "--yes")
-    assert rc == cli.EXIT_REFUSED and "(bolus_rounding)" in err and "5 µg or 10 µg" in err, err
+    assert rc == cli.EXIT_REFUSED and "(bolus_rounding)" in err and "0.005 mg or 0.01 mg" in err, err
     assert "whole 0.5 µL strokes" in err
 
 

@@ -340,3 +340,30 @@ def test_scenario_docs_and_examples_name_alarms_as_pumpctl_does():
                 names = step.get(key)
                 if isinstance(names, list):
                     assert all(n in report.ALARM_SLUGS for n in names), (path.name, names)
+
+
+def test_demand_and_priming_bolus_log_records_give_the_dose_and_volume_not_strokes_only():
+    from pumpctl.fw import events
+    recs = [(1, 20000, 0, events.THERAPY_PROGRAMMED, 1, 200_000, 2_000_000, 0, b"morphine"),
+            (2, 20000, 60, events.BOLUS_STARTED, 4, 400, 1800, 0, b""),
+            (3, 20000, 1860, events.BOLUS_DELIVERED, 4, 400, 0, 0, b""),
+            (4, 20000, 3600, events.BOLUS_REQUESTED, 5, 20, 600, 0, b""),
+            (5, 20000, 3600, events.BOLUS_STARTED, 5, 20, 600, 0, b""),
+            (6, 20000, 4200, events.BOLUS_DELIVERED, 5, 20, 0, 0, b"")]
+    details = [r["details"] for r in report.log_records(recs, 500, 10_000_000)]
+    assert details[1] == "priming: 400 strokes over 30 min, 0.2000 mL (filling the catheter)"
+    assert details[2] == "priming: 400 strokes delivered, 0.2000 mL (filling the catheter)"
+    assert details[3] == "demand: 20 strokes over 10 min, 0.1 mg (0.010 mL)"
+    assert details[5] == "demand: 20 strokes delivered, 0.1 mg (0.010 mL)"
+
+
+def test_the_priming_step_record_says_the_priming_started_not_that_it_passed():
+    from pumpctl.fw import events
+    rec = (1, 20000, 0, events.IMPLANT_STEP, 4, 1, 400, 1800, b"")
+    assert report.event_details(rec) == "priming: started, 400 strokes over 30 min (done at its `bolus delivered` " \
+                                        "record)"
+
+
+def test_the_ceiling_text_without_the_earlier_drugs_name_has_no_doubled_word():
+    text = report.ceiling_text("ziconotide", 2160, "")
+    assert "the the" not in text and "counting the earlier drug given before the drug change" in text

@@ -99,7 +99,7 @@ def test_bad_baseline_and_fields_are_named():
         T.Trial("P", "morphine", "oral", START, 3, 5)
     with pytest.raises(T.TrialError, match="needs its starting rate"):
         T.Trial("P", "morphine", "continuous", START, 3, 5)
-    with pytest.raises(T.TrialError, match="at least 2 planned days"):
+    with pytest.raises(T.TrialError, match="planned days \\(--days\\) must be a whole number from 2 to 60 for a continuous trial"):
         T.Trial("P", "morphine", "continuous", START, 1, 5, rate_ng_day=1000)
     with pytest.raises(T.TrialError, match="injection route must be one of: intrathecal, epidural"):
         T.Injection(dt.datetime(2025, 3, 3, 9), 1000, "oral")
@@ -115,7 +115,7 @@ def test_bad_baseline_and_fields_are_named():
 
 def test_duplicate_dates_are_refused_unless_replaced():
     t = continuous(scores={2: 5})
-    with pytest.raises(T.TrialError, match="already an entry for 2025-03-04 \\(day 2\\); use replace"):
+    with pytest.raises(T.TrialError, match="already an entry for 2025-03-04 \\(day 2\\): to correct it, give --replace"):
         t.add_entry(T.DailyEntry(day(2), 3))
     t.add_entry(T.DailyEntry(day(2), 3), replace=True)
     assert [(e.date, e.pain) for e in t.entries] == [(day(2), 3)]
@@ -317,3 +317,60 @@ def test_half_of_baseline_always_meets_and_anything_above_does_not(baseline, k):
     half = Fraction(baseline, 2)
     assert T.meets_criterion(T.reduction_percent(baseline, half))
     assert not T.meets_criterion(T.reduction_percent(baseline, half + Fraction(1, k)))
+
+
+def test_a_second_decision_is_refused_without_replace_and_the_first_is_kept():
+    t = continuous(baseline=8, scores={2: 3, 3: 3, 4: 3})
+    T.decide(t, "Dr. A", "implant", "first", date=day(5))
+    with pytest.raises(T.TrialError, match=r"a decision is already recorded \(Dr. A, 2025-03-07: implant\): to "
+                                           r"correct it, give --replace"):
+        T.decide(t, "Dr. C", "no implant", "second", date=day(5))
+    assert (t.physician_decision.name, t.physician_decision.decision) == ("Dr. A", "implant")
+    T.decide(t, "Dr. C", "no implant", "corrected", date=day(5), replace=True)
+    assert t.physician_decision.name == "Dr. C"
+
+
+def test_a_decision_dated_before_the_trial_started_is_refused():
+    t = continuous(baseline=8, scores={2: 3})
+    with pytest.raises(T.TrialError, match=r"decision date \(--date\) 2020-01-01 is before the trial's first day, "
+                                           r"2025-03-03"):
+        T.decide(t, "Dr. C", "no implant", date=dt.date(2020, 1, 1))
+    assert t.physician_decision is None
+
+
+@pytest.mark.parametrize("days", [0, 61, 100_000])
+def test_planned_days_are_bounded_naming_the_option(days):
+    with pytest.raises(T.TrialError, match=r"planned days \(--days\) must be a whole number from 1 to 60"):
+        T.Trial("P", "morphine", "injection", START, days, 5)
+
+
+def test_a_continuous_trial_starting_at_no_rate_is_refused_naming_the_option():
+    with pytest.raises(T.TrialError, match=r"starting rate \(--rate\) 0/day"):
+        T.Trial("P", "morphine", "continuous", START, 5, 5, rate_ng_day=0)
+
+
+def test_trial_messages_name_the_cli_options_not_the_file_fields():
+    with pytest.raises(T.TrialError) as e:
+        T.Trial("P", "morphine", "continuous", START, 3, 5)
+    assert "--rate" in str(e.value) and "rate_ng_day" not in str(e.value)
+    t = continuous(days=3)
+    with pytest.raises(T.TrialError) as e:
+        t.add_entry(T.DailyEntry(day(4), 3))
+    assert "pumpctl trial extend --days" in str(e.value) and "planned_days" not in str(e.value)
+
+
+def test_extend_records_days_after_the_planned_end():
+    t = continuous(days=3, scores={2: 4})
+    t.extend(5)
+    t.add_entry(T.DailyEntry(day(5), 3))
+    assert t.end_date == day(5)
+    with pytest.raises(T.TrialError, match=r"would leave out what is recorded up to 2025-03-07 \(day 5\)"):
+        t.extend(4)
+
+
+def test_a_bad_trial_rate_on_the_command_line_names_the_option_and_no_pump(tmp_path, capsys):
+    from pumpctl import cli
+    rc = cli.main(["trial", "new", "--file", str(tmp_path / "t.json"), "--patient", "P", "--drug", "morphine",
+                   "--mode", "continuous", "--days", "5", "--baseline", "7", "--rate", "lots"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--rate" in err and "nothing sent" not in err, err

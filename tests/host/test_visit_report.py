@@ -138,7 +138,10 @@ def test_interval_and_delivery(ok):
     assert ok.total_dose_ng == 112_300_000
     assert ok.total_volume_nl == 11_230_000
     assert ok.days_with_delivery_data == 28
-    assert ok.mean_daily_dose_ng == Fraction(112_300_000, 28)
+    # the mean over the exact time the 28 days with data cover: 27 whole days and the visit day until 10:31:40
+    assert ok.mean_span_s == 27 * 86400 + 37900
+    assert ok.mean_daily_dose_ng == Fraction(112_300_000 * 86400, 27 * 86400 + 37900)
+    assert ok.mean_daily_volume_nl == Fraction(11_230_000 * 86400, 27 * 86400 + 37900)
     assert ok.days[18].dose_ng is None and ok.days[18].volume_nl is None
 
 
@@ -342,9 +345,11 @@ def test_text_report(bad):
     assert ("Refill          expected 8.770 mL, withdrawn 6.170 mL, difference -2.600 mL (-29.6 %): WARNING; "
             "filled 20.000 mL") in lines
     assert ("Demand boluses  16 requested, 11 given, 5 refused (lockout 3, daily maximum 1, bolus in progress 1); "
-            "1 stopped early; other boluses: clinician 1") in lines
+            "10 completed; 1 stopped early; other boluses: clinician 1") in lines
     assert "Pain diary      28 entries on 26 of 29 days; mean 5.1/10 (range 4-8)" in lines
-    assert ("Delivered       morphine 112.3 mg over 28 calendar days, mean 4.011 mg/day (0.401 mL/day)") in lines
+    assert ("Delivered       morphine 112.3 mg (11.230 mL) on 28 calendar days; mean 4.093 mg/day (0.409 mL/day) "
+            "over the 658.5 h (27.4 days) from 2025-06-03 00:00 to 2025-07-01 10:31 (1 day in it left out: no data)"
+            ) in lines
     assert any(re.fullmatch(r"\s+\* basal per day\s+4 mg/day \(0.400 mL/day\)\s+4.5 mg/day \(0.450 mL/day\)", l)
                for l in lines)
     # no delivery_detail in this data: where the day's figures came from is not known ("-")
@@ -555,7 +560,8 @@ def test_another_drugs_strokes_count_in_the_volume_and_are_listed_apart_never_ad
     delivered = visit.headline(s)["delivered"]
     assert "also morphine 15.5 mg, not added (another drug)" in delivered
     # The mean is hydromorphone's over the days it alone was given (day 102).
-    assert s.mean_days == 1 and "mean 2 mg/day over the 1 day of hydromorphone alone" in delivered, delivered
+    assert s.mean_days == 1 and ("mean 2 mg/day (0.200 mL/day) over the 24 h of hydromorphone alone from "
+                                 "1970-04-13 00:00 to 1970-04-14 00:00") in delivered, delivered
     # Records of earlier firmware (the kind as their text) and of the same drug count as before.
     same = visitrun.daily_totals([(2, 101, 0, DT, 100, BASAL, 2000, 10_000_000, b"basal")], 500, "hydromorphone")
     assert same[100].kinds == ((BASAL, 2000, 10_000_000, 1_000_000),) and same[100].other == ()
@@ -568,3 +574,79 @@ def test_a_day_of_no_delivery_is_zero_not_missing():
     assert rows == [(100, 0, 0)] and detail[100].source == "pump" and detail[100].kinds == ()
     assert visit.by_kind(detail[100], "mg") == "nothing delivered"
 
+
+
+def _after_a_drug_change_visited_at_noon():
+    # Morphine to ziconotide 25 ug/mL at 2.4 ug/day at noon of day 100 (the
+    # last visit), its bridge of morphine through day 101, the visit at noon
+    # of day 102: the pump's count so far is 12 h of ziconotide alone.
+    from pumpctl import visitrun
+    DT, BASAL, BRIDGE, DRUG_END = events.DAILY_TOTAL, 1, 2, 2 << 16
+    recs = [(1, 100, 43200, events.THERAPY_PROGRAMMED, 1, 96_000, 2_400, 400, b"ziconotide"),
+            (2, 101, 0, DT, 100, BASAL | DRUG_END, 200, 1_000_000, b"morphine"),
+            (3, 101, 0, DT, 100, BRIDGE, 200, 1_000_000, b"morphine"),
+            (4, 102, 0, DT, 101, BASAL, 104, 1_300, b"ziconotide"),
+            (5, 102, 0, DT, 101, BRIDGE, 200, 1_000_000, b"morphine")]
+    st = month().status | {"day": 102, "tod_s": 43200, "drug": "ziconotide", "conc_ng_ml": 25_000,
+                           "today_dose_ng": 1_200, "today_nl": 48_000}
+    rows, detail, _ = visitrun.delivered(recs, (100, 43200), (102, 43200), visitrun.DeliveryState(), 500, 25_000,
+                                         "ziconotide")
+    rows = visitrun.with_today(rows, detail, st, 100)
+    zico = {"drug": "ziconotide", "conc": 25_000, "steps": [[0, 2_400]]}
+    return visit.summarize(visit.VisitData(
+        device={"serial": "X"}, visit_date=102, previous_visit=100, records=recs, status=st, old_rx=zico,
+        delivered=rows, delivery_detail=detail))
+
+
+def test_the_mean_daily_dose_counts_a_partial_visit_day_for_its_hours_not_a_whole_day():
+    s = _after_a_drug_change_visited_at_noon()
+    assert s.mean_span_s == 12 * 3600
+    assert s.mean_daily_dose_ng == 2_400  # the programmed rate: 1.2 ug in 12 h
+    assert "mean 2.4 µg/day" in visit.headline(s)["delivered"]
+
+
+def test_the_mean_daily_volume_is_over_the_same_span_as_the_mean_dose():
+    s = _after_a_drug_change_visited_at_noon()
+    assert s.mean_daily_volume_nl == 96_000  # 0.048 mL in the same 12 h; the bridge's morphine is not in it
+    assert ("mean 2.4 µg/day (0.096 mL/day) over the 12 h of ziconotide alone from 1970-04-13 00:00 to "
+            "1970-04-13 12:00") in visit.headline(s)["delivered"]
+
+
+def _a_demand_bolus_a_power_cut_interrupted():
+    # Demand 20 strokes at 10:00 of day 101; a power cut at 10:05 after 10
+    # strokes, none of them saved: the boot logs BOLUS_DELIVERED with at
+    # least 0 strokes given and 20 a reset took off its plan.
+    recs = [(1, 101, 36000, events.BOLUS_REQUESTED, DEMAND, 20, 600, 0, b""),
+            (2, 101, 36000, events.BOLUS_STARTED, DEMAND, 20, 600, 0, b""),
+            (3, 101, 36400, events.BOOT, 1, 0, 0, 0, b""),
+            (4, 101, 36400, events.BOLUS_DELIVERED, DEMAND, 0, 20, 0, b""),
+            (5, 101, 50000, events.BOLUS_STARTED, DEMAND, 20, 600, 0, b""),
+            (6, 101, 50600, events.BOLUS_DELIVERED, DEMAND, 20, 0, 0, b"")]
+    return visit.summarize(visit.VisitData(
+        device={"serial": "X", "stroke_nl": 500}, visit_date=102, previous_visit=100, records=recs,
+        status=month().status | {"day": 102, "tod_s": 0}, old_rx=OLD_RX))
+
+
+def test_a_demand_bolus_a_reset_cut_short_is_counted_interrupted_not_completed():
+    b = _a_demand_bolus_a_power_cut_interrupted().boluses
+    assert (b.given, b.delivered, b.cancelled, b.interrupted) == (2, 1, 0, 1)
+    assert (b.interrupted_strokes, b.interrupted_unsure) == (0, 20)
+
+
+def test_a_demand_bolus_a_reset_cut_short_shows_on_its_day_with_what_it_gave_at_least():
+    s = _a_demand_bolus_a_power_cut_interrupted()
+    _, rows = visit.day_table(s)
+    day = {r[0]: r for r in rows}[str(visit.as_date(101))]
+    assert ("demand boluses: 1 interrupted by a reset or the flash (not completed): at least 0 mg (0.000 mL, 0 "
+            "strokes) delivered, up to 0.1 mg (0.010 mL, 20 strokes) more may have been given") in day[3]
+    assert "1 completed" in visit.headline(s)["demand boluses"]
+
+
+def test_a_second_visit_report_the_same_day_gets_its_own_file_and_never_replaces_the_first(tmp_path):
+    from pumpctl import visitrun
+    day = dt.date(2025, 2, 6)
+    first = visitrun.write_report("<html>first</html>", tmp_path, "SN-VI1", day)
+    second = visitrun.write_report("<html>second</html>", tmp_path, "SN-VI1", day)
+    assert (first.name, second.name) == ("visit-SN-VI1-2025-02-06.html", "visit-SN-VI1-2025-02-06-2.html")
+    assert first.read_text() == "<html>first</html>" and second.read_text() == "<html>second</html>"
+    assert {p.name for p in tmp_path.iterdir()} == {first.name, second.name}  # no temporary file left

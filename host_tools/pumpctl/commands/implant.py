@@ -13,7 +13,7 @@ from pumpctl.fw import events, limits, prescription
 from pumpctl.fw import implant as fw_implant
 from pumpctl.fw import link_commands as lc
 from pumpctl.keystore import KeyStore
-from pumpctl.link import PumpError
+from pumpctl.link import LinkError, PumpError, PumpGone
 from pumpctl.session import connected, read_log, session_role, state_dir
 
 IMPLANT_STEP_NAMES = {"identity": "identity", "catheter": "catheter", "fill": "first fill", "prime": "priming",
@@ -46,9 +46,15 @@ class TimeSource:
 
     def wait(self, seconds):
         if self.bench_path:
-            from pumpctl.bench import BenchClient
-            with BenchClient(self.bench_path) as b:
-                b.call("advance", ms=int(seconds * 1000))
+            from pumpctl.bench import BenchClient, BenchError
+            try:
+                with BenchClient(self.bench_path) as b:
+                    b.call("advance", ms=int(seconds * 1000))
+            except (OSError, BenchError, ValueError) as e:
+                # The emulator reset or stopped under us (a power cut): the
+                # link is lost, not pumpctl broken.
+                raise PumpGone("the emulator's bench port %s stopped answering (%s)" % (
+                    self.bench_path, getattr(e, "strerror", None) or e)) from None
         else:
             time.sleep(min(seconds, 1.0))
 
@@ -109,7 +115,11 @@ def run_implant(c, steps, clock, say, bolus_wait_s=None, current=None):
         try:
             if step == "prime_wait":
                 _wait_bolus(c, clock, bolus_wait_s, Countdown(name, say, extra["strokes"], extra["duration_s"]))
-                _primed(c, name)
+                try:
+                    _primed(c, name, may_continue=True)
+                except PrimingCutShort as cut:
+                    _prime_rest(c, name, say, clock, bolus_wait_s, extra.get("prime_s") or extra["duration_s"],
+                                cut.strokes)
                 say("%-13s done" % name)
                 results.append({"step": step, "reply": {}})
                 continue
@@ -118,7 +128,10 @@ def run_implant(c, steps, clock, say, bolus_wait_s=None, current=None):
                 say("%-13s %d strokes, %s over %s" % (name, r["strokes"], u.fmt_volume(r["volume_nl"], 4),
                                                       u.fmt_duration(extra["duration_s"])))
                 _wait_bolus(c, clock, bolus_wait_s, Countdown(name, say, r["strokes"], extra["duration_s"]))
-                _primed(c, name)
+                try:
+                    _primed(c, name, may_continue=True)
+                except PrimingCutShort as cut:
+                    _prime_rest(c, name, say, clock, bolus_wait_s, extra["duration_s"], cut.strokes)
                 say("%-13s done" % name)
             elif step in ("motor_test", "motor_result", "alarm_test"):
                 poll = "alarm_result" if step == "alarm_test" else "motor_result"
@@ -146,16 +159,68 @@ def run_implant(c, steps, clock, say, bolus_wait_s=None, current=None):
     return results
 
 
-def _primed(c, name):
-    # The priming bolus ended: by filling the catheter, or stopped by an
-    # alarm (a stall, an occlusion) with saline still in it.
+class PrimingCutShort(Exception):
+    """The priming bolus ended short, with no alarm, because a reset took
+    strokes off its plan (the reserve, docs/persistence.md): the catheter
+    needs the rest, and nothing is wrong with the pump."""
+
+    def __init__(self, strokes):
+        super().__init__(strokes)
+        self.strokes = strokes
+
+
+def _priming_end(c, scan=64):
+    """The pump's last record of a priming bolus's end (BOLUS_DELIVERED or
+    BOLUS_CANCELLED, kind priming) within the last `scan` records, or None."""
+    info = c.request(lc.LOG_READ, {"first": 1, "max": 1})
+    last = info["last_seq"]
+    if last < info["first_seq"]:
+        return None
+    recs, _ = read_log(c, max(info["first_seq"], last - scan + 1), last)
+    ends = [r for r in recs if r[3] in (events.BOLUS_DELIVERED, events.BOLUS_CANCELLED) and r[4] == _KIND_PRIMING]
+    return ends[-1] if ends else None
+
+
+def _primed(c, name, may_continue=False):
+    # The priming bolus ended: by filling the catheter, stopped by an alarm
+    # (a stall, an occlusion) with saline still in it, cut short by a reset
+    # (its reserve took the last strokes off the plan) or cancelled.
     st = c.request(lc.STATUS)
-    if st.get("catheter_primed") is False:
+    if st.get("catheter_primed") is not False:
+        return
+    alarms = [report.alarm_slug(a) for a in report.alarm_ids(st["alarms"])]
+    if alarms:
         raise ImplantFailed(name, "the priming stopped before the catheter was primed (alarms: %s): resolve the "
                             "cause, clear the alarm (`pumpctl resume`), then go on with the same command and "
-                            "--resume (it primes what is left)"
-                            % (", ".join(report.alarm_slug(a) for a in report.alarm_ids(st["alarms"])) or "none"),
-                            "not_primed")
+                            "--resume (it primes what is left)" % ", ".join(alarms), "not_primed")
+    end = _priming_end(c)
+    cut = end is not None and end[3] == events.BOLUS_DELIVERED and end[6] > 0
+    if end is not None and cut and may_continue:
+        raise PrimingCutShort(end[6])
+    if end is not None and cut:
+        why = ("a reset during it (a power loss) took up to %d strokes off its plan: the pump counts them as given "
+               "so that it never over-delivers (docs/persistence.md), so the catheter still needs them" % end[6])
+    elif end is not None and end[3] == events.BOLUS_CANCELLED and end[7] == events.CANCELLED_UNSAVED:
+        why = "the pump stopped it because its flash could not save the priming's progress (a flash fault)"
+    elif end is not None and end[3] == events.BOLUS_CANCELLED:
+        why = "a command (a suspend or a refill) cancelled it"
+    else:
+        why = "it ended with no alarm raised"
+    raise ImplantFailed(name, "the priming ended before the catheter was primed: %s. Nothing needs clearing: go on "
+                        "with the same command and --resume (it primes what is left)" % why, "not_primed")
+
+
+def _prime_rest(c, name, say, clock, bolus_wait_s, duration_s, strokes):
+    """Once, after a priming a reset cut short: prime what the catheter still
+    needs (the pump computes it) over the same duration."""
+    say("%-13s ended up to %d strokes short: a reset during it took them off its plan (the pump counts them as "
+        "given, never over-delivering); priming the rest" % (name, strokes))
+    r = c.request(lc.IMPLANT, {"step": "prime", "duration_s": duration_s})
+    say("%-13s %d strokes, %s over %s" % (name, r["strokes"], u.fmt_volume(r["volume_nl"], 4),
+                                          u.fmt_duration(duration_s)))
+    _wait_bolus(c, clock, bolus_wait_s, Countdown(name, say, r["strokes"], duration_s))
+    _primed(c, name)
+    return r
 
 
 def _wait_bolus(c, clock, limit_s=None, countdown=None):
@@ -248,7 +313,9 @@ def rx_summary(rx, daily_ng=None):
     if rx.get("periodic"):
         parts.append("%d periodic bolus(es)" % len(rx["periodic"]))
     if rx.get("demand"):
-        parts.append("demand %s, max %d/24 h" % (u.fmt_mass(rx["demand"][0], unit), rx["demand"][3]))
+        d = rx["demand"]  # as the program and visit reviews: dose over duration (volume), lockout, maximum
+        parts.append("demand %s, lockout %s, max %d/24 h" % (report._bolus(d[0], d[1], rx["conc"], unit),
+                                                            u.fmt_duration(d[2]), d[3]))
     if daily_ng:
         parts.append("24-h maximum %s/day" % u.fmt_mass(daily_ng, unit))
     return "%s %s: %s" % (rx["drug"], u.fmt_conc(rx["conc"], unit), "; ".join(parts))
@@ -363,9 +430,10 @@ def cmd_implant(args):
         if not args.json:
             what = "resumed implant test" if args.resume else "implant test AGAIN (--reimplant)" if args.reimplant \
                 else "implant test"
+            done_before = _done_before(progress["passed"], todo)
             print("Review: %s of pump %s%s\n%s\n" % (
-                what, old, " (done before: %s)" % ", ".join(IMPLANT_STEP_NAMES[p] for p in progress["passed"])
-                if args.resume and progress["passed"] else "",
+                what, old, " (done before: %s)" % ", ".join(IMPLANT_STEP_NAMES[p] for p in done_before)
+                if args.resume and done_before else "",
                 table(_implant_review(c.identity, st, th, serial, model, segments, fill or 0, prime_s, rx,
                                              check, todo), ["", "now", "after the implant test", ""])))
             print("steps: %s\n" % " -> ".join(IMPLANT_STEP_NAMES[s] for s in todo))
@@ -386,6 +454,14 @@ def cmd_implant(args):
         except KeyboardInterrupt:
             raise Interrupted("implant test interrupted at step '%s' (the pump goes on with a running priming or "
                               "test); to go on from there: the same command with --resume" % current.get("step", "?"))
+        except LinkError as e:
+            lost = LinkError("implant test stopped at step '%s': the link to the pump was lost (%s). A pump that "
+                             "kept power goes on with a running priming or test; one that lost power resumes it "
+                             "when it starts again. When the pump answers again (`pumpctl status`; an emulator: "
+                             "start it again with `pumpctl emulate`), go on from there: the same command with "
+                             "--resume" % (current.get("step", "?"), e))
+            lost.request_sent = True
+            raise lost from None
         finally:
             if serial != old and store.has(old) and not store.has(serial):
                 _refile_keys(store, old, serial, model)
@@ -423,6 +499,15 @@ class ImplantRefused(UsageError):
                                    "the implant test on it again, add --reimplant (the review shows what changes)."))
 
 
+def _done_before(passed, todo):
+    """The steps a resumed implant test has done: those the log passed, but
+    not one still to run or under way (a priming is logged as passed when
+    its bolus starts; `prime_wait` waits for it)."""
+    under_way = set(todo) | ({"prime"} if "prime_wait" in todo else set()) | \
+        ({"motor_test"} if "motor_result" in todo else set())
+    return [p for p in passed if p not in under_way]
+
+
 def _resume_steps(all_steps, progress, st):
     """The implant steps still to run, from the pump's log and state."""
     if not progress["begun"]:
@@ -440,7 +525,8 @@ def _resume_steps(all_steps, progress, st):
             steps = [("motor_result", {})] + [s for s in steps if s[0] != "motor_test"]
         elif running:
             strokes, dur = progress["priming"] or (st["bolus"]["strokes_left"], 0)
-            steps = [("prime_wait", {"strokes": strokes, "duration_s": dur})] + steps
+            prime_s = dict(all_steps).get("prime", {}).get("duration_s")
+            steps = [("prime_wait", {"strokes": strokes, "duration_s": dur, "prime_s": prime_s})] + steps
     return steps
 
 

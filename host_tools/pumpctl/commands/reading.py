@@ -115,9 +115,10 @@ def cmd_log(args):
     with connected(args, session_role(args, "clinician")) as c:
         recs, info = read_log(c, first, args.last, show_progress=sys.stderr.isatty() and not args.json)
         stroke_nl = c.identity.get("stroke_nl")
+        conc = (c.request(lc.THERAPY).get("rx") or {}).get("conc")  # the doses of boluses since the last therapy
     if args.csv:
-        return write_csv(args.csv, report.LOG_HEADERS, report.log_rows(recs, stroke_nl), "records")
+        return write_csv(args.csv, report.LOG_HEADERS, report.log_rows(recs, stroke_nl, conc), "records")
     emit(args, {"first_seq": info["first_seq"], "last_seq": info["last_seq"], "dropped": info["dropped"],
-                "records": report.log_records(recs, stroke_nl)},
-         lambda: report.log_table(recs, stroke_nl) if recs else "no records")
+                "records": report.log_records(recs, stroke_nl, conc)},
+         lambda: report.log_table(recs, stroke_nl, conc) if recs else "no records")
     return EXIT_OK

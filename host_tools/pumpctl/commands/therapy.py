@@ -140,7 +140,8 @@ def program_review(args, c, rx) -> Review:
     return Review("Review: new therapy for pump %s (reservoir %s)" % (c.identity["serial"],
                                                                        u.fmt_volume(st["remaining_nl"])),
                   report.compare_rows(th.get("rx"), rx, cur, new, unit), list(report.COMPARE_HEADERS),
-                  override_warning(args, soft, rx["drug"]) + ([BRIDGE_RUNNING] if th.get("bridging") else []),
+                  override_warning(args, soft, rx["drug"]) + ([BRIDGE_RUNNING] if th.get("bridging") else [])
+                  + catheter_warning(th),
                   "Program this therapy%s?" % (" ABOVE the usual maximum" if soft else ""),
                   lc.PROGRAM, _with_override({"rx": rx}, soft),
                   {"current": u.labelled_rx(th.get("rx")), "check": check, "above_usual_maximum": soft is not None},
@@ -166,6 +167,21 @@ def cmd_program(args):
     data, text = program_done(rv, done)
     emit(args, data, text)
     return EXIT_OK
+
+
+def catheter_warning(th):
+    """[the warning] for a pump with no catheter recorded (never implanted:
+    `pumpctl emulate --blank`, a Pico fresh from deploy), else []: every stroke
+    then counts as dose at once, which is right on the bench and wrong for an
+    implanted catheter still holding saline (docs/pumpctl.md). Shown in the
+    review the clinician confirms, and in its --json."""
+    return [NO_CATHETER] if "catheter_nl" in th and not th["catheter_nl"] else []
+
+
+NO_CATHETER = ("WARNING: no catheter is recorded on this pump: every stroke counts as dose at once. For an implanted "
+               "pump, stop here and implant it first (`pumpctl implant`), or record its catheter (`pumpctl catheter "
+               "--segments ...`) and prime it (`pumpctl prime`): until then the catheter's saline would be booked as "
+               "drug. Go on only for a pump on the bench, with no catheter.")
 
 
 def current_rx(c):
@@ -194,7 +210,7 @@ def bolus_reviewed(args, c, dose, dur) -> Review:
     check, soft = checked(args, c, lc.BOLUS, req, rx["drug"])
     review = bolus_review(rx, st, dose, dur, check, c.identity.get("stroke_nl", 500), other)
     return Review("Review: clinician bolus on pump %s" % c.identity["serial"], review, None,
-                  override_warning(args, soft, rx["drug"]),
+                  override_warning(args, soft, rx["drug"]) + catheter_warning(c.request(lc.THERAPY)),
                   "Start this bolus%s?" % (" ABOVE the usual maximum" if soft else ""), lc.BOLUS,
                   _with_override(req, soft), {"rows": dict(review), "check": check,
                                               "above_usual_maximum": soft is not None},
@@ -478,7 +494,8 @@ def refill_review(args, c, withdrawn, added, rx) -> Review:
         empty = u.fmt_date(u.date_after(st["day"], st["tod_s"], check["empty_in_s"]))
         notes.append("projected empty after refill: %s\n" % empty)
     warning = override_warning(args, soft, new_rx["drug"] if new_rx else "")
-    return Review("Review: refill of pump %s" % c.identity["serial"], review, None, notes + warning,
+    return Review("Review: refill of pump %s" % c.identity["serial"], review, None,
+                  notes + warning + catheter_warning(th),
                   "Record this refill%s?" % (" ABOVE the usual maximum" if soft else ""), lc.REFILL,
                   _with_override(req, soft), {"rows": dict(review), "check": check,
                                               "above_usual_maximum": soft is not None},

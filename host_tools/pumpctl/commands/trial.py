@@ -5,6 +5,8 @@ import os
 from pumpctl import units as u
 from pumpctl.console import EXIT_OK, Parser
 
+MAX_PLANNED_DAYS = 60  # pumpctl.trial.MAX_PLANNED_DAYS (imported lazily there)
+
 
 def _side_effect(text):
     from pumpctl import trial
@@ -20,12 +22,29 @@ def _trial_date(text):
     return dt.date.today() if text in (None, "today") else text
 
 
+def _rate(text, option):
+    # A trial file, no pump: the unit's refusal without "(nothing sent)".
+    from pumpctl import trial
+    try:
+        return u.rate_ng_day(text, option)
+    except u.UnitError as e:
+        raise trial.TrialError(str(e)) from None
+
+
+def _mass(text, option):
+    from pumpctl import trial
+    try:
+        return u.mass_ng(text, option)
+    except u.UnitError as e:
+        raise trial.TrialError(str(e)) from None
+
+
 def cmd_trial(args):
     from pumpctl import trial
     if args.action == "new":
         if os.path.exists(args.file) and not args.force:
             raise trial.TrialError("%s exists: give --force to replace it" % args.file)
-        rate = u.rate_ng_day(args.rate, "starting rate") if args.rate else None
+        rate = _rate(args.rate, "starting rate (--rate)") if args.rate else None
         t = trial.Trial(patient_id=args.patient, drug=args.drug, mode=args.mode, start_date=_trial_date(args.start),
                         planned_days=args.days, baseline_pain=args.baseline, rate_ng_day=rate, notes=args.note)
     else:
@@ -40,13 +59,16 @@ def cmd_trial(args):
                                          note=args.note), replace=args.replace)
         elif args.action == "titrate":
             t.add_titration(trial.Titration(date=_trial_date(args.date),
-                                            rate_ng_day=u.rate_ng_day(args.rate, "titration rate"), note=args.note))
+                                            rate_ng_day=_rate(args.rate, "titration rate (--rate)"), note=args.note))
         elif args.action == "inject":
-            t.add_injection(trial.Injection(time=args.time, dose_ng=u.mass_ng(args.dose, "injection dose"),
+            t.add_injection(trial.Injection(time=args.time, dose_ng=_mass(args.dose, "injection dose (--dose)"),
                                             route=args.route, note=args.note))
         elif args.action == "decide":
             trial.decide(t, args.name, args.decision, args.note,
-                         date=None if args.date is None else trial._date(args.date, "decision date"))
+                         date=None if args.date is None else trial._date(args.date, "decision date (--date)"),
+                         replace=args.replace)
+        elif args.action == "extend":
+            t.extend(args.days)
     if args.action != "evaluate":
         trial.save(t, args.file)
     ev = trial.evaluate(t)
@@ -78,7 +100,8 @@ def add_parser(sub):
     s.add_argument("--drug", required=True)
     s.add_argument("--mode", choices=("continuous", "injection"), required=True)
     s.add_argument("--start", help="day 1, YYYY-MM-DD (default today)")
-    s.add_argument("--days", type=int, required=True, help="planned days")
+    s.add_argument("--days", type=int, required=True, help="planned days, 1 to %d (continuous: from 2)"
+                   % MAX_PLANNED_DAYS)
     s.add_argument("--baseline", type=int, required=True, help="pain score 0-10 before the trial")
     s.add_argument("--rate", help="continuous: starting rate, e.g. 0.5mg/day")
     s.add_argument("--note", default="")
@@ -109,5 +132,9 @@ def add_parser(sub):
     s = act("decide", "record the physician's decision beside the tool's recommendation")
     s.add_argument("--name", required=True)
     s.add_argument("--decision", required=True, choices=("implant", "no implant", "extend or repeat trial"))
-    s.add_argument("--date", help="YYYY-MM-DD (default today)")
+    s.add_argument("--date", help="YYYY-MM-DD, not before the trial's first day (default today)")
     s.add_argument("--note", default="")
+    s.add_argument("--replace", action="store_true", help="correct the decision already recorded")
+    s = act("extend", "change the planned days (e.g. to record days after the planned end)")
+    s.add_argument("--days", type=int, required=True, help="planned days, 1 to %d (continuous: from 2)"
+                   % MAX_PLANNED_DAYS)

@@ -76,9 +76,9 @@ def _visit_report(args, report_dir, visits, ident, prev, first, before, done, st
     summary = visit.summarize(data)
     date = visit.as_date(st["day"])
     report_dir.mkdir(parents=True, exist_ok=True)
-    path = visit.render_html(summary, visitrun.report_path(report_dir, serial, date))
+    path = visitrun.write_report(visit.html_document(summary), report_dir, serial, date)
     visits[serial] = {"seq": max([first - 1] + [r[0] for r in recs]), "dropped": info.get("dropped", 0),
-                      "date": date.isoformat(), "day": st["day"],
+                      "date": date.isoformat(), "day": st["day"], "report": path.name,
                       "tod_s": st["tod_s"], "delivery": state.to_dict()}
     visitrun.save_visits(report_dir, visits)
     for p in problems:
