@@ -434,6 +434,7 @@ class Oracle:
         """The state record decayed and the pump started over: what it now holds
         is all a clinician could rely on until the next fill."""
         self.acked = Acked.of(observed)
+        self.unsaved_before = None  # what the pump holds now is the new baseline
         self.state_lost = True
         self.bridge_rx = None
         self.boluses.clear()

@@ -289,3 +289,11 @@ def test_a_resume_before_any_therapy_ends_a_suspend():
             {"op": "suspend"}, {"op": "pressure", "mmhg": 300},
             {"duration_s": 1996, "op": "priming_bolus", "volume_nl": 47592}, {"op": "advance", "ms": 847},
             {"op": "resume"}])
+
+
+def test_a_suspend_obeyed_without_flash_after_the_state_was_lost_may_be_lost_at_a_reset():
+    # (d) Found by `make soak` (seed 5237), in the oracle: a suspend the pump
+    # obeyed without flash after its state record decayed was compared, at
+    # the reset, with the settings from before the decay.
+    replay([{"op": "start", "mode": "implant"}, {"op": "suspend"}, {"op": "flash_fault", "on": True},
+            {"op": "suspend"}, {"op": "decay_state", "slots": "both"}, {"op": "suspend"}, {"op": "watchdog"}])
