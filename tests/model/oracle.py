@@ -366,6 +366,9 @@ class Oracle:
             if p["q"]["op"] in ("refill", "first_fill"):
                 self.unclean_since_fill = 1  # the reset came after the fill
             return True
+        if self.unsaved_before is not None and self.unsaved_before.differences(observed) == {}:
+            self.acked, self.unsaved_before = self.unsaved_before, None  # a stop obeyed without flash, lost
+            return True
         return False
 
     # -- the world --------------------------------------------------------------

@@ -297,3 +297,39 @@ def test_a_suspend_obeyed_without_flash_after_the_state_was_lost_may_be_lost_at_
     # the reset, with the settings from before the decay.
     replay([{"op": "start", "mode": "implant"}, {"op": "suspend"}, {"op": "flash_fault", "on": True},
             {"op": "suspend"}, {"op": "decay_state", "slots": "both"}, {"op": "suspend"}, {"op": "watchdog"}])
+
+
+def test_a_suspend_obeyed_without_flash_may_be_lost_to_a_power_cut_during_a_later_command():
+    # (d) Found by `make soak` (seed 7337), in the oracle: the power died
+    # during a demand after a suspend obeyed without flash and before the
+    # pump could save it; the oracle knew only the states before and after
+    # the demand.
+    replay([{'op': 'start', 'mode': 'implant'},
+            {'op': 'catheter', 'segments': [[355, 92316]]},
+            {'op': 'first_fill', 'volume_nl': 16000000, 'drug': 'morphine', 'conc_ng_ml': 25000000},
+            {'op': 'prime', 'duration_s': 1069},
+            {'op': 'advance', 'ms': 580},
+            {'op': 'start_therapy',
+             'rx': {'drug': 'morphine',
+                    'conc_ng_ml': 25000000,
+                    'steps': [{'start_s': 0, 'dose_ng_day': 10600000}],
+                    'periodic': [{'time_s': 3532, 'duration_s': 1502, 'dose_ng': 2200000},
+                                 {'time_s': 147, 'dose_ng': 400000, 'duration_s': 659}],
+                    'demand': {'dose_ng': 800000, 'duration_s': 159, 'lockout_s': 16361, 'max_per_day': 2}}},
+            {'op': 'watchdog'},
+            {'op': 'motor', 'intermittent': 7},
+            {'op': 'set_clock', 'day': 20455, 'tod_s': 506},
+            {'op': 'advance', 'ms': 37653339},
+            {'op': 'set_clock', 'day': 20454, 'tod_s': 86398},
+            {'op': 'advance', 'ms': 584},
+            {'off_ms': 1000, 'tear': False, 'op': 'arm_power_cut', 'after': 51},
+            {'op': 'decay_state', 'slots': 'both'},
+            {'op': 'demand'},
+            {'op': 'acknowledge', 'pick': 6},
+            {'day': 20453, 'tod_s': 218, 'op': 'set_clock'},
+            {'op': 'acknowledge', 'pick': 0},
+            {'op': 'flash_fault', 'on': True},
+            {'op': 'suspend'},
+            {'op': 'advance', 'ms': 64648},
+            {'op': 'flash_fault', 'on': False},
+            {'op': 'demand'}])
