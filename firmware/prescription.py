@@ -190,9 +190,9 @@ def _check_rate(rate, what):
 def _check_added_rate(basal_max, strokes, stroke_nl, duration_s, what):
     rate = _bolus_rate_nl_day(strokes, stroke_nl, duration_s)
     if basal_max + rate > limits.RATE_MAX_NL_DAY:
-        raise LimitError("rate", "%s: %s/day on top of the basal %s/day exceeds the mechanism's %s/day: make it"
-                         " longer" % (what, fmt_volume(rate), fmt_volume(basal_max),
-                                      fmt_volume(limits.RATE_MAX_NL_DAY)))
+        # Under the wire's 100 characters, whatever `what` (pumpctl adds the shortest duration).
+        raise LimitError("rate", "%s: %s/day + basal %s/day exceeds the %s/day maximum: make it longer"
+                         % (what, fmt_volume(rate), fmt_volume(basal_max), fmt_volume(limits.RATE_MAX_NL_DAY)))
 
 
 def clinician_bolus_strokes(dose_ng, duration_s, therapy, stroke_nl):

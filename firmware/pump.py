@@ -395,9 +395,9 @@ class Pump:
             if changed and self.bridging:
                 # The catheter still holds an earlier drug: a second change
                 # would run one drug at another's profile. Refill as it is.
-                raise LimitError("bridge_running", "refill: the catheter still holds %s of the earlier drug (bridge"
-                                 " running): refill with the current drug now, change it once the bridge ends"
-                                 % fmt_volume(self.sched.bridge_left * self.stroke_nl))
+                # Under the wire's 100 characters (pumpctl says when the bridge ends).
+                raise LimitError("bridge_running", "refill: bridge running (%s of the earlier drug left): refill"
+                                 " with the current drug" % fmt_volume(self.sched.bridge_left * self.stroke_nl))
         elif self.therapy is None:
             raise LimitError("not_programmed", "refill: a first fill needs its prescription")
         if self.therapy is None and self.catheter.unidentified():

@@ -132,3 +132,13 @@ def test_a_bolus_below_one_stroke_names_the_one_stroke_it_could_be_once():
     pump = make_pump(continuous(drug="baclofen", conc=500000, dose_ng_day=200000))
     text = raises_limit("bolus_rounding", pump.clinician_bolus, 200, 1800).message
     assert text.count("0.25 ug") == 2 and text.endswith("choose 0.25 ug"), text  # the stroke's dose, the choice
+
+
+def test_a_bolus_too_fast_for_the_mechanism_is_refused_within_the_wires_100_characters():
+    # The reply cuts a reason at 100 characters: the refusal of the eighth
+    # periodic bolus, the longest name, beside a basal must still end whole.
+    rx = continuous(dose_ng_day=4000000)
+    rx["periodic"] = [{"time_s": 3600 * (i + 1), "dose_ng": 1000000 if i == 7 else 10000, "duration_s": 60}
+                      for i in range(8)]
+    text = raises_limit("rate", check, rx).message
+    assert text.startswith("periodic bolus 8") and len(text) <= 100 and text.endswith("make it longer"), text
