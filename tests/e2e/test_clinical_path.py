@@ -169,7 +169,7 @@ def test_implant_input_errors(blank, capsys):
                       (["--catheter", "500mm:120uL", "--fill", "25mL"], "the first fill is from 1.0005 mL"),
                       (["--catheter", "500mm:120uL", "--fill", "0.5mL"], "to 20.000 mL (the reservoir)"),
                       (["--catheter", "500mm:120uL", "--fill", "20mL", "--prime-duration", "1min"],
-                       "exceeds the mechanism's 24 mL/day: make it longer"),
+                       "exceeds the 24 mL/day maximum: make it longer"),
                       (["--catheter", "500mm:120uL", "--fill", "20mL", "--prime-duration", "25h"],
                        "priming duration 25 h outside 60 s to 24 h"),
                       (["--serial", "../../SN-1", "--catheter", "500mm:120uL", "--fill", "20mL"],
