@@ -8,6 +8,7 @@ once from the cross-compiled .mpy files, on the 64-bit unix port and on the
 to use other unix-port binaries.
 """
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,13 @@ FIRMWARE_TESTS = ROOT / "tests" / "firmware"
 sys.path.insert(0, str(ROOT / "tests"))
 
 import mprun  # noqa: E402
+
+# A shell that starts `make test` in the background (`make test &`, nohup)
+# leaves SIGINT ignored, and every process started from here would inherit
+# that: the tests of what Ctrl-C does to pumpctl and the emulator would then
+# see nothing. A handler of our own is reset to the default in each child.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # No test may touch the user's own programmer key store.
 os.environ.setdefault("PUMPCTL_KEYSTORE", os.path.join(tempfile.mkdtemp(prefix="pumpctl-keys-"), "keys.json"))
