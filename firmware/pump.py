@@ -563,7 +563,7 @@ class Pump:
         if self.stroking and s.bolus_kind == self.stroking:
             self.board.motor_stop()  # the stroke in progress is not counted
             self.stroking = KIND_NONE
-        left = s.bolus_left + s.owed_bolus + self.active_bolus_taken  # not given (for sure)
+        left = self._bolus_not_given()
         self.record(events.BOLUS_CANCELLED, s.bolus_kind, s.bolus_inc - left, left)
         s.clear_bolus()
         self.active_bolus = KIND_NONE
@@ -626,7 +626,7 @@ class Pump:
             self.stroking = KIND_NONE
         s = self.sched
         if s.bolus_busy():
-            left = s.bolus_left + s.owed_bolus + self.active_bolus_taken
+            left = self._bolus_not_given()
             self.record(events.BOLUS_CANCELLED, s.bolus_kind, s.bolus_inc - left, left)
         self.active_bolus = KIND_NONE
         self.guard.budget = 0
@@ -788,10 +788,16 @@ class Pump:
             board.motor_begin()
             self.stroking = kind
 
+    def _bolus_not_given(self):
+        # Strokes of the running bolus not given for sure: those still to come
+        # and those resets took off its plan (tick path too: small ints).
+        s = self.sched
+        return s.bolus_left + s.owed_bolus + self.active_bolus_taken
+
     def _cut_bolus(self):
         # Tick path: small ints only; service() logs it.
         s = self.sched
-        left = s.bolus_left + s.owed_bolus + self.active_bolus_taken
+        left = self._bolus_not_given()
         self.bolus_cut = s.bolus_kind
         self.bolus_cut_done = s.bolus_inc - left
         self.bolus_cut_left = left

@@ -256,15 +256,22 @@ def test_a_power_cut_while_priming_brings_back_the_saline_still_in_the_line():
 SLOW_BASAL = continuous(dose_ng_day=480000)
 
 
+def bolus_on_slow_basal(flash_faults=False):
+    # (flash pump, pump, board, strokes before it) with a clinician bolus of
+    # 1 mg at 10 mg/mL (100 uL = 200 strokes) over an hour just started.
+    fp = FlashPump(new_image(), flash_faults=flash_faults)
+    pump = fp.power_on()
+    first_fill(pump, SLOW_BASAL)
+    board = fp.board
+    pump.clinician_bolus(1000000, 3600)
+    return fp, pump, board, board.motor.completed
+
+
 def test_a_reset_during_a_flash_outage_never_gives_a_bolus_twice():
     # The flash refuses writes from just after the bolus is confirmed; a
     # watchdog reset near its end brings it back as last saved (from its
     # start). Had it run on unsaved, the reset would have given it again.
-    fp = FlashPump(new_image(), flash_faults=True)
-    pump = fp.power_on()
-    first_fill(pump, SLOW_BASAL)
-    board = fp.board
-    pump.clinician_bolus(1000000, 3600)  # 100 uL = 200 strokes over an hour
+    fp, pump, board, _ = bolus_on_slow_basal(flash_faults=True)
     fp.dev.failing = True
     run(pump, 3500 * 1000)
     assert pump.alarms.active & (1 << alarms.FLASH_FAULT)
@@ -281,12 +288,7 @@ def test_a_bolus_goes_no_further_than_its_saved_progress_vouches_while_the_flash
     # No reset: the bolus stops 24 strokes past its last save (the reserve
     # of 32 covers them), basal resumes, and the stop is logged once the
     # flash writes again.
-    fp = FlashPump(new_image(), flash_faults=True)
-    pump = fp.power_on()
-    first_fill(pump, SLOW_BASAL)
-    board = fp.board
-    pump.clinician_bolus(1000000, 3600)
-    start = board.motor.completed
+    fp, pump, board, start = bolus_on_slow_basal(flash_faults=True)
     fp.dev.failing = True
     run(pump, HOUR_MS)
     assert board.motor.completed - start <= 24 + 4 + 1, board.motor.completed - start  # and an hour of basal
@@ -346,12 +348,7 @@ def test_a_bolus_a_reset_interrupted_is_logged_with_what_it_gave_at_least():
     # 200 strokes planned; the reset's reserve takes 32 off the rest. The
     # log must not say 200 were given (the visit report adds these up):
     # the motor's record, less the basal, is the oracle.
-    fp = FlashPump(new_image())
-    pump = fp.power_on()
-    first_fill(pump, SLOW_BASAL)
-    board = fp.board
-    pump.clinician_bolus(1000000, 3600)
-    start = board.motor.completed
+    fp, pump, board, start = bolus_on_slow_basal()
     run(pump, 1800 * 1000)
     fp.power_off()
     pump = fp.power_on(board=board)
@@ -365,12 +362,7 @@ def test_a_bolus_a_reset_interrupted_is_logged_with_what_it_gave_at_least():
 def test_a_bolus_the_reserve_ends_at_a_reset_is_logged_as_ended():
     # The reset comes with fewer than 32 strokes left: the restored state
     # ends the bolus. Its record says so, with what it gave at least.
-    fp = FlashPump(new_image())
-    pump = fp.power_on()
-    first_fill(pump, SLOW_BASAL)
-    board = fp.board
-    pump.clinician_bolus(1000000, 3600)
-    start = board.motor.completed
+    fp, pump, board, start = bolus_on_slow_basal()
     run(pump, 3400 * 1000)
     given = board.motor.completed - start
     assert 200 - 32 < given < 200
